@@ -147,8 +147,8 @@ class NofM(Granularity):
         if channels < self.m:
             raise ValueError(
                 f"Weight {weight.name!r} has {channels} input channels, fewer than m={self.m}: "
-                f"there is no group of {self.m} to keep {self.n} of. Use a smaller m, or leave this "
-                "layer out with `filters=`."
+                f"there is no group of {self.m} to keep {self.n} of. Use a smaller m, or leave "
+                "this layer out with `filters=`."
             )
 
     def compute_mask(self, scores, sparsity, weight):
