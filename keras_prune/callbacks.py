@@ -39,6 +39,14 @@ def _wrappers_or_raise(model, caller):
 class PruningCallback(keras.callbacks.Callback):
     """Updates masks as the schedules say, before each training batch, and logs `sparsity`.
 
+    Args:
+        allocation: how the scheduled sparsity is spread across layers: None (each tensor at
+            the scheduled sparsity) or a `kp.allocation.Allocation` such as
+            `kp.GlobalAllocation()` (one ranking across all layers).
+        calibration_data: `(x, y)` on which gradients are collected before each mask update,
+            for gradient criteria ("taylor", "fisher", ...); see `kp.collect_gradients`.
+        calibration_batch_size: batch size for that collection.
+
     The step is the optimizer's iteration count, so a model saved mid-training and reloaded
     continues its schedule where it stopped. `sparsity` (fraction of pruned weights that are zero)
     is written into `logs`, so the progress bar and `History` show it.
@@ -50,8 +58,20 @@ class PruningCallback(keras.callbacks.Callback):
     ```
     """
 
-    def __init__(self):
+    def __init__(self, allocation=None, calibration_data=None, calibration_batch_size=32):
         super().__init__()
+        from keras_prune import allocation as allocation_lib
+
+        self.allocation = None if allocation is None else allocation_lib.get(allocation)
+        if calibration_data is not None and (
+            not isinstance(calibration_data, (tuple, list)) or len(calibration_data) != 2
+        ):
+            raise ValueError(
+                "Expected `calibration_data` to be a pair `(x, y)` of arrays. "
+                f"Received: calibration_data of type {type(calibration_data).__name__}"
+            )
+        self.calibration_data = calibration_data
+        self.calibration_batch_size = calibration_batch_size
         self._wrappers = []
         self._unbuilt = []
         self._step = 0
@@ -72,8 +92,27 @@ class PruningCallback(keras.callbacks.Callback):
         built = [wrapper for wrapper in self._wrappers if wrapper.built]
         # Subclassed models build their layers inside the first batch: catch up after it.
         self._unbuilt = [wrapper for wrapper in self._wrappers if not wrapper.built]
-        if [wrapper for wrapper in built if wrapper.update_mask(self._step)]:
+        self._collect_gradients_if_due(built)
+        if self._update(built):
             self._sparsity = realised_sparsity(self._wrappers)
+
+    def _update(self, wrappers):
+        if self.allocation is not None:
+            return self.allocation.update(wrappers, self._step)
+        return [wrapper for wrapper in wrappers if wrapper.update_mask(self._step)]
+
+    def _collect_gradients_if_due(self, wrappers):
+        """Refresh gradient statistics before an update that ranks by gradients."""
+        due = [
+            wrapper
+            for wrapper in wrappers
+            if wrapper.criterion.needs_gradients and wrapper.schedule.should_update(self._step)
+        ]
+        if due and self.calibration_data is not None:
+            from keras_prune.criteria import collect_gradients
+
+            x, y = self.calibration_data
+            collect_gradients(self.model, x, y, batch_size=self.calibration_batch_size)
 
     def on_train_batch_end(self, batch, logs=None):
         if self._unbuilt:
@@ -89,7 +128,13 @@ class PruningCallback(keras.callbacks.Callback):
             logs["sparsity"] = self._sparsity
 
     def get_config(self):
-        return {}
+        # calibration_data are arrays, not configuration: pass them again after loading.
+        return {
+            "allocation": None
+            if self.allocation is None
+            else keras.saving.serialize_keras_object(self.allocation),
+            "calibration_batch_size": self.calibration_batch_size,
+        }
 
 
 @keras.saving.register_keras_serializable(package="keras_prune")

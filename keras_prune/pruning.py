@@ -88,6 +88,7 @@ def prune(
     granularity="unstructured",
     mask="binary",
     filters=None,
+    criterion="magnitude",
 ):
     """Return a copy of `model` whose prunable layers are wrapped in `PruneWrapper`.
 
@@ -103,6 +104,7 @@ def prune(
         mask: "binary", "learnable", "sigmoid" or a mask-type instance.
         filters: which layers to prune: None (all), a regex on the layer name, a list of regexes,
             or a callable `layer -> bool`.
+        criterion: importance criterion for binary masks (see `kp.PruneWrapper`).
 
     Example:
 
@@ -115,7 +117,11 @@ def prune(
     selected = _layer_filter(filters)
     # Validate the shared arguments once, before touching anything.
     template = PruneWrapper(
-        keras.layers.Dense(1), schedule=schedule, granularity=granularity, mask=mask
+        keras.layers.Dense(1),
+        schedule=schedule,
+        granularity=granularity,
+        mask=mask,
+        criterion=criterion,
     )
     report = PruneReport()
 
@@ -142,6 +148,7 @@ def prune(
             schedule=template.schedule,
             granularity=template.granularity,
             mask=template.mask_type,
+            criterion=template.criterion,
         )
 
     pruned = _clone(model, wrap)
@@ -204,9 +211,12 @@ def find_wrappers(model):
     return found
 
 
-def update_masks(model, step):
+def update_masks(model, step, allocation=None):
     """Apply every wrapper's schedule at optimizer step `step` (what `PruningCallback` does each
     batch); returns the wrappers whose masks were recomputed.
+
+    `allocation` (a `kp.allocation.Allocation`, e.g. `kp.GlobalAllocation()`) decides how the
+    scheduled sparsity is spread across layers; None prunes each tensor to it.
 
     Use it in custom training loops:
 
@@ -217,6 +227,10 @@ def update_masks(model, step):
     ```
     """
     step = int(step)
+    if allocation is not None:
+        from keras_prune import allocation as allocation_lib
+
+        return allocation_lib.get(allocation).update(find_wrappers(model), step)
     return [wrapper for wrapper in find_wrappers(model) if wrapper.update_mask(step)]
 
 

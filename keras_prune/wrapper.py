@@ -5,6 +5,7 @@ import inspect
 import keras
 from keras import ops
 
+from keras_prune import criteria as criteria_lib
 from keras_prune import granularity as granularity_lib
 from keras_prune import layouts, mask_types
 from keras_prune import schedules as schedules_lib
@@ -56,6 +57,10 @@ class PruneWrapper(keras.layers.Wrapper):
             `kp.Channel(...)`.
         mask: "binary", "learnable" or "sigmoid", or a `kp.BinaryMask()` /
             `kp.LearnableMask()` / `kp.SigmoidGateMask(...)`.
+        criterion: how binary masks rank weights: a name from `kp.criteria.ALIASES`
+            ("magnitude" default, "l2", "random", "gradient", "taylor", "fisher", "obd",
+            "movement"), a `kp.criteria.Criterion`, or a function `(weight, statistics) ->
+            scores`. Learnable masks rank by their trainable scores instead.
         **kwargs: base layer arguments (`name`, ...).
 
     Example:
@@ -72,7 +77,15 @@ class PruneWrapper(keras.layers.Wrapper):
     ```
     """
 
-    def __init__(self, layer, schedule=None, granularity="unstructured", mask="binary", **kwargs):
+    def __init__(
+        self,
+        layer,
+        schedule=None,
+        granularity="unstructured",
+        mask="binary",
+        criterion="magnitude",
+        **kwargs,
+    ):
         if isinstance(layer, PruneWrapper):
             raise ValueError(
                 f"Layer {layer.name!r} is already a PruneWrapper; wrap the original layer once."
@@ -95,6 +108,7 @@ class PruneWrapper(keras.layers.Wrapper):
         self.schedule = schedules_lib.get(schedule)
         self.granularity = granularity_lib.get(granularity)
         self.mask_type = mask_types.get(mask)
+        self.criterion = criteria_lib.get(criterion)
         self.supports_masking = layer.supports_masking
         parameters = inspect.signature(layer.call).parameters
         self._inner_takes_training = "training" in parameters
@@ -149,6 +163,8 @@ class PruneWrapper(keras.layers.Wrapper):
                 )
                 scores.assign(self.mask_type.initial_scores(target.variable))
                 self.scores.append(scores)
+        # Filled by kp.collect_gradients for gradient criteria; not saved (recollect after loading).
+        self.gradient_statistics = [criteria_lib.GradientStatistics() for _ in self.targets]
         self.sparsity = self.add_weight(
             name="sparsity", shape=(), initializer="zeros", trainable=False
         )
@@ -177,10 +193,10 @@ class PruneWrapper(keras.layers.Wrapper):
     # -- mask updates (eager, driven by the callback) -------------------------------------------
 
     def importance_scores(self, index):
-        """Scores ranking the weights of target `index`: trainable scores or |w|."""
+        """Scores ranking the weights of target `index`: trainable scores or the criterion's."""
         if self.mask_type.learnable:
             return self.scores[index]
-        return ops.abs(self.targets[index].variable)
+        return self.criterion(self.targets[index].variable, self.gradient_statistics[index])
 
     def compute_masks(self, sparsity):
         """`[(mask, bias_mask_or_None)]` for every target at `sparsity` from current scores."""
@@ -192,8 +208,16 @@ class PruneWrapper(keras.layers.Wrapper):
     def apply_sparsity(self, sparsity):
         """Recompute every mask at `sparsity` now and zero what it removes."""
         sparsity = getattr(self.granularity, "sparsity", sparsity)
+        self.assign_masks(self.compute_masks(sparsity), sparsity)
+
+    def assign_masks(self, masks, sparsity):
+        """Install `[(mask, bias_mask_or_None)]` (one per target) and zero what they remove.
+
+        `sparsity` is recorded as the layer's scheduled sparsity. Allocations that rank across
+        layers (`kp.allocation`) compute masks themselves and install them here.
+        """
         self.sparsity.assign(sparsity)
-        for index, (mask, bias_mask) in enumerate(self.compute_masks(sparsity)):
+        for index, (mask, bias_mask) in enumerate(masks):
             target = self.targets[index]
             self.masks[index].assign(mask)
             if not self.mask_type.learnable:
@@ -276,6 +300,7 @@ class PruneWrapper(keras.layers.Wrapper):
                 "schedule": keras.saving.serialize_keras_object(self.schedule),
                 "granularity": keras.saving.serialize_keras_object(self.granularity),
                 "mask": keras.saving.serialize_keras_object(self.mask_type),
+                "criterion": keras.saving.serialize_keras_object(self.criterion),
             }
         )
         return config
@@ -283,9 +308,10 @@ class PruneWrapper(keras.layers.Wrapper):
     @classmethod
     def from_config(cls, config, custom_objects=None):
         config = dict(config)
-        for key in ("schedule", "granularity", "mask"):
-            config[key] = keras.saving.deserialize_keras_object(
-                config[key], custom_objects=custom_objects
-            )
+        for key in ("schedule", "granularity", "mask", "criterion"):
+            if key in config:
+                config[key] = keras.saving.deserialize_keras_object(
+                    config[key], custom_objects=custom_objects
+                )
         config["layer"] = keras.layers.deserialize(config["layer"], custom_objects=custom_objects)
         return cls(**config)

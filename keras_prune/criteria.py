@@ -1,0 +1,453 @@
+"""Importance criteria: how much each weight matters, from its value and gradient statistics.
+
+A criterion maps `(weight, statistics) -> scores` of the weight's shape; the granularity then
+keeps the highest scores (pooling them over blocks or channels). Criteria that rank by gradients
+read a `GradientStatistics` the wrapper holds per pruned weight, filled by `collect_gradients`
+(which `kp.PruningCallback(calibration_data=...)` calls before each mask update), so no custom
+training loop is needed.
+
+| name | score | needs gradients |
+| --- | --- | --- |
+| "magnitude" | `|w|` | no |
+| "l2" | `w**2` (groups pooled by sum/avg rank by L2 norm) | no |
+| "random" | uniform, seeded; pruned weights stay pruned | no |
+| "gradient" | `|mean g|` | yes |
+| "taylor" | `|w * mean g|` (first-order Taylor) | yes |
+| "fisher" | `mean g**2` (empirical Fisher diagonal) | yes |
+| "obd" | `0.5 * mean g**2 * w**2` (OBD, Fisher as Hessian diagonal) | yes |
+| "movement" | `sum over collections of -w * mean g` | yes |
+
+Gradients are computed by `collect_gradients` on the TensorFlow backend (verified); other
+backends raise a clear error there. Everything else in this module is backend-neutral.
+"""
+
+import zlib
+
+import keras
+from keras import ops
+
+
+class GradientStatistics:
+    """Running gradient statistics of one weight, gathered by `collect_gradients`.
+
+    Attributes:
+        batches: number of batches in the current means (0 until data was seen).
+        mean_gradient: mean of dL/dw over those batches (None until data was seen).
+        mean_squared_gradient: mean of (dL/dw)**2 over those batches.
+        movement: sum over all collections of `-w * mean_gradient` (movement pruning's score
+            for weights that are being fine-tuned); never reset by a new collection.
+        collections: number of times statistics were collected.
+    """
+
+    def __init__(self):
+        self.batches = 0
+        self.mean_gradient = None
+        self.mean_squared_gradient = None
+        self.movement = None
+        self.collections = 0
+
+    def record(self, weight, gradients):
+        """Replace the means with those of `gradients` (a list, one per batch) at `weight`."""
+        if not gradients:
+            raise ValueError("Expected at least one gradient batch to record. Received none.")
+        total = ops.zeros_like(gradients[0])
+        squared = ops.zeros_like(gradients[0])
+        for gradient in gradients:
+            total = total + gradient
+            squared = squared + ops.square(gradient)
+        self.batches = len(gradients)
+        self.mean_gradient = total / self.batches
+        self.mean_squared_gradient = squared / self.batches
+        step_movement = -ops.convert_to_tensor(weight) * self.mean_gradient
+        self.movement = step_movement if self.movement is None else self.movement + step_movement
+        self.collections += 1
+
+    def reset(self):
+        self.__init__()
+
+
+class Criterion:
+    """Base class: subclasses implement `score(weight, statistics)`.
+
+    `needs_gradients = True` makes `__call__` refuse to score before any gradient was seen,
+    instead of pruning on zeros.
+
+    Example:
+
+    ```python
+    @keras.saving.register_keras_serializable(package="my_project")
+    class Cubed(kp.criteria.Criterion):
+        def score(self, weight, statistics):
+            return ops.abs(weight) ** 3
+
+    kp.prune(model, schedule=kp.ConstantSparsity(0.5), criterion=Cubed())
+    ```
+    """
+
+    needs_gradients = False
+
+    def __call__(self, weight, statistics=None):
+        if self.needs_gradients and (statistics is None or statistics.batches == 0):
+            name = getattr(weight, "path", None) or "this weight"
+            raise ValueError(
+                f"Criterion {self!r} ranks weights by their gradients, but no gradient has been "
+                f"collected for {name!r} yet, so it would prune on zeros. Pass calibration data: "
+                "`kp.PruningCallback(calibration_data=(x, y))` in `fit`, or call "
+                "`kp.collect_gradients(model, x, y)` before `kp.update_masks` / `kp.prune_once`."
+            )
+        return self.score(weight, statistics)
+
+    def score(self, weight, statistics):
+        raise NotImplementedError(f"{type(self).__name__} must implement `score`.")
+
+    def get_config(self):
+        return {}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+    def __repr__(self):
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
+        return f"{type(self).__name__}({args})"
+
+    def __eq__(self, other):
+        return type(self) is type(other) and self.get_config() == other.get_config()
+
+
+@keras.saving.register_keras_serializable(package="keras_prune")
+class Magnitude(Criterion):
+    """`|w|`: tfmot's criterion and the default.
+
+    Example:
+
+    ```python
+    kp.criteria.Magnitude()(np.array([-2.0, 0.5]))  # [2.0, 0.5]
+    ```
+    """
+
+    def score(self, weight, statistics):
+        return ops.abs(weight)
+
+
+@keras.saving.register_keras_serializable(package="keras_prune")
+class L2(Criterion):
+    """`w**2`: summed (or averaged) over a group it ranks groups by their L2 norm.
+
+    Use with `kp.Block(..., pooling="avg")` or `kp.Channel(norm="l1")` to prune the blocks or
+    channels of least L2 norm.
+
+    Example:
+
+    ```python
+    kp.prune(model, schedule=kp.ConstantSparsity(0.5), granularity=kp.Block((1, 4)),
+             criterion="l2")
+    ```
+    """
+
+    def score(self, weight, statistics):
+        return ops.square(weight)
+
+
+@keras.saving.register_keras_serializable(package="keras_prune")
+class Random(Criterion):
+    """Uniform random scores: the baseline every criterion should beat.
+
+    The scores depend only on `seed` and the weight's path, so a weight's ranking is the same at
+    every mask update and across runs. Weights that are already zero score below every non-zero
+    weight, so masks of a rising schedule are nested.
+
+    Args:
+        seed: integer seed.
+
+    Example:
+
+    ```python
+    kp.prune(model, schedule=kp.ConstantSparsity(0.5), criterion=kp.criteria.Random(seed=3))
+    ```
+    """
+
+    def __init__(self, seed=0):
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise ValueError(f"Expected `seed` to be an integer. Received: seed={seed!r}")
+        self.seed = seed
+
+    def score(self, weight, statistics):
+        name = getattr(weight, "path", None) or ""
+        weight_seed = (self.seed * 1_000_003 + zlib.crc32(name.encode())) % (2**31 - 1)
+        uniform = keras.random.uniform(ops.shape(weight), seed=weight_seed)
+        alive = ops.cast(ops.not_equal(weight, 0), "float32")
+        return alive * (1.0 + uniform)
+
+    def get_config(self):
+        return {"seed": self.seed}
+
+
+@keras.saving.register_keras_serializable(package="keras_prune")
+class GradientMagnitude(Criterion):
+    """`|mean g|`: weights the loss is most sensitive to.
+
+    Example:
+
+    ```python
+    kp.prune(model, schedule=kp.ConstantSparsity(0.5), criterion="gradient")
+    ```
+    """
+
+    needs_gradients = True
+
+    def score(self, weight, statistics):
+        return ops.abs(statistics.mean_gradient)
+
+
+@keras.saving.register_keras_serializable(package="keras_prune")
+class Taylor(Criterion):
+    """`|w * mean g|`: first-order Taylor estimate of the loss change when `w` is zeroed
+    (Molchanov et al. 2019).
+
+    Example:
+
+    ```python
+    kp.prune(model, schedule=kp.ConstantSparsity(0.5), criterion="taylor")
+    ```
+    """
+
+    needs_gradients = True
+
+    def score(self, weight, statistics):
+        return ops.abs(weight * statistics.mean_gradient)
+
+
+@keras.saving.register_keras_serializable(package="keras_prune")
+class Fisher(Criterion):
+    """`mean g**2`: the diagonal of the empirical Fisher information.
+
+    Example:
+
+    ```python
+    kp.prune(model, schedule=kp.ConstantSparsity(0.5), criterion="fisher")
+    ```
+    """
+
+    needs_gradients = True
+
+    def score(self, weight, statistics):
+        return statistics.mean_squared_gradient
+
+
+@keras.saving.register_keras_serializable(package="keras_prune")
+class OBD(Criterion):
+    """`0.5 * mean g**2 * w**2`: Optimal Brain Damage's saliency `0.5 * H_ii * w_i**2` with the
+    Hessian diagonal approximated by the empirical Fisher.
+
+    Example:
+
+    ```python
+    kp.prune(model, schedule=kp.ConstantSparsity(0.5), criterion="obd")
+    ```
+    """
+
+    needs_gradients = True
+
+    def score(self, weight, statistics):
+        return 0.5 * statistics.mean_squared_gradient * ops.square(weight)
+
+
+@keras.saving.register_keras_serializable(package="keras_prune")
+class Movement(Criterion):
+    """`sum -w * g` accumulated over collections: keeps weights moving away from zero while
+    fine-tuning (Sanh et al. 2020, hard movement pruning with fixed masks between updates).
+
+    Example:
+
+    ```python
+    kp.prune(pretrained, schedule=kp.PolynomialDecay(0.0, 0.9, 0, 1000), criterion="movement")
+    ```
+    """
+
+    needs_gradients = True
+
+    def score(self, weight, statistics):
+        return statistics.movement
+
+
+@keras.saving.register_keras_serializable(package="keras_prune")
+class FunctionCriterion(Criterion):
+    """A criterion from a function `(weight, statistics) -> scores`.
+
+    `statistics` is the weight's `GradientStatistics` (its attributes are None before data was
+    seen unless `needs_gradients=True`, which refuses to score then). To save models that use
+    it, register the function with `keras.saving.register_keras_serializable`.
+
+    Args:
+        function: callable returning scores of the weight's shape (higher = keep).
+        needs_gradients: whether the function reads gradient statistics.
+
+    Example:
+
+    ```python
+    def saliency(weight, statistics):
+        return ops.abs(weight) * ops.sqrt(statistics.mean_squared_gradient)
+
+    kp.prune(model, schedule=kp.ConstantSparsity(0.5),
+             criterion=kp.criteria.FunctionCriterion(saliency, needs_gradients=True))
+    ```
+    """
+
+    def __init__(self, function, needs_gradients=False):
+        if isinstance(function, dict):
+            function = keras.saving.deserialize_keras_object(function)
+        if not callable(function):
+            raise TypeError(
+                "Expected `function` to be a callable `(weight, statistics) -> scores`. "
+                f"Received: function={function!r}"
+            )
+        self.function = function
+        self.needs_gradients = bool(needs_gradients)
+
+    def score(self, weight, statistics):
+        scores = self.function(weight, statistics)
+        if tuple(ops.shape(scores)) != tuple(ops.shape(weight)):
+            raise ValueError(
+                f"Criterion function {self.function!r} returned scores of shape "
+                f"{tuple(ops.shape(scores))} for a weight of shape {tuple(ops.shape(weight))}. "
+                "Expected one score per weight (same shape)."
+            )
+        return scores
+
+    def get_config(self):
+        return {
+            "function": keras.saving.serialize_keras_object(self.function),
+            "needs_gradients": self.needs_gradients,
+        }
+
+    def __eq__(self, other):
+        return (
+            type(self) is type(other)
+            and self.function is other.function
+            and self.needs_gradients == other.needs_gradients
+        )
+
+
+ALIASES = {
+    "magnitude": Magnitude,
+    "l1": Magnitude,
+    "l2": L2,
+    "random": Random,
+    "gradient": GradientMagnitude,
+    "taylor": Taylor,
+    "fisher": Fisher,
+    "obd": OBD,
+    "movement": Movement,
+}
+
+
+def get(identifier):
+    """A criterion from an instance, a name (see `ALIASES`), a config dict, or a function
+    `(weight, statistics) -> scores`."""
+    if isinstance(identifier, Criterion):
+        return identifier
+    if isinstance(identifier, dict):
+        return keras.saving.deserialize_keras_object(identifier)
+    if isinstance(identifier, str):
+        if identifier in ALIASES:
+            return ALIASES[identifier]()
+        raise ValueError(
+            f"Unknown criterion {identifier!r}. Expected one of {sorted(ALIASES)}, a "
+            "kp.criteria.Criterion instance, or a function `(weight, statistics) -> scores`."
+        )
+    if callable(identifier):
+        return FunctionCriterion(identifier)
+    raise TypeError(
+        f"Expected `criterion` to be a name from {sorted(ALIASES)}, a kp.criteria.Criterion, or "
+        f"a function `(weight, statistics) -> scores`. Received: criterion={identifier!r}"
+    )
+
+
+# -- gradient collection ---------------------------------------------------------------------
+
+
+def _batches(x, y, batch_size, num_batches):
+    size = len(y) if y is not None else len(x)
+    starts = list(range(0, size, batch_size))
+    if num_batches is not None:
+        starts = starts[:num_batches]
+    for start in starts:
+        end = start + batch_size
+        yield x[start:end], (None if y is None else y[start:end])
+
+
+def _loss_gradients(model, x, y, variables):
+    backend = keras.backend.backend()
+    if backend != "tensorflow":
+        raise NotImplementedError(
+            "kp.collect_gradients is implemented and verified on the TensorFlow backend; "
+            f"the current backend is {backend!r}. Use KERAS_BACKEND=tensorflow for gradient "
+            "criteria, or a criterion that needs no gradients ('magnitude', 'l2', 'random')."
+        )
+    import tensorflow as tf
+
+    with tf.GradientTape() as tape:
+        y_pred = model(x, training=False)
+        loss = model.compute_loss(x=x, y=y, y_pred=y_pred)
+    gradients = tape.gradient(loss, [variable.value for variable in variables])
+    return [
+        ops.zeros(variable.shape) if gradient is None else ops.convert_to_tensor(gradient)
+        for variable, gradient in zip(variables, gradients, strict=True)
+    ]
+
+
+def collect_gradients(model, x, y=None, batch_size=32, num_batches=None):
+    """Record gradient statistics of every pruned weight of `model` on `(x, y)`.
+
+    The means over the given batches replace the previous ones; movement accumulates. The model
+    must be compiled (its loss is used). Weights are not changed.
+
+    Args:
+        model: a compiled model containing `kp.PruneWrapper`s.
+        x: inputs (arrays indexable by batch).
+        y: targets, or None for models whose loss needs none.
+        batch_size: examples per gradient batch.
+        num_batches: at most this many batches (None: all of `x`).
+
+    Returns:
+        The number of batches used.
+
+    Example:
+
+    ```python
+    pruned.compile("adam", "sparse_categorical_crossentropy")
+    kp.collect_gradients(pruned, x[:256], y[:256])
+    kp.update_masks(pruned, step=0)
+    ```
+    """
+    from keras_prune.pruning import find_wrappers
+
+    if not getattr(model, "compiled", False):
+        raise ValueError(
+            f"kp.collect_gradients needs the model's loss: compile model {model.name!r} first, "
+            "e.g. `model.compile('adam', 'sparse_categorical_crossentropy')`."
+        )
+    wrappers = [wrapper for wrapper in find_wrappers(model) if wrapper.built]
+    if not wrappers:
+        raise ValueError(
+            f"kp.collect_gradients found no built kp.PruneWrapper in model {model.name!r}. "
+            "Make the model prunable first: `model = kp.prune(model, ...)`."
+        )
+    targets = [
+        (wrapper, index, target.variable)
+        for wrapper in wrappers
+        for index, target in enumerate(wrapper.targets)
+    ]
+    variables = [variable for _, _, variable in targets]
+    per_variable = [[] for _ in variables]
+    used = 0
+    for x_batch, y_batch in _batches(x, y, batch_size, num_batches):
+        for position, gradient in enumerate(_loss_gradients(model, x_batch, y_batch, variables)):
+            per_variable[position].append(gradient)
+        used += 1
+    if used == 0:
+        raise ValueError(f"Expected at least one example in `x`. Received {len(x)} examples.")
+    for (wrapper, index, variable), gradients in zip(targets, per_variable, strict=True):
+        wrapper.gradient_statistics[index].record(variable, gradients)
+    return used
