@@ -1,0 +1,473 @@
+"""How a target sparsity is spread across the pruned layers.
+
+- `PerLayerAllocation` (the default): every tensor at the scheduled sparsity, with optional
+  per-layer overrides (keep the first conv and the classifier denser).
+- `GlobalAllocation`: one ranking of the criterion's scores across all pruned tensors; exactly
+  the global target is pruned, and each tensor keeps at least `min_density` of its weights.
+- `ThresholdAllocation`: prune every weight (or channel) scoring below a fixed threshold.
+- `PercentileAllocation`: the threshold is a percentile of all scores pooled together.
+- `ERKAllocation`: Erdos-Renyi-Kernel densities (Evci et al. 2020), denser for small layers;
+  the usual distribution for sparse-from-scratch training. `erk_sparsities` computes it.
+
+An allocation installs binary masks; pass it to `kp.PruningCallback(allocation=...)`,
+`kp.update_masks(..., allocation=...)` or `kp.prune_once(..., allocation=...)`.
+"""
+
+import math
+import numbers
+import re
+
+import keras
+from keras import ops
+
+from keras_prune import granularity as granularity_lib
+from keras_prune import masks, validation
+
+
+class Allocation:
+    """Base class: subclasses implement `allocate(wrappers, sparsities)`.
+
+    `allocate` returns, for each wrapper, its list of `(mask, bias_mask_or_None)` (one per
+    target), given each wrapper's scheduled sparsity.
+    """
+
+    def allocate(self, wrappers, sparsities):
+        raise NotImplementedError(f"{type(self).__name__} must implement `allocate`.")
+
+    def apply(self, wrappers, sparsity):
+        """Install masks at `sparsity` on every wrapper now (what `kp.prune_once` does)."""
+        _check_binary(wrappers)
+        sparsities = [sparsity] * len(wrappers)
+        for wrapper, wrapper_masks in zip(
+            wrappers, self.allocate(wrappers, sparsities), strict=True
+        ):
+            wrapper.assign_masks(wrapper_masks, sparsity)
+        return wrappers
+
+    def update(self, wrappers, step):
+        """Install masks on the wrappers whose schedule updates at `step`; returns them."""
+        for wrapper in wrappers:
+            wrapper.mask_updates_attached = True
+            wrapper.pruning_step.assign(step)
+        due = [wrapper for wrapper in wrappers if bool(wrapper.schedule.should_update(step))]
+        if not due:
+            return []
+        _check_binary(due)
+        sparsities = [float(wrapper.schedule.sparsity_at(step)) for wrapper in due]
+        for wrapper, wrapper_masks, sparsity in zip(
+            due, self.allocate(due, sparsities), sparsities, strict=True
+        ):
+            wrapper.assign_masks(wrapper_masks, sparsity)
+        return due
+
+    def get_config(self):
+        return {}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+    def __repr__(self):
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
+        return f"{type(self).__name__}({args})"
+
+    def __eq__(self, other):
+        return type(self) is type(other) and self.get_config() == other.get_config()
+
+
+def _check_binary(wrappers):
+    for wrapper in wrappers:
+        if wrapper.mask_type.learnable:
+            raise ValueError(
+                f"Layer {wrapper.name!r} uses a learnable mask, whose top-k is chosen in the "
+                "forward pass per layer; allocations install binary masks. Use mask='binary' "
+                "with an allocation, or drop `allocation=` for learnable masks."
+            )
+
+
+def _check_unstructured(wrappers, allocation):
+    for wrapper in wrappers:
+        if not isinstance(wrapper.granularity, granularity_lib.Unstructured):
+            raise ValueError(
+                f"{allocation} ranks single weights, but layer {wrapper.name!r} prunes with "
+                f"{wrapper.granularity!r}. Use granularity='unstructured' with this allocation, "
+                "or PerLayerAllocation for structured patterns."
+            )
+
+
+def _all_scores(wrappers):
+    return [
+        [wrapper.importance_scores(index) for index in range(len(wrapper.targets))]
+        for wrapper in wrappers
+    ]
+
+
+@keras.saving.register_keras_serializable(package="keras_prune")
+class PerLayerAllocation(Allocation):
+    """Each tensor at the scheduled sparsity, unless an override says otherwise.
+
+    Args:
+        overrides: None, a dict `{layer-name regex: value}` (first match wins) or a callable
+            `(layer_name, scheduled_sparsity) -> sparsity`. A number caps the layer's sparsity
+            (`{"conv1": 0.5}` prunes conv1 like the others until 0.5, then holds it there); a
+            callable value `(layer_name, scheduled_sparsity) -> sparsity` sets it freely.
+
+    Example:
+
+    ```python
+    callback = kp.PruningCallback(
+        allocation=kp.PerLayerAllocation({"conv1": 0.3, "logits": 0.5}))
+    ```
+    """
+
+    def __init__(self, overrides=None):
+        if isinstance(overrides, dict) and "class_name" in overrides:
+            overrides = keras.saving.deserialize_keras_object(overrides)
+        if isinstance(overrides, dict):
+            overrides = {
+                pattern: keras.saving.deserialize_keras_object(value)
+                if isinstance(value, dict)
+                else value
+                for pattern, value in overrides.items()
+            }
+            for pattern, value in overrides.items():
+                re.compile(pattern)
+                if not callable(value):
+                    validation.check_sparsity(f"overrides[{pattern!r}]", value)
+        elif overrides is not None and not callable(overrides):
+            raise TypeError(
+                "Expected `overrides` to be None, a dict {layer-name regex: sparsity cap or "
+                "callable}, or a callable (layer_name, sparsity) -> sparsity. "
+                f"Received: overrides={overrides!r}"
+            )
+        self.overrides = overrides
+
+    def sparsity_for(self, layer_name, sparsity):
+        """The sparsity layer `layer_name` gets when the schedule asks for `sparsity`."""
+        if self.overrides is None:
+            return sparsity
+        if callable(self.overrides):
+            return self._checked(layer_name, self.overrides(layer_name, sparsity))
+        for pattern, value in self.overrides.items():
+            if re.search(pattern, layer_name):
+                if callable(value):
+                    return self._checked(layer_name, value(layer_name, sparsity))
+                return min(sparsity, value)
+        return sparsity
+
+    @staticmethod
+    def _checked(layer_name, sparsity):
+        validation.check_sparsity(f"sparsity for {layer_name}", float(sparsity))
+        return float(sparsity)
+
+    def allocate(self, wrappers, sparsities):
+        result = []
+        for wrapper, sparsity in zip(wrappers, sparsities, strict=True):
+            layer_sparsity = self.sparsity_for(wrapper.name, sparsity)
+            layer_sparsity = getattr(wrapper.granularity, "sparsity", layer_sparsity)
+            result.append(wrapper.compute_masks(layer_sparsity))
+        return result
+
+    def get_config(self):
+        if self.overrides is None or isinstance(self.overrides, dict):
+            overrides = self.overrides and {
+                pattern: keras.saving.serialize_keras_object(value) if callable(value) else value
+                for pattern, value in self.overrides.items()
+            }
+        else:
+            overrides = keras.saving.serialize_keras_object(self.overrides)
+        return {"overrides": overrides}
+
+    def __eq__(self, other):
+        return type(self) is type(other) and repr(self.overrides) == repr(other.overrides)
+
+
+def global_masks(scores, sparsity, min_density=0.0):
+    """Masks for a list of score tensors ranked together: exactly `keep_count(total, sparsity)`
+    entries survive overall, and tensor i keeps at least `max(ceil(min_density * n_i), 1)` of its
+    own highest-scored entries.
+
+    Example:
+
+    ```python
+    kp.allocation.global_masks([np.array([5.0, 4.0]), np.array([0.1, 0.2])], 0.5,
+                               min_density=0.5)  # [[1, 0], [0, 1]]
+    ```
+    """
+    sizes = [math.prod(ops.shape(tensor)) for tensor in scores]
+    floors = [max(math.ceil(min_density * size - 1e-9), 1) for size in sizes]
+    kept = masks.keep_count(sum(sizes), sparsity)
+    if sum(floors) > kept:
+        raise ValueError(
+            f"The per-layer floors keep {sum(floors)} weights but sparsity={sparsity} keeps only "
+            f"{kept} of {sum(sizes)}. Lower `min_density` (now {min_density}) or the sparsity."
+        )
+    boosted = []
+    for tensor, floor in zip(scores, floors, strict=True):
+        tensor = ops.cast(tensor, "float32")
+        forced = masks.top_k_mask(tensor, floor)
+        boosted.append(ops.reshape(ops.where(forced > 0, float("inf"), tensor), (-1,)))
+    flat_mask = masks.top_k_mask(ops.concatenate(boosted), kept)
+    result, start = [], 0
+    for tensor, size in zip(scores, sizes, strict=True):
+        result.append(ops.reshape(flat_mask[start : start + size], ops.shape(tensor)))
+        start += size
+    return result
+
+
+def _split(flat, wrappers):
+    result, position = [], 0
+    for wrapper in wrappers:
+        count = len(wrapper.targets)
+        result.append([(mask, None) for mask in flat[position : position + count]])
+        position += count
+    return result
+
+
+@keras.saving.register_keras_serializable(package="keras_prune")
+class GlobalAllocation(Allocation):
+    """One ranking of scores across every pruned tensor: exactly the target is pruned overall.
+
+    Layers whose weights matter less (by the criterion) give up more, which lets a large
+    classifier layer carry most of the sparsity while small layers stay dense. Every tensor
+    keeps at least `max(ceil(min_density * n), 1)` weights, so no layer is emptied. Scores are
+    compared as they are, so use a criterion whose scale is comparable across layers
+    (magnitude with Keras' default initializers is).
+
+    Args:
+        min_density: fraction of each tensor always kept, in [0, 1).
+
+    Example:
+
+    ```python
+    pruned.fit(x, y, callbacks=[kp.PruningCallback(allocation=kp.GlobalAllocation(0.02))])
+    ```
+    """
+
+    def __init__(self, min_density=0.01):
+        validation.check_sparsity("min_density", min_density)
+        self.min_density = float(min_density)
+
+    def allocate(self, wrappers, sparsities):
+        _check_unstructured(wrappers, "GlobalAllocation")
+        if len(set(sparsities)) > 1:
+            asked = {w.name: s for w, s in zip(wrappers, sparsities, strict=True)}
+            raise ValueError(
+                "GlobalAllocation ranks all layers together, so their schedules must ask for the "
+                f"same sparsity at the same step. Received: {asked}"
+            )
+        scores = [tensor for per_wrapper in _all_scores(wrappers) for tensor in per_wrapper]
+        flat = global_masks(scores, sparsities[0], self.min_density)
+        return _split(flat, wrappers)
+
+    def get_config(self):
+        return {"min_density": self.min_density}
+
+
+def threshold_mask(scores, threshold):
+    """Keep `scores >= threshold`, and always the single highest score (no tensor is emptied)."""
+    above = ops.cast(ops.greater_equal(scores, threshold), "float32")
+    return ops.maximum(above, masks.top_k_mask(scores, 1))
+
+
+@keras.saving.register_keras_serializable(package="keras_prune")
+class ThresholdAllocation(Allocation):
+    """Prune every weight whose score is below `threshold` (with channel granularity: every
+    channel whose score norm is below it); the schedule only decides when.
+
+    Pair it with a sparsity-inducing penalty (`kp.regularizers.L1`, `GroupLasso`) to zero what
+    the penalty shrank. Each tensor keeps at least its highest-scored weight or channel.
+
+    Args:
+        threshold: scores below it are pruned (>= 0).
+
+    Example:
+
+    ```python
+    pruned = kp.prune_once(model, sparsity=0.0, granularity="channel",
+                           allocation=kp.ThresholdAllocation(1e-3))
+    ```
+    """
+
+    def __init__(self, threshold):
+        if isinstance(threshold, bool) or not isinstance(threshold, numbers.Real) or threshold < 0:
+            raise ValueError(f"Expected `threshold` >= 0. Received: threshold={threshold!r}")
+        self.threshold = float(threshold)
+
+    def allocate(self, wrappers, sparsities):
+        result = []
+        for wrapper, per_wrapper in zip(wrappers, _all_scores(wrappers), strict=True):
+            granularity = wrapper.granularity
+            wrapper_masks = []
+            for target, scores in zip(wrapper.targets, per_wrapper, strict=True):
+                if isinstance(granularity, granularity_lib.Unstructured):
+                    wrapper_masks.append((threshold_mask(scores, self.threshold), None))
+                elif isinstance(granularity, granularity_lib.Channel):
+                    wrapper_masks.append(self._channel_mask(scores, target, granularity.norm))
+                else:
+                    raise ValueError(
+                        f"ThresholdAllocation supports unstructured and channel granularity; "
+                        f"layer {wrapper.name!r} uses {granularity!r}."
+                    )
+            result.append(wrapper_masks)
+        return result
+
+    def _channel_mask(self, scores, target, norm):
+        view, permutation, shape = masks.to_tflite_view(scores, target.output_axis, None)
+        if norm == "l1":
+            row_scores = ops.sum(ops.abs(view), axis=1)
+        else:
+            row_scores = ops.sqrt(ops.sum(ops.square(view), axis=1))
+        kept = threshold_mask(row_scores, self.threshold)
+        view_mask = ops.broadcast_to(ops.expand_dims(kept, 1), ops.shape(view))
+        return masks.from_tflite_view(view_mask, permutation, shape), kept
+
+    def get_config(self):
+        return {"threshold": self.threshold}
+
+
+@keras.saving.register_keras_serializable(package="keras_prune")
+class PercentileAllocation(Allocation):
+    """Prune scores below the `percentile`-th percentile of all scores pooled across layers.
+
+    Like `GlobalAllocation` but by threshold: ties at the threshold are all kept, so the
+    realised sparsity can fall short of `percentile / 100` when many scores are equal.
+
+    Args:
+        percentile: in [0, 100).
+
+    Example:
+
+    ```python
+    kp.update_masks(pruned, step=0, allocation=kp.PercentileAllocation(80))
+    ```
+    """
+
+    def __init__(self, percentile):
+        if (
+            isinstance(percentile, bool)
+            or not isinstance(percentile, numbers.Real)
+            or not 0 <= percentile < 100
+        ):
+            raise ValueError(
+                f"Expected `percentile` in [0, 100). Received: percentile={percentile!r}"
+            )
+        self.percentile = float(percentile)
+
+    def allocate(self, wrappers, sparsities):
+        _check_unstructured(wrappers, "PercentileAllocation")
+        scores = [tensor for per_wrapper in _all_scores(wrappers) for tensor in per_wrapper]
+        pooled = ops.concatenate([ops.reshape(ops.cast(t, "float32"), (-1,)) for t in scores])
+        threshold = ops.quantile(pooled, self.percentile / 100.0, method="lower")
+        flat = [threshold_mask(tensor, threshold) for tensor in scores]
+        return _split(flat, wrappers)
+
+    def get_config(self):
+        return {"percentile": self.percentile}
+
+
+def erk_sparsities(shapes, sparsity, power_scale=1.0):
+    """Per-tensor sparsities of the Erdos-Renyi-Kernel distribution at overall `sparsity`.
+
+    Density of a tensor is proportional to `(sum(shape) / prod(shape)) ** power_scale`, scaled so
+    that the total number of kept weights equals `(1 - sparsity) * total`; tensors that would
+    exceed density 1 are kept dense and the rest rescaled (RigL's algorithm). `power_scale=0`
+    gives the uniform distribution.
+
+    Args:
+        shapes: list of weight shapes.
+        sparsity: overall sparsity in [0, 1).
+        power_scale: exponent on the ERK ratio.
+
+    Example:
+
+    ```python
+    kp.allocation.erk_sparsities([(3, 3, 1, 8), (1152, 256), (256, 10)], 0.9)
+    ```
+    """
+    validation.check_sparsity("sparsity", sparsity)
+    density = 1.0 - sparsity
+    sizes = [math.prod(shape) for shape in shapes]
+    raw = [(sum(shape) / size) ** power_scale for shape, size in zip(shapes, sizes, strict=True)]
+    dense = set()
+    while True:
+        budget = sum(size * density for size in sizes) - sum(sizes[i] for i in dense)
+        divisor = sum(raw[i] * sizes[i] for i in range(len(shapes)) if i not in dense)
+        if divisor == 0:
+            break
+        epsilon = budget / divisor
+        overfull = [i for i in range(len(shapes)) if i not in dense and epsilon * raw[i] > 1.0]
+        if not overfull:
+            break
+        dense.update(overfull)
+    return [0.0 if i in dense else max(0.0, 1.0 - epsilon * raw[i]) for i in range(len(shapes))]
+
+
+@keras.saving.register_keras_serializable(package="keras_prune")
+class ERKAllocation(Allocation):
+    """Erdos-Renyi-Kernel per-tensor sparsities for the scheduled overall sparsity.
+
+    Small tensors (first conv, classifier) stay denser, large ones sparser; the overall count
+    matches the target. Within each tensor the criterion picks which weights stay.
+
+    Args:
+        power_scale: exponent on the ERK ratio; 0 is uniform.
+
+    Example:
+
+    ```python
+    pruned.fit(x, y, callbacks=[kp.PruningCallback(allocation=kp.ERKAllocation())])
+    ```
+    """
+
+    def __init__(self, power_scale=1.0):
+        if isinstance(power_scale, bool) or not isinstance(power_scale, numbers.Real):
+            raise ValueError(
+                f"Expected `power_scale` to be a number. Received: power_scale={power_scale!r}"
+            )
+        self.power_scale = float(power_scale)
+
+    def allocate(self, wrappers, sparsities):
+        shapes = [tuple(t.variable.shape) for wrapper in wrappers for t in wrapper.targets]
+        if len(set(sparsities)) > 1:
+            raise ValueError(
+                "ERKAllocation spreads one overall sparsity, so all schedules must ask for the "
+                f"same sparsity at the same step. Received: {sparsities}"
+            )
+        per_tensor = iter(erk_sparsities(shapes, sparsities[0], self.power_scale))
+        result = []
+        for wrapper in wrappers:
+            wrapper_masks = []
+            for index, target in enumerate(wrapper.targets):
+                scores = wrapper.importance_scores(index)
+                wrapper_masks.append(
+                    wrapper.granularity.compute_mask(scores, next(per_tensor), target)
+                )
+            result.append(wrapper_masks)
+        return result
+
+    def get_config(self):
+        return {"power_scale": self.power_scale}
+
+
+ALIASES = {
+    "per_layer": PerLayerAllocation,
+    "uniform": PerLayerAllocation,
+    "global": GlobalAllocation,
+    "erk": ERKAllocation,
+}
+
+
+def get(identifier):
+    """An allocation from an instance, a config dict or a name: "per_layer" (= "uniform"),
+    "global", "erk"."""
+    if isinstance(identifier, Allocation):
+        return identifier
+    if isinstance(identifier, dict):
+        return keras.saving.deserialize_keras_object(identifier)
+    if isinstance(identifier, str) and identifier in ALIASES:
+        return ALIASES[identifier]()
+    raise ValueError(
+        f"Unknown allocation {identifier!r}. Expected one of {sorted(ALIASES)} or an instance "
+        "such as kp.GlobalAllocation(min_density=0.01), kp.ThresholdAllocation(1e-3)."
+    )
