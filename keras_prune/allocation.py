@@ -184,8 +184,9 @@ class PerLayerAllocation(Allocation):
 
 def global_masks(scores, sparsity, min_density=0.0):
     """Masks for a list of score tensors ranked together: exactly `keep_count(total, sparsity)`
-    entries survive overall, and tensor i keeps at least `max(ceil(min_density * n_i), 1)` of its
-    own highest-scored entries.
+    entries survive overall, and tensor i keeps at least its floor of its own highest-scored
+    entries: `ceil(min_density * n_i)`, but no more than its uniform share
+    `kept * n_i // total` (so floors always fit), and at least 1.
 
     Example:
 
@@ -195,12 +196,16 @@ def global_masks(scores, sparsity, min_density=0.0):
     ```
     """
     sizes = [math.prod(ops.shape(tensor)) for tensor in scores]
-    floors = [max(math.ceil(min_density * size - 1e-9), 1) for size in sizes]
-    kept = masks.keep_count(sum(sizes), sparsity)
+    total = sum(sizes)
+    kept = masks.keep_count(total, sparsity)
+    # A floor never exceeds the tensor's uniform share of `kept`, so floors always fit.
+    floors = [
+        max(min(math.ceil(min_density * size - 1e-9), kept * size // total), 1) for size in sizes
+    ]
     if sum(floors) > kept:
         raise ValueError(
-            f"The per-layer floors keep {sum(floors)} weights but sparsity={sparsity} keeps only "
-            f"{kept} of {sum(sizes)}. Lower `min_density` (now {min_density}) or the sparsity."
+            f"sparsity={sparsity} keeps {kept} of {total} weights, fewer than one per tensor "
+            f"({len(sizes)} tensors). Lower the sparsity."
         )
     boosted = []
     for tensor, floor in zip(scores, floors, strict=True):
@@ -230,7 +235,8 @@ class GlobalAllocation(Allocation):
 
     Layers whose weights matter less (by the criterion) give up more, which lets a large
     classifier layer carry most of the sparsity while small layers stay dense. Every tensor
-    keeps at least `max(ceil(min_density * n), 1)` weights, so no layer is emptied. Scores are
+    keeps at least `ceil(min_density * n)` weights (capped at its uniform share of the target,
+    never fewer than 1), so no layer is emptied. Scores are
     compared as they are, so use a criterion whose scale is comparable across layers
     (magnitude with Keras' default initializers is).
 
