@@ -184,9 +184,8 @@ class PerLayerAllocation(Allocation):
 
 def global_masks(scores, sparsity, min_density=0.0):
     """Masks for a list of score tensors ranked together: exactly `keep_count(total, sparsity)`
-    entries survive overall, and tensor i keeps at least its floor of its own highest-scored
-    entries: `ceil(min_density * n_i)`, but no more than its uniform share
-    `kept * n_i // total` (so floors always fit), and at least 1.
+    entries survive overall, and tensor i keeps at least `max(ceil(min_density * n_i), 1)` of its
+    own highest-scored entries.
 
     Example:
 
@@ -196,16 +195,12 @@ def global_masks(scores, sparsity, min_density=0.0):
     ```
     """
     sizes = [math.prod(ops.shape(tensor)) for tensor in scores]
-    total = sum(sizes)
-    kept = masks.keep_count(total, sparsity)
-    # A floor never exceeds the tensor's uniform share of `kept`, so floors always fit.
-    floors = [
-        max(min(math.ceil(min_density * size - 1e-9), kept * size // total), 1) for size in sizes
-    ]
+    floors = [max(math.ceil(min_density * size - 1e-9), 1) for size in sizes]
+    kept = masks.keep_count(sum(sizes), sparsity)
     if sum(floors) > kept:
         raise ValueError(
-            f"sparsity={sparsity} keeps {kept} of {total} weights, fewer than one per tensor "
-            f"({len(sizes)} tensors). Lower the sparsity."
+            f"The per-layer floors keep {sum(floors)} weights but sparsity={sparsity} keeps only "
+            f"{kept} of {sum(sizes)}. Lower `min_density` (now {min_density}) or the sparsity."
         )
     boosted = []
     for tensor, floor in zip(scores, floors, strict=True):
@@ -235,8 +230,8 @@ class GlobalAllocation(Allocation):
 
     Layers whose weights matter less (by the criterion) give up more, which lets a large
     classifier layer carry most of the sparsity while small layers stay dense. Every tensor
-    keeps at least `ceil(min_density * n)` weights (capped at its uniform share of the target,
-    never fewer than 1), so no layer is emptied. Scores are
+    keeps at least `max(ceil(min_density * n), 1)` weights, so no layer is emptied; keep
+    `min_density` well below `1 - sparsity` (the floors are forced, the rest is ranked). Scores are
     compared as they are, so use a criterion whose scale is comparable across layers
     (magnitude with Keras' default initializers is).
 
@@ -246,11 +241,11 @@ class GlobalAllocation(Allocation):
     Example:
 
     ```python
-    pruned.fit(x, y, callbacks=[kp.PruningCallback(allocation=kp.GlobalAllocation(0.02))])
+    pruned.fit(x, y, callbacks=[kp.PruningCallback(allocation=kp.GlobalAllocation(0.001))])
     ```
     """
 
-    def __init__(self, min_density=0.01):
+    def __init__(self, min_density=0.001):
         validation.check_sparsity("min_density", min_density)
         self.min_density = float(min_density)
 
