@@ -218,15 +218,23 @@ def test_metadata_packs_labels_and_pruning_record(exports, model):
     assert record["layers"][model.layers[2].name]["sparsity"] == pytest.approx(SPARSITY, abs=0.001)
 
 
-def test_wrapped_models_are_stripped_before_conversion(model, calibration, tmp_path):
-    kp = pytest.importorskip("keras_prune.pruning")
-    from keras_prune.schedules import ConstantSparsity
+def test_wrapped_models_are_stripped_before_conversion(tmp_path):
+    import keras_prune as kp
 
-    wrapped = kp.prune(model, schedule=ConstantSparsity(SPARSITY, begin_step=0))
+    keras.utils.set_random_seed(2)
+    model = keras.Sequential([
+        keras.Input((32,)), keras.layers.Dense(64, activation="relu"), keras.layers.Dense(4)
+    ])
+    wrapped = kp.prune(model, schedule=kp.ConstantSparsity(SPARSITY, begin_step=0),
+                       granularity=kp.Block((1, 16)))
+    kp.update_masks(wrapped, 0)
     assert export.convert.keras_prune_layers(wrapped)
     result = export.to_tflite(wrapped, tmp_path / "model.tflite", latency_runs=1)
     assert result.stripped_wrappers and result.passed
     assert not any(name.startswith("CUSTOM") for name in result.ops)
+    assert [t["encoding"] for t in result.sparse_tensors] == ["sparse CSR, block 1x4"] * 2
+    assert all(t["density"] == pytest.approx(1 - SPARSITY, abs=0.03)  # within one block
+               for t in result.sparse_tensors)
 
 
 # Bad input: each error names the value and the fix, and nothing is left on disk.
