@@ -260,7 +260,12 @@ def to_tflite(model, path, *, target="mobile", representative_data=None, labels=
     )
     info = read_model(data)
 
-    expected = np.asarray(model.predict(samples, batch_size=64, verbose=0))
+    # Called directly, not through model.predict: predict traces a new tf.function for every
+    # model it sees, and TensorFlow warns about retracing after a few exports.
+    expected = np.concatenate([
+        keras.ops.convert_to_numpy(model(samples[start:start + 256], training=False))
+        for start in range(0, len(samples), 256)
+    ])
     input_tensor = info.tensors[info.inputs[0]]
     output_tensor = info.tensors[info.outputs[0]]
     output_scale = output_tensor.quantization["scale"][0] if target.quantize else None
