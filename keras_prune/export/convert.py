@@ -1,13 +1,16 @@
 """Keras model -> TFLite bytes, with the converter settings each target needs.
 
-The model is traced into a concrete function with a batch-1 input signature and converted
-without a trackable object, so the converter freezes the weights into constants (with the
-variables left as resources, Dense becomes READ_VARIABLE + BATCH_MATMUL and nothing is
-sparse-encoded). Only TFLite builtin ops are allowed: a file needing TensorFlow's Select ops
-would run neither on TFLM nor on a plain LiteRT build.
+The model goes through a SavedModel written by `keras.export.ExportArchive` with a batch-1
+signature, then `TFLiteConverter.from_saved_model`: the supported path that freezes the
+weights into constants. (Converting a concrete function together with the model keeps the
+weights as resource variables, so Dense becomes READ_VARIABLE + BATCH_MATMUL and nothing is
+sparse-encoded; without the model it freezes, but through a path TensorFlow deprecates.)
+Only TFLite builtin ops are allowed: a file needing TensorFlow's Select ops would run neither
+on TFLM nor on a plain LiteRT build.
 """
 
 import re
+import tempfile
 
 import keras
 import numpy as np
@@ -107,8 +110,31 @@ def convert(model, target, representative_data=None):
     import tensorflow as tf
 
     spec = input_spec(model)
-    function = tf.function(lambda x: model(x, training=False)).get_concrete_function(spec)
-    converter = tf.lite.TFLiteConverter.from_concrete_functions([function])
+    with tempfile.TemporaryDirectory() as saved_model:
+        archive = keras.export.ExportArchive()
+        archive.track(model)
+        archive.add_endpoint(
+            "serve", lambda x: model(x, training=False), input_signature=[spec]
+        )
+        archive.write_out(saved_model, verbose=False)
+        converter = tf.lite.TFLiteConverter.from_saved_model(saved_model)
+        _configure(converter, target, representative_data)
+        try:
+            return converter.convert()
+        except Exception as error:  # The converter raises its own ConverterError class.
+            flex = _flex_ops(str(error))
+            if flex:
+                raise ValueError(
+                    f"The model uses TensorFlow ops with no TFLite builtin kernel: {flex}. "
+                    "Replace the layers producing them; TFLite Select ops are not exported "
+                    "since neither TFLM nor a plain LiteRT build can run them."
+                ) from None
+            raise
+
+
+def _configure(converter, target, representative_data):
+    import tensorflow as tf
+
     optimizations = []
     if target.quantize:
         samples = np.asarray(representative_data, dtype=np.float32)[:MAX_CALIBRATION_SAMPLES]
@@ -127,14 +153,3 @@ def convert(model, target, representative_data=None):
     if target.sparse_encoding:
         optimizations.append(tf.lite.Optimize.EXPERIMENTAL_SPARSITY)
     converter.optimizations = optimizations
-    try:
-        return converter.convert()
-    except Exception as error:  # The converter raises its own ConverterError class.
-        flex = _flex_ops(str(error))
-        if flex:
-            raise ValueError(
-                f"The model uses TensorFlow ops with no TFLite builtin kernel: {flex}. "
-                "Replace the layers producing them; TFLite Select ops are not exported "
-                "since neither TFLM nor a plain LiteRT build can run them."
-            ) from None
-        raise
