@@ -97,3 +97,23 @@ def test_inspect_refuses_missing_files_and_bad_runs(tmp_path):
         inspect_tflite(str(tmp_path / "missing.tflite"))
     with pytest.raises(ValueError, match="latency_runs"):
         inspect_tflite(b"", latency_runs=-1)
+
+
+def test_xnnpack_filter_prunes_exactly_what_the_sparse_path_uses(tmp_path):
+    import keras_prune as kp
+    from keras_prune import export
+
+    model = mobilenet_like(pointwise_sparsity=0.0)
+    chosen = [layer.name for layer in model.layers if export.xnnpack_filter(model)(layer)]
+    pointwise = [layer.name for layer in model.layers
+                 if isinstance(layer, keras.layers.Conv2D)
+                 and not isinstance(layer, keras.layers.DepthwiseConv2D)
+                 and layer.kernel_size == (1, 1)]
+    assert chosen == pointwise and len(chosen) == 2
+    pruned = kp.prune(model, schedule=kp.ConstantSparsity(0.75, begin_step=0),
+                      filters=export.xnnpack_filter(model))
+    kp.update_masks(pruned, 0)
+    result = export.to_tflite(pruned, tmp_path / "m.tflite", target="mobile", latency_runs=1)
+    check = check_xnnpack_sparse(result.path)
+    assert check.eligible, check.reasons
+    assert check.zero_fraction_1x1 == pytest.approx(0.75, abs=0.01)

@@ -16,6 +16,7 @@ from keras_prune.export import verify as _verify
 from keras_prune.export.files import check_writable, write_atomically
 from keras_prune.export.flatbuffer import read_model
 from keras_prune.export.inspect import InspectReport, check_xnnpack_sparse, inspect_tflite
+from keras_prune.export.policy import xnnpack_filter
 from keras_prune.export.result import ExportResult
 from keras_prune.export.targets import TARGETS, Target, get_target
 from keras_prune.export.verify import RuntimeCheck, find_min_arena, measure_latency, predict
@@ -35,6 +36,7 @@ __all__ = [
     "predict",
     "read_model",
     "to_tflite",
+    "xnnpack_filter",
 ]
 
 # Samples compared with Keras when no verification data is given: enough to exercise every
