@@ -64,6 +64,22 @@ def test_errors_exit_2_with_the_message_and_write_nothing(saved, capsys):
     assert not out.exists() or not os.listdir(out)
 
 
+def test_a_saved_pruned_model_is_loaded_and_stripped(saved, capsys):
+    import keras_prune as kp
+
+    model = keras.saving.load_model(saved / "digits.keras")
+    pruned = kp.prune(model, schedule=kp.ConstantSparsity(0.75, begin_step=0),
+                      granularity=kp.Block((1, 4)))
+    kp.update_masks(pruned, 0)
+    pruned.save(saved / "pruned.keras")
+    status = main(["export", str(saved / "pruned.keras"), "--out", str(saved / "pruned"),
+                   "--json"])
+    assert status == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["stripped_wrappers"] is True
+    assert [t["encoding"] for t in report["sparse_tensors"]] == ["sparse CSR, block 1x4"] * 2
+
+
 def test_parser_has_a_subcommand_per_entry():
     parser = build_parser()
     with pytest.raises(SystemExit):
