@@ -312,3 +312,24 @@ def test_a_mismatch_raises_and_writes_nothing(model, tmp_path):
                          latency_runs=1)
     assert not error.value.result.passed
     assert _no_files(tmp_path)
+
+
+def test_files_are_written_all_or_none(tmp_path):
+    from keras_prune.export.files import write_atomically
+
+    good = tmp_path / "a.tflite"
+    missing_directory = tmp_path / "missing" / "b.h"
+    with pytest.raises(FileNotFoundError):
+        write_atomically({str(good): b"model", str(missing_directory): "header"})
+    assert os.listdir(tmp_path) == []
+    write_atomically({str(good): b"model", str(tmp_path / "b.h"): "header"})
+    assert good.read_bytes() == b"model" and (tmp_path / "b.h").read_text() == "header"
+
+
+def test_c_sources_use_valid_identifiers_and_refuse_unknown_ops():
+    files = mcu.c_sources(b"\x01\x02", ["FULLY_CONNECTED"], symbol="2-layer model")
+    assert sorted(files) == ["_2_layer_model.cc", "_2_layer_model.h", "_2_layer_model_ops.h"]
+    assert "const unsigned int _2_layer_model_len = 2;" in files["_2_layer_model.cc"]
+    assert "model_arena_size" not in files["_2_layer_model.h"]  # unknown arena: not claimed
+    with pytest.raises(ValueError, match="DENSIFY, GELU, which TFLM lacks"):
+        mcu.c_sources(b"", ["GELU", "CONV_2D", "DENSIFY"])
