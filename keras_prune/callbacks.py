@@ -8,6 +8,13 @@ from keras import ops
 
 from keras_prune.pruning import find_wrappers
 
+JAX_MESSAGE = (
+    "kp.PruningCallback does not support the JAX backend yet: JAX's `fit` keeps the model's "
+    "state outside its variables between epochs, so masks changed by a callback mid-epoch "
+    "would be lost. Train with KERAS_BACKEND=tensorflow or torch (masks, saving and strip are "
+    "backend-neutral; a model pruned there loads and runs on JAX)."
+)
+
 
 def realised_sparsity(wrappers):
     """Fraction of zero mask entries over all pruned weights of `wrappers` (0.0 if none)."""
@@ -58,6 +65,8 @@ class PruningCallback(keras.callbacks.Callback):
         self._sparsity = 0.0
 
     def on_train_begin(self, logs=None):
+        if keras.backend.backend() == "jax":
+            raise NotImplementedError(JAX_MESSAGE)
         self._wrappers = _wrappers_or_raise(self.model, type(self).__name__)
         if getattr(self.model, "optimizer", None) is None:
             raise ValueError(
