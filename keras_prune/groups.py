@@ -747,3 +747,147 @@ def zero_group_channels(group, channels):
         index[member.axis] = member.indices(channels)
         value[tuple(index)] = 0
         member.variable.assign(value)
+
+
+# -- coupled channel masks during training ------------------------------------------------------
+
+
+class HoldZero:
+    """Variable constraint keeping the entries where `keep` is 0 at zero (after any constraint
+    the variable already had): BatchNormalization gamma / beta of masked channels, so that a
+    masked channel stays exactly zero through training and `kp.shrink` can remove it."""
+
+    def __init__(self, keep, original=None):
+        self.keep = keep
+        self.original = original
+
+    def __call__(self, value):
+        if self.original is not None:
+            value = self.original(value)
+        return value * ops.cast(self.keep, value.dtype)
+
+
+def _hold_zero(variable, keep):
+    original = variable.constraint
+    if isinstance(original, HoldZero):
+        original = original.original
+    variable.constraint = HoldZero(keep, original)
+
+
+def _wrapper_slots(wrapper):
+    """`{id(variable): mask variable}` for the kernels and biases `wrapper` masks."""
+    slots = {}
+    for index, target in enumerate(wrapper.targets):
+        slots[id(target.variable)] = wrapper.masks[index]
+        position = wrapper._bias_mask_index.get(index)
+        if position is not None:
+            slots[id(target.bias)] = wrapper.bias_masks[position]
+    return slots
+
+
+def _is_channel_wrapper(layer):
+    from keras_prune.granularity import Channel
+
+    return (
+        isinstance(layer, PruneWrapper)
+        and isinstance(layer.granularity, Channel)
+        and not layer.mask_type.learnable
+    )
+
+
+def update_channel_masks(model, step, wrappers=None):
+    """Update masks at optimizer step `step`, channel-granularity masks by groups.
+
+    Wrappers pruning whole channels (`granularity="channel"`, binary masks) are not ranked layer
+    by layer: the channels of each `channel_groups` group are ranked together by
+    `group_scores` (the wrappers' L1 / L2 norm) and every wrapped weight of the group loses the
+    same ones; the BatchNormalization gamma and beta of those channels are zeroed and held at
+    zero. What is masked is then exactly what `kp.shrink` removes. A group that cannot be removed
+    (model output, unsupported layer, a creating layer left unwrapped by `filters`) keeps all its
+    channels. Other wrappers update as usual.
+
+    Args:
+        model: the model holding the wrappers.
+        step: the optimizer step (an int).
+        wrappers: the model's `kp.PruneWrapper`s (found in `model` if None).
+
+    Returns:
+        The wrappers whose masks were recomputed.
+
+    Example:
+
+    ```python
+    pruned = kp.prune(model, schedule=kp.ConstantSparsity(0.5, 0), granularity="channel")
+    kp.groups.update_channel_masks(pruned, 0)
+    small = kp.shrink(pruned)
+    ```
+    """
+    from keras_prune import masks as masks_lib
+    from keras_prune.pruning import find_wrappers
+
+    step = int(step)
+    wrappers = find_wrappers(model) if wrappers is None else wrappers
+    channel = [wrapper for wrapper in wrappers if _is_channel_wrapper(wrapper)]
+    updated = [
+        wrapper
+        for wrapper in wrappers
+        if not _is_channel_wrapper(wrapper) and wrapper.update_mask(step)
+    ]
+    if not channel:
+        return updated
+    for wrapper in channel:
+        wrapper.mask_updates_attached = True
+        wrapper.pruning_step.assign(step)
+    due = [wrapper for wrapper in channel if wrapper.schedule.should_update(step)]
+    if not due:
+        return updated
+    slots = {}
+    for wrapper in channel:
+        slots.update(_wrapper_slots(wrapper))
+    due_ids = {id(wrapper) for wrapper in due}
+    for group in channel_groups(model):
+        owners = {
+            id(member.layer): member.layer
+            for member in group.members
+            if id(member.variable) in slots
+        }
+        due_owners = [owner for key, owner in owners.items() if key in due_ids]
+        if not due_owners:
+            continue
+        sparsity = max(float(owner.schedule.sparsity_at(step)) for owner in due_owners)
+        creators_wrapped = all(
+            id(member.variable) in slots
+            for member in group.members
+            if member.role == "output" and len(member.variable.shape) > 1
+        )
+        keep = np.ones(group.size, np.float32)
+        if group.prunable and creators_wrapped:
+            scores = group_scores(group, due_owners[0].granularity.norm)
+            kept = masks_lib.keep_count(group.size, sparsity)
+            keep[np.argsort(-scores, kind="stable")[kept:]] = 0
+        removed = np.flatnonzero(keep == 0)
+        for member in group.members:
+            if member.role == "input":
+                continue  # a consumer's rows see a zero channel: nothing to mask
+            layer = _inner(member.layer)
+            is_scale = (
+                isinstance(layer, layers.BatchNormalization)
+                and (member.variable is layer.gamma or member.variable is layer.beta)
+            ) or (isinstance(layer, _DEPTHWISE) and member.variable is layer.bias)
+            if id(member.variable) not in slots and not is_scale:
+                continue
+            entry_keep = np.ones(member.variable.shape[member.axis], np.float32)
+            entry_keep[member.indices(removed)] = 0
+            shape = [1] * len(member.variable.shape)
+            shape[member.axis] = -1
+            entry_keep = entry_keep.reshape(shape)
+            if is_scale:
+                _hold_zero(member.variable, ops.convert_to_tensor(entry_keep))
+            else:
+                mask = slots[id(member.variable)]
+                full = np.broadcast_to(entry_keep, mask.shape)
+                mask.assign(full)
+            member.variable.assign(_numpy(member.variable) * entry_keep)
+        for owner in due_owners:
+            owner.sparsity.assign(sparsity)
+    return updated + due
