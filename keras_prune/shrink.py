@@ -146,8 +146,8 @@ def _droppable_inputs(layer, zero, input_ids):
     return dropped
 
 
-def _branch_layers(analysis, tensor_id, used):
-    """Names of layers feeding `tensor_id` that nothing in `used` needs any more."""
+def _branch_layers(analysis, tensor_id, kept_names):
+    """Names of the layers feeding `tensor_id` that are not in the new model (`kept_names`)."""
     producers = {}
     for step in analysis.steps:
         if isinstance(step, groups_lib._Call):
@@ -161,7 +161,7 @@ def _branch_layers(analysis, tensor_id, used):
         current = stack.pop()
         current = aliases.get(current, current)
         step = producers.get(current)
-        if step is None or id(step.node) in seen or id(step.layer) in used:
+        if step is None or id(step.node) in seen or step.layer.name in kept_names:
             continue
         seen.add(id(step.node))
         names.append(step.layer.name)
@@ -178,7 +178,6 @@ def _rebuild(analysis, kept_by_root, slices, zero, report):
         new_inputs.append(new)
         tensors[id(tensor)] = new
     copies = {}
-    used_layers = set()
     skipped_inputs = {}
     for step in analysis.steps:
         if isinstance(step, groups_lib._Alias):
@@ -202,7 +201,6 @@ def _rebuild(analysis, kept_by_root, slices, zero, report):
             tensors[id(node.outputs[0])] = outputs
             continue
         args, kwargs = node.arguments.fill_in(tensors)
-        used_layers.add(id(layer))
         if id(layer) in copies:
             outputs = copies[id(layer)](*args, **kwargs)
         else:
@@ -222,16 +220,18 @@ def _rebuild(analysis, kept_by_root, slices, zero, report):
         flat = keras.tree.flatten(outputs)
         for tensor, value in zip(node.outputs, flat, strict=True):
             tensors[id(tensor)] = value
+    outputs = [tensors[id(tensor)] for tensor in functional.outputs]
+    outputs = outputs[0] if len(outputs) == 1 else outputs
+    inputs = new_inputs[0] if len(new_inputs) == 1 else new_inputs
+    small = keras.Model(inputs, outputs, name=analysis.model.name)
+    kept_names = {layer.name for layer in small.layers}
     for merge, dropped_ids in skipped_inputs.items():
         report.dropped[merge] = [
             name
             for tensor_id in dropped_ids
-            for name in _branch_layers(analysis, tensor_id, used_layers)
+            for name in _branch_layers(analysis, tensor_id, kept_names)
         ]
-    outputs = [tensors[id(tensor)] for tensor in functional.outputs]
-    outputs = outputs[0] if len(outputs) == 1 else outputs
-    inputs = new_inputs[0] if len(new_inputs) == 1 else new_inputs
-    return keras.Model(inputs, outputs, name=analysis.model.name)
+    return small
 
 
 def shrink(model, *, round_to=None):
