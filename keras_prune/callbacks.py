@@ -13,7 +13,7 @@ def realised_sparsity(wrappers):
     """Fraction of zero mask entries over all pruned weights of `wrappers` (0.0 if none)."""
     total = zeros = 0
     for wrapper in wrappers:
-        for mask in wrapper.masks:
+        for mask in wrapper.masks if wrapper.built else []:
             size = int(ops.size(mask))
             total += size
             zeros += size - int(ops.convert_to_numpy(ops.sum(mask)))
@@ -53,6 +53,8 @@ class PruningCallback(keras.callbacks.Callback):
     def __init__(self):
         super().__init__()
         self._wrappers = []
+        self._unbuilt = []
+        self._step = 0
         self._sparsity = 0.0
 
     def on_train_begin(self, logs=None):
@@ -66,12 +68,19 @@ class PruningCallback(keras.callbacks.Callback):
         self._sparsity = realised_sparsity(self._wrappers)
 
     def on_train_batch_begin(self, batch, logs=None):
-        step = int(ops.convert_to_numpy(self.model.optimizer.iterations))
-        updated = [wrapper for wrapper in self._wrappers if wrapper.update_mask(step)]
-        if updated:
+        self._step = int(ops.convert_to_numpy(self.model.optimizer.iterations))
+        built = [wrapper for wrapper in self._wrappers if wrapper.built]
+        # Subclassed models build their layers inside the first batch: catch up after it.
+        self._unbuilt = [wrapper for wrapper in self._wrappers if not wrapper.built]
+        if [wrapper for wrapper in built if wrapper.update_mask(self._step)]:
             self._sparsity = realised_sparsity(self._wrappers)
 
     def on_train_batch_end(self, batch, logs=None):
+        if self._unbuilt:
+            for wrapper in self._unbuilt:
+                wrapper.update_mask(self._step)
+            self._unbuilt = []
+            self._sparsity = realised_sparsity(self._wrappers)
         if logs is not None:
             logs["sparsity"] = self._sparsity
 
