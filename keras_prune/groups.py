@@ -785,6 +785,66 @@ def _wrapper_slots(wrapper):
     return slots
 
 
+def _functional_of_or_none(model):
+    try:
+        return _functional_of(model)
+    except ValueError:
+        return None
+
+
+def _is_unmasked_scale(member):
+    """BatchNormalization gamma / beta and depthwise biases: per-channel weights no wrapper
+    masks, which must be zero for a masked channel to be zero."""
+    layer = _inner(member.layer)
+    if isinstance(layer, layers.BatchNormalization):
+        return member.variable is layer.gamma or member.variable is layer.beta
+    return isinstance(layer, _DEPTHWISE) and member.variable is layer.bias
+
+
+def _keep_vector(member, keep):
+    entry_keep = np.ones(member.variable.shape[member.axis], np.float32)
+    entry_keep[member.indices(np.flatnonzero(keep == 0))] = 0
+    shape = [1] * len(member.variable.shape)
+    shape[member.axis] = -1
+    return entry_keep.reshape(shape)
+
+
+def hold_masked_channels(model, wrappers=None):
+    """Re-attach the constraints holding BatchNormalization gamma / beta of masked channels at
+    zero (constraints are not saved: call this after loading a model pruned at channel
+    granularity, before training resumes; `kp.PruningCallback` does it at `on_train_begin`).
+
+    Example:
+
+    ```python
+    pruned = keras.saving.load_model("pruned.keras")
+    kp.groups.hold_masked_channels(pruned)
+    ```
+    """
+    from keras_prune.pruning import find_wrappers
+
+    if _functional_of_or_none(model) is None:
+        return
+    wrappers = find_wrappers(model) if wrappers is None else wrappers
+    slots = {}
+    for wrapper in wrappers:
+        if _is_channel_wrapper(wrapper) and wrapper.built:
+            slots.update(_wrapper_slots(wrapper))
+    if not slots:
+        return
+    for group in channel_groups(model):
+        owner = next(
+            (m for m in group.members if m.role == "output" and id(m.variable) in slots), None
+        )
+        if owner is None:
+            continue
+        mask = np.moveaxis(_numpy(slots[id(owner.variable)]), owner.axis, 0)
+        alive = mask.reshape(mask.shape[0], -1).any(1)[owner.indices(np.arange(group.size))]
+        for member in group.members:
+            if member.role != "input" and _is_unmasked_scale(member):
+                _hold_zero(member.variable, ops.convert_to_tensor(_keep_vector(member, alive)))
+
+
 def _is_channel_wrapper(layer):
     from keras_prune.granularity import Channel
 
@@ -827,11 +887,12 @@ def update_channel_masks(model, step, wrappers=None):
 
     step = int(step)
     wrappers = find_wrappers(model) if wrappers is None else wrappers
-    channel = [wrapper for wrapper in wrappers if _is_channel_wrapper(wrapper)]
+    traceable = _functional_of_or_none(model) is not None
+    channel = [wrapper for wrapper in wrappers if traceable and _is_channel_wrapper(wrapper)]
+    coupled = {id(wrapper) for wrapper in channel}
+    # Subclassed models cannot be traced: their channel masks stay per layer.
     updated = [
-        wrapper
-        for wrapper in wrappers
-        if not _is_channel_wrapper(wrapper) and wrapper.update_mask(step)
+        wrapper for wrapper in wrappers if id(wrapper) not in coupled and wrapper.update_mask(step)
     ]
     if not channel:
         return updated
@@ -865,22 +926,13 @@ def update_channel_masks(model, step, wrappers=None):
             scores = group_scores(group, due_owners[0].granularity.norm)
             kept = masks_lib.keep_count(group.size, sparsity)
             keep[np.argsort(-scores, kind="stable")[kept:]] = 0
-        removed = np.flatnonzero(keep == 0)
         for member in group.members:
             if member.role == "input":
                 continue  # a consumer's rows see a zero channel: nothing to mask
-            layer = _inner(member.layer)
-            is_scale = (
-                isinstance(layer, layers.BatchNormalization)
-                and (member.variable is layer.gamma or member.variable is layer.beta)
-            ) or (isinstance(layer, _DEPTHWISE) and member.variable is layer.bias)
+            is_scale = _is_unmasked_scale(member)
             if id(member.variable) not in slots and not is_scale:
                 continue
-            entry_keep = np.ones(member.variable.shape[member.axis], np.float32)
-            entry_keep[member.indices(removed)] = 0
-            shape = [1] * len(member.variable.shape)
-            shape[member.axis] = -1
-            entry_keep = entry_keep.reshape(shape)
+            entry_keep = _keep_vector(member, keep)
             if is_scale:
                 _hold_zero(member.variable, ops.convert_to_tensor(entry_keep))
             else:

@@ -314,3 +314,58 @@ def test_shrunk_model_runs_on_litert():
     interpreter.invoke()
     result = interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
     np.testing.assert_allclose(result, np.asarray(model(x)), atol=1e-4)
+
+
+def test_channel_pruning_during_training_masks_whole_groups_and_shrinks_exactly():
+    import keras_prune as kp
+
+    model = residual_cnn()
+    pruned = kp.prune(
+        model, schedule=kp.ConstantSparsity(0.5, 0, frequency=2), granularity="channel"
+    )
+    pruned.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(64, 8, 8, 3)).astype("float32")
+    y = rng.integers(0, 3, 64)
+    pruned.fit(x, y, batch_size=16, epochs=2, verbose=0, callbacks=[kp.PruningCallback()])
+    # Residual partners lose the same channels, and the BatchNorm between them follows.
+    dead = {
+        name: ~np.asarray(pruned.get_layer(name).layer.kernel).reshape(-1, 8).any(0)
+        for name in ("c1", "c2")
+    }
+    np.testing.assert_array_equal(dead["c1"], dead["c2"])
+    assert dead["c1"].sum() == 4
+    assert not np.asarray(pruned.get_layer("bn1").gamma)[dead["c1"]].any()
+    assert not np.asarray(pruned.get_layer("bn1").beta)[dead["c1"]].any()
+    # The model output keeps its channels; everything masked is removed by shrink.
+    assert np.asarray(pruned.get_layer("out").layer.kernel).all()
+    small = shrink(pruned)
+    assert small.get_layer("c1").kernel.shape[-1] == 4
+    assert small.get_layer("c3").kernel.shape[-1] == 6
+    assert small.get_layer("d1").units == 5
+    assert max_diff(pruned, small, x[:4]) <= 1e-5
+
+
+def test_update_masks_in_a_custom_loop_couples_depthwise_and_separable():
+    import keras_prune as kp
+
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((6, 6, 3))
+    x = layers.Conv2D(8, 1, name="expand")(inputs)
+    x = layers.DepthwiseConv2D(3, padding="same", name="dw")(x)
+    x = layers.SeparableConv2D(6, 3, padding="same", name="sep")(x)
+    outputs = layers.Dense(2, name="out")(layers.GlobalAveragePooling2D()(x))
+    pruned = kp.prune(
+        keras.Model(inputs, outputs),
+        schedule=kp.ConstantSparsity(0.5, 0, frequency=1),
+        granularity="channel",
+    )
+    kp.update_masks(pruned, 0)
+    expand_dead = ~np.asarray(pruned.get_layer("expand").layer.kernel).reshape(-1, 8).any(0)
+    dw = np.asarray(pruned.get_layer("dw").layer.kernel)
+    np.testing.assert_array_equal(~dw.reshape(-1, 8).any(0), expand_dead)
+    assert not np.asarray(pruned.get_layer("dw").layer.bias)[expand_dead].any()
+    small = shrink(pruned)
+    assert small.get_layer("dw").kernel.shape[-2] == 4
+    assert small.get_layer("sep").pointwise_kernel.shape[-2:] == (4, 3)
+    assert max_diff(pruned, small, batch((6, 6, 3))) <= 1e-5
