@@ -755,7 +755,10 @@ def zero_group_channels(group, channels):
 class HoldZero:
     """Variable constraint keeping the entries where `keep` is 0 at zero (after any constraint
     the variable already had): BatchNormalization gamma / beta of masked channels, so that a
-    masked channel stays exactly zero through training and `kp.shrink` can remove it."""
+    masked channel stays exactly zero through training and `kp.shrink` can remove it.
+
+    `keep` is a non-trainable variable updated in place: a compiled train step captures the
+    constraint object once, so a new object would go unseen."""
 
     def __init__(self, keep, original=None):
         self.keep = keep
@@ -768,10 +771,11 @@ class HoldZero:
 
 
 def _hold_zero(variable, keep):
-    original = variable.constraint
-    if isinstance(original, HoldZero):
-        original = original.original
-    variable.constraint = HoldZero(keep, original)
+    if isinstance(variable.constraint, HoldZero):
+        variable.constraint.keep.assign(keep)
+        return
+    holder = keras.Variable(keep, trainable=False, dtype="float32", name="channel_keep")
+    variable.constraint = HoldZero(holder, variable.constraint)
 
 
 def _wrapper_slots(wrapper):
@@ -842,7 +846,7 @@ def hold_masked_channels(model, wrappers=None):
         alive = mask.reshape(mask.shape[0], -1).any(1)[owner.indices(np.arange(group.size))]
         for member in group.members:
             if member.role != "input" and _is_unmasked_scale(member):
-                _hold_zero(member.variable, ops.convert_to_tensor(_keep_vector(member, alive)))
+                _hold_zero(member.variable, _keep_vector(member, alive))
 
 
 def _is_channel_wrapper(layer):
@@ -934,7 +938,7 @@ def update_channel_masks(model, step, wrappers=None):
                 continue
             entry_keep = _keep_vector(member, keep)
             if is_scale:
-                _hold_zero(member.variable, ops.convert_to_tensor(entry_keep))
+                _hold_zero(member.variable, entry_keep)
             else:
                 mask = slots[id(member.variable)]
                 full = np.broadcast_to(entry_keep, mask.shape)
@@ -943,3 +947,82 @@ def update_channel_masks(model, step, wrappers=None):
         for owner in due_owners:
             owner.sparsity.assign(sparsity)
     return updated + due
+
+
+# -- picture -------------------------------------------------------------------------------------
+
+_PALETTE = ("#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#76b7b2", "#edc948", "#b07aa1", "#9c755f")
+_ROLE_LETTER = {"output": "O", "input": "I", "channelwise": "C"}
+
+
+def groups_svg(groups, title="Channel groups"):
+    """An SVG picture (a string) of `groups`: one row per layer, one column per group; a cell
+    says how the layer touches the group's channels: O creates them (kernel columns, bias),
+    C scales them one by one (BatchNorm, depthwise), I consumes them (kernel rows). Groups that
+    must be kept whole are hatched grey, with the reason underneath.
+
+    Example:
+
+    ```python
+    svg = kp.groups.groups_svg(kp.channel_groups(model))
+    open("groups.svg", "w").write(svg)
+    ```
+    """
+    names = []
+    for group in groups:
+        for name in group.layer_names:
+            if name not in names:
+                names.append(name)
+    cell, left, top = 34, 190, 70
+    width = left + cell * len(groups) + 20
+    kept = [group for group in groups if not group.prunable]
+    height = top + cell * len(names) + 30 + 18 * len(kept)
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+        'font-family="sans-serif" font-size="12">',
+        '<defs><pattern id="hatch" width="6" height="6" patternUnits="userSpaceOnUse" '
+        'patternTransform="rotate(45)"><rect width="6" height="6" fill="#ddd"/>'
+        '<line x1="0" y1="0" x2="0" y2="6" stroke="#999" stroke-width="2"/></pattern></defs>',
+        f'<text x="10" y="20" font-size="15" font-weight="bold">{_escape(title)}</text>',
+    ]
+    for column, group in enumerate(groups):
+        x = left + column * cell + cell / 2
+        parts.append(
+            f'<text x="{x}" y="{top - 22}" text-anchor="middle">g{group.index}</text>'
+            f'<text x="{x}" y="{top - 8}" text-anchor="middle" font-size="10">{group.size}</text>'
+        )
+    for row, name in enumerate(names):
+        y = top + row * cell
+        parts.append(
+            f'<text x="{left - 8}" y="{y + cell / 2 + 4}" text-anchor="end">{_escape(name)}</text>'
+        )
+        for column, group in enumerate(groups):
+            roles = sorted(
+                {_ROLE_LETTER[m.role] for m in group.members if m.layer.name == name},
+                key="OCI".index,
+            )
+            if not roles:
+                continue
+            x = left + column * cell
+            fill = _PALETTE[column % len(_PALETTE)] if group.prunable else "url(#hatch)"
+            parts.append(
+                f'<rect x="{x + 2}" y="{y + 2}" width="{cell - 4}" height="{cell - 4}" rx="4" '
+                f'fill="{fill}"/><text x="{x + cell / 2}" y="{y + cell / 2 + 4}" '
+                f'text-anchor="middle" font-weight="bold">{"".join(roles)}</text>'
+            )
+    y = top + cell * len(names) + 20
+    parts.append(
+        f'<text x="10" y="{y}" font-size="11">O creates the channels · C per-channel weights · '
+        "I consumes them · hatched: kept whole</text>"
+    )
+    for offset, group in enumerate(kept):
+        parts.append(
+            f'<text x="10" y="{y + 18 * (offset + 1)}" font-size="11">g{group.index} kept: '
+            f"{_escape(str(group.reason))}</text>"
+        )
+    parts.append("</svg>")
+    return "\n".join(parts)
+
+
+def _escape(text):
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
