@@ -955,8 +955,9 @@ _PALETTE = ("#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#76b7b2", "#edc948", "#
 _ROLE_LETTER = {"output": "O", "input": "I", "channelwise": "C"}
 
 
-def groups_svg(groups, title="Channel groups"):
-    """An SVG picture (a string) of `groups`: one row per layer, one column per group; a cell
+def groups_svg(model, title="Channel groups"):
+    """An SVG picture (a string) of the channel groups of `model` (or of a list of `Group`s):
+    one row per layer in graph order, one column per group; a cell
     says how the layer touches the group's channels: O creates them (kernel columns, bias),
     C scales them one by one (BatchNorm, depthwise), I consumes them (kernel rows). Groups that
     must be kept whole are hatched grey, with the reason underneath.
@@ -964,17 +965,25 @@ def groups_svg(groups, title="Channel groups"):
     Example:
 
     ```python
-    svg = kp.groups.groups_svg(kp.channel_groups(model))
+    svg = kp.groups.groups_svg(model)
     open("groups.svg", "w").write(svg)
     ```
     """
     names = []
+    if isinstance(model, keras.Model):
+        groups = channel_groups(model)
+        _, steps = _trace(model)
+        names = [step.layer.name for step in steps if isinstance(step, _Call)]
+        involved = {name for group in groups for name in group.layer_names}
+        names = [name for name in dict.fromkeys(names) if name in involved]
+    else:
+        groups = list(model)
     for group in groups:
         for name in group.layer_names:
             if name not in names:
                 names.append(name)
     cell, left, top = 34, 190, 70
-    width = left + cell * len(groups) + 20
+    width = max(left + cell * len(groups) + 20, 9 * len(title) + 20, 440)
     kept = [group for group in groups if not group.prunable]
     height = top + cell * len(names) + 30 + 18 * len(kept)
     parts = [

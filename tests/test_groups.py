@@ -216,3 +216,15 @@ def test_mobilenet_v2_groups():
     # One residual stage: every project conv of blocks 3-5 and the expands that read it.
     for name in ("block_3_project", "block_5_project", "block_4_expand", "block_6_expand"):
         assert name in stage.layer_names
+
+
+def test_groups_svg_draws_every_group_and_hatches_kept_ones():
+    svg = groups_lib.groups_svg(residual_cnn(), title="demo <cnn>")
+    assert svg.startswith("<svg") and svg.rstrip().endswith("</svg>")
+    assert "demo &lt;cnn&gt;" in svg
+    for index in range(3):
+        assert f">g{index}<" in svg
+    assert svg.count('fill="url(#hatch)"') == 1  # the model output's group
+    assert "g2 kept: feeds a model output" in svg
+    # Rows follow the graph: the stem conv comes before the classifier.
+    assert svg.index(">c1<") < svg.index(">out<")
