@@ -174,7 +174,9 @@ def _rebuild(analysis, kept_by_root, slices, zero, report):
     tensors = {}
     new_inputs = []
     for tensor in functional.inputs:
-        new = keras.Input(shape=tuple(tensor.shape[1:]), dtype=tensor.dtype, name=tensor.name)
+        history = getattr(tensor, "_keras_history", None)
+        name = getattr(getattr(history, "operation", None), "name", None) or tensor.name
+        new = keras.Input(shape=tuple(tensor.shape[1:]), dtype=tensor.dtype, name=name)
         new_inputs.append(new)
         tensors[id(tensor)] = new
     copies = {}
