@@ -868,7 +868,8 @@ def update_channel_masks(model, step, wrappers=None):
     same ones; the BatchNormalization gamma and beta of those channels are zeroed and held at
     zero. What is masked is then exactly what `kp.shrink` removes. A group that cannot be removed
     (model output, unsupported layer, a creating layer left unwrapped by `filters`) keeps all its
-    channels. Other wrappers update as usual.
+    channels. Other wrappers, and channel wrappers of layers no group covers (RNNs, attention,
+    custom layers), update layer by layer as usual.
 
     Args:
         model: the model holding the wrappers.
@@ -906,11 +907,23 @@ def update_channel_masks(model, step, wrappers=None):
     due = [wrapper for wrapper in channel if wrapper.schedule.should_update(step)]
     if not due:
         return updated
+    found = channel_groups(model)
+    in_groups = {id(member.variable) for group in found for member in group.members}
+    # Layers the analysis does not cover (RNNs, attention, custom layers) prune per layer.
+    loose = [
+        wrapper
+        for wrapper in channel
+        if not any(id(target.variable) in in_groups for target in wrapper.targets)
+    ]
+    updated += [wrapper for wrapper in loose if wrapper.update_mask(step)]
+    loose_ids = {id(wrapper) for wrapper in loose}
+    due = [wrapper for wrapper in due if id(wrapper) not in loose_ids]
     slots = {}
     for wrapper in channel:
-        slots.update(_wrapper_slots(wrapper))
+        if id(wrapper) not in loose_ids:
+            slots.update(_wrapper_slots(wrapper))
     due_ids = {id(wrapper) for wrapper in due}
-    for group in channel_groups(model):
+    for group in found:
         owners = {
             id(member.layer): member.layer
             for member in group.members

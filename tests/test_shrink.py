@@ -370,3 +370,24 @@ def test_update_masks_in_a_custom_loop_couples_depthwise_and_separable():
     assert small.get_layer("dw").kernel.shape[-2] == 4
     assert small.get_layer("sep").pointwise_kernel.shape[-2:] == (4, 3)
     assert max_diff(pruned, small, batch((6, 6, 3))) <= 1e-5
+
+
+def test_channel_wrappers_outside_any_group_still_prune_per_layer():
+    import keras_prune as kp
+
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((5, 4))
+    x = layers.LSTM(8, return_sequences=True, name="lstm")(inputs)
+    x = layers.Dense(6, name="hidden")(x)
+    outputs = layers.Dense(2, name="out")(layers.Flatten()(x))
+    pruned = kp.prune(
+        keras.Model(inputs, outputs),
+        schedule=kp.ConstantSparsity(0.5, 0, frequency=1),
+        granularity="channel",
+    )
+    updated = {wrapper.name for wrapper in kp.update_masks(pruned, 0)}
+    assert {"lstm", "hidden"} <= updated
+    lstm_kernel = np.asarray(pruned.get_layer("lstm").layer.cell.kernel)
+    assert (~lstm_kernel.any(0)).sum() == 16  # half of the 32 gate units, layer by layer
+    hidden = np.asarray(pruned.get_layer("hidden").layer.kernel)
+    assert (~hidden.any(0)).sum() == 3
