@@ -56,7 +56,7 @@ def compile_model(model, learning_rate):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sparsity", type=float, default=0.9)
-    parser.add_argument("--epochs", type=int, default=12, help="epochs of pruning-aware fine-tuning")
+    parser.add_argument("--epochs", type=int, default=12, help="pruning epochs")
     parser.add_argument("--out", default="artifacts", help="where the stripped model is saved")
     args = parser.parse_args(argv)
 
