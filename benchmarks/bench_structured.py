@@ -176,10 +176,18 @@ def smallest_arena(flatbuffer):
         except Exception:  # noqa: BLE001 - TFLM reports a failed allocation as RuntimeError
             return False
 
-    low, high = 256, 1 << 20
-    while high - low > 256:
-        middle = (low + high) // 2
-        low, high = (low, middle) if fits(middle) else (middle, high)
+    # TFLM prints every failed allocation to stderr (C level): silence it during the search.
+    saved = os.dup(2)
+    with open(os.devnull, "w") as devnull:
+        os.dup2(devnull.fileno(), 2)
+        try:
+            low, high = 256, 1 << 20
+            while high - low > 256:
+                middle = (low + high) // 2
+                low, high = (low, middle) if fits(middle) else (middle, high)
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
     return high
 
 
