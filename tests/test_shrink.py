@@ -52,7 +52,9 @@ def batch(shape, seed=1):
 
 
 def max_diff(a, b, x):
-    return float(np.max(np.abs(np.asarray(a(x)) - np.asarray(b(x)))))
+    return float(
+        np.max(np.abs(keras.ops.convert_to_numpy(a(x)) - keras.ops.convert_to_numpy(b(x))))
+    )
 
 
 def zero_every_other(model, fraction_of=2):
@@ -207,7 +209,9 @@ def test_shrunk_model_saves_and_reloads(tmp_path):
     small.save(path)
     reloaded = keras.saving.load_model(path)
     x = batch((8, 8, 3))
-    np.testing.assert_array_equal(np.asarray(small(x)), np.asarray(reloaded(x)))
+    np.testing.assert_array_equal(
+        keras.ops.convert_to_numpy(small(x)), keras.ops.convert_to_numpy(reloaded(x))
+    )
     config_copy = keras.Model.from_config(small.get_config())
     assert config_copy.count_params() == small.count_params()
 
@@ -313,7 +317,7 @@ def test_shrunk_model_runs_on_litert():
     interpreter.set_tensor(interpreter.get_input_details()[0]["index"], x)
     interpreter.invoke()
     result = interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
-    np.testing.assert_allclose(result, np.asarray(model(x)), atol=1e-4)
+    np.testing.assert_allclose(result, keras.ops.convert_to_numpy(model(x)), atol=1e-4)
 
 
 def test_channel_pruning_during_training_masks_whole_groups_and_shrinks_exactly():
@@ -331,15 +335,15 @@ def test_channel_pruning_during_training_masks_whole_groups_and_shrinks_exactly(
     pruned.fit(x, y, batch_size=16, epochs=2, verbose=0, callbacks=[kp.PruningCallback()])
     # Residual partners lose the same channels, and the BatchNorm between them follows.
     dead = {
-        name: ~np.asarray(pruned.get_layer(name).layer.kernel).reshape(-1, 8).any(0)
+        name: ~keras.ops.convert_to_numpy(pruned.get_layer(name).layer.kernel).reshape(-1, 8).any(0)
         for name in ("c1", "c2")
     }
     np.testing.assert_array_equal(dead["c1"], dead["c2"])
     assert dead["c1"].sum() == 4
-    assert not np.asarray(pruned.get_layer("bn1").gamma)[dead["c1"]].any()
-    assert not np.asarray(pruned.get_layer("bn1").beta)[dead["c1"]].any()
+    assert not keras.ops.convert_to_numpy(pruned.get_layer("bn1").gamma)[dead["c1"]].any()
+    assert not keras.ops.convert_to_numpy(pruned.get_layer("bn1").beta)[dead["c1"]].any()
     # The model output keeps its channels; everything masked is removed by shrink.
-    assert np.asarray(pruned.get_layer("out").layer.kernel).all()
+    assert keras.ops.convert_to_numpy(pruned.get_layer("out").layer.kernel).all()
     small = shrink(pruned)
     assert small.get_layer("c1").kernel.shape[-1] == 4
     assert small.get_layer("c3").kernel.shape[-1] == 6
@@ -362,10 +366,12 @@ def test_update_masks_in_a_custom_loop_couples_depthwise_and_separable():
         granularity="channel",
     )
     kp.update_masks(pruned, 0)
-    expand_dead = ~np.asarray(pruned.get_layer("expand").layer.kernel).reshape(-1, 8).any(0)
-    dw = np.asarray(pruned.get_layer("dw").layer.kernel)
+    expand_dead = ~keras.ops.convert_to_numpy(pruned.get_layer("expand").layer.kernel).reshape(
+        -1, 8
+    ).any(0)
+    dw = keras.ops.convert_to_numpy(pruned.get_layer("dw").layer.kernel)
     np.testing.assert_array_equal(~dw.reshape(-1, 8).any(0), expand_dead)
-    assert not np.asarray(pruned.get_layer("dw").layer.bias)[expand_dead].any()
+    assert not keras.ops.convert_to_numpy(pruned.get_layer("dw").layer.bias)[expand_dead].any()
     small = shrink(pruned)
     assert small.get_layer("dw").kernel.shape[-2] == 4
     assert small.get_layer("sep").pointwise_kernel.shape[-2:] == (4, 3)
@@ -387,7 +393,7 @@ def test_channel_wrappers_outside_any_group_still_prune_per_layer():
     )
     updated = {wrapper.name for wrapper in kp.update_masks(pruned, 0)}
     assert {"lstm", "hidden"} <= updated
-    lstm_kernel = np.asarray(pruned.get_layer("lstm").layer.cell.kernel)
+    lstm_kernel = keras.ops.convert_to_numpy(pruned.get_layer("lstm").layer.cell.kernel)
     assert (~lstm_kernel.any(0)).sum() == 16  # half of the 32 gate units, layer by layer
-    hidden = np.asarray(pruned.get_layer("hidden").layer.kernel)
+    hidden = keras.ops.convert_to_numpy(pruned.get_layer("hidden").layer.kernel)
     assert (~hidden.any(0)).sum() == 3
