@@ -20,6 +20,49 @@ def _copy_model(model):
     return keras.models.clone_model(model, clone_function=pruning.copy_layer, recursive=True)
 
 
+def loss_gradients(model, x, y, loss, batch_size=32):
+    """`{id(variable): mean dL/dw}` for the trainable weights of `model` over `(x, y)`.
+
+    Backend-neutral: one plain SGD step with learning rate 1 on a copy of the model moves every
+    weight by exactly minus its gradient (batch statistics of BatchNorm layers are used, as in
+    training). `model` itself is not changed or recompiled.
+
+    Args:
+        model: a built Sequential or Functional model.
+        x, y: a batch of data (arrays) and targets.
+        loss: a Keras loss (name or object), as for `model.compile`.
+        batch_size: examples per gradient step; gradients are averaged over the steps.
+
+    Example:
+
+    ```python
+    gradients = kp.channel_pruning.loss_gradients(model, x[:256], y[:256], "mse")
+    scores = kp.group_scores(kp.channel_groups(model)[0], "taylor", gradients)
+    ```
+    """
+    copy = _copy_model(model)
+    originals = [w for w in model.weights if w.trainable]
+    copies = [w for w in copy.weights if w.trainable]
+    if len(originals) != len(copies) or any(
+        tuple(a.shape) != tuple(b.shape) for a, b in zip(originals, copies, strict=True)
+    ):
+        raise ValueError(f"Could not line up the weights of a copy of model {model.name!r}.")
+    copy.compile(optimizer=keras.optimizers.SGD(learning_rate=1.0), loss=loss)
+    start_values = copy.get_weights()
+    totals = [np.zeros(tuple(w.shape), np.float64) for w in copies]
+    count = len(x)
+    if count == 0:
+        raise ValueError("Expected at least one example in `x` for the loss gradients.")
+    for begin in range(0, count, batch_size):
+        before = [np.asarray(keras.ops.convert_to_numpy(w), np.float64) for w in copies]
+        copy.train_on_batch(x[begin : begin + batch_size], y[begin : begin + batch_size])
+        share = min(batch_size, count - begin) / count
+        for total, old, variable in zip(totals, before, copies, strict=True):
+            total += share * (old - keras.ops.convert_to_numpy(variable))
+        copy.set_weights(start_values)
+    return {id(w): total for w, total in zip(originals, totals, strict=True)}
+
+
 class _Estimator:
     """Params / MACs of the shrunk model for a given number of kept channels per group."""
 
@@ -80,6 +123,8 @@ def prune_channels(
     criterion="l2",
     round_to=None,
     filters=None,
+    data=None,
+    loss=None,
 ):
     """Remove the least important channels of every prunable group and shrink the model.
 
@@ -95,10 +140,13 @@ def prune_channels(
         target_macs: instead of `fraction`: the largest acceptable MACs per example.
         target_params: instead of `fraction`: the largest acceptable parameter count.
         criterion: group importance: "l1", "l2" (norms of the kernel entries a channel owns,
-            summed over the group) or "bn_scale" (|gamma| of the group's BatchNormalizations).
+            summed over the group), "bn_scale" (|gamma| of the group's BatchNormalizations) or
+            "taylor" (|sum of w * dL/dw| over the channel's weights; needs `data` and `loss`).
         round_to: keep a multiple of this many channels per group (e.g. 8 for SIMD).
         filters: which groups to prune: None (all), a regex / list of regexes / callable on
             layers; a group is pruned only if every layer that creates its channels matches.
+        data: for "taylor": `(x, y)` arrays the loss gradients are averaged over.
+        loss: for "taylor": the training loss (name or `keras.losses.Loss`).
 
     Returns:
         The shrunk `keras.Model`, with `shrink_report` (a `ShrinkReport`) and `pruned_channels`
@@ -143,8 +191,17 @@ def prune_channels(
             f"Expected `fraction` in [0, 1) (share of each group's channels to remove). "
             f"Received: fraction={fraction!r}"
         )
+    if criterion == "taylor" and (data is None or loss is None):
+        raise ValueError(
+            "criterion='taylor' ranks channels by the loss gradient: pass `data=(x, y)` and "
+            f"`loss=` (e.g. loss='sparse_categorical_crossentropy'). Received: data="
+            f"{'None' if data is None else 'given'}, loss={loss!r}"
+        )
     selected_layer = pruning._layer_filter(filters)
     working = _copy_model(model)
+    gradients = None
+    if criterion == "taylor":
+        gradients = loss_gradients(working, data[0], data[1], loss)
     analysis = groups_lib.analyze(working)
     groups = analysis.groups()
     selected = {
@@ -209,7 +266,7 @@ def prune_channels(
         count = _removed_count(group.size, fraction)
         if count == 0:
             continue
-        scores = groups_lib.group_scores(group, criterion)
+        scores = groups_lib.group_scores(group, criterion, gradients)
         channels = np.sort(np.argsort(scores, kind="stable")[:count])
         groups_lib.zero_group_channels(group, channels)
         removed[group.index] = channels

@@ -659,7 +659,7 @@ def removable_channels(analysis, groups, zero=None):
 
 # -- importance and zeroing ---------------------------------------------------------------------
 
-CRITERIA = ("l1", "l2", "bn_scale")
+CRITERIA = ("l1", "l2", "bn_scale", "taylor")
 
 
 def _member_norms(member, norm):
@@ -670,15 +670,35 @@ def _member_norms(member, norm):
     return per_entry
 
 
-def group_scores(group, criterion="l2"):
+def _taylor_scores(group, gradients):
+    """|sum of w * dL/dw| over every weight removing a channel zeroes: the first-order change
+    of the loss when the channel goes (Molchanov et al. 2019, per group)."""
+    everything = np.arange(group.size)
+    scores = np.zeros(group.size, np.float64)
+    for member in group.members:
+        if member.role == "input" or id(member.variable) not in gradients:
+            continue
+        product = _numpy(member.variable).astype(np.float64) * gradients[id(member.variable)]
+        moved = np.moveaxis(product, member.axis, 0)
+        per_entry = moved.reshape(moved.shape[0], -1).sum(1)[member.indices(everything)]
+        scores += per_entry.reshape(member.repeat, group.size).sum(0)
+    return np.abs(scores)
+
+
+def group_scores(group, criterion="l2", gradients=None):
     """Importance of each channel of `group` (a float array of length `group.size`).
 
     Args:
         group: a `Group` from `channel_groups`.
         criterion: "l1" or "l2": the norm of every kernel entry the channel owns (output
-            columns and depthwise filters of all members, summed over the group), or
+            columns and depthwise filters of all members, summed over the group);
             "bn_scale": the sum of |gamma| of the group's BatchNormalizations (network
-            slimming, Liu et al. 2017; falls back to "l2" if the group has none).
+            slimming, Liu et al. 2017; falls back to "l2" if the group has none); or
+            "taylor": |sum of w * dL/dw| over every weight the channel owns, BatchNorm gamma
+            and beta included (first-order Taylor estimate of the loss change when the
+            channel is removed; needs `gradients`).
+        gradients: for "taylor": `{id(variable): gradient array}`, e.g. from
+            `kp.channel_pruning.loss_gradients(model, x, y, loss)`.
 
     Example:
 
@@ -690,6 +710,13 @@ def group_scores(group, criterion="l2"):
         raise ValueError(
             f"Expected `criterion` to be one of {list(CRITERIA)}. Received: criterion={criterion!r}"
         )
+    if criterion == "taylor":
+        if gradients is None:
+            raise ValueError(
+                "criterion='taylor' needs the loss gradients: pass "
+                "`gradients=kp.channel_pruning.loss_gradients(model, x, y, loss)`."
+            )
+        return _taylor_scores(group, gradients)
     everything = np.arange(group.size)
     scores = np.zeros(group.size, np.float64)
     if criterion == "bn_scale":

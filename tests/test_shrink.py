@@ -397,3 +397,52 @@ def test_channel_wrappers_outside_any_group_still_prune_per_layer():
     assert (~lstm_kernel.any(0)).sum() == 16  # half of the 32 gate units, layer by layer
     hidden = keras.ops.convert_to_numpy(pruned.get_layer("hidden").layer.kernel)
     assert (~hidden.any(0)).sum() == 3
+
+
+def test_loss_gradients_and_taylor_scores_match_the_analytic_gradient():
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential(
+        [
+            keras.Input((4,)),
+            layers.Dense(3, bias_initializer="ones", name="a"),
+            layers.Dense(1, name="b"),
+        ]
+    )
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(8, 4)).astype("float32")
+    t = rng.normal(size=(8, 1)).astype("float32")
+    gradients = channel_pruning.loss_gradients(model, x, t, "mse", batch_size=4)
+    w1, b1, w2, b2 = (keras.ops.convert_to_numpy(w).astype(np.float64) for w in model.weights)
+    hidden = x @ w1 + b1
+    d_out = 2 * (hidden @ w2 + b2 - t) / len(x)
+    d_hidden = d_out @ w2.T
+    a = model.get_layer("a")
+    np.testing.assert_allclose(gradients[id(a.kernel)], x.T @ d_hidden, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(gradients[id(a.bias)], d_hidden.sum(0), rtol=1e-4, atol=1e-6)
+    group = groups_lib.channel_groups(model)[0]
+    expected = np.abs((w1 * (x.T @ d_hidden)).sum(0) + b1 * d_hidden.sum(0))
+    np.testing.assert_allclose(
+        groups_lib.group_scores(group, "taylor", gradients), expected, rtol=1e-4
+    )
+    with pytest.raises(ValueError, match="gradients="):
+        groups_lib.group_scores(group, "taylor")
+
+
+def test_prune_channels_taylor_needs_data_and_runs():
+    model = residual_cnn()
+    with pytest.raises(ValueError, match="data=None"):
+        channel_pruning.prune_channels(model, fraction=0.5, criterion="taylor")
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(32, 8, 8, 3)).astype("float32")
+    y = rng.integers(0, 3, 32)
+    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    small = channel_pruning.prune_channels(
+        model, fraction=0.5, criterion="taylor", data=(x, y), loss=loss
+    )
+    assert small.get_layer("c1").kernel.shape[-1] == 4
+    gradients = channel_pruning.loss_gradients(model, x, y, loss)
+    group = groups_lib.channel_groups(model)[0]
+    scores = groups_lib.group_scores(group, "taylor", gradients)
+    removed = small.pruned_channels[0]
+    kept = np.setdiff1d(np.arange(8), removed)
+    assert scores[removed].max() <= scores[kept].min()
