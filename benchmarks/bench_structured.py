@@ -28,8 +28,9 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from ai_edge_litert.interpreter import Interpreter  # noqa: E402
 
-from keras_prune import channel_pruning, macs, shrink  # noqa: E402
+from keras_prune import channel_pruning, macs  # noqa: E402
 from keras_prune import groups as groups_lib  # noqa: E402
+from keras_prune.shrink import shrink  # noqa: E402
 
 layers = keras.layers
 
@@ -138,7 +139,7 @@ def correctness_section():
             if group.prunable:
                 groups_lib.zero_group_channels(group, np.arange(0, group.size, 2))
         start = time.perf_counter()
-        small = shrink.shrink(model)
+        small = shrink(model)
         seconds = time.perf_counter() - start
         reference = np.asarray(model(x))
         diff = float(np.max(np.abs(reference - np.asarray(small(x)))))

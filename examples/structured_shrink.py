@@ -22,7 +22,8 @@ import numpy as np  # noqa: E402
 from sklearn.datasets import load_digits  # noqa: E402
 
 import keras_prune as kp  # noqa: E402
-from keras_prune import channel_pruning, groups, macs, shrink  # noqa: E402
+from keras_prune import channel_pruning, groups, macs  # noqa: E402
+from keras_prune.shrink import shrink  # noqa: E402
 
 layers = keras.layers
 
@@ -111,7 +112,7 @@ def main():
         verbose=0,
         callbacks=[kp.PruningCallback()],
     )
-    small = shrink.shrink(pruned, round_to=4)
+    small = shrink(pruned, round_to=4)
     compile_model(small)
     difference = np.max(np.abs(np.asarray(pruned(x_test)) - np.asarray(small(x_test))))
     print("\nshrink report:\n" + str(small.shrink_report))

@@ -5,7 +5,7 @@ import numpy as np
 
 from keras_prune import groups as groups_lib
 from keras_prune import macs as macs_lib
-from keras_prune import shrink as shrink_lib
+from keras_prune.shrink import shrink
 
 
 def _removed_count(size, fraction):
@@ -270,7 +270,7 @@ def prune_channels(
         channels = np.sort(np.argsort(scores, kind="stable")[:count])
         groups_lib.zero_group_channels(group, channels)
         removed[group.index] = channels
-    small = shrink_lib.shrink(working, round_to=round_to)
+    small = shrink(working, round_to=round_to)
     small.pruned_channels = removed
     small.pruned_fraction = fraction
     return small
