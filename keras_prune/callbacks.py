@@ -6,6 +6,7 @@ import os
 import keras
 from keras import ops
 
+from keras_prune.groups import hold_masked_channels, update_channel_masks
 from keras_prune.pruning import find_wrappers
 
 JAX_MESSAGE = (
@@ -74,6 +75,7 @@ class PruningCallback(keras.callbacks.Callback):
             )
         for wrapper in self._wrappers:
             wrapper.mask_updates_attached = True
+        hold_masked_channels(self.model, self._wrappers)
         self._sparsity = realised_sparsity(self._wrappers)
 
     def on_epoch_begin(self, epoch, logs=None):
@@ -85,7 +87,7 @@ class PruningCallback(keras.callbacks.Callback):
         # Subclassed models build their layers inside the first batch: catch up after it.
         self._unbuilt = [wrapper for wrapper in self._wrappers if not wrapper.built]
         built = [wrapper for wrapper in self._wrappers if wrapper.built]
-        if [wrapper for wrapper in built if wrapper.update_mask(self._step)]:
+        if update_channel_masks(self.model, self._step, built):
             self._sparsity = realised_sparsity(self._wrappers)
 
     def on_train_batch_end(self, batch, logs=None):
