@@ -231,7 +231,10 @@ def update_masks(model, step, allocation=None):
         from keras_prune import allocation as allocation_lib
 
         return allocation_lib.get(allocation).update(find_wrappers(model), step)
-    return [wrapper for wrapper in find_wrappers(model) if wrapper.update_mask(step)]
+    from keras_prune.groups import update_channel_masks
+
+    # Channel masks are ranked per dependency group so that what is masked can be removed.
+    return update_channel_masks(model, step)
 
 
 def prune_low_magnitude(

@@ -168,6 +168,7 @@ class PruneWrapper(keras.layers.Wrapper):
         self.sparsity = self.add_weight(
             name="sparsity", shape=(), initializer="zeros", trainable=False
         )
+        # The last step at which masks were recomputed (-1: never).
         self.pruning_step = self.add_weight(
             name="pruning_step",
             shape=(),
@@ -230,9 +231,9 @@ class PruneWrapper(keras.layers.Wrapper):
     def update_mask(self, step):
         """Apply the schedule at optimizer step `step`; returns True if masks were recomputed."""
         self.mask_updates_attached = True
-        self.pruning_step.assign(step)
         if not self.schedule.should_update(step):
             return False
+        self.pruning_step.assign(step)
         self.apply_sparsity(self.schedule.sparsity_at(step))
         return True
 
