@@ -191,6 +191,19 @@ def _binary_unstructured_wrappers(model, caller):
     return wrappers
 
 
+class _StepCounter(keras.callbacks.Callback):
+    """Knows the optimizer step at each batch, reading the device counter once per epoch (a read
+    per batch costs more than a small model's whole training step), as `kp.PruningCallback`."""
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._step = int(ops.convert_to_numpy(self.model.optimizer.iterations))
+
+    def on_train_batch_end(self, batch, logs=None):
+        # With `steps_per_execution=k`, Keras calls batch hooks once per k optimizer steps.
+        steps = getattr(self.model, "steps_per_execution", 1)
+        self._step += steps if isinstance(steps, int) and steps > 0 else 1
+
+
 def _reset_optimizer_slots(optimizer):
     """Zero the optimizer's per-weight state (momenta), leaving its step and learning rate."""
     for variable in optimizer.variables:
@@ -199,7 +212,7 @@ def _reset_optimizer_slots(optimizer):
 
 
 @keras.saving.register_keras_serializable(package="keras_prune")
-class LotteryTicket(keras.callbacks.Callback):
+class LotteryTicket(_StepCounter):
     """Lottery-ticket training by iterative magnitude pruning with rewinding (Frankle & Carbin
     2019; rewinding to an early step: Frankle et al. 2020).
 
@@ -261,7 +274,7 @@ class LotteryTicket(keras.callbacks.Callback):
             wrapper.mask_updates_attached = True
 
     def on_train_batch_begin(self, batch, logs=None):
-        step = int(ops.convert_to_numpy(self.model.optimizer.iterations))
+        step = self._step
         if step == self.rewind_step and self.saved is None:
             self.saved = [
                 (variable, ops.convert_to_numpy(variable))
@@ -328,7 +341,7 @@ def drop_and_grow(mask, drop_scores, grow_scores, count):
     return kept + grown
 
 
-class _DropAndGrow(keras.callbacks.Callback):
+class _DropAndGrow(_StepCounter):
     """Shared machinery of SET and RigL: random sparse start, periodic drop-and-grow."""
 
     def __init__(
@@ -399,7 +412,7 @@ class _DropAndGrow(keras.callbacks.Callback):
         return self.drop_fraction / 2 * (1 + math.cos(math.pi * step / self.end_step))
 
     def on_train_batch_begin(self, batch, logs=None):
-        step = int(ops.convert_to_numpy(self.model.optimizer.iterations))
+        step = self._step
         if step == 0 or step % self.update_every:
             return
         fraction = self.drop_fraction_at(step)
