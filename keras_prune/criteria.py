@@ -401,7 +401,9 @@ def collect_gradients(model, x, y=None, batch_size=32, num_batches=None):
     """Record gradient statistics of every pruned weight of `model` on `(x, y)`.
 
     The means over the given batches replace the previous ones; movement accumulates. The model
-    must be compiled (its loss is used). Weights are not changed.
+    must be compiled (its loss, regularization losses included, is used). The forward pass runs
+    in inference mode (BatchNormalization uses its moving statistics, dropout is off), and no
+    weight or statistic of the model is changed.
 
     Args:
         model: a compiled model containing `kp.PruneWrapper`s.
