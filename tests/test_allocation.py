@@ -180,3 +180,14 @@ def test_bad_allocation_arguments():
     with pytest.raises(ValueError, match="percentile"):
         allocation.PercentileAllocation(100)
     assert isinstance(allocation.get("global"), allocation.GlobalAllocation)
+
+
+def test_update_masks_accepts_an_allocation():
+    schedule = kp.ConstantSparsity(0.9, begin_step=0, frequency=1)
+    model = kp.prune(small_cnn(), schedule=schedule)
+    updated = kp.update_masks(model, 0, allocation="global")
+    assert [w.name for w in updated] == ["conv1", "conv2", "dense1", "logits"]
+    total = 72 + 1152 + 576 * 32 + 320
+    assert sum(kept_per_wrapper(model).values()) == kp.masks.keep_count(total, 0.9)
+    assert kp.update_masks(model, 0, allocation=allocation.PerLayerAllocation()) == updated
+    assert kept_per_wrapper(model)["conv1"] == kp.masks.keep_count(72, 0.9)
