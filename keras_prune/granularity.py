@@ -1,0 +1,218 @@
+"""What a mask removes at once: single weights, blocks, N of every M, or whole channels.
+
+Structured patterns are defined on the TFLite view of a weight (rows = output channels,
+columns = input channels; see `masks.to_tflite_view`), so `Block((1, 4))` on a Dense layer is the
+1x4 pattern TFLite's sparse FULLY_CONNECTED kernel runs, and `NofM(2, 4)` groups four
+consecutive input channels as TFLite and tfmot do.
+"""
+
+import keras
+from keras import ops
+
+from keras_prune import masks, validation
+
+
+class Granularity:
+    """Base class: turns per-weight scores and a sparsity into a 0/1 mask of the weight's shape."""
+
+    #: Whether pruning a channel also zeroes its bias entry.
+    masks_bias = False
+
+    def check(self, weight):
+        """Raise if this pattern cannot apply to `weight` (a `layouts.PrunableWeight`)."""
+
+    def compute_mask(self, scores, sparsity, weight):
+        """Return `(kernel_mask, bias_mask_or_None)` for `weight` given `scores` of its shape."""
+        raise NotImplementedError
+
+    def get_config(self):
+        return {}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+    def __repr__(self):
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
+        return f"{type(self).__name__}({args})"
+
+    def __eq__(self, other):
+        return type(self) is type(other) and self.get_config() == other.get_config()
+
+
+@keras.saving.register_keras_serializable(package="keras_prune")
+class Unstructured(Granularity):
+    """Prune individual weights: exactly `max(round(n * (1 - s)), 1)` survive per tensor.
+
+    Example:
+
+    ```python
+    kp.prune(model, schedule=kp.ConstantSparsity(0.9), granularity=kp.Unstructured())
+    ```
+    """
+
+    def compute_mask(self, scores, sparsity, weight):
+        return masks.sparsity_mask(scores, sparsity), None
+
+
+@keras.saving.register_keras_serializable(package="keras_prune")
+class Block(Granularity):
+    """Prune whole (rows x columns) blocks of the TFLite view, ranked by pooled score.
+
+    Args:
+        block_shape: (rows, columns); rows run over output channels, columns over input
+            channels. `(1, 4)` float and `(1, 16)` int8 are what TFLite's sparse
+            FULLY_CONNECTED kernels accelerate.
+        pooling: "avg" or "max" of the scores inside a block.
+
+    Example:
+
+    ```python
+    kp.prune(model, schedule=kp.ConstantSparsity(0.8), granularity=kp.Block((1, 4)))
+    ```
+    """
+
+    def __init__(self, block_shape=(1, 4), pooling="avg"):
+        block_shape = tuple(block_shape)
+        if len(block_shape) != 2 or any(
+            isinstance(size, bool) or not isinstance(size, int) or size < 1 for size in block_shape
+        ):
+            raise ValueError(
+                "Expected `block_shape` to be two positive integers (rows, columns), e.g. (1, 4). "
+                f"Received: block_shape={block_shape!r}"
+            )
+        validation.check_choice("pooling", pooling, {"avg", "max"})
+        self.block_shape = block_shape
+        self.pooling = pooling
+
+    def check(self, weight):
+        view, _, _ = masks.to_tflite_view(
+            ops.zeros(weight.variable.shape), weight.output_axis, weight.input_axis
+        )
+        rows, columns = ops.shape(view)
+        if self.block_shape[0] > rows or self.block_shape[1] > columns:
+            raise ValueError(
+                f"Block shape {self.block_shape} is larger than weight {weight.name!r} "
+                f"(shape {tuple(weight.variable.shape)}, TFLite view {(rows, columns)}). "
+                "Use a smaller block, or leave this layer out with `filters=`."
+            )
+
+    def compute_mask(self, scores, sparsity, weight):
+        view, permutation, shape = masks.to_tflite_view(
+            scores, weight.output_axis, weight.input_axis
+        )
+        view_mask = masks.block_mask(view, sparsity, self.block_shape, self.pooling)
+        return masks.from_tflite_view(view_mask, permutation, shape), None
+
+    def get_config(self):
+        return {"block_shape": list(self.block_shape), "pooling": self.pooling}
+
+
+@keras.saving.register_keras_serializable(package="keras_prune")
+class NofM(Granularity):
+    """Keep `n` of every `m` consecutive input channels (e.g. 2:4) in TFLite layout.
+
+    The pattern fixes the sparsity at `1 - n / m`: the schedule decides when it is applied, not how
+    much (as in tfmot's `sparsity_m_by_n`).
+
+    Args:
+        n: weights kept per group.
+        m: group size; `n < m`.
+
+    Example:
+
+    ```python
+    kp.prune(model, schedule=kp.ConstantSparsity(0.5), granularity=kp.NofM(2, 4))
+    ```
+    """
+
+    def __init__(self, n=2, m=4):
+        validation.check_int("n", n, minimum=1)
+        validation.check_int("m", m, minimum=2)
+        if n >= m:
+            raise ValueError(
+                f"Expected `n` < `m` (keep n of every m weights). Received: n={n}, m={m}. "
+                "For example NofM(2, 4)."
+            )
+        self.n = n
+        self.m = m
+
+    @property
+    def sparsity(self):
+        return 1.0 - self.n / self.m
+
+    def check(self, weight):
+        axis = weight.input_axis if weight.input_axis is not None else weight.output_axis
+        channels = weight.variable.shape[axis]
+        if channels < self.m:
+            raise ValueError(
+                f"Weight {weight.name!r} has {channels} input channels, fewer than m={self.m}: "
+                f"there is no group of {self.m} to keep {self.n} of. Use a smaller m, or leave "
+                "this layer out with `filters=`."
+            )
+
+    def compute_mask(self, scores, sparsity, weight):
+        input_axis = weight.input_axis if weight.input_axis is not None else weight.output_axis
+        view, permutation, shape = masks.to_tflite_view(scores, weight.output_axis, input_axis)
+        view_mask = masks.n_of_m_mask(view, self.n, self.m)
+        return masks.from_tflite_view(view_mask, permutation, shape), None
+
+    def get_config(self):
+        return {"n": self.n, "m": self.m}
+
+
+@keras.saving.register_keras_serializable(package="keras_prune")
+class Channel(Granularity):
+    """Prune whole output channels (conv filters, dense neurons), ranked by the L1/L2 norm of
+    their scores; their bias entries are zeroed too, so a pruned channel outputs exactly zero
+    before the activation and can be removed physically.
+
+    Args:
+        norm: "l2" (default) or "l1" over each channel's scores.
+
+    Example:
+
+    ```python
+    kp.prune(model, schedule=kp.ConstantSparsity(0.5), granularity="channel")
+    ```
+    """
+
+    masks_bias = True
+
+    def __init__(self, norm="l2"):
+        validation.check_choice("norm", norm, {"l1", "l2"})
+        self.norm = norm
+
+    def compute_mask(self, scores, sparsity, weight):
+        view, permutation, shape = masks.to_tflite_view(scores, weight.output_axis, None)
+        kept_channels = masks.row_mask(view, sparsity, self.norm)
+        view_mask = ops.broadcast_to(ops.expand_dims(kept_channels, 1), ops.shape(view))
+        return masks.from_tflite_view(view_mask, permutation, shape), kept_channels
+
+    def get_config(self):
+        return {"norm": self.norm}
+
+
+ALIASES = {
+    "unstructured": Unstructured,
+    "channel": Channel,
+    "filter": Channel,
+    "neuron": Channel,
+    "block": Block,
+    "2:4": lambda: NofM(2, 4),
+}
+
+
+def get(identifier):
+    """A granularity from an instance or a name: "unstructured", "channel" / "filter" / "neuron",
+    "block" (1x4), "2:4"."""
+    if isinstance(identifier, Granularity):
+        return identifier
+    if isinstance(identifier, dict):
+        return keras.saving.deserialize_keras_object(identifier)
+    if isinstance(identifier, str) and identifier in ALIASES:
+        return ALIASES[identifier]()
+    raise ValueError(
+        f"Unknown granularity {identifier!r}. Expected one of {sorted(ALIASES)} or an instance "
+        "such as kp.Block((1, 4)), kp.NofM(2, 4), kp.Channel()."
+    )

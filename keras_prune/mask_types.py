@@ -1,0 +1,143 @@
+"""How a mask is held during training: fixed binary masks, or masks learnt from trainable scores.
+
+- `BinaryMask`: 0/1 non-trainable masks recomputed from importance scores when the schedule says
+  so; masked weights are held at exactly zero after every optimizer step.
+- `LearnableMask`: trainable scores; the forward pass keeps the top-scored weights at the scheduled
+  sparsity and passes gradients straight through to the scores (movement pruning, Sanh et al.
+  2020: the scores' gradient is `dL/dW' * W`).
+- `SigmoidGateMask`: like `LearnableMask`, but surviving weights are scaled by a soft gate
+  `sigmoid(score / temperature)` that the gradient shapes too.
+"""
+
+import keras
+from keras import ops
+
+from keras_prune import validation
+
+
+class MaskType:
+    """Base class. `learnable` mask types own trainable scores and mask in the forward pass."""
+
+    learnable = False
+
+    def initial_scores(self, weight_value):
+        """Initial trainable scores for a weight (learnable masks only)."""
+        raise NotImplementedError
+
+    def forward_mask(self, hard_mask, scores):
+        """Differentiable mask used in the forward pass, given the hard top-k mask of `scores`."""
+        raise NotImplementedError
+
+    def get_config(self):
+        return {}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+    def __repr__(self):
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
+        return f"{type(self).__name__}({args})"
+
+    def __eq__(self, other):
+        return type(self) is type(other) and self.get_config() == other.get_config()
+
+
+@keras.saving.register_keras_serializable(package="keras_prune")
+class BinaryMask(MaskType):
+    """Non-trainable 0/1 masks from importance scores (magnitude by default).
+
+    Example:
+
+    ```python
+    kp.prune(model, schedule=kp.ConstantSparsity(0.8), mask=kp.BinaryMask())  # or mask="binary"
+    ```
+    """
+
+
+@keras.saving.register_keras_serializable(package="keras_prune")
+class LearnableMask(MaskType):
+    """Top-k of trainable scores with a straight-through estimator (movement pruning).
+
+    Scores start at |w| so training begins from the magnitude mask; weights outside the top-k
+    keep their values and may come back if their scores grow.
+
+    Example:
+
+    ```python
+    kp.prune(model, schedule=kp.PolynomialDecay(0.0, 0.9, 0, 1000), mask="learnable")
+    ```
+    """
+
+    learnable = True
+
+    def initial_scores(self, weight_value):
+        return ops.abs(weight_value)
+
+    def forward_mask(self, hard_mask, scores):
+        # Forward: the hard mask. Backward: d mask / d scores = 1.
+        return hard_mask + scores - ops.stop_gradient(scores)
+
+
+@keras.saving.register_keras_serializable(package="keras_prune")
+class SigmoidGateMask(MaskType):
+    """Soft gates `sigmoid(score / temperature)` on the weights kept by the top-k of the scores.
+
+    Gates start near 1 (about 0.95-0.98, larger for larger |w|), so the wrapped layer starts close
+    to the original. A lower temperature makes the gates sharper.
+
+    Args:
+        temperature: > 0; divides the scores inside the sigmoid.
+
+    Example:
+
+    ```python
+    kp.prune(model, schedule=kp.ConstantSparsity(0.8), mask=kp.SigmoidGateMask(temperature=0.5))
+    ```
+    """
+
+    learnable = True
+
+    def __init__(self, temperature=1.0):
+        if (
+            isinstance(temperature, bool)
+            or not isinstance(temperature, (int, float))
+            or temperature <= 0
+        ):
+            raise ValueError(f"Expected `temperature` > 0. Received: temperature={temperature!r}")
+        self.temperature = float(temperature)
+
+    def initial_scores(self, weight_value):
+        magnitude = ops.abs(weight_value)
+        relative = magnitude / (ops.max(magnitude) + 1e-12)
+        return self.temperature * (3.0 + relative)
+
+    def forward_mask(self, hard_mask, scores):
+        gate = ops.sigmoid(scores / self.temperature)
+        # Forward: hard * gate. Backward also reaches pruned entries (through the
+        # straight-through term), so a gate outside the top-k can grow back in.
+        return (hard_mask + gate - ops.stop_gradient(gate)) * gate
+
+    def get_config(self):
+        return {"temperature": self.temperature}
+
+
+ALIASES = {
+    "binary": BinaryMask,
+    "learnable": LearnableMask,
+    "movement": LearnableMask,
+    "topk": LearnableMask,
+    "sigmoid": SigmoidGateMask,
+}
+
+
+def get(identifier):
+    """A mask type from an instance or a name: "binary", "learnable" (= "movement", "topk"),
+    "sigmoid"."""
+    if isinstance(identifier, MaskType):
+        return identifier
+    if isinstance(identifier, dict):
+        return keras.saving.deserialize_keras_object(identifier)
+    if isinstance(identifier, str) and identifier in ALIASES:
+        return ALIASES[identifier]()
+    validation.check_choice("mask", identifier, set(ALIASES))

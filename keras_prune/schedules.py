@@ -1,0 +1,250 @@
+"""Sparsity schedules: pure `step -> (should_prune, sparsity)` objects.
+
+The formulas and update rule match tensorflow-model-optimization's, so a tfmot user gets the same
+masks at the same steps after switching to keras_prune.
+"""
+
+import keras
+from keras import ops
+
+from keras_prune import validation
+
+
+class PruningSchedule:
+    """Base class for sparsity schedules.
+
+    A schedule answers, for an optimizer step, whether masks are recomputed at that step and which
+    sparsity they should have. Subclasses implement `sparsity_at(step)` and may override
+    `should_update(step)`; both receive a Python int or a scalar tensor.
+
+    Args:
+        begin_step: first step at which masks are updated.
+        end_step: last step at which masks are updated; `-1` means never stop.
+        frequency: masks are updated every `frequency` steps from `begin_step`.
+
+    Example:
+
+    ```python
+    class Linear(kp.PruningSchedule):
+        def __init__(self, target, **kwargs):
+            super().__init__(**kwargs)
+            self.target = target
+
+        def sparsity_at(self, step):
+            progress = (step - self.begin_step) / max(self.end_step - self.begin_step, 1)
+            return self.target * min(max(progress, 0.0), 1.0)
+
+        def get_config(self):
+            return {**super().get_config(), "target": self.target}
+
+    should_prune, sparsity = Linear(0.5, begin_step=0, end_step=100, frequency=10)(50)
+    ```
+    """
+
+    def __init__(self, begin_step=0, end_step=-1, frequency=100):
+        validation.check_int("begin_step", begin_step, minimum=0)
+        validation.check_int("end_step", end_step, minimum=-1)
+        validation.check_int("frequency", frequency, minimum=1)
+        if end_step != -1 and end_step < begin_step:
+            raise ValueError(
+                "Expected `end_step` >= `begin_step` (or end_step=-1 for no end). "
+                f"Received: begin_step={begin_step}, end_step={end_step}"
+            )
+        self.begin_step = begin_step
+        self.end_step = end_step
+        self.frequency = frequency
+
+    def should_update(self, step):
+        """Whether masks are recomputed at `step` (tfmot's rule)."""
+        if isinstance(step, int):
+            in_range = step >= self.begin_step and (self.end_step < 0 or step <= self.end_step)
+            return in_range and (step - self.begin_step) % self.frequency == 0
+        step = ops.cast(step, "int64")
+        in_range = ops.greater_equal(step, self.begin_step)
+        if self.end_step >= 0:
+            in_range = ops.logical_and(in_range, ops.less_equal(step, self.end_step))
+        on_frequency = ops.equal(ops.mod(step - self.begin_step, self.frequency), 0)
+        return ops.logical_and(in_range, on_frequency)
+
+    def sparsity_at(self, step):
+        """Target sparsity in [0, 1) at `step`."""
+        raise NotImplementedError(
+            f"{type(self).__name__} must implement `sparsity_at(step)` to be used as a schedule."
+        )
+
+    def end_sparsity(self):
+        """Sparsity the schedule reaches at its end (used by summaries and reports)."""
+        end = self.end_step if self.end_step >= 0 else self.begin_step
+        return float(self.sparsity_at(end))
+
+    def __call__(self, step):
+        return self.should_update(step), self.sparsity_at(step)
+
+    def get_config(self):
+        return {
+            "begin_step": self.begin_step,
+            "end_step": self.end_step,
+            "frequency": self.frequency,
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+    def __repr__(self):
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
+        return f"{type(self).__name__}({args})"
+
+    def __eq__(self, other):
+        return type(self) is type(other) and self.get_config() == other.get_config()
+
+
+@keras.saving.register_keras_serializable(package="keras_prune")
+class ConstantSparsity(PruningSchedule):
+    """Prune to a fixed sparsity every `frequency` steps from `begin_step`.
+
+    `sparsity_at(step) = target_sparsity`; masks update when
+    `begin_step <= step <= end_step` (or `end_step == -1`) and
+    `(step - begin_step) % frequency == 0`.
+
+    Args:
+        target_sparsity: fraction of weights set to zero, in [0, 1).
+        begin_step: first step at which masks are updated.
+        end_step: last update step, `-1` for no end.
+        frequency: steps between mask updates.
+
+    Example:
+
+    ```python
+    schedule = kp.ConstantSparsity(0.8, begin_step=100, frequency=50)
+    schedule(150)  # (True, 0.8)
+    ```
+    """
+
+    def __init__(self, target_sparsity, begin_step=0, end_step=-1, frequency=100):
+        validation.check_sparsity("target_sparsity", target_sparsity)
+        super().__init__(begin_step=begin_step, end_step=end_step, frequency=frequency)
+        self.target_sparsity = float(target_sparsity)
+
+    def sparsity_at(self, step):
+        if isinstance(step, int):
+            return self.target_sparsity
+        return ops.convert_to_tensor(self.target_sparsity, "float32")
+
+    def get_config(self):
+        return {"target_sparsity": self.target_sparsity, **super().get_config()}
+
+
+@keras.saving.register_keras_serializable(package="keras_prune")
+class PolynomialDecay(PruningSchedule):
+    """Sparsity rising from `initial_sparsity` to `final_sparsity` along a polynomial.
+
+    With `p = clip((step - begin_step) / (end_step - begin_step), 0, 1)`:
+    `sparsity = final_sparsity + (initial_sparsity - final_sparsity) * (1 - p) ** power`.
+    Masks update when `begin_step <= step <= end_step` and `(step - begin_step) % frequency == 0`
+    (tfmot's formula and rule).
+
+    Args:
+        initial_sparsity: sparsity at `begin_step`, in [0, 1).
+        final_sparsity: sparsity from `end_step` on, in [0, 1).
+        begin_step: first update step.
+        end_step: last update step; must be >= `begin_step`.
+        power: exponent of the decay (3 = prune fast early, slowly late).
+        frequency: steps between mask updates.
+
+    Example:
+
+    ```python
+    schedule = kp.PolynomialDecay(0.0, 0.9, begin_step=0, end_step=1000, frequency=100)
+    schedule(500)  # (True, 0.7875)
+    ```
+    """
+
+    def __init__(
+        self,
+        initial_sparsity,
+        final_sparsity,
+        begin_step,
+        end_step,
+        power=3,
+        frequency=100,
+    ):
+        validation.check_sparsity("initial_sparsity", initial_sparsity)
+        validation.check_sparsity("final_sparsity", final_sparsity)
+        if end_step < 0:
+            raise ValueError(
+                "PolynomialDecay needs an end: expected `end_step` >= `begin_step`. "
+                f"Received: end_step={end_step}. Use ConstantSparsity for an open-ended schedule."
+            )
+        if isinstance(power, bool) or not isinstance(power, (int, float)) or power <= 0:
+            raise ValueError(f"Expected `power` > 0. Received: power={power!r}")
+        super().__init__(begin_step=begin_step, end_step=end_step, frequency=frequency)
+        self.initial_sparsity = float(initial_sparsity)
+        self.final_sparsity = float(final_sparsity)
+        self.power = power
+
+    def sparsity_at(self, step):
+        span = max(self.end_step - self.begin_step, 1)
+        initial, final = self.initial_sparsity, self.final_sparsity
+        if isinstance(step, int):
+            progress = min(max((step - self.begin_step) / span, 0.0), 1.0)
+            return final + (initial - final) * (1.0 - progress) ** self.power
+        step = ops.cast(step, "float32")
+        progress = ops.clip((step - self.begin_step) / span, 0.0, 1.0)
+        return final + (initial - final) * ops.power(1.0 - progress, self.power)
+
+    def get_config(self):
+        return {
+            "initial_sparsity": self.initial_sparsity,
+            "final_sparsity": self.final_sparsity,
+            "begin_step": self.begin_step,
+            "end_step": self.end_step,
+            "power": self.power,
+            "frequency": self.frequency,
+        }
+
+
+ALIASES = {
+    "constant": ConstantSparsity,
+    "constant_sparsity": ConstantSparsity,
+    "polynomial": PolynomialDecay,
+    "polynomial_decay": PolynomialDecay,
+}
+
+
+def serialize(schedule):
+    """Serialize a schedule to a JSON-compatible dict."""
+    return keras.saving.serialize_keras_object(schedule)
+
+
+def deserialize(config, custom_objects=None):
+    """Rebuild a schedule from `serialize`'s output (user schedules included)."""
+    return keras.saving.deserialize_keras_object(config, custom_objects=custom_objects)
+
+
+def get(identifier):
+    """Return a schedule from a schedule object, a serialized dict, or `(alias, kwargs)`.
+
+    Example:
+
+    ```python
+    kp.schedules.get(("polynomial", {"initial_sparsity": 0.0, "final_sparsity": 0.8,
+                                     "begin_step": 0, "end_step": 100}))
+    ```
+    """
+    if isinstance(identifier, PruningSchedule):
+        return identifier
+    if isinstance(identifier, dict):
+        return deserialize(identifier)
+    if isinstance(identifier, tuple) and len(identifier) == 2 and isinstance(identifier[0], str):
+        name, kwargs = identifier
+        if name not in ALIASES:
+            raise ValueError(
+                f"Unknown schedule {name!r}. Expected one of {sorted(ALIASES)} "
+                "or a kp.PruningSchedule instance."
+            )
+        return ALIASES[name](**kwargs)
+    raise TypeError(
+        "Expected a kp.PruningSchedule (e.g. kp.PolynomialDecay(...)), a serialized schedule dict "
+        f"or (alias, kwargs). Received: schedule={identifier!r}"
+    )

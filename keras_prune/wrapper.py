@@ -1,0 +1,294 @@
+"""`PruneWrapper`: a drop-in layer that masks the prunable weights of the layer it wraps."""
+
+import inspect
+
+import keras
+from keras import ops
+
+from keras_prune import granularity as granularity_lib
+from keras_prune import layouts, mask_types
+from keras_prune import schedules as schedules_lib
+
+
+class _HoldMasked:
+    """Variable constraint: the layer's own constraint, then zero what the mask removes.
+
+    Keras optimizers apply `variable.constraint` after every update, on every backend, so masked
+    weights are exactly zero after each step whatever the optimizer's momentum holds.
+    """
+
+    def __init__(self, mask, original=None):
+        self.mask = mask
+        self.original = original
+
+    def __call__(self, value):
+        if self.original is not None:
+            value = self.original(value)
+        return value * ops.cast(self.mask, value.dtype)
+
+
+def missing_callback_message(name):
+    return (
+        f"PruneWrapper {name!r} is being trained but nothing updates its masks. Pass "
+        "`callbacks=[kp.PruningCallback()]` to `fit` (tfmot users: `UpdatePruningStep`), or, in a "
+        "custom training loop, call `kp.update_masks(model, step)` before each step."
+    )
+
+
+@keras.saving.register_keras_serializable(package="keras_prune")
+class PruneWrapper(keras.layers.Wrapper):
+    """Wraps a layer and prunes its weights on a schedule; same outputs while the mask is all ones.
+
+    The wrapper keeps the inner layer's name, so `model.get_layer("conv1")` still finds it.
+    Biases are never pruned (except with channel granularity, where a pruned channel's bias goes
+    with it). With a binary mask the inner layer's weights themselves are held at exactly zero
+    where masked; with a learnable mask they keep their values and the forward pass uses
+    `weight * mask`, which `kp.strip` bakes in.
+
+    Args:
+        layer: the `keras.layers.Layer` to prune: a built-in weight-bearing layer (Dense,
+            EinsumDense, Conv*, Conv*Transpose, DepthwiseConv*, SeparableConv*, Embedding,
+            MultiHeadAttention, SimpleRNN / GRU / LSTM / Bidirectional) or any layer with
+            `get_prunable_weights()`.
+        schedule: a `kp.PruningSchedule`; default `ConstantSparsity(0.5, begin_step=0,
+            frequency=100)` as in tfmot.
+        granularity: "unstructured", "channel", "2:4", or `kp.Block(...)`, `kp.NofM(...)`,
+            `kp.Channel(...)`.
+        mask: "binary", "learnable" or "sigmoid", or a `kp.BinaryMask()` /
+            `kp.LearnableMask()` / `kp.SigmoidGateMask(...)`.
+        **kwargs: base layer arguments (`name`, ...).
+
+    Example:
+
+    ```python
+    model = keras.Sequential([
+        keras.Input((16,)),
+        kp.PruneWrapper(keras.layers.Dense(32, activation="relu"),
+                        schedule=kp.ConstantSparsity(0.75, begin_step=0, frequency=10)),
+        keras.layers.Dense(1),
+    ])
+    model.compile("adam", "mse")
+    model.fit(x, y, callbacks=[kp.PruningCallback()])
+    ```
+    """
+
+    def __init__(self, layer, schedule=None, granularity="unstructured", mask="binary", **kwargs):
+        if isinstance(layer, PruneWrapper):
+            raise ValueError(
+                f"Layer {layer.name!r} is already a PruneWrapper; wrap the original layer once."
+            )
+        if isinstance(layer, keras.Model):
+            raise ValueError(
+                f"PruneWrapper wraps single layers; {layer.name!r} is a model. Use "
+                "`kp.prune(model, ...)`, which wraps the prunable layers inside it."
+            )
+        if not isinstance(layer, keras.layers.Layer):
+            raise TypeError(
+                "Expected `layer` to be a keras.layers.Layer instance, e.g. "
+                f"PruneWrapper(keras.layers.Dense(8)). Received: layer={layer!r} "
+                f"(of type {type(layer).__name__})"
+            )
+        kwargs.setdefault("name", layer.name)
+        super().__init__(layer, **kwargs)
+        if schedule is None:
+            schedule = schedules_lib.ConstantSparsity(0.5, begin_step=0, frequency=100)
+        self.schedule = schedules_lib.get(schedule)
+        self.granularity = granularity_lib.get(granularity)
+        self.mask_type = mask_types.get(mask)
+        self.supports_masking = layer.supports_masking
+        parameters = inspect.signature(layer.call).parameters
+        self._inner_takes_training = "training" in parameters
+        self._inner_takes_mask = "mask" in parameters
+        # Set by kp.PruningCallback / kp.update_masks, so training without them is caught.
+        self.mask_updates_attached = False
+
+    # -- state ---------------------------------------------------------------------------------
+
+    def build(self, input_shape=None):
+        if not self.layer.built:
+            self.layer.build(input_shape)
+        self.targets = layouts.prunable_weights(self.layer)
+        if not self.targets:
+            raise ValueError(
+                f"Layer {self.layer.name!r} ({type(self.layer).__name__}) has no prunable weights. "
+                "Leave it unwrapped, or give it a `get_prunable_weights()` method returning the "
+                "variables to prune."
+            )
+        for target in self.targets:
+            self.granularity.check(target)
+        self.masks = [
+            self.add_weight(
+                name=f"{target.variable.name}_mask",
+                shape=target.variable.shape,
+                initializer="ones",
+                trainable=False,
+            )
+            for target in self.targets
+        ]
+        self.bias_masks = []
+        self._bias_mask_index = {}
+        if self.granularity.masks_bias:
+            for index, target in enumerate(self.targets):
+                if target.bias is not None:
+                    self._bias_mask_index[index] = len(self.bias_masks)
+                    self.bias_masks.append(
+                        self.add_weight(
+                            name=f"{target.bias.name}_mask",
+                            shape=target.bias.shape,
+                            initializer="ones",
+                            trainable=False,
+                        )
+                    )
+        self.scores = []
+        if self.mask_type.learnable:
+            for target in self.targets:
+                scores = self.add_weight(
+                    name=f"{target.variable.name}_scores",
+                    shape=target.variable.shape,
+                    initializer="zeros",
+                    trainable=True,
+                )
+                scores.assign(self.mask_type.initial_scores(target.variable))
+                self.scores.append(scores)
+        self.sparsity = self.add_weight(
+            name="sparsity", shape=(), initializer="zeros", trainable=False
+        )
+        self.pruning_step = self.add_weight(
+            name="pruning_step",
+            shape=(),
+            dtype="int64",
+            initializer=keras.initializers.Constant(-1),
+            trainable=False,
+        )
+        if not self.mask_type.learnable:
+            for index, target in enumerate(self.targets):
+                target.variable.constraint = _HoldMasked(
+                    self.masks[index], target.variable.constraint
+                )
+                if index in self._bias_mask_index:
+                    bias_mask = self.bias_masks[self._bias_mask_index[index]]
+                    target.bias.constraint = _HoldMasked(bias_mask, target.bias.constraint)
+        self.built = True
+
+    @property
+    def prunable_weights(self):
+        """The inner layer's variables this wrapper prunes."""
+        return [target.variable for target in self.targets]
+
+    # -- mask updates (eager, driven by the callback) -------------------------------------------
+
+    def importance_scores(self, index):
+        """Scores ranking the weights of target `index`: trainable scores or |w|."""
+        if self.mask_type.learnable:
+            return self.scores[index]
+        return ops.abs(self.targets[index].variable)
+
+    def compute_masks(self, sparsity):
+        """`[(mask, bias_mask_or_None)]` for every target at `sparsity` from current scores."""
+        return [
+            self.granularity.compute_mask(self.importance_scores(index), sparsity, target)
+            for index, target in enumerate(self.targets)
+        ]
+
+    def apply_sparsity(self, sparsity):
+        """Recompute every mask at `sparsity` now and zero what it removes."""
+        sparsity = getattr(self.granularity, "sparsity", sparsity)
+        self.sparsity.assign(sparsity)
+        for index, (mask, bias_mask) in enumerate(self.compute_masks(sparsity)):
+            target = self.targets[index]
+            self.masks[index].assign(mask)
+            if not self.mask_type.learnable:
+                target.variable.assign(target.variable * mask)
+            if bias_mask is not None and index in self._bias_mask_index:
+                self.bias_masks[self._bias_mask_index[index]].assign(bias_mask)
+                if not self.mask_type.learnable:
+                    target.bias.assign(target.bias * bias_mask)
+
+    def update_mask(self, step):
+        """Apply the schedule at optimizer step `step`; returns True if masks were recomputed."""
+        self.mask_updates_attached = True
+        self.pruning_step.assign(step)
+        if not self.schedule.should_update(step):
+            return False
+        self.apply_sparsity(self.schedule.sparsity_at(step))
+        return True
+
+    def effective_weights(self):
+        """`[(variable, value)]`: the weights as the forward pass sees them (masks applied)."""
+        if self.mask_type.learnable:
+            hard_masks = self.compute_masks(self.sparsity)
+            masks = [
+                self.mask_type.forward_mask(hard, scores)
+                for (hard, _), scores in zip(hard_masks, self.scores, strict=True)
+            ]
+            bias_masks = {index: bias_mask for index, (_, bias_mask) in enumerate(hard_masks)}
+        else:
+            masks = self.masks
+            bias_masks = {
+                index: self.bias_masks[position]
+                for index, position in self._bias_mask_index.items()
+            }
+        pairs = []
+        for index, target in enumerate(self.targets):
+            pairs.append((target.variable, target.variable * masks[index]))
+            if index in self._bias_mask_index and bias_masks.get(index) is not None:
+                pairs.append((target.bias, target.bias * bias_masks[index]))
+        return pairs
+
+    # -- forward ---------------------------------------------------------------------------------
+
+    def call(self, *args, training=None, mask=None, **kwargs):
+        if training and not self.mask_updates_attached:
+            raise RuntimeError(missing_callback_message(self.name))
+        if self._inner_takes_training:
+            kwargs["training"] = training
+        if self._inner_takes_mask and mask is not None:
+            kwargs["mask"] = mask
+        if not self.mask_type.learnable:
+            return self.layer(*args, **kwargs)
+        mapping = self.effective_weights()
+        substituted = {id(variable) for variable, _ in mapping}
+        with keras.StatelessScope(state_mapping=mapping) as scope:
+            outputs = self.layer(*args, **kwargs)
+        # State the inner layer changed inside the scope (seed generators, statistics) is
+        # recorded there instead of applied; apply it now.
+        for variable in self.layer.variables:
+            if id(variable) not in substituted:
+                value = scope.get_current_value(variable)
+                if value is not None:
+                    variable.assign(value)
+        return outputs
+
+    def compute_output_shape(self, *args, **kwargs):
+        return self.layer.compute_output_shape(*args, **kwargs)
+
+    def compute_output_spec(self, *args, training=None, mask=None, **kwargs):
+        if self._inner_takes_mask and mask is not None:
+            kwargs["mask"] = mask
+        return self.layer.compute_output_spec(*args, **kwargs)
+
+    def compute_mask(self, inputs, mask=None):
+        return self.layer.compute_mask(inputs, mask)
+
+    # -- serialization ---------------------------------------------------------------------------
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "schedule": keras.saving.serialize_keras_object(self.schedule),
+                "granularity": keras.saving.serialize_keras_object(self.granularity),
+                "mask": keras.saving.serialize_keras_object(self.mask_type),
+            }
+        )
+        return config
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        config = dict(config)
+        for key in ("schedule", "granularity", "mask"):
+            config[key] = keras.saving.deserialize_keras_object(
+                config[key], custom_objects=custom_objects
+            )
+        config["layer"] = keras.layers.deserialize(config["layer"], custom_objects=custom_objects)
+        return cls(**config)
