@@ -236,7 +236,10 @@ class FeatureMatching(keras.losses.Loss):
     compares_channels = True
 
     def __init__(
-        self, normalize=False, reduction="sum_over_batch_size", name="feature_matching",
+        self,
+        normalize=False,
+        reduction="sum_over_batch_size",
+        name="feature_matching",
         dtype=None,
     ):
         super().__init__(name=name, reduction=reduction, dtype=dtype)
@@ -280,9 +283,7 @@ class AttentionTransfer(keras.losses.Loss):
 
     compares_channels = False
 
-    def __init__(
-        self, p=2, reduction="sum_over_batch_size", name="attention_transfer", dtype=None
-    ):
+    def __init__(self, p=2, reduction="sum_over_batch_size", name="attention_transfer", dtype=None):
         super().__init__(name=name, reduction=reduction, dtype=dtype)
         self.p = _check_positive("p", p)
 

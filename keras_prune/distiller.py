@@ -4,6 +4,7 @@ import keras
 from keras import ops
 
 from keras_prune import distill
+from keras_prune.pruning import find_wrappers
 
 # Keys of the dict that `Distiller.precompute_teacher` returns and `fit` accepts as `x`.
 INPUTS_KEY = "inputs"
@@ -66,8 +67,8 @@ def _check_weight(name, value, low, high=None):
                 f"Expected `{name}` > {low} or a keras_prune.distill.DistillSchedule. "
                 f"Received: {name}={value!r}"
             )
-    elif isinstance(value, bool) or not isinstance(value, (int, float)) or not (
-        low <= value <= high
+    elif (
+        isinstance(value, bool) or not isinstance(value, (int, float)) or not (low <= value <= high)
     ):
         raise ValueError(
             f"Expected `{name}` in [{low}, {high}] or a keras_prune.distill.DistillSchedule. "
@@ -95,7 +96,8 @@ def _apply_loss(loss, y_true, y_pred, sample_weight):
     if sample_weight is None:
         return ops.mean(values)
     weights = ops.cast(sample_weight, values.dtype)
-    weights = ops.reshape(weights, ops.shape(weights) + (1,) * (len(values.shape) - len(weights.shape)))
+    trailing = (1,) * (len(values.shape) - len(weights.shape))
+    weights = ops.reshape(weights, ops.shape(weights) + trailing)
     return ops.sum(values * weights) / ops.cast(ops.size(values), values.dtype)
 
 
@@ -310,8 +312,17 @@ class Distiller(keras.Model):
                 "could not train. Pass a copy, e.g. keras.models.clone_model(teacher) with "
                 "its weights set."
             )
+        teacher_wrappers = find_wrappers(teacher)
+        if teacher_wrappers:
+            raise ValueError(
+                f"Expected a plain teacher, but the teacher '{teacher.name}' holds "
+                f"{len(teacher_wrappers)} PruneWrapper layer(s) (e.g. "
+                f"'{teacher_wrappers[0].name}'), whose masks a PruningCallback would keep "
+                "updating. Pass keras_prune.strip(teacher) instead."
+            )
         student_outputs, teacher_outputs = (
-            _functional_outputs(student), _functional_outputs(teacher)
+            _functional_outputs(student),
+            _functional_outputs(teacher),
         )
         if student_outputs is not None and teacher_outputs is not None:
             _check_output_shapes(teacher_outputs[0].shape, student_outputs[0].shape)
@@ -357,17 +368,13 @@ class Distiller(keras.Model):
         projections = []
         if self.hint_pairs:
             self._extractors = _FeatureExtractors(
-                teacher=_feature_extractor(
-                    teacher, [t for t, _ in self.hint_pairs], "teacher"
-                ),
-                student=_feature_extractor(
-                    student, [s for _, s in self.hint_pairs], "student"
-                ),
+                teacher=_feature_extractor(teacher, [t for t, _ in self.hint_pairs], "teacher"),
+                student=_feature_extractor(student, [s for _, s in self.hint_pairs], "student"),
             )
             teacher_shapes = [t.shape for t in self._extractors.teacher.outputs[1:]]
             student_shapes = [s.shape for s in self._extractors.student.outputs[1:]]
             for index, (pair, t_shape, s_shape) in enumerate(
-                zip(self.hint_pairs, teacher_shapes, student_shapes)
+                zip(self.hint_pairs, teacher_shapes, student_shapes, strict=True)
             ):
                 projections.append(self._make_projection(index, pair, t_shape, s_shape))
         # Identity where no projection is needed keeps one layer per hint pair.
@@ -378,18 +385,16 @@ class Distiller(keras.Model):
         )
         self.student_loss_tracker = keras.metrics.Mean(name="student_loss")
         self.distillation_loss_tracker = keras.metrics.Mean(name="distillation_loss")
-        self.hint_loss_tracker = (
-            keras.metrics.Mean(name="hint_loss") if self.hint_pairs else None
-        )
+        self.hint_loss_tracker = keras.metrics.Mean(name="hint_loss") if self.hint_pairs else None
         self.teacher_metrics = []
         self.built = True
 
     def _make_projection(self, index, pair, teacher_shape, student_shape):
         teacher_name, student_name = pair
         compares_channels = getattr(self.hint_loss, "compares_channels", True)
-        if tuple(teacher_shape[1:-1]) != tuple(student_shape[1:-1]) or len(
-            teacher_shape
-        ) != len(student_shape):
+        if tuple(teacher_shape[1:-1]) != tuple(student_shape[1:-1]) or len(teacher_shape) != len(
+            student_shape
+        ):
             raise ValueError(
                 f"Hint ('{teacher_name}', '{student_name}'): teacher features of shape "
                 f"{tuple(teacher_shape)} and student features of shape {tuple(student_shape)} "
@@ -449,16 +454,15 @@ class Distiller(keras.Model):
     def _split_inputs(self, inputs):
         """`(student inputs, precomputed teacher dict or None)`."""
         if isinstance(inputs, dict) and TEACHER_OUTPUTS_KEY in inputs:
-            missing = [
-                TEACHER_HINT_KEY.format(i)
-                for i in range(len(self.hint_pairs))
-                if TEACHER_HINT_KEY.format(i) not in inputs
+            required = [INPUTS_KEY] + [
+                TEACHER_HINT_KEY.format(i) for i in range(len(self.hint_pairs))
             ]
-            if INPUTS_KEY not in inputs or missing:
+            missing = [key for key in required if key not in inputs]
+            if missing:
                 raise ValueError(
                     "Precomputed teacher inputs must hold the keys "
                     f"'{INPUTS_KEY}', '{TEACHER_OUTPUTS_KEY}' and one teacher hint per hint "
-                    f"pair. Missing: {([INPUTS_KEY] if INPUTS_KEY not in inputs else []) + missing}. "
+                    f"pair. Missing: {missing}. "
                     "Build them with Distiller.precompute_teacher(x)."
                 )
             return inputs[INPUTS_KEY], inputs
@@ -467,9 +471,7 @@ class Distiller(keras.Model):
     def _teacher_forward(self, inputs, precomputed):
         if precomputed is not None:
             outputs = precomputed[TEACHER_OUTPUTS_KEY]
-            hints = [
-                precomputed[TEACHER_HINT_KEY.format(i)] for i in range(len(self.hint_pairs))
-            ]
+            hints = [precomputed[TEACHER_HINT_KEY.format(i)] for i in range(len(self.hint_pairs))]
         elif self._extractors is not None:
             outputs, *hints = self._extractors.teacher(inputs, training=False)
         else:
@@ -494,7 +496,8 @@ class Distiller(keras.Model):
         teacher_outputs, teacher_hints = self._teacher_forward(student_inputs, precomputed)
         _check_output_shapes(teacher_outputs.shape, student_outputs.shape)
         student_hints = [
-            projection(h) for projection, h in zip(self.hint_projections, student_hints)
+            projection(h)
+            for projection, h in zip(self.hint_projections, student_hints, strict=True)
         ]
         return {
             "student": student_outputs,
@@ -510,8 +513,6 @@ class Distiller(keras.Model):
             else self._forward(x, training=False, student_outputs=y_pred)
         )
         step = ops.convert_to_tensor(self.step)
-        if training:
-            self.step.assign_add(1)
         alpha = _schedule_value(self.alpha, step)
         student_outputs = ops.cast(outputs["student"], "float32")
         teacher_outputs = ops.cast(outputs["teacher"], "float32")
@@ -556,7 +557,9 @@ class Distiller(keras.Model):
                             ops.cast(s, "float32"),
                             sample_weight,
                         )
-                        for t, s in zip(outputs["teacher_hints"], outputs["student_hints"])
+                        for t, s in zip(
+                            outputs["teacher_hints"], outputs["student_hints"], strict=True
+                        )
                     ]
                 )
             )
@@ -570,6 +573,10 @@ class Distiller(keras.Model):
             extra_losses.extend(projection.losses)
         for loss in extra_losses:
             total = total + ops.cast(ops.sum(loss), "float32")
+        if training:
+            # Last, after every read of `step`: TF may read a variable lazily, after an
+            # earlier-placed increment.
+            self.step.assign_add(1)
         return total
 
     def compute_metrics(self, x, y, y_pred, sample_weight=None):
@@ -637,8 +644,14 @@ class Distiller(keras.Model):
         config = dict(config)
         deserialize = keras.saving.deserialize_keras_object
         for key in (
-            "student", "teacher", "distillation_loss", "alpha", "temperature",
-            "student_loss", "hint_loss", "hint_weight",
+            "student",
+            "teacher",
+            "distillation_loss",
+            "alpha",
+            "temperature",
+            "student_loss",
+            "hint_loss",
+            "hint_weight",
         ):
             config[key] = deserialize(config[key])
         return cls(**config)
@@ -667,9 +680,7 @@ def _matching_accuracy(y_true, y_pred):
 def _teacher_metric(identifier):
     """A fresh metric computing `identifier` for the teacher, named `teacher_<name>`."""
     if isinstance(identifier, str) and identifier.lower() in ("accuracy", "acc"):
-        return keras.metrics.MeanMetricWrapper(
-            _matching_accuracy, name=f"teacher_{identifier}"
-        )
+        return keras.metrics.MeanMetricWrapper(_matching_accuracy, name=f"teacher_{identifier}")
     metric = keras.metrics.get(identifier)
     if isinstance(metric, keras.metrics.Metric):
         config = metric.get_config()
