@@ -312,6 +312,12 @@ class Distiller(keras.Model):
                 "could not train. Pass a copy, e.g. keras.models.clone_model(teacher) with "
                 "its weights set."
             )
+        if not student.trainable_weights:
+            raise ValueError(
+                f"Expected a trainable student, but the student '{student.name}' has no "
+                "trainable weights (a clone of an already frozen teacher keeps "
+                "`trainable=False`). Set `student.trainable = True` first."
+            )
         teacher_wrappers = find_wrappers(teacher)
         if teacher_wrappers:
             raise ValueError(
@@ -348,7 +354,6 @@ class Distiller(keras.Model):
                 from_logits=getattr(distillation_loss, "from_logits", True)
             )
 
-        teacher.trainable = False
         self.student = student
         self.teacher = teacher
         self.distillation_loss = distillation_loss
@@ -379,6 +384,9 @@ class Distiller(keras.Model):
                 projections.append(self._make_projection(index, pair, t_shape, s_shape))
         # Identity where no projection is needed keeps one layer per hint pair.
         self.hint_projections = projections
+        # Frozen only once every argument is known to be valid: a failed construction leaves
+        # the user's teacher untouched.
+        teacher.trainable = False
 
         self.step = self.add_weight(
             shape=(), dtype="int32", initializer="zeros", trainable=False, name="step"

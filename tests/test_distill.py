@@ -442,3 +442,17 @@ def test_pruned_teacher_is_rejected():
     teacher = kp.prune(_cnn(6, seed=1), schedule=kp.ConstantSparsity(0.5, 0))
     with pytest.raises(ValueError, match="strip"):
         Distiller(_cnn(3, seed=2), teacher)
+
+
+def test_frozen_student_is_rejected():
+    student = _cnn(3, seed=2)
+    student.trainable = False
+    with pytest.raises(ValueError, match="student.trainable = True"):
+        Distiller(student, _cnn(6, seed=1))
+
+
+def test_failed_construction_leaves_the_teacher_trainable():
+    teacher = _cnn(6, seed=1)
+    with pytest.raises(ValueError, match="Available layer names"):
+        Distiller(_cnn(3, seed=2), teacher, hints=[("missing", "conv")])
+    assert teacher.trainable
