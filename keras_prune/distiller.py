@@ -265,7 +265,8 @@ class Distiller(keras.Model):
 
     ```python
     import keras, numpy as np
-    import keras_prune as kp
+    from keras_prune import distill
+    from keras_prune.distiller import Distiller
 
     x = np.random.rand(64, 8, 8, 1).astype("float32")
     y = np.random.randint(0, 10, 64)
@@ -279,9 +280,9 @@ class Distiller(keras.Model):
         ])
 
     teacher, student = cnn(16), cnn(4)
-    trainer = kp.Distiller(student, teacher,
-                           distillation_loss=kp.distill.SoftTargets(temperature=4.0),
-                           alpha=0.7, hints=[("conv", "conv")])
+    trainer = Distiller(student, teacher,
+                        distillation_loss=distill.SoftTargets(temperature=4.0),
+                        alpha=0.7, hints=[("conv", "conv")])
     trainer.compile(optimizer="adam", metrics=["accuracy"])
     history = trainer.fit(x, y, epochs=1, verbose=0)
     print(sorted(history.history))  # accuracy, distillation_loss, hint_loss, ...
