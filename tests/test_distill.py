@@ -136,9 +136,9 @@ def test_soft_targets_trains_a_model_alone_as_a_keras_loss():
     teacher_logits = x @ rng.normal(size=(4, NUM_CLASSES)).astype("float32")
     keras.utils.set_random_seed(0)
     model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(NUM_CLASSES)])
-    model.compile(keras.optimizers.Adam(0.05), loss=distill.SoftTargets(temperature=2.0))
-    history = model.fit(x, teacher_logits, epochs=30, batch_size=64, verbose=0)
-    assert history.history["loss"][-1] < 0.2 * history.history["loss"][0]
+    model.compile(keras.optimizers.Adam(0.1), loss=distill.SoftTargets(temperature=2.0))
+    history = model.fit(x, teacher_logits, epochs=8, batch_size=64, verbose=0)
+    assert history.history["loss"][-1] < 0.5 * history.history["loss"][0]
 
 
 # -- DistillSchedule ---------------------------------------------------------------------------
@@ -396,20 +396,20 @@ def test_save_reload_resumes_exactly_like_uninterrupted_training(tmp_path):
         return trainer
 
     uninterrupted = make()
-    uninterrupted.fit(x, y, epochs=3, batch_size=8, shuffle=False, verbose=0)
+    uninterrupted.fit(x, y, epochs=2, batch_size=8, shuffle=False, verbose=0)
 
     resumed = make()
-    resumed.fit(x, y, epochs=2, batch_size=8, shuffle=False, verbose=0)
+    resumed.fit(x, y, epochs=1, batch_size=8, shuffle=False, verbose=0)
     path = str(tmp_path / "distiller.keras")
     resumed.save(path)
     reloaded = keras.saving.load_model(path)
     np.testing.assert_array_equal(reloaded.predict(x, verbose=0), resumed.predict(x, verbose=0))
-    assert int(ops.convert_to_numpy(reloaded.optimizer.iterations)) == 8
+    assert int(ops.convert_to_numpy(reloaded.optimizer.iterations)) == 4
     reloaded.fit(x, y, epochs=1, batch_size=8, shuffle=False, verbose=0)
     np.testing.assert_allclose(
         reloaded.predict(x, verbose=0), uninterrupted.predict(x, verbose=0), atol=1e-5
     )
-    assert int(ops.convert_to_numpy(reloaded.step)) == 12
+    assert int(ops.convert_to_numpy(reloaded.step)) == 8
 
     reloaded.student.save(str(tmp_path / "student.keras"))  # the student alone
     student = keras.saving.load_model(str(tmp_path / "student.keras"))
