@@ -13,7 +13,7 @@ plain = kp.strip(pruned)
 ```
 """
 
-from keras_prune import granularity, layouts, mask_types, masks, schedules
+from keras_prune import export, granularity, layouts, mask_types, masks, schedules
 from keras_prune.callbacks import PruningCallback, PruningSummaries, UpdatePruningStep
 from keras_prune.granularity import Block, Channel, NofM, Unstructured
 from keras_prune.mask_types import BinaryMask, LearnableMask, SigmoidGateMask

@@ -6,14 +6,22 @@ import os
 import keras
 from keras import ops
 
+from keras_prune.groups import hold_masked_channels, update_channel_masks
 from keras_prune.pruning import find_wrappers
+
+JAX_MESSAGE = (
+    "kp.PruningCallback does not support the JAX backend yet: JAX's `fit` keeps the model's "
+    "state outside its variables between epochs, so masks changed by a callback mid-epoch "
+    "would be lost. Train with KERAS_BACKEND=tensorflow or torch (masks, saving and strip are "
+    "backend-neutral; a model pruned there loads and runs on JAX)."
+)
 
 
 def realised_sparsity(wrappers):
     """Fraction of zero mask entries over all pruned weights of `wrappers` (0.0 if none)."""
     total = zeros = 0
     for wrapper in wrappers:
-        for mask in wrapper.masks:
+        for mask in wrapper.masks if wrapper.built else []:
             size = int(ops.size(mask))
             total += size
             zeros += size - int(ops.convert_to_numpy(ops.sum(mask)))
@@ -53,9 +61,13 @@ class PruningCallback(keras.callbacks.Callback):
     def __init__(self):
         super().__init__()
         self._wrappers = []
+        self._unbuilt = []
+        self._step = 0
         self._sparsity = 0.0
 
     def on_train_begin(self, logs=None):
+        if keras.backend.backend() == "jax":
+            raise NotImplementedError(JAX_MESSAGE)
         self._wrappers = _wrappers_or_raise(self.model, type(self).__name__)
         if getattr(self.model, "optimizer", None) is None:
             raise ValueError(
@@ -63,17 +75,35 @@ class PruningCallback(keras.callbacks.Callback):
             )
         for wrapper in self._wrappers:
             wrapper.mask_updates_attached = True
+        hold_masked_channels(self.model, self._wrappers)
         self._sparsity = realised_sparsity(self._wrappers)
 
+    def on_epoch_begin(self, epoch, logs=None):
+        # Read the device counter once per epoch and count batches in Python in between: a
+        # device read per batch costs more than a small model's whole training step.
+        self._step = int(ops.convert_to_numpy(self.model.optimizer.iterations))
+
     def on_train_batch_begin(self, batch, logs=None):
-        step = int(ops.convert_to_numpy(self.model.optimizer.iterations))
-        updated = [wrapper for wrapper in self._wrappers if wrapper.update_mask(step)]
-        if updated:
+        # Subclassed models build their layers inside the first batch: catch up after it.
+        self._unbuilt = [wrapper for wrapper in self._wrappers if not wrapper.built]
+        built = [wrapper for wrapper in self._wrappers if wrapper.built]
+        if update_channel_masks(self.model, self._step, built):
             self._sparsity = realised_sparsity(self._wrappers)
 
     def on_train_batch_end(self, batch, logs=None):
+        if self._unbuilt:
+            for wrapper in self._unbuilt:
+                wrapper.update_mask(self._step)
+            self._unbuilt = []
+            self._sparsity = realised_sparsity(self._wrappers)
+        self._step += self._steps_per_batch_call()
         if logs is not None:
             logs["sparsity"] = self._sparsity
+
+    def _steps_per_batch_call(self):
+        # With `steps_per_execution=k`, Keras calls batch hooks once per k optimizer steps.
+        steps = getattr(self.model, "steps_per_execution", 1)
+        return steps if isinstance(steps, int) and steps > 0 else 1
 
     def on_epoch_end(self, epoch, logs=None):
         if logs is not None:

@@ -47,10 +47,27 @@ def _select_digit(histogram, k):
     return digit, above
 
 
+def _kth_largest_key_by_radix(keys, k):
+    """The k-th largest of int32 `keys`: two 16-bit radix passes, O(n), no sort."""
+    high_digit = ops.floor_divide(keys, 65536) + 32768
+    high, above_high = _select_digit(ops.bincount(high_digit, minlength=_RADIX_BINS), k)
+    in_bucket = ops.cast(ops.equal(high_digit, high), "int32")
+    low_digit = ops.bitwise_and(keys, 0xFFFF)
+    low_histogram = ops.bincount(low_digit, weights=in_bucket, minlength=_RADIX_BINS)
+    low, _ = _select_digit(ops.cast(low_histogram, "int32"), k - above_high)
+    return (high - 32768) * 65536 + low
+
+
+def _kth_largest_key_by_sort(keys, k):
+    """The k-th largest of int32 `keys` by sorting: cheaper than radix passes for small inputs."""
+    return ops.take(ops.sort(keys), ops.shape(keys)[0] - k)
+
+
 def top_k_mask(scores, k):
     """0/1 mask keeping exactly the `k` largest `scores` (ties: earlier positions first).
 
-    A two-pass radix selection over order-preserving integer keys: O(n), no sort.
+    The threshold is found on order-preserving integer keys: by a sort for small tensors, and
+    by a two-pass radix selection (O(n), no sort) from 65,536 elements up.
 
     Args:
         scores: float tensor of any shape.
@@ -65,16 +82,13 @@ def top_k_mask(scores, k):
     shape = ops.shape(scores)
     keys = sortable_keys(ops.reshape(scores, (-1,)))
     k = ops.cast(k, "int32")
-    high_digit = ops.floor_divide(keys, 65536) + 32768
-    high, above_high = _select_digit(ops.bincount(high_digit, minlength=_RADIX_BINS), k)
-    in_bucket = ops.cast(ops.equal(high_digit, high), "int32")
-    low_digit = ops.bitwise_and(keys, 0xFFFF)
-    low_histogram = ops.bincount(low_digit, weights=in_bucket, minlength=_RADIX_BINS)
-    low, above_low = _select_digit(ops.cast(low_histogram, "int32"), k - above_high)
-    threshold = (high - 32768) * 65536 + low
-    ties_to_keep = k - above_high - above_low
+    if math.prod(shape) < _RADIX_BINS:
+        threshold = _kth_largest_key_by_sort(keys, k)
+    else:
+        threshold = _kth_largest_key_by_radix(keys, k)
     above = ops.greater(keys, threshold)
     is_tie = ops.equal(keys, threshold)
+    ties_to_keep = k - ops.sum(ops.cast(above, "int32"))
 
     def keep_first_ties():
         tie_rank = ops.cumsum(ops.cast(is_tie, "int32"))

@@ -216,8 +216,10 @@ def update_masks(model, step):
         train_step(x, y)
     ```
     """
-    step = int(step)
-    return [wrapper for wrapper in find_wrappers(model) if wrapper.update_mask(step)]
+    from keras_prune.groups import update_channel_masks
+
+    # Channel masks are ranked per dependency group so that what is masked can be removed.
+    return update_channel_masks(model, int(step))
 
 
 def prune_low_magnitude(

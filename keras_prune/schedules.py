@@ -4,6 +4,8 @@ The formulas and update rule match tensorflow-model-optimization's, so a tfmot u
 masks at the same steps after switching to keras_prune.
 """
 
+import numbers
+
 import keras
 from keras import ops
 
@@ -56,7 +58,8 @@ class PruningSchedule:
 
     def should_update(self, step):
         """Whether masks are recomputed at `step` (tfmot's rule)."""
-        if isinstance(step, int):
+        if isinstance(step, numbers.Integral):
+            step = int(step)
             in_range = step >= self.begin_step and (self.end_step < 0 or step <= self.end_step)
             return in_range and (step - self.begin_step) % self.frequency == 0
         step = ops.cast(step, "int64")
@@ -127,7 +130,7 @@ class ConstantSparsity(PruningSchedule):
         self.target_sparsity = float(target_sparsity)
 
     def sparsity_at(self, step):
-        if isinstance(step, int):
+        if isinstance(step, numbers.Integral):
             return self.target_sparsity
         return ops.convert_to_tensor(self.target_sparsity, "float32")
 
@@ -186,7 +189,7 @@ class PolynomialDecay(PruningSchedule):
     def sparsity_at(self, step):
         span = max(self.end_step - self.begin_step, 1)
         initial, final = self.initial_sparsity, self.final_sparsity
-        if isinstance(step, int):
+        if isinstance(step, numbers.Integral):
             progress = min(max((step - self.begin_step) / span, 0.0), 1.0)
             return final + (initial - final) * (1.0 - progress) ** self.power
         step = ops.cast(step, "float32")

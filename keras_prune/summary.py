@@ -132,7 +132,8 @@ def summary(model, print_fn=print):
     lines += [render(line) for line in table[:-1]]
     lines += [rule, render(table[-1]), rule]
     wrappers = find_wrappers(model)
-    lines.append(f"{len(wrappers)} pruned layer(s) marked *; bytes are float32.")
+    marked = f"{len(wrappers)} layer(s) being pruned, marked *; " if wrappers else ""
+    lines.append(f"{marked}bytes are float32.")
     text = "\n".join(lines)
     if print_fn is not None:
         print_fn(text)

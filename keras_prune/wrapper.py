@@ -98,7 +98,6 @@ class PruneWrapper(keras.layers.Wrapper):
         self.supports_masking = layer.supports_masking
         parameters = inspect.signature(layer.call).parameters
         self._inner_takes_training = "training" in parameters
-        self._inner_takes_mask = "mask" in parameters
         # Set by kp.PruningCallback / kp.update_masks, so training without them is caught.
         self.mask_updates_attached = False
 
@@ -153,6 +152,7 @@ class PruneWrapper(keras.layers.Wrapper):
         self.sparsity = self.add_weight(
             name="sparsity", shape=(), initializer="zeros", trainable=False
         )
+        # The last step at which masks were recomputed (-1: never).
         self.pruning_step = self.add_weight(
             name="pruning_step",
             shape=(),
@@ -207,9 +207,9 @@ class PruneWrapper(keras.layers.Wrapper):
     def update_mask(self, step):
         """Apply the schedule at optimizer step `step`; returns True if masks were recomputed."""
         self.mask_updates_attached = True
-        self.pruning_step.assign(step)
         if not self.schedule.should_update(step):
             return False
+        self.pruning_step.assign(step)
         self.apply_sparsity(self.schedule.sparsity_at(step))
         return True
 
@@ -237,19 +237,19 @@ class PruneWrapper(keras.layers.Wrapper):
 
     # -- forward ---------------------------------------------------------------------------------
 
-    def call(self, *args, training=None, mask=None, **kwargs):
+    def call(self, inputs, *args, training=None, **kwargs):
+        # No `mask` argument on purpose: Keras would record it in the graph and replay it on
+        # the plain layer after `strip`. Inner layers read masks from their inputs themselves.
         if training and not self.mask_updates_attached:
             raise RuntimeError(missing_callback_message(self.name))
         if self._inner_takes_training:
             kwargs["training"] = training
-        if self._inner_takes_mask and mask is not None:
-            kwargs["mask"] = mask
         if not self.mask_type.learnable:
-            return self.layer(*args, **kwargs)
+            return self.layer(inputs, *args, **kwargs)
         mapping = self.effective_weights()
         substituted = {id(variable) for variable, _ in mapping}
         with keras.StatelessScope(state_mapping=mapping) as scope:
-            outputs = self.layer(*args, **kwargs)
+            outputs = self.layer(inputs, *args, **kwargs)
         # State the inner layer changed inside the scope (seed generators, statistics) is
         # recorded there instead of applied; apply it now.
         for variable in self.layer.variables:
@@ -262,9 +262,7 @@ class PruneWrapper(keras.layers.Wrapper):
     def compute_output_shape(self, *args, **kwargs):
         return self.layer.compute_output_shape(*args, **kwargs)
 
-    def compute_output_spec(self, *args, training=None, mask=None, **kwargs):
-        if self._inner_takes_mask and mask is not None:
-            kwargs["mask"] = mask
+    def compute_output_spec(self, *args, training=None, **kwargs):
         return self.layer.compute_output_spec(*args, **kwargs)
 
     def compute_mask(self, inputs, mask=None):

@@ -1,0 +1,195 @@
+"""Benchmark the foundation's two performance targets, side by side in one run.
+
+1. Training-time overhead of pruning-aware training over the same dense model (Keras 3),
+   per epoch: target <= 1.15x. (tfmot on Keras 2 measures 2.5-3x; run with --tfmot to add its
+   row, measured in a subprocess with TF_USE_LEGACY_KERAS=1.)
+2. Mask recomputation for a 4M-weight kernel: target <= 50 ms.
+
+    python benchmarks/bench_core.py [--epochs 6] [--tfmot]
+"""
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+from keras import ops  # noqa: E402
+
+import keras_prune as kp  # noqa: E402
+
+
+def digits():
+    from sklearn.datasets import load_digits
+
+    data = load_digits()
+    return (data.images / 16.0).astype("float32")[..., None], data.target.astype("int32")
+
+
+def cnn():
+    keras.utils.set_random_seed(0)
+    return keras.Sequential(
+        [
+            keras.Input((8, 8, 1)),
+            keras.layers.Conv2D(32, 3, padding="same", activation="relu"),
+            keras.layers.Conv2D(64, 3, padding="same", activation="relu"),
+            keras.layers.MaxPooling2D(),
+            keras.layers.Flatten(),
+            keras.layers.Dense(128, activation="relu"),
+            keras.layers.Dense(10),
+        ]
+    )
+
+
+def interleaved_epoch_seconds(models, x, y, rounds):
+    """Median seconds per epoch of each `(model, callbacks)`, epochs run in turn so that load
+    from other processes hits every model alike."""
+    for model, _ in models:
+        model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    times = [[] for _ in models]
+    for epoch in range(rounds + 1):
+        for index, (model, callbacks) in enumerate(models):
+            start = time.perf_counter()
+            model.fit(
+                x,
+                y,
+                batch_size=32,
+                epochs=epoch + 1,
+                initial_epoch=epoch,
+                verbose=0,
+                callbacks=list(callbacks),
+            )
+            if epoch:  # the first epoch includes tracing
+                times[index].append(time.perf_counter() - start)
+    return [statistics.median(each) for each in times]
+
+
+TFMOT_SCRIPT = r"""
+import json, os, statistics, sys, time
+import numpy as np, tensorflow as tf
+import tf_keras as keras
+import tensorflow_model_optimization as tfmot
+from sklearn.datasets import load_digits
+data = load_digits()
+x = (data.images / 16.0).astype("float32")[..., None]; y = data.target.astype("int32")
+epochs = int(sys.argv[1])
+def cnn():
+    tf.random.set_seed(0)
+    return keras.Sequential([keras.Input((8, 8, 1)),
+        keras.layers.Conv2D(32, 3, padding="same", activation="relu"),
+        keras.layers.Conv2D(64, 3, padding="same", activation="relu"),
+        keras.layers.MaxPooling2D(), keras.layers.Flatten(),
+        keras.layers.Dense(128, activation="relu"), keras.layers.Dense(10)])
+class Timer(keras.callbacks.Callback):
+    def on_train_begin(self, logs=None): self.times = []
+    def on_epoch_begin(self, e, logs=None): self.t = time.perf_counter()
+    def on_epoch_end(self, e, logs=None): self.times.append(time.perf_counter() - self.t)
+def run(model, callbacks):
+    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    timer = Timer()
+    model.fit(x, y, batch_size=32, epochs=epochs, verbose=0, callbacks=callbacks + [timer])
+    return statistics.median(timer.times[1:])
+dense = run(cnn(), [])
+frequency = int(sys.argv[2])
+schedule = tfmot.sparsity.keras.PolynomialDecay(0.0, 0.9, 0, 200, frequency=frequency)
+pruned = tfmot.sparsity.keras.prune_low_magnitude(cnn(), pruning_schedule=schedule)
+pruned_seconds = run(pruned, [tfmot.sparsity.keras.UpdatePruningStep()])
+print(json.dumps({"dense": dense, "pruned": pruned_seconds}))
+"""
+
+
+def tfmot_row(epochs, frequency):
+    env = dict(os.environ, TF_USE_LEGACY_KERAS="1")
+    result = subprocess.run(
+        [sys.executable, "-c", TFMOT_SCRIPT, str(epochs), str(frequency)],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
+    if result.returncode != 0:
+        return None, result.stderr.strip().splitlines()[-1:]
+    return json.loads(result.stdout.strip().splitlines()[-1]), None
+
+
+def mask_milliseconds(shape, sparsity, repeats=7):
+    weight = keras.random.normal(shape, seed=1)
+    kp.masks.magnitude_mask(weight, sparsity)  # warm up
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        mask = kp.masks.magnitude_mask(weight, sparsity)
+        ops.convert_to_numpy(mask[0, 0])
+        times.append((time.perf_counter() - start) * 1e3)
+    numpy_weight = np.abs(ops.convert_to_numpy(weight)).ravel()
+    start = time.perf_counter()
+    np.sort(numpy_weight)
+    sort_ms = (time.perf_counter() - start) * 1e3
+    start = time.perf_counter()
+    ops.convert_to_numpy(
+        ops.top_k(ops.reshape(ops.abs(weight), (-1,)), int(numpy_weight.size * (1 - sparsity)))[0]
+    )
+    top_k_ms = (time.perf_counter() - start) * 1e3
+    return statistics.median(times), sort_ms, top_k_ms
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--epochs", type=int, default=6)
+    parser.add_argument("--tfmot", action="store_true", help="add tfmot's Keras 2 rows")
+    parser.add_argument("--frequency", type=int, default=100, help="steps between mask updates")
+    args = parser.parse_args()
+    x, y = digits()
+    steps = int(np.ceil(len(x) / 32))
+    schedule = kp.PolynomialDecay(0.0, 0.9, 0, steps * (args.epochs - 1), frequency=args.frequency)
+
+    dense, binary, learnable = interleaved_epoch_seconds(
+        [
+            (cnn(), []),
+            (kp.prune(cnn(), schedule=schedule, mask="binary"), [kp.PruningCallback()]),
+            (kp.prune(cnn(), schedule=schedule, mask="learnable"), [kp.PruningCallback()]),
+        ],
+        x,
+        y,
+        args.epochs,
+    )
+    rows = [
+        ("keras_prune dense (Keras 3)", dense, 1.0),
+        ("keras_prune binary mask", binary, binary / dense),
+        ("keras_prune learnable mask", learnable, learnable / dense),
+    ]
+    if args.tfmot:
+        result, error = tfmot_row(args.epochs, args.frequency)
+        if result is None:
+            rows.append((f"tfmot (unavailable: {error})", float("nan"), float("nan")))
+        else:
+            rows.append(("tfmot dense (Keras 2)", result["dense"], 1.0))
+            rows.append(
+                ("tfmot pruned (Keras 2)", result["pruned"], result["pruned"] / result["dense"])
+            )
+
+    print(
+        f"\nTraining overhead per epoch (digits CNN, {len(x)} samples, batch 32, mask update "
+        f"every {args.frequency} steps, median of {args.epochs} interleaved epochs)"
+    )
+    print(f"{'model':<34}{'s/epoch':>10}{'vs its dense':>14}")
+    for label, seconds, ratio in rows:
+        print(f"{label:<34}{seconds:>10.3f}{ratio:>13.2f}x")
+    print("target: keras_prune binary mask <= 1.15x")
+
+    print("\nMask recomputation (magnitude, exact count)")
+    print(f"{'kernel':<16}{'keras_prune ms':>16}{'np.sort ms':>12}{'ops.top_k ms':>14}")
+    for shape in [(2048, 2048), (3, 3, 512, 512)]:
+        ours, sort_ms, top_k_ms = mask_milliseconds(shape, 0.9)
+        print(f"{'x'.join(map(str, shape)):<16}{ours:>16.1f}{sort_ms:>12.1f}{top_k_ms:>14.1f}")
+    print("target: <= 50 ms for a 4M-weight kernel")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,230 @@
+"""Microcontroller sources: the model as a C array and a header registering exactly its ops.
+
+TensorFlow Lite Micro reads the model in place from flash, so the array must be aligned (16
+bytes covers every tensor type and the CMSIS-NN / Arm Ethos requirements), and the app must
+register each builtin op the graph uses with a `tflite::MicroMutableOpResolver<N>`, N being the
+number of distinct ops. `model_ops.h` does that registration, so a model change needs no
+hand-edited resolver.
+"""
+
+import re
+
+# Builtin ops with a TFLM kernel and the `MicroMutableOpResolver` method that registers each.
+# Taken from tensorflow/lite/micro/micro_mutable_op_resolver.h and checked against the
+# `Register_*` kernels present in the installed tflite-micro runtime.
+TFLM_RESOLVER_METHODS = {
+    "ABS": "AddAbs",
+    "ADD": "AddAdd",
+    "ADD_N": "AddAddN",
+    "ARG_MAX": "AddArgMax",
+    "ARG_MIN": "AddArgMin",
+    "ASSIGN_VARIABLE": "AddAssignVariable",
+    "AVERAGE_POOL_2D": "AddAveragePool2D",
+    "BATCH_MATMUL": "AddBatchMatMul",
+    "BATCH_TO_SPACE_ND": "AddBatchToSpaceNd",
+    "BROADCAST_ARGS": "AddBroadcastArgs",
+    "BROADCAST_TO": "AddBroadcastTo",
+    "CALL_ONCE": "AddCallOnce",
+    "CAST": "AddCast",
+    "CEIL": "AddCeil",
+    "CONCATENATION": "AddConcatenation",
+    "CONV_2D": "AddConv2D",
+    "COS": "AddCos",
+    "CUMSUM": "AddCumSum",
+    "DEPTH_TO_SPACE": "AddDepthToSpace",
+    "DEPTHWISE_CONV_2D": "AddDepthwiseConv2D",
+    "DEQUANTIZE": "AddDequantize",
+    "DIV": "AddDiv",
+    "DYNAMIC_UPDATE_SLICE": "AddDynamicUpdateSlice",
+    "ELU": "AddElu",
+    "EMBEDDING_LOOKUP": "AddEmbeddingLookup",
+    "EQUAL": "AddEqual",
+    "EXP": "AddExp",
+    "EXPAND_DIMS": "AddExpandDims",
+    "FILL": "AddFill",
+    "FLOOR": "AddFloor",
+    "FLOOR_DIV": "AddFloorDiv",
+    "FLOOR_MOD": "AddFloorMod",
+    "FULLY_CONNECTED": "AddFullyConnected",
+    "GATHER": "AddGather",
+    "GATHER_ND": "AddGatherNd",
+    "GREATER": "AddGreater",
+    "GREATER_EQUAL": "AddGreaterEqual",
+    "HARD_SWISH": "AddHardSwish",
+    "IF": "AddIf",
+    "L2_NORMALIZATION": "AddL2Normalization",
+    "L2_POOL_2D": "AddL2Pool2D",
+    "LEAKY_RELU": "AddLeakyRelu",
+    "LESS": "AddLess",
+    "LESS_EQUAL": "AddLessEqual",
+    "LOG": "AddLog",
+    "LOG_SOFTMAX": "AddLogSoftmax",
+    "LOGICAL_AND": "AddLogicalAnd",
+    "LOGICAL_NOT": "AddLogicalNot",
+    "LOGICAL_OR": "AddLogicalOr",
+    "LOGISTIC": "AddLogistic",
+    "MAX_POOL_2D": "AddMaxPool2D",
+    "MAXIMUM": "AddMaximum",
+    "MEAN": "AddMean",
+    "MINIMUM": "AddMinimum",
+    "MIRROR_PAD": "AddMirrorPad",
+    "MUL": "AddMul",
+    "NEG": "AddNeg",
+    "NOT_EQUAL": "AddNotEqual",
+    "PACK": "AddPack",
+    "PAD": "AddPad",
+    "PADV2": "AddPadV2",
+    "PRELU": "AddPrelu",
+    "QUANTIZE": "AddQuantize",
+    "READ_VARIABLE": "AddReadVariable",
+    "REDUCE_MAX": "AddReduceMax",
+    "REDUCE_MIN": "AddReduceMin",
+    "RELU": "AddRelu",
+    "RELU6": "AddRelu6",
+    "RESHAPE": "AddReshape",
+    "RESIZE_BILINEAR": "AddResizeBilinear",
+    "RESIZE_NEAREST_NEIGHBOR": "AddResizeNearestNeighbor",
+    "REVERSE_V2": "AddReverseV2",
+    "ROUND": "AddRound",
+    "RSQRT": "AddRsqrt",
+    "SELECT_V2": "AddSelectV2",
+    "SHAPE": "AddShape",
+    "SIN": "AddSin",
+    "SLICE": "AddSlice",
+    "SOFTMAX": "AddSoftmax",
+    "SPACE_TO_BATCH_ND": "AddSpaceToBatchNd",
+    "SPACE_TO_DEPTH": "AddSpaceToDepth",
+    "SPLIT": "AddSplit",
+    "SPLIT_V": "AddSplitV",
+    "SQRT": "AddSqrt",
+    "SQUARE": "AddSquare",
+    "SQUARED_DIFFERENCE": "AddSquaredDifference",
+    "SQUEEZE": "AddSqueeze",
+    "STRIDED_SLICE": "AddStridedSlice",
+    "SUB": "AddSub",
+    "SUM": "AddSum",
+    "SVDF": "AddSvdf",
+    "TANH": "AddTanh",
+    "TRANSPOSE": "AddTranspose",
+    "TRANSPOSE_CONV": "AddTransposeConv",
+    "UNIDIRECTIONAL_SEQUENCE_LSTM": "AddUnidirectionalSequenceLSTM",
+    "UNPACK": "AddUnpack",
+    "VAR_HANDLE": "AddVarHandle",
+    "WHILE": "AddWhile",
+    "ZEROS_LIKE": "AddZerosLike",
+}
+
+
+def unsupported_ops(op_names):
+    """The op names in `op_names` that TensorFlow Lite Micro has no kernel for, sorted.
+
+    Args:
+        op_names: Builtin op names as read from a `.tflite` file (`ModelInfo.op_names`).
+
+    Example:
+
+    ```python
+    unsupported_ops(["CONV_2D", "DENSIFY"])  # ["DENSIFY"]
+    ```
+    """
+    return sorted({name for name in op_names if name not in TFLM_RESOLVER_METHODS})
+
+
+def c_identifier(name):
+    """`name` made into a valid C identifier (`"my-model"` -> `"my_model"`)."""
+    identifier = re.sub(r"\W", "_", name)
+    return "_" + identifier if identifier[:1].isdigit() else identifier
+
+
+def model_header(symbol, arena_bytes):
+    """Text of `<symbol>.h`: declarations of the array, its length and the arena size."""
+    guard = c_identifier(symbol).upper() + "_H_"
+    arena_line = (
+        f"// Smallest arena that ran this model on TFLM's reference kernels (bytes).\n"
+        f"constexpr unsigned int {symbol}_arena_size = {arena_bytes};\n"
+        if arena_bytes
+        else ""
+    )
+    return (
+        f"// Generated by keras_prune.export: the TFLite model as a C array.\n"
+        f"#ifndef {guard}\n#define {guard}\n\n"
+        f"extern const unsigned char {symbol}[];\n"
+        f"extern const unsigned int {symbol}_len;\n"
+        f"{arena_line}\n#endif  // {guard}\n"
+    )
+
+
+def model_source(data, symbol, header_name):
+    """Text of `<symbol>.cc`: the bytes as a 16-byte aligned `const unsigned char` array."""
+    rows = []
+    for start in range(0, len(data), 12):
+        chunk = data[start:start + 12]
+        rows.append("  " + ", ".join(f"0x{byte:02x}" for byte in chunk) + ",")
+    body = "\n".join(rows)
+    return (
+        f'// Generated by keras_prune.export: the TFLite model as a C array.\n'
+        f'#include "{header_name}"\n\n'
+        f"// TFLM reads tensors in place: keep the flatbuffer 16-byte aligned.\n"
+        f"alignas(16) const unsigned char {symbol}[] = {{\n{body}\n}};\n"
+        f"const unsigned int {symbol}_len = {len(data)};\n"
+    )
+
+
+def ops_header(op_names, symbol):
+    """Text of `<symbol>_ops.h`: a resolver type sized to the model and a function filling it.
+
+    Args:
+        op_names: Builtin op names of the model (duplicates allowed).
+        symbol: Prefix of the generated names.
+
+    Raises:
+        ValueError: if an op has no TFLM kernel (the message names the ops).
+    """
+    missing = unsupported_ops(op_names)
+    if missing:
+        raise ValueError(
+            "Expected only ops TensorFlow Lite Micro implements. The model uses "
+            f"{', '.join(missing)}, which TFLM lacks. Export with target='mcu' (dense int8) "
+            "or replace the layers producing them."
+        )
+    unique = sorted(set(op_names))
+    guard = c_identifier(symbol).upper() + "_OPS_H_"
+    calls = "\n".join(
+        f"  if (resolver.{TFLM_RESOLVER_METHODS[name]}() != kTfLiteOk) return kTfLiteError;"
+        for name in unique
+    )
+    return (
+        f"// Generated by keras_prune.export: registers exactly the ops the model uses.\n"
+        f"#ifndef {guard}\n#define {guard}\n\n"
+        f'#include "tensorflow/lite/micro/micro_mutable_op_resolver.h"\n\n'
+        f"constexpr unsigned int {symbol}_op_count = {len(unique)};\n"
+        f"using {symbol}_resolver_t = tflite::MicroMutableOpResolver<{symbol}_op_count>;\n\n"
+        f"// Ops: {', '.join(unique)}.\n"
+        f"inline TfLiteStatus {symbol}_register_ops({symbol}_resolver_t& resolver) {{\n"
+        f"{calls}\n  return kTfLiteOk;\n}}\n\n#endif  // {guard}\n"
+    )
+
+
+def c_sources(data, op_names, *, symbol="model_data", arena_bytes=None):
+    """The three MCU source files for a model, as `{file name: text}`.
+
+    Args:
+        data: The `.tflite` bytes.
+        op_names: Builtin op names the model uses.
+        symbol: C name of the array; files are `<symbol>.cc`, `<symbol>.h`, `<symbol>_ops.h`.
+        arena_bytes: Smallest working arena, written to the header when known.
+
+    Example:
+
+    ```python
+    files = c_sources(open("model.tflite", "rb").read(), ["CONV_2D", "SOFTMAX"])
+    sorted(files)  # ['model_data.cc', 'model_data.h', 'model_data_ops.h']
+    ```
+    """
+    symbol = c_identifier(symbol)
+    header_name = f"{symbol}.h"
+    return {
+        f"{symbol}.cc": model_source(data, symbol, header_name),
+        header_name: model_header(symbol, arena_bytes),
+        f"{symbol}_ops.h": ops_header(op_names, symbol),
+    }

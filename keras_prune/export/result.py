@@ -1,0 +1,120 @@
+"""`ExportResult`: what `to_tflite` wrote and what the runtimes measured."""
+
+import dataclasses
+
+
+def _bytes(count):
+    return "-" if count is None else f"{count:,} B"
+
+
+def _micros(value):
+    return "-" if value is None else f"{value:,.1f} us"
+
+
+@dataclasses.dataclass
+class ExportResult:
+    """Report of one export. `print(result)` shows a table; `to_dict()` gives plain data.
+
+    Args:
+        path: The `.tflite` file written.
+        target: Target name (`"mobile"`, `"mobile-int8"`, `"mcu"`).
+        target_description: One line describing the target.
+        file_bytes: Size of the `.tflite` file.
+        gzip_bytes: Its size after gzip -9.
+        size_breakdown: Bytes of dense constants, sparse values, sparse indices, the rest.
+        ops: Op name -> count.
+        sparse_tensors: One dict per sparse-encoded tensor: name, shape, encoding, density.
+        input_quantization: `{"scale", "zero_point"}` of the input tensor (int8 files).
+        output_quantization: Same for the output tensor.
+        checks: `RuntimeCheck`s: the file against Keras on each runtime it was run on.
+        latency_us: Median `invoke()` time on LiteRT: `{"xnnpack": ..., "builtin": ...}`.
+        arena_bytes: Smallest TFLM arena that ran the model (`"mcu"` only).
+        extra_files: Other files written (the MCU C sources).
+        stripped_wrappers: Whether keras_prune wrappers were stripped before conversion.
+        metadata: What happened to TFLite metadata.
+        notes: Anything else worth knowing about this file.
+    """
+
+    path: str
+    target: str
+    target_description: str
+    file_bytes: int
+    gzip_bytes: int
+    size_breakdown: dict
+    ops: dict
+    sparse_tensors: list
+    input_quantization: dict | None
+    output_quantization: dict | None
+    checks: list
+    latency_us: dict
+    arena_bytes: int | None = None
+    extra_files: list = dataclasses.field(default_factory=list)
+    stripped_wrappers: bool = False
+    metadata: str = "not requested"
+    notes: list = dataclasses.field(default_factory=list)
+
+    @property
+    def passed(self):
+        """Whether every runtime check passed."""
+        return all(check.passed for check in self.checks)
+
+    def to_dict(self):
+        data = dataclasses.asdict(self)
+        data["passed"] = self.passed
+        return data
+
+    def __str__(self):
+        rows = [("file", f"{self.path}")]
+        rows.append(("target", f"{self.target}: {self.target_description}"))
+        rows.append(("size", f"{_bytes(self.file_bytes)} (gzip {_bytes(self.gzip_bytes)})"))
+        breakdown = self.size_breakdown
+        rows.append((
+            "  of which",
+            f"dense constants {_bytes(breakdown['dense_constants'])}, sparse values "
+            f"{_bytes(breakdown['sparse_values'])}, sparse indices "
+            f"{_bytes(breakdown['sparse_indices'])}, graph+metadata "
+            f"{_bytes(breakdown['graph_and_metadata'])}",
+        ))
+        rows.append(("ops", ", ".join(f"{name} x{count}" for name, count in self.ops.items())))
+        rows.append(("sparse tensors", str(len(self.sparse_tensors))))
+        for tensor in self.sparse_tensors:
+            shape = "x".join(str(d) for d in tensor["shape"])
+            rows.append((
+                "",
+                f"{tensor['name'][:48]:<48} {shape:>12}  {tensor['encoding']:<26} "
+                f"{100 * tensor['density']:5.1f}% nonzero",
+            ))
+        for quantization, label in ((self.input_quantization, "input"),
+                                    (self.output_quantization, "output")):
+            if quantization:
+                rows.append((
+                    f"{label} int8",
+                    f"scale {quantization['scale'][0]:.6g}, "
+                    f"zero point {quantization['zero_point'][0]}",
+                ))
+        for check in self.checks:
+            top1 = (
+                "" if check.top1_agreement is None
+                else f", top-1 agreement {100 * check.top1_agreement:.1f}%"
+            )
+            verdict = "PASS" if check.passed else "FAIL"
+            rows.append((
+                f"check {check.runtime}",
+                f"{verdict}: max |error| {check.max_abs_error:.3g} "
+                f"(tolerance {check.tolerance:.3g}) on {check.samples} samples{top1}",
+            ))
+        rows.append((
+            "latency",
+            f"XNNPACK {_micros(self.latency_us.get('xnnpack'))} | built-in "
+            f"{_micros(self.latency_us.get('builtin'))} (LiteRT, median, 1 thread)",
+        ))
+        if self.arena_bytes is not None:
+            rows.append(("TFLM arena", _bytes(self.arena_bytes)))
+        for path in self.extra_files:
+            rows.append(("also wrote", path))
+        rows.append(("wrappers", "stripped" if self.stripped_wrappers else "none found"))
+        rows.append(("metadata", self.metadata))
+        for note in self.notes:
+            rows.append(("note", note))
+        width = max(len(label) for label, _ in rows)
+        return "\n".join(f"{label:<{width}}  {value}" for label, value in rows)

@@ -1,0 +1,114 @@
+"""Pure mask functions against NumPy references."""
+
+import numpy as np
+import pytest
+from keras import ops
+
+from keras_prune import masks
+
+
+def numpy(x):
+    return ops.convert_to_numpy(x)
+
+
+@pytest.mark.parametrize("size", [1, 2, 7, 100, 4099])
+def test_top_k_mask_keeps_exactly_k_largest(size):
+    rng = np.random.default_rng(size)
+    for k in sorted({1, max(size // 3, 1), size}):
+        scores = rng.normal(size=size).astype("float32")
+        mask = numpy(masks.top_k_mask(scores, k))
+        assert mask.sum() == k
+        expected = np.zeros(size)
+        expected[np.argsort(-scores, kind="stable")[:k]] = 1
+        np.testing.assert_array_equal(mask, expected)
+
+
+def test_top_k_mask_breaks_ties_by_position():
+    scores = np.array([0.0, 1.0, 0.0, 1.0, 0.0, 0.0], "float32")
+    np.testing.assert_array_equal(numpy(masks.top_k_mask(scores, 3)), [1, 1, 0, 1, 0, 0])
+    np.testing.assert_array_equal(numpy(masks.top_k_mask(scores, 2)), [0, 1, 0, 1, 0, 0])
+
+
+def test_top_k_mask_orders_negative_and_special_values():
+    scores = np.array([-3.0, -0.0, 0.0, 2.5, -1e-30, 1e30, -np.inf, np.inf], "float32")
+    order = np.argsort(-scores, kind="stable")
+    for k in range(1, len(scores) + 1):
+        expected = np.zeros(len(scores))
+        expected[order[:k]] = 1
+        mask = numpy(masks.top_k_mask(scores, k))
+        assert mask.sum() == k
+        assert set(np.flatnonzero(mask)) >= set(np.flatnonzero(scores > scores[order[k - 1]]))
+
+
+@pytest.mark.parametrize(
+    "size, sparsity", [(10, 0.25), (10, 0.35), (6, 0.25), (100, 0.999), (3, 0.0)]
+)
+def test_keep_count_rounds_half_to_even_like_tfmot(size, sparsity):
+    expected = max(int(np.round(np.float32(size) * (np.float32(1) - np.float32(sparsity)))), 1)
+    assert masks.keep_count(size, sparsity) == expected
+    assert int(numpy(masks.keep_count(size, ops.convert_to_tensor(sparsity)))) == expected
+
+
+def test_magnitude_mask_on_matrix():
+    weight = np.array([[0.1, -2.0], [0.3, 1.0]], "float32")
+    np.testing.assert_array_equal(numpy(masks.magnitude_mask(weight, 0.5)), [[0, 1], [0, 1]])
+
+
+def test_tflite_view_of_conv_kernel_and_back():
+    kernel = np.arange(3 * 3 * 4 * 5, dtype="float32").reshape(3, 3, 4, 5)
+    view, permutation, shape = masks.to_tflite_view(kernel, -1, -2)
+    np.testing.assert_array_equal(numpy(view), kernel.transpose(3, 0, 1, 2).reshape(-1, 4))
+    np.testing.assert_array_equal(numpy(masks.from_tflite_view(view, permutation, shape)), kernel)
+    channels, permutation, shape = masks.to_tflite_view(kernel, -1, None)
+    np.testing.assert_array_equal(numpy(channels), kernel.transpose(3, 0, 1, 2).reshape(5, -1))
+
+
+def test_n_of_m_keeps_n_largest_per_group():
+    rng = np.random.default_rng(1)
+    scores = rng.random((6, 12)).astype("float32")
+    mask = numpy(masks.n_of_m_mask(scores, 2, 4))
+    groups_mask = mask.reshape(6, 3, 4)
+    groups = scores.reshape(6, 3, 4)
+    assert (groups_mask.sum(-1) == 2).all()
+    kept_min = np.where(groups_mask == 1, groups, np.inf).min(-1)
+    dropped_max = np.where(groups_mask == 0, groups, -np.inf).max(-1)
+    assert (kept_min > dropped_max).all()
+
+
+def test_n_of_m_short_trailing_group():
+    mask = numpy(masks.n_of_m_mask(np.array([[4.0, 1.0, 3.0, 2.0, 0.5]], "float32"), 2, 4))
+    np.testing.assert_array_equal(mask, [[1, 0, 1, 0, 1]])
+
+
+@pytest.mark.parametrize("pooling", ["avg", "max"])
+def test_block_mask_prunes_whole_blocks(pooling):
+    rng = np.random.default_rng(2)
+    scores = rng.random((8, 16)).astype("float32")
+    mask = numpy(masks.block_mask(scores, 0.75, (2, 4), pooling))
+    blocks = mask.reshape(4, 2, 4, 4).transpose(0, 2, 1, 3).reshape(16, 8)
+    assert set(blocks.mean(1)) <= {0.0, 1.0}
+    assert blocks.mean(1).sum() == 4
+    reduce = np.mean if pooling == "avg" else np.max
+    pooled = reduce(scores.reshape(4, 2, 4, 4), axis=(1, 3)).reshape(-1)
+    expected = np.zeros(16)
+    expected[np.argsort(-pooled, kind="stable")[:4]] = 1
+    np.testing.assert_array_equal(blocks.mean(1), expected)
+
+
+def test_block_mask_partial_edge_blocks():
+    scores = np.ones((3, 6), "float32")
+    mask = numpy(masks.block_mask(scores, 0.5, (2, 4)))
+    assert mask.shape == (3, 6)
+    # 4 blocks (2x2 grid), 2 kept; kept blocks are whole.
+    assert mask.sum() in (8 + 4, 8 + 2, 4 + 2, 8 + 8, 4 + 4, 2 + 2)
+
+
+def test_block_larger_than_weight_is_refused():
+    with pytest.raises(ValueError, match="larger than"):
+        masks.block_mask(np.ones((2, 2), "float32"), 0.5, (1, 4))
+
+
+def test_row_mask_by_norm():
+    scores = np.array([[1.0, 1.0], [0.1, 0.0], [3.0, 0.0]], "float32")
+    np.testing.assert_array_equal(numpy(masks.row_mask(scores, 1 / 3)), [1, 0, 1])
+    np.testing.assert_array_equal(numpy(masks.row_mask(scores, 0.5, norm="l1")), [1, 0, 1])
