@@ -516,3 +516,27 @@ def test_docstring_examples_run(documented):
 
 def test_doctest_examples_of_pure_functions_pass():
     assert doctest.testmod(distill).failed == 0
+
+
+def test_channel_pruned_and_shrunk_student_learns_hints_through_a_projection():
+    from keras_prune.shrink import shrink
+
+    x, y = _data()
+    teacher = _cnn(6, seed=1)
+    student = keras.models.clone_model(teacher)
+    student.set_weights(teacher.get_weights())
+    student = kp.prune(
+        student,
+        schedule=kp.ConstantSparsity(0.5, begin_step=0),
+        granularity="channel",
+        filters=["conv"],
+    )
+    kp.update_masks(student, 0)
+    small = shrink(student)  # fewer conv filters: a narrower, plain Keras student
+    assert small.get_layer("conv").filters == 3
+    trainer = Distiller(small, teacher, hints=[("conv", "conv")])
+    (projection,) = trainer.hint_projections
+    assert projection.kernel.shape == (3, 6)
+    trainer.compile(optimizer="adam", metrics=["accuracy"])
+    history = trainer.fit(x, y, epochs=2, batch_size=8, verbose=0).history
+    assert history["hint_loss"][-1] < history["hint_loss"][0]
