@@ -15,6 +15,7 @@ plain = kp.strip(pruned)
 
 from keras_prune import (
     channel_pruning,
+    distill,
     export,
     granularity,
     groups,
@@ -26,6 +27,8 @@ from keras_prune import (
 )
 from keras_prune.callbacks import PruningCallback, PruningSummaries, UpdatePruningStep
 from keras_prune.channel_pruning import loss_gradients, prune_channels
+from keras_prune.distill import AttentionTransfer, DistillSchedule, FeatureMatching, SoftTargets
+from keras_prune.distiller import Distiller
 from keras_prune.granularity import Block, Channel, NofM, Unstructured
 from keras_prune.groups import Group, Member, channel_groups, group_scores, zero_group_channels
 from keras_prune.mask_types import BinaryMask, LearnableMask, SigmoidGateMask
