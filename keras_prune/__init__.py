@@ -13,9 +13,24 @@ plain = kp.strip(pruned)
 ```
 """
 
-from keras_prune import export, granularity, layouts, mask_types, masks, schedules
+from keras_prune import (
+    channel_pruning,
+    distill,
+    export,
+    granularity,
+    groups,
+    layouts,
+    macs,
+    mask_types,
+    masks,
+    schedules,
+)
 from keras_prune.callbacks import PruningCallback, PruningSummaries, UpdatePruningStep
+from keras_prune.channel_pruning import loss_gradients, prune_channels
+from keras_prune.distill import AttentionTransfer, DistillSchedule, FeatureMatching, SoftTargets
+from keras_prune.distiller import Distiller
 from keras_prune.granularity import Block, Channel, NofM, Unstructured
+from keras_prune.groups import Group, Member, channel_groups, group_scores, zero_group_channels
 from keras_prune.mask_types import BinaryMask, LearnableMask, SigmoidGateMask
 from keras_prune.pruning import (
     PruneReport,
@@ -27,6 +42,7 @@ from keras_prune.pruning import (
     update_masks,
 )
 from keras_prune.schedules import ConstantSparsity, PolynomialDecay, PruningSchedule
+from keras_prune.shrink import ShrinkReport, shrink
 from keras_prune.summary import summary
 from keras_prune.wrapper import PruneWrapper
 

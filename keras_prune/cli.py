@@ -33,18 +33,21 @@ def _add_export(subparsers):
     parser.add_argument(
         "--out", default="build", help="output directory (default: build); created if missing"
     )
+    parser.add_argument("--labels", help="text file with one class name per line (TFLite metadata)")
     parser.add_argument(
-        "--labels", help="text file with one class name per line (TFLite metadata)"
-    )
-    parser.add_argument(
-        "--normalization", nargs=2, type=float, metavar=("MEAN", "STD"),
+        "--normalization",
+        nargs=2,
+        type=float,
+        metavar=("MEAN", "STD"),
         help="input normalization the app applies (TFLite metadata)",
     )
     parser.add_argument("--name", help="model name in the metadata (default: the model's name)")
     parser.add_argument("--version", default="1", help="model version in the metadata")
     parser.add_argument("--description", default="", help="model description in the metadata")
     parser.add_argument(
-        "--on-mismatch", choices=("raise", "warn"), default="raise",
+        "--on-mismatch",
+        choices=("raise", "warn"),
+        default="raise",
         help="if the file disagrees with Keras: fail without writing (raise) or write anyway",
     )
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
@@ -117,7 +120,9 @@ def _add_inspect(subparsers):
     )
     parser.add_argument("model", help="path to a .tflite file")
     parser.add_argument(
-        "--latency-runs", type=int, default=50,
+        "--latency-runs",
+        type=int,
+        default=50,
         help="timed runs per latency figure, median reported; 0 skips timing (default: 50)",
     )
     parser.add_argument("--json", action="store_true", help="print the report as JSON")

@@ -10,9 +10,10 @@ import keras
 from keras import ops
 
 from keras_prune import masks, validation
+from keras_prune.config_object import ConfigObject
 
 
-class Granularity:
+class Granularity(ConfigObject):
     """Base class: turns per-weight scores and a sparsity into a 0/1 mask of the weight's shape."""
 
     #: Whether pruning a channel also zeroes its bias entry.
@@ -24,20 +25,6 @@ class Granularity:
     def compute_mask(self, scores, sparsity, weight):
         """Return `(kernel_mask, bias_mask_or_None)` for `weight` given `scores` of its shape."""
         raise NotImplementedError
-
-    def get_config(self):
-        return {}
-
-    @classmethod
-    def from_config(cls, config):
-        return cls(**config)
-
-    def __repr__(self):
-        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
-        return f"{type(self).__name__}({args})"
-
-    def __eq__(self, other):
-        return type(self) is type(other) and self.get_config() == other.get_config()
 
 
 @keras.saving.register_keras_serializable(package="keras_prune")

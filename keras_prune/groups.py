@@ -930,10 +930,11 @@ def update_channel_masks(model, step, wrappers=None):
         return updated
     for wrapper in channel:
         wrapper.mask_updates_attached = True
-        wrapper.pruning_step.assign(step)
     due = [wrapper for wrapper in channel if wrapper.schedule.should_update(step)]
     if not due:
         return updated
+    for wrapper in due:
+        wrapper.pruning_step.assign(step)
     found = channel_groups(model)
     in_groups = {id(member.variable) for group in found for member in group.members}
     # Layers the analysis does not cover (RNNs, attention, custom layers) prune per layer.

@@ -13,9 +13,10 @@ import keras
 from keras import ops
 
 from keras_prune import validation
+from keras_prune.config_object import ConfigObject
 
 
-class MaskType:
+class MaskType(ConfigObject):
     """Base class. `learnable` mask types own trainable scores and mask in the forward pass."""
 
     learnable = False
@@ -27,20 +28,6 @@ class MaskType:
     def forward_mask(self, hard_mask, scores):
         """Differentiable mask used in the forward pass, given the hard top-k mask of `scores`."""
         raise NotImplementedError
-
-    def get_config(self):
-        return {}
-
-    @classmethod
-    def from_config(cls, config):
-        return cls(**config)
-
-    def __repr__(self):
-        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
-        return f"{type(self).__name__}({args})"
-
-    def __eq__(self, other):
-        return type(self) is type(other) and self.get_config() == other.get_config()
 
 
 @keras.saving.register_keras_serializable(package="keras_prune")

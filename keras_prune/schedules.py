@@ -10,9 +10,10 @@ import keras
 from keras import ops
 
 from keras_prune import validation
+from keras_prune.config_object import ConfigObject
 
 
-class PruningSchedule:
+class PruningSchedule(ConfigObject):
     """Base class for sparsity schedules.
 
     A schedule answers, for an optimizer step, whether masks are recomputed at that step and which
@@ -89,17 +90,6 @@ class PruningSchedule:
             "end_step": self.end_step,
             "frequency": self.frequency,
         }
-
-    @classmethod
-    def from_config(cls, config):
-        return cls(**config)
-
-    def __repr__(self):
-        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
-        return f"{type(self).__name__}({args})"
-
-    def __eq__(self, other):
-        return type(self) is type(other) and self.get_config() == other.get_config()
 
 
 @keras.saving.register_keras_serializable(package="keras_prune")

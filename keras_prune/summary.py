@@ -73,22 +73,33 @@ def _format_bytes(count):
         count /= 1024
 
 
-def summary(model, print_fn=print):
+def summary(model, other=None, print_fn=print):
     """Print (and return) a per-layer table: shape, params, nonzeros, sparsity and float32 bytes
     stored dense vs. nonzeros only, with totals over prunable weights and the whole model.
 
-    Works on pruned models (counting the masked, effective weights) and on plain ones.
+    Works on pruned models (counting the masked, effective weights) and on plain ones. Given a
+    second model (e.g. the result of `kp.shrink`), prints params, MACs and size of both side by
+    side, per layer, instead (`kp.macs.compare`).
 
     Args:
         model: a Keras model, pruned or not.
+        other: optional model to compare `model` with (before / after).
         print_fn: where the table goes (`print` by default; None to only return it).
 
     Example:
 
     ```python
     kp.summary(pruned)
+    kp.summary(model, kp.shrink(pruned))
     ```
     """
+    if other is not None:
+        from keras_prune.macs import compare
+
+        text = str(compare(model, other))
+        if print_fn is not None:
+            print_fn(text)
+        return text
     rows = weight_rows(model)
     header = ("Layer", "Weight", "Shape", "Params", "Nonzero", "Sparsity", "Dense", "Nonzero bytes")
     table = [

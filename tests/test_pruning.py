@@ -243,3 +243,10 @@ def test_summary_table(random_batch):
     plain_text = kp.summary(kp.strip(pruned), print_fn=None)
     assert "dense1 " in plain_text and "50.0%" in plain_text
     assert rows is None or rows["dense1"].sparsity == pytest.approx(0.5)
+
+
+def test_summary_compares_two_models():
+    model = small_cnn()
+    small = kp.prune_channels(model, fraction=0.5)
+    text = kp.summary(model, small, print_fn=None)
+    assert "MACs" in text and "conv1" in text and "smaller" in text

@@ -94,8 +94,7 @@ def _check_normalization(normalization):
         return None
     if not isinstance(normalization, list | tuple) or len(normalization) != 2:
         raise ValueError(
-            "Expected `normalization` as (mean, std). Received: "
-            f"normalization={normalization!r}"
+            f"Expected `normalization` as (mean, std). Received: normalization={normalization!r}"
         )
     mean, std = (np.atleast_1d(np.asarray(value, dtype=np.float64)) for value in normalization)
     if np.any(std <= 0):
@@ -140,7 +139,8 @@ def _notes(info, target, model):
             "smaller file, dense speed"
         )
     sparse_fc = [
-        info.tensors[op.inputs[1]] for op in info.ops
+        info.tensors[op.inputs[1]]
+        for op in info.ops
         if op.name == "FULLY_CONNECTED" and info.tensors[op.inputs[1]].sparse
     ]
     if sparse_fc:
@@ -156,9 +156,21 @@ def _notes(info, target, model):
     return notes
 
 
-def to_tflite(model, path, *, target="mobile", representative_data=None, labels=None,
-              normalization=None, name=None, version="1", description="",
-              verification_data=None, on_mismatch="raise", latency_runs=50):
+def to_tflite(
+    model,
+    path,
+    *,
+    target="mobile",
+    representative_data=None,
+    labels=None,
+    normalization=None,
+    name=None,
+    version="1",
+    description="",
+    verification_data=None,
+    on_mismatch="raise",
+    latency_runs=50,
+):
     """Converts a Keras model to a verified `.tflite` file for phones or microcontrollers.
 
     keras_prune wrappers are stripped first. The file is run on the runtime of its target and
@@ -222,7 +234,8 @@ def to_tflite(model, path, *, target="mobile", representative_data=None, labels=
             "shape (num_samples, *input_shape), e.g. 100-500 training samples."
         )
     calibration = (
-        None if representative_data is None
+        None
+        if representative_data is None
         else _check_data(representative_data, model, "representative_data")
     )
     if verification_data is not None:
@@ -264,26 +277,39 @@ def to_tflite(model, path, *, target="mobile", representative_data=None, labels=
 
     # Called directly, not through model.predict: predict traces a new tf.function for every
     # model it sees, and TensorFlow warns about retracing after a few exports.
-    expected = np.concatenate([
-        keras.ops.convert_to_numpy(model(samples[start:start + 256], training=False))
-        for start in range(0, len(samples), 256)
-    ])
+    expected = np.concatenate(
+        [
+            keras.ops.convert_to_numpy(model(samples[start : start + 256], training=False))
+            for start in range(0, len(samples), 256)
+        ]
+    )
     input_tensor = info.tensors[info.inputs[0]]
     output_tensor = info.tensors[info.outputs[0]]
     output_scale = output_tensor.quantization["scale"][0] if target.quantize else None
     checks, arena = [], None
     for xnnpack in (True, False):
         outputs = predict(data, samples, runtime="litert", xnnpack=xnnpack)
-        checks.append(_verify.compare(
-            expected, outputs, runtime="litert+xnnpack" if xnnpack else "litert-builtin",
-            quantized=target.quantize, output_scale=output_scale,
-        ))
+        checks.append(
+            _verify.compare(
+                expected,
+                outputs,
+                runtime="litert+xnnpack" if xnnpack else "litert-builtin",
+                quantized=target.quantize,
+                output_scale=output_scale,
+            )
+        )
     if target.runtime == "tflm":
         arena = find_min_arena(data)
         outputs = predict(data, samples, runtime="tflm", arena_bytes=arena)
-        checks.append(_verify.compare(
-            expected, outputs, runtime="tflm", quantized=True, output_scale=output_scale,
-        ))
+        checks.append(
+            _verify.compare(
+                expected,
+                outputs,
+                runtime="tflm",
+                quantized=True,
+                output_scale=output_scale,
+            )
+        )
     latency = {
         "xnnpack": measure_latency(data, xnnpack=True, runs=latency_runs),
         "builtin": measure_latency(data, xnnpack=False, runs=latency_runs),
@@ -303,8 +329,7 @@ def to_tflite(model, path, *, target="mobile", representative_data=None, labels=
         size_breakdown=info.size_breakdown(),
         ops=info.op_counts(),
         sparse_tensors=[
-            {"name": t.name, "shape": list(t.shape), "encoding": t.encoding,
-             "density": t.density}
+            {"name": t.name, "shape": list(t.shape), "encoding": t.encoding, "density": t.density}
             for t in info.sparse_tensors
         ],
         input_quantization=input_tensor.quantization if target.quantize else None,

@@ -42,7 +42,8 @@ def _all_layers(model):
 def keras_prune_layers(model):
     """Names of the layers in `model` (nested models included) that are keras_prune classes."""
     return [
-        layer.name for layer in _all_layers(model)
+        layer.name
+        for layer in _all_layers(model)
         if type(layer).__module__.split(".")[0] == "keras_prune"
     ]
 
@@ -113,9 +114,7 @@ def convert(model, target, representative_data=None):
     with tempfile.TemporaryDirectory() as saved_model:
         archive = keras.export.ExportArchive()
         archive.track(model)
-        archive.add_endpoint(
-            "serve", lambda x: model(x, training=False), input_signature=[spec]
-        )
+        archive.add_endpoint("serve", lambda x: model(x, training=False), input_signature=[spec])
         archive.write_out(saved_model, verbose=False)
         converter = tf.lite.TFLiteConverter.from_saved_model(saved_model)
         _configure(converter, target, representative_data)

@@ -74,8 +74,12 @@ class OpInfo:
     options: object
 
     def to_dict(self):
-        return {"index": self.index, "name": self.name, "inputs": self.inputs,
-                "outputs": self.outputs}
+        return {
+            "index": self.index,
+            "name": self.name,
+            "inputs": self.inputs,
+            "outputs": self.outputs,
+        }
 
 
 @dataclasses.dataclass
@@ -181,8 +185,7 @@ def load_bytes(model):
         with open(path, "rb") as handle:
             return handle.read()
     raise TypeError(
-        "Expected a .tflite file path or the model's bytes. "
-        f"Received: {type(model).__name__}"
+        f"Expected a .tflite file path or the model's bytes. Received: {type(model).__name__}"
     )
 
 
@@ -250,18 +253,20 @@ def read_model(model):
                 "scale": [float(s) for s in quant.scale],
                 "zero_point": [int(z) for z in quant.zeroPoint],
             }
-        tensors.append(TensorInfo(
-            index=index,
-            name=tensor.name.decode() if isinstance(tensor.name, bytes) else str(tensor.name),
-            shape=shape,
-            dtype=dtype_name.lower(),
-            constant=constant,
-            data_bytes=int(raw.nbytes) if constant else 0,
-            index_bytes=index_bytes,
-            encoding=encoding,
-            density=density,
-            quantization=quantization,
-        ))
+        tensors.append(
+            TensorInfo(
+                index=index,
+                name=tensor.name.decode() if isinstance(tensor.name, bytes) else str(tensor.name),
+                shape=shape,
+                dtype=dtype_name.lower(),
+                constant=constant,
+                data_bytes=int(raw.nbytes) if constant else 0,
+                index_bytes=index_bytes,
+                encoding=encoding,
+                density=density,
+                quantization=quantization,
+            )
+        )
 
     ops = []
     for index, op in enumerate(subgraph.operators or []):
@@ -271,13 +276,15 @@ def read_model(model):
         if name == "CUSTOM" and code.customCode:
             custom = code.customCode
             name = "CUSTOM:" + (custom.decode() if isinstance(custom, bytes) else str(custom))
-        ops.append(OpInfo(
-            index=index,
-            name=name,
-            inputs=[int(i) for i in (op.inputs if op.inputs is not None else [])],
-            outputs=[int(i) for i in (op.outputs if op.outputs is not None else [])],
-            options=op.builtinOptions,
-        ))
+        ops.append(
+            OpInfo(
+                index=index,
+                name=name,
+                inputs=[int(i) for i in (op.inputs if op.inputs is not None else [])],
+                outputs=[int(i) for i in (op.outputs if op.outputs is not None else [])],
+                options=op.builtinOptions,
+            )
+        )
 
     metadata_names = []
     for entry in model_t.metadata or []:

@@ -14,8 +14,21 @@ from keras_prune.export.flatbuffer import load_bytes, read_model
 from keras_prune.export.verify import measure_latency
 
 _UNARY = {
-    "ABS", "CEIL", "ELU", "FLOOR", "HARD_SWISH", "LEAKY_RELU", "LOGISTIC", "NEG", "RELU",
-    "RELU6", "RELU_N1_TO_1", "ROUND", "SQRT", "SQUARE", "TANH",
+    "ABS",
+    "CEIL",
+    "ELU",
+    "FLOOR",
+    "HARD_SWISH",
+    "LEAKY_RELU",
+    "LOGISTIC",
+    "NEG",
+    "RELU",
+    "RELU6",
+    "RELU_N1_TO_1",
+    "ROUND",
+    "SQRT",
+    "SQUARE",
+    "TANH",
 }
 _REGION_OPS = _UNARY | {"CONV_2D", "DEPTHWISE_CONV_2D", "ADD", "MUL", "RESIZE_BILINEAR"}
 _REGION_ENDS = {"MEAN", "DEPTH_TO_SPACE"}
@@ -79,7 +92,8 @@ def _first_conv_problems(info, compute, position):
         pad = compute[position - 1]
         amounts = (
             info.values(pad.inputs[1]).reshape(-1, 2).tolist()
-            if _constant(info, pad.inputs[1]) else None
+            if _constant(info, pad.inputs[1])
+            else None
         )
         if amounts is None or amounts[1:3] != [[1, 1], [1, 1]]:
             problems.append(
@@ -123,16 +137,14 @@ def check_xnnpack_sparse(model):
             "target='mobile'; XNNPACK turns sparse inference on only for such weights"
         )
     compute = [op for op in info.ops if not _is_weight_feeder(info, op)]
-    first = next(
-        (i for i, op in enumerate(compute) if op.name not in ("PAD", "RESHAPE")), None
-    )
+    first = next((i for i, op in enumerate(compute) if op.name not in ("PAD", "RESHAPE")), None)
     zero_fraction = None
     if first is None:
         reasons.append("the model has no compute op")
     else:
         reasons += _first_conv_problems(info, compute, first)
         total, zeros, end = 0, 0, None
-        for op in compute[first + 1:]:
+        for op in compute[first + 1 :]:
             where = _layer(info, op)
             if op.name in _REGION_ENDS:
                 end = op
@@ -232,8 +244,11 @@ class InspectReport:
                 f"  {tensor.name[:50]:<50} {shape:>14} {tensor.dtype:>8} {stored:>10,} "
                 f"{zeros:>7}  {tensor.encoding}"
             )
-        lines += ["", "XNNPACK sparse inference: " + (
-            "eligible" if self.xnnpack.eligible else "not taken, because")]
+        lines += [
+            "",
+            "XNNPACK sparse inference: "
+            + ("eligible" if self.xnnpack.eligible else "not taken, because"),
+        ]
         lines += [f"  - {reason}" for reason in self.xnnpack.reasons]
         lines += [f"  note: {note}" for note in self.xnnpack.notes]
         if self.latency_us:

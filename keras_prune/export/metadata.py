@@ -109,8 +109,9 @@ def _per_channel(value, channels):
     return values * channels if len(values) == 1 else values
 
 
-def add_metadata(data, *, name, version, description, input_shape, labels=None,
-                 normalization=None, record=None):
+def add_metadata(
+    data, *, name, version, description, input_shape, labels=None, normalization=None, record=None
+):
     """Returns `(bytes, status)`: `data` with TFLite metadata when tflite-support is present.
 
     Args:
@@ -162,12 +163,12 @@ def add_metadata(data, *, name, version, description, input_shape, labels=None,
         files.append(record_path)
         writer = metadata_writer.MetadataWriter.create_from_metadata_info(
             bytearray(data),
-            general_md=metadata_info.GeneralMd(
-                name=name, version=version, description=description
-            ),
-            input_md=[_input_metadata(
-                metadata_info, writer_utils, bytearray(data), input_shape, normalization
-            )],
+            general_md=metadata_info.GeneralMd(name=name, version=version, description=description),
+            input_md=[
+                _input_metadata(
+                    metadata_info, writer_utils, bytearray(data), input_shape, normalization
+                )
+            ],
             output_md=[output_md],
             associated_files=files,
         )

@@ -38,7 +38,8 @@ def xnnpack_filter(model):
     convolutions = list(_convolutions(model))
     first = convolutions[0] if convolutions else None
     selected = {
-        id(layer) for layer in convolutions
+        id(layer)
+        for layer in convolutions
         if layer is not first
         and tuple(layer.kernel_size) == (1, 1)
         and tuple(layer.strides) == (1, 1)

@@ -68,46 +68,59 @@ class ExportResult:
         rows.append(("target", f"{self.target}: {self.target_description}"))
         rows.append(("size", f"{_bytes(self.file_bytes)} (gzip {_bytes(self.gzip_bytes)})"))
         breakdown = self.size_breakdown
-        rows.append((
-            "  of which",
-            f"dense constants {_bytes(breakdown['dense_constants'])}, sparse values "
-            f"{_bytes(breakdown['sparse_values'])}, sparse indices "
-            f"{_bytes(breakdown['sparse_indices'])}, graph+metadata "
-            f"{_bytes(breakdown['graph_and_metadata'])}",
-        ))
+        rows.append(
+            (
+                "  of which",
+                f"dense constants {_bytes(breakdown['dense_constants'])}, sparse values "
+                f"{_bytes(breakdown['sparse_values'])}, sparse indices "
+                f"{_bytes(breakdown['sparse_indices'])}, graph+metadata "
+                f"{_bytes(breakdown['graph_and_metadata'])}",
+            )
+        )
         rows.append(("ops", ", ".join(f"{name} x{count}" for name, count in self.ops.items())))
         rows.append(("sparse tensors", str(len(self.sparse_tensors))))
         for tensor in self.sparse_tensors:
             shape = "x".join(str(d) for d in tensor["shape"])
-            rows.append((
-                "",
-                f"{tensor['name'][:48]:<48} {shape:>12}  {tensor['encoding']:<26} "
-                f"{100 * tensor['density']:5.1f}% nonzero",
-            ))
-        for quantization, label in ((self.input_quantization, "input"),
-                                    (self.output_quantization, "output")):
+            rows.append(
+                (
+                    "",
+                    f"{tensor['name'][:48]:<48} {shape:>12}  {tensor['encoding']:<26} "
+                    f"{100 * tensor['density']:5.1f}% nonzero",
+                )
+            )
+        for quantization, label in (
+            (self.input_quantization, "input"),
+            (self.output_quantization, "output"),
+        ):
             if quantization:
-                rows.append((
-                    f"{label} int8",
-                    f"scale {quantization['scale'][0]:.6g}, "
-                    f"zero point {quantization['zero_point'][0]}",
-                ))
+                rows.append(
+                    (
+                        f"{label} int8",
+                        f"scale {quantization['scale'][0]:.6g}, "
+                        f"zero point {quantization['zero_point'][0]}",
+                    )
+                )
         for check in self.checks:
             top1 = (
-                "" if check.top1_agreement is None
+                ""
+                if check.top1_agreement is None
                 else f", top-1 agreement {100 * check.top1_agreement:.1f}%"
             )
             verdict = "PASS" if check.passed else "FAIL"
-            rows.append((
-                f"check {check.runtime}",
-                f"{verdict}: max |error| {check.max_abs_error:.3g} "
-                f"(tolerance {check.tolerance:.3g}) on {check.samples} samples{top1}",
-            ))
-        rows.append((
-            "latency",
-            f"XNNPACK {_micros(self.latency_us.get('xnnpack'))} | built-in "
-            f"{_micros(self.latency_us.get('builtin'))} (LiteRT, median, 1 thread)",
-        ))
+            rows.append(
+                (
+                    f"check {check.runtime}",
+                    f"{verdict}: max |error| {check.max_abs_error:.3g} "
+                    f"(tolerance {check.tolerance:.3g}) on {check.samples} samples{top1}",
+                )
+            )
+        rows.append(
+            (
+                "latency",
+                f"XNNPACK {_micros(self.latency_us.get('xnnpack'))} | built-in "
+                f"{_micros(self.latency_us.get('builtin'))} (LiteRT, median, 1 thread)",
+            )
+        )
         if self.arena_bytes is not None:
             rows.append(("TFLM arena", _bytes(self.arena_bytes)))
         for path in self.extra_files:

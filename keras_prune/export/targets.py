@@ -79,7 +79,5 @@ def get_target(name):
         return name
     if not isinstance(name, str) or name not in TARGETS:
         valid = ", ".join(f'"{key}"' for key in TARGETS)
-        raise ValueError(
-            f"Expected `target` to be one of {valid}. Received: target={name!r}"
-        )
+        raise ValueError(f"Expected `target` to be one of {valid}. Received: target={name!r}")
     return TARGETS[name]

@@ -93,9 +93,7 @@ def litert_interpreter(model, *, xnnpack=True):
     """
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
-    resolver = (
-        OpResolverType.AUTO if xnnpack else OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
-    )
+    resolver = OpResolverType.AUTO if xnnpack else OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
     interpreter = Interpreter(
         model_content=load_bytes(model),
         experimental_op_resolver_type=resolver,
@@ -213,10 +211,14 @@ def _run_worker(model_path, arena_bytes, inputs_path=None, outputs_path=None):
     # first on sys.path, and this package's `inspect.py` would shadow the standard library's.
     isolate = ["-P"] if sys.version_info >= (3, 11) else []
     command = [
-        sys.executable, *isolate, "-c",
+        sys.executable,
+        *isolate,
+        "-c",
         "import runpy, sys; sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], "
         "run_name='__main__')",
-        _WORKER, model_path, str(int(arena_bytes)),
+        _WORKER,
+        model_path,
+        str(int(arena_bytes)),
     ]
     if inputs_path is not None:
         command += [inputs_path, outputs_path]
@@ -329,9 +331,7 @@ def compare(keras_outputs, runtime_outputs, *, runtime, quantized, output_scale=
     keras_outputs = np.asarray(keras_outputs, dtype=np.float32)
     runtime_outputs = np.asarray(runtime_outputs, dtype=np.float32).reshape(keras_outputs.shape)
     error = float(np.max(np.abs(keras_outputs - runtime_outputs)))
-    tolerance = (
-        int8_tolerance(keras_outputs, output_scale) if quantized else float_tolerance()
-    )
+    tolerance = int8_tolerance(keras_outputs, output_scale) if quantized else float_tolerance()
     top1 = None
     if keras_outputs.ndim == 2 and keras_outputs.shape[1] > 1:
         agree = np.argmax(keras_outputs, axis=1) == np.argmax(runtime_outputs, axis=1)
