@@ -261,10 +261,11 @@ class Distiller(keras.Model):
             projects every hint; `False` never does (mismatched widths are then an error).
         transfer: `None`, or a Keras layer that perturbs a batch of inputs (e.g.
             `keras.layers.RandomTranslation`, `keras.layers.GaussianNoise`, or a
-            `keras.Sequential` of such layers). In training, the distillation term is then computed on `transfer(x)`,
-            labelled by the teacher, instead of on `x`: a transfer set beyond the labelled
-            images, where soft targets carry what hard labels cannot. The hard-label loss and
-            hints stay on the clean batch. Costs one more student and teacher pass per step.
+            `keras.Sequential` of such layers). In training, the distillation term is then
+            computed on `transfer(x)`, labelled by the teacher, instead of on `x`: a transfer
+            set beyond the labelled images, where soft targets carry what hard labels cannot.
+            The hard-label loss and hints stay on the clean batch. Costs one more student and
+            teacher pass per step.
         **kwargs: forwarded to `keras.Model` (e.g. `name`).
 
     Example:
