@@ -52,11 +52,36 @@ def load_data(split="test"):
     return (train[0][:val_at], train[1][:val_at]), (train[0][val_at:], train[1][val_at:])
 
 
-TRANSFERS = ("none", "shift", "noise", "shiftnoise")
+TRANSFERS = ("none", "shift", "noise", "shiftnoise", "mixup")
+
+
+class MixInputs(keras.layers.Layer):
+    """Mixup of inputs only: each image blended with another of the batch (weight ~ U(0, 1)).
+
+    The blends have no hard label; the teacher labels them for the distillation term.
+    """
+
+    def __init__(self, seed=None, **kwargs):
+        super().__init__(**kwargs)
+        self.seed = seed
+        self.generator = keras.random.SeedGenerator(seed)
+
+    def call(self, inputs, training=None):
+        if not training:
+            return inputs
+        batch = keras.ops.shape(inputs)[0]
+        partner = keras.random.shuffle(keras.ops.arange(batch), seed=self.generator)
+        weight = keras.random.uniform((batch, 1, 1, 1), seed=self.generator)
+        return weight * inputs + (1.0 - weight) * keras.ops.take(inputs, partner, axis=0)
+
+    def get_config(self):
+        return {**super().get_config(), "seed": self.seed}
 
 
 def transfer_layer(name):
     """The perturbation that builds the distillation transfer set (None for "none")."""
+    if name == "mixup":
+        return MixInputs(name="transfer_mixup")
     layers = []
     if "shift" in name:
         # Up to one pixel in each direction on the 8x8 images, zeros shifted in.
@@ -84,6 +109,22 @@ def build_cnn(widths=(32, 64, 128), name="digits_cnn"):
 
 def hard_label_loss():
     return keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+
+def train_teacher(x, y, epochs, label_smoothing):
+    """The dense CNN on the labels; label smoothing (one-hot targets) softens its outputs."""
+    keras.utils.set_random_seed(0)
+    teacher = build_cnn()
+    if label_smoothing:
+        loss = keras.losses.CategoricalCrossentropy(
+            from_logits=True, label_smoothing=label_smoothing
+        )
+        y = keras.utils.to_categorical(y, 10)
+    else:
+        loss = hard_label_loss()
+    teacher.compile(keras.optimizers.Adam(1e-3), loss=loss)
+    teacher.fit(x, y, batch_size=BATCH_SIZE, epochs=epochs, verbose=0)
+    return teacher
 
 
 def accuracy(model, x, y):
@@ -228,6 +269,9 @@ def main(argv=None):
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--epochs", type=int, default=12, help="pruning fine-tuning epochs")
     parser.add_argument("--teacher-epochs", type=int, default=15)
+    parser.add_argument(
+        "--teacher-smoothing", type=float, default=0.0, help="label smoothing of the teacher"
+    )
     parser.add_argument("--small-epochs", type=int, default=20)
     parser.add_argument("--small-widths", type=int, nargs=3, default=[4, 8, 16])
     parser.add_argument(
@@ -256,10 +300,7 @@ def main(argv=None):
 
     data = load_data(args.split)
     (x_train, y_train), (x_eval, y_eval) = data
-    keras.utils.set_random_seed(0)
-    teacher = build_cnn()
-    teacher.compile(keras.optimizers.Adam(1e-3), loss=hard_label_loss())
-    teacher.fit(x_train, y_train, batch_size=BATCH_SIZE, epochs=args.teacher_epochs, verbose=0)
+    teacher = train_teacher(x_train, y_train, args.teacher_epochs, args.teacher_smoothing)
     teacher_accuracy = accuracy(teacher, x_eval, y_eval)
 
     seeds = range(args.seeds)
@@ -296,7 +337,8 @@ def main(argv=None):
     print(
         f"digits CNN, {len(x_train)} train / {len(x_eval)} {args.split} images, {args.seeds} "
         f"seeds, {args.epochs} pruning epochs (sparsity reached after {max(args.epochs - 4, 1)}), "
-        "alpha follows the sparsity schedule"
+        f"alpha follows the sparsity schedule; teacher: {args.teacher_epochs} epochs, label "
+        f"smoothing {args.teacher_smoothing:g}"
     )
     header = f"{'model':<46}{args.split + ' acc (mean)':>15}{'min':>8}{'max':>8}"
     header += f"{'train s':>9}{'nonzero weights':>17}  {'gain vs first row, points':<26}"
