@@ -8,8 +8,11 @@ from alpha_start to alpha with the sparsity schedule). A smaller dense student t
 scratch, with and without distillation, gives the last rows. Test accuracy is averaged over
 several seeds (min-max shown); "train s" is the mean wall time of one training run.
 
-    python benchmarks/bench_distill.py [--sparsities 0.95 0.99] [--seeds 3] [--epochs 12]
-        [--distill 2:0.1:0.5 4:0.5:0.5]
+    PYTHONPATH=. python benchmarks/bench_distill.py [--split val|test] [--seeds 5]
+        [--sparsities 0.95 0.99] [--teacher-epochs 40] [--teacher-smoothing 0.1]
+        [--distill 2:0.1:0.5 4:0.1:0.5:mixup] [--no-small]
+
+Choose settings with `--split val` (80/20 split of the training images); report `--split test`.
 """
 
 import argparse
@@ -268,9 +271,9 @@ def main(argv=None):
     parser.add_argument("--sparsities", type=float, nargs="+", default=[0.95, 0.99])
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--epochs", type=int, default=12, help="pruning fine-tuning epochs")
-    parser.add_argument("--teacher-epochs", type=int, default=15)
+    parser.add_argument("--teacher-epochs", type=int, default=40)
     parser.add_argument(
-        "--teacher-smoothing", type=float, default=0.0, help="label smoothing of the teacher"
+        "--teacher-smoothing", type=float, default=0.1, help="label smoothing of the teacher"
     )
     parser.add_argument("--small-epochs", type=int, default=20)
     parser.add_argument("--small-widths", type=int, nargs=3, default=[4, 8, 16])
@@ -285,7 +288,7 @@ def main(argv=None):
         "--distill",
         type=parse_setting,
         nargs="+",
-        default=[(2.0, 0.1, 0.5, "none"), (2.0, 0.1, 0.5, "shift")],
+        default=[(2.0, 0.1, 0.5, "none"), (4.0, 0.1, 0.5, "mixup")],
         help="distillation settings T:alpha_start:alpha[:transfer] for the pruned students; "
         f"transfer is one of {TRANSFERS}",
     )
