@@ -8,8 +8,11 @@ from alpha_start to alpha with the sparsity schedule). A smaller dense student t
 scratch, with and without distillation, gives the last rows. Test accuracy is averaged over
 several seeds (min-max shown); "train s" is the mean wall time of one training run.
 
-    python benchmarks/bench_distill.py [--sparsities 0.95 0.99] [--seeds 3] [--epochs 12]
-        [--distill 2:0.1:0.5 4:0.5:0.5]
+    PYTHONPATH=. python benchmarks/bench_distill.py [--split val|test] [--seeds 5]
+        [--sparsities 0.95 0.99] [--teacher-epochs 40] [--teacher-smoothing 0.1]
+        [--distill 2:0.1:0.5 4:0.1:0.5:mixup] [--no-small]
+
+Choose settings with `--split val` (80/20 split of the training images); report `--split test`.
 """
 
 import argparse
@@ -32,14 +35,63 @@ BATCH_SIZE = 32
 PRUNED_LAYERS = ["conv2", "^dense$"]
 
 
-def load_data():
+def load_data(split="test"):
+    """`(train, evaluation)` pairs of (images, labels).
+
+    `split="test"`: all 1437 training images, evaluated on the 360 test images.
+    `split="val"`: the first 80% of the training images, evaluated on the remaining 20% (the
+    validation split every choice of recipe is made on; the test images are not touched).
+    """
     digits = load_digits()
     images = (digits.images / 16.0).astype("float32")[..., None]
     labels = digits.target.astype("int32")
     order = np.random.default_rng(0).permutation(len(images))
     images, labels = images[order], labels[order]
-    split = int(0.8 * len(images))
-    return (images[:split], labels[:split]), (images[split:], labels[split:])
+    split_at = int(0.8 * len(images))
+    train, test = (images[:split_at], labels[:split_at]), (images[split_at:], labels[split_at:])
+    if split == "test":
+        return train, test
+    val_at = int(0.8 * split_at)
+    return (train[0][:val_at], train[1][:val_at]), (train[0][val_at:], train[1][val_at:])
+
+
+TRANSFERS = ("none", "shift", "noise", "shiftnoise", "mixup")
+
+
+class MixInputs(keras.layers.Layer):
+    """Mixup of inputs only: each image blended with another of the batch (weight ~ U(0, 1)).
+
+    The blends have no hard label; the teacher labels them for the distillation term.
+    """
+
+    def __init__(self, seed=None, **kwargs):
+        super().__init__(**kwargs)
+        self.seed = seed
+        self.generator = keras.random.SeedGenerator(seed)
+
+    def call(self, inputs, training=None):
+        if not training:
+            return inputs
+        batch = keras.ops.shape(inputs)[0]
+        partner = keras.random.shuffle(keras.ops.arange(batch), seed=self.generator)
+        weight = keras.random.uniform((batch, 1, 1, 1), seed=self.generator)
+        return weight * inputs + (1.0 - weight) * keras.ops.take(inputs, partner, axis=0)
+
+    def get_config(self):
+        return {**super().get_config(), "seed": self.seed}
+
+
+def transfer_layer(name):
+    """The perturbation that builds the distillation transfer set (None for "none")."""
+    if name == "mixup":
+        return MixInputs(name="transfer_mixup")
+    layers = []
+    if "shift" in name:
+        # Up to one pixel in each direction on the 8x8 images, zeros shifted in.
+        layers.append(keras.layers.RandomTranslation(0.125, 0.125, fill_mode="constant"))
+    if "noise" in name:
+        layers.append(keras.layers.GaussianNoise(0.1))
+    return keras.Sequential(layers, name=f"transfer_{name}") if layers else None
 
 
 def build_cnn(widths=(32, 64, 128), name="digits_cnn"):
@@ -62,6 +114,22 @@ def hard_label_loss():
     return keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
 
+def train_teacher(x, y, epochs, label_smoothing):
+    """The dense CNN on the labels; label smoothing (one-hot targets) softens its outputs."""
+    keras.utils.set_random_seed(0)
+    teacher = build_cnn()
+    if label_smoothing:
+        loss = keras.losses.CategoricalCrossentropy(
+            from_logits=True, label_smoothing=label_smoothing
+        )
+        y = keras.utils.to_categorical(y, 10)
+    else:
+        loss = hard_label_loss()
+    teacher.compile(keras.optimizers.Adam(1e-3), loss=loss)
+    teacher.fit(x, y, batch_size=BATCH_SIZE, epochs=epochs, verbose=0)
+    return teacher
+
+
 def accuracy(model, x, y):
     logits = model.predict(x, batch_size=256, verbose=0)
     return float(np.mean(np.argmax(logits, -1) == y))
@@ -76,27 +144,41 @@ def copy_of(model):
 
 
 def parse_setting(text):
-    """ "T:alpha_start:alpha" -> (T, alpha_start, alpha)."""
+    """ "T:alpha_start:alpha[:transfer]" -> (T, alpha_start, alpha, transfer)."""
+    parts = text.split(":")
+    transfer = parts.pop() if len(parts) == 4 else "none"
     try:
-        temperature, alpha_start, alpha = (float(v) for v in text.split(":"))
+        temperature, alpha_start, alpha = (float(v) for v in parts)
     except ValueError as error:
         raise argparse.ArgumentTypeError(
-            f"Expected T:alpha_start:alpha, e.g. 2:0.1:0.5. Received: {text!r}"
+            f"Expected T:alpha_start:alpha[:transfer], e.g. 2:0.1:0.5:shift. Received: {text!r}"
         ) from error
-    return temperature, alpha_start, alpha
+    if transfer not in TRANSFERS:
+        raise argparse.ArgumentTypeError(
+            f"Expected the transfer to be one of {TRANSFERS}. Received: {transfer!r} in {text!r}"
+        )
+    return temperature, alpha_start, alpha, transfer
+
+
+def describe(setting, constant_alpha=False):
+    temperature, alpha_start, alpha, transfer = setting
+    text = f" + distill T={temperature:g} a="
+    text += f"{alpha:g}" if constant_alpha else f"{alpha_start:g}->{alpha:g}"
+    return text + ("" if transfer == "none" else f" on {transfer}")
 
 
 def train(model, x, y, epochs, learning_rate, teacher, setting, schedule=None):
     """Fit `model` on labels, or through a Distiller when `teacher` is given; returns seconds.
 
-    `setting` is (temperature, alpha_start, alpha); alpha follows `schedule` when one is given.
+    `setting` is (temperature, alpha_start, alpha, transfer); alpha follows `schedule` when
+    one is given.
     """
     callbacks = [kp.PruningCallback()] if schedule is not None else []
     if teacher is None:
         trainer = model
         trainer.compile(keras.optimizers.Adam(learning_rate), loss=hard_label_loss())
     else:
-        temperature, alpha_start, alpha = setting
+        temperature, alpha_start, alpha, transfer = setting
         if schedule is not None:
             alpha = distill.DistillSchedule.following(schedule, alpha_start, alpha)
         trainer = Distiller(
@@ -104,6 +186,7 @@ def train(model, x, y, epochs, learning_rate, teacher, setting, schedule=None):
             teacher,
             distillation_loss=distill.SoftTargets(temperature=temperature),
             alpha=alpha,
+            transfer=transfer_layer(transfer),
         )
         trainer.compile(keras.optimizers.Adam(learning_rate))
     start = time.perf_counter()
@@ -124,7 +207,7 @@ def pruning_schedule(sparsity, steps_per_epoch, epochs):
 
 
 def pruned_run(teacher, sparsity, seed, setting, data, args):
-    (x_train, y_train), (x_test, y_test) = data
+    (x_train, y_train), (x_eval, y_eval) = data
     keras.utils.set_random_seed(seed)
     steps_per_epoch = int(np.ceil(len(x_train) / BATCH_SIZE))
     schedule = pruning_schedule(sparsity, steps_per_epoch, args.epochs)
@@ -141,60 +224,87 @@ def pruned_run(teacher, sparsity, seed, setting, data, args):
     )
     plain = kp.strip(student)
     nonzero = sum(int(np.count_nonzero(w)) for w in plain.get_weights())
-    return accuracy(plain, x_test, y_test), seconds, nonzero
+    return accuracy(plain, x_eval, y_eval), seconds, nonzero
 
 
 def small_dense_run(teacher, seed, setting, data, args):
-    (x_train, y_train), (x_test, y_test) = data
+    (x_train, y_train), (x_eval, y_eval) = data
     keras.utils.set_random_seed(seed)
     student = build_cnn(args.small_widths, name="small_cnn")
     seconds = train(
         student, x_train, y_train, args.small_epochs, 2e-3, teacher if setting else None, setting
     )
-    return accuracy(student, x_test, y_test), seconds, student.count_params()
+    return accuracy(student, x_eval, y_eval), seconds, student.count_params()
 
 
-def summarize(results):
+def summarize(results, baseline=None):
+    """Mean, min, max accuracy, mean seconds, weights and the paired gain over `baseline`.
+
+    The gain is per seed (same seed, data order and schedule for both rows): its mean, its
+    standard error over seeds, and how many seeds gained / lost.
+    """
     accuracies = np.array([r[0] for r in results])
+    gain = None
+    if baseline is not None:
+        diffs = accuracies - np.array([r[0] for r in baseline])
+        error = diffs.std(ddof=1) / np.sqrt(len(diffs)) if len(diffs) > 1 else 0.0
+        gain = (diffs.mean(), error, int(np.sum(diffs > 0)), int(np.sum(diffs < 0)))
     return (
         accuracies.mean(),
         accuracies.min(),
         accuracies.max(),
         float(np.mean([r[1] for r in results])),
         results[0][2],
+        gain,
     )
+
+
+def format_gain(gain):
+    if gain is None:
+        return ""
+    mean, error, wins, losses = gain
+    return f"{100 * mean:+.2f} ± {100 * error:.2f} ({wins}+/{losses}-)"
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sparsities", type=float, nargs="+", default=[0.95, 0.99])
-    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--epochs", type=int, default=12, help="pruning fine-tuning epochs")
-    parser.add_argument("--teacher-epochs", type=int, default=15)
+    parser.add_argument("--teacher-epochs", type=int, default=40)
+    parser.add_argument(
+        "--teacher-smoothing", type=float, default=0.1, help="label smoothing of the teacher"
+    )
     parser.add_argument("--small-epochs", type=int, default=20)
     parser.add_argument("--small-widths", type=int, nargs=3, default=[4, 8, 16])
+    parser.add_argument(
+        "--split",
+        choices=["val", "test"],
+        default="test",
+        help="'val': train on 80%% of the training images, evaluate on the other 20%% (choose "
+        "recipes here); 'test': train on all of them, evaluate on the test images",
+    )
     parser.add_argument(
         "--distill",
         type=parse_setting,
         nargs="+",
-        default=[(2.0, 0.1, 0.5), (4.0, 0.5, 0.5)],
-        help="distillation settings T:alpha_start:alpha for the pruned students",
+        default=[(2.0, 0.1, 0.5, "none"), (4.0, 0.1, 0.5, "mixup")],
+        help="distillation settings T:alpha_start:alpha[:transfer] for the pruned students; "
+        f"transfer is one of {TRANSFERS}",
     )
     parser.add_argument(
         "--small-distill",
         type=parse_setting,
         default="4:0.9:0.9",
-        help="T:alpha_start:alpha for the small dense student (alpha constant)",
+        help="T:alpha_start:alpha[:transfer] for the small dense student (alpha constant)",
     )
+    parser.add_argument("--no-small", action="store_true", help="skip the small dense rows")
     args = parser.parse_args(argv)
 
-    data = load_data()
-    (x_train, y_train), (x_test, y_test) = data
-    keras.utils.set_random_seed(0)
-    teacher = build_cnn()
-    teacher.compile(keras.optimizers.Adam(1e-3), loss=hard_label_loss())
-    teacher.fit(x_train, y_train, batch_size=BATCH_SIZE, epochs=args.teacher_epochs, verbose=0)
-    teacher_accuracy = accuracy(teacher, x_test, y_test)
+    data = load_data(args.split)
+    (x_train, y_train), (x_eval, y_eval) = data
+    teacher = train_teacher(x_train, y_train, args.teacher_epochs, args.teacher_smoothing)
+    teacher_accuracy = accuracy(teacher, x_eval, y_eval)
 
     seeds = range(args.seeds)
     rows = [
@@ -205,36 +315,47 @@ def main(argv=None):
             teacher_accuracy,
             0.0,
             teacher.count_params(),
+            None,
         )
     ]
     for sparsity in args.sparsities:
+        baseline = None
         for setting in [None, *args.distill]:
-            label = f"pruned {sparsity:.0%}"
-            if setting:
-                label += " + distill T={:g} a={:g}->{:g}".format(*setting)
+            label = f"pruned {sparsity:.0%}" + (describe(setting) if setting else "")
             results = [pruned_run(teacher, sparsity, seed, setting, data, args) for seed in seeds]
-            rows.append((label, *summarize(results)))
+            rows.append((label, *summarize(results, baseline)))
+            baseline = baseline or results
             print(f"done: {label}", flush=True)
-    for setting in (None, args.small_distill):
-        label = "small dense {}".format("x".join(map(str, args.small_widths)))
-        if setting:
-            label += f" + distill T={setting[0]:g} a={setting[2]:g}"
-        results = [small_dense_run(teacher, seed, setting, data, args) for seed in seeds]
-        rows.append((label, *summarize(results)))
-        print(f"done: {label}", flush=True)
+    if not args.no_small:
+        baseline = None
+        for setting in (None, args.small_distill):
+            label = "small dense {}".format("x".join(map(str, args.small_widths)))
+            label += describe(setting, constant_alpha=True) if setting else ""
+            results = [small_dense_run(teacher, seed, setting, data, args) for seed in seeds]
+            rows.append((label, *summarize(results, baseline)))
+            baseline = baseline or results
+            print(f"done: {label}", flush=True)
 
     print()
     print(
-        f"digits CNN, {len(x_train)} train / {len(x_test)} test images, {args.seeds} seeds, "
-        f"{args.epochs} pruning epochs (sparsity reached after {max(args.epochs - 4, 1)}), "
-        "alpha follows the sparsity schedule"
+        f"digits CNN, {len(x_train)} train / {len(x_eval)} {args.split} images, {args.seeds} "
+        f"seeds, {args.epochs} pruning epochs (sparsity reached after {max(args.epochs - 4, 1)}), "
+        f"alpha follows the sparsity schedule; teacher: {args.teacher_epochs} epochs, label "
+        f"smoothing {args.teacher_smoothing:g}"
     )
-    header = f"{'model':<44}{'test acc (mean)':>16}{'min':>8}{'max':>8}{'train s':>9}"
-    header += f"{'nonzero weights':>17}"
+    header = f"{'model':<46}{args.split + ' acc (mean)':>15}{'min':>8}{'max':>8}"
+    header += f"{'train s':>9}{'nonzero weights':>17}  {'gain vs first row, points':<26}"
     print(header)
     print("-" * len(header))
-    for label, mean, low, high, seconds, weights in rows:
-        print(f"{label:<44}{mean:>16.4f}{low:>8.4f}{high:>8.4f}{seconds:>9.1f}{weights:>17,}")
+    for label, mean, low, high, seconds, weights, gain in rows:
+        print(
+            f"{label:<46}{mean:>15.4f}{low:>8.4f}{high:>8.4f}{seconds:>9.1f}{weights:>17,}"
+            f"  {format_gain(gain)}"
+        )
+    print(
+        "gain: mean paired difference to the first row of its group (same seeds) ± its "
+        "standard error over seeds; (seeds better+/worse-)."
+    )
 
 
 if __name__ == "__main__":

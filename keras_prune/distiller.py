@@ -259,6 +259,13 @@ class Distiller(keras.Model):
             axis, trained with the student, owned by the Distiller) where a student hint is
             narrower or wider than its teacher hint and `hint_loss` compares channels; `True`
             projects every hint; `False` never does (mismatched widths are then an error).
+        transfer: `None`, or a Keras layer that perturbs a batch of inputs (e.g.
+            `keras.layers.RandomTranslation`, `keras.layers.GaussianNoise`, or a
+            `keras.Sequential` of such layers). In training, the distillation term is then
+            computed on `transfer(x)`, labelled by the teacher, instead of on `x`: a transfer
+            set beyond the labelled images, where soft targets carry what hard labels cannot.
+            The hard-label loss and hints stay on the clean batch. Costs one more student and
+            teacher pass per step.
         **kwargs: forwarded to `keras.Model` (e.g. `name`).
 
     Example:
@@ -301,6 +308,7 @@ class Distiller(keras.Model):
         hint_loss=None,
         hint_weight=1.0,
         projection="auto",
+        transfer=None,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -369,6 +377,13 @@ class Distiller(keras.Model):
         )
         self.hint_weight = _check_weight("hint_weight", hint_weight, 0.0)
         self.projection = projection
+        if transfer is not None and not isinstance(transfer, keras.layers.Layer):
+            raise ValueError(
+                "Expected `transfer` to be None or a keras.layers.Layer that perturbs a batch "
+                "of inputs (e.g. keras.layers.RandomTranslation or keras.layers.GaussianNoise). "
+                f"Received: transfer={transfer!r}"
+            )
+        self.transfer = transfer
 
         self._extractors = None
         projections = []
@@ -508,12 +523,21 @@ class Distiller(keras.Model):
             projection(h)
             for projection, h in zip(self.hint_projections, student_hints, strict=True)
         ]
-        return {
+        outputs = {
             "student": student_outputs,
             "teacher": teacher_outputs,
             "student_hints": student_hints,
             "teacher_hints": teacher_hints,
         }
+        if training and self.transfer is not None:
+            # The transfer set: perturbed copies of the batch, labelled by the teacher, seen by
+            # the distillation term only (the hard-label loss stays on the clean batch).
+            transfer_inputs = self.transfer(student_inputs, training=True)
+            outputs["student_transfer"] = self.student(transfer_inputs, training=True)
+            outputs["teacher_transfer"] = ops.stop_gradient(
+                self.teacher(transfer_inputs, training=False)
+            )
+        return outputs
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         outputs = (
@@ -526,6 +550,10 @@ class Distiller(keras.Model):
         student_outputs = ops.cast(outputs["student"], "float32")
         teacher_outputs = ops.cast(outputs["teacher"], "float32")
         batch_size = ops.shape(student_outputs)[0]
+        # With a transfer layer, training distills on the perturbed batch; evaluation on the
+        # clean one.
+        soft_student = ops.cast(outputs.get("student_transfer", student_outputs), "float32")
+        soft_teacher = ops.cast(outputs.get("teacher_transfer", teacher_outputs), "float32")
 
         if y is None:
             if not (isinstance(self.alpha, float) and self.alpha == 1.0):
@@ -540,7 +568,7 @@ class Distiller(keras.Model):
 
         if self.temperature is None:
             soft_loss = _apply_loss(
-                self.distillation_loss, teacher_outputs, student_outputs, sample_weight
+                self.distillation_loss, soft_teacher, soft_student, sample_weight
             )
         else:
             temperature = _schedule_value(self.temperature, step)
@@ -548,8 +576,8 @@ class Distiller(keras.Model):
                 lambda t, s: distill.soft_target_loss(
                     t, s, temperature, self.distillation_loss.from_logits
                 ),
-                teacher_outputs,
-                student_outputs,
+                soft_teacher,
+                soft_student,
                 sample_weight,
             )
         total = (1.0 - alpha) * hard_loss + alpha * soft_loss
@@ -645,6 +673,7 @@ class Distiller(keras.Model):
             hint_loss=serialize(self.hint_loss),
             hint_weight=serialize(self.hint_weight),
             projection=self.projection,
+            transfer=serialize(self.transfer),
         )
         return config
 
@@ -661,8 +690,10 @@ class Distiller(keras.Model):
             "student_loss",
             "hint_loss",
             "hint_weight",
+            "transfer",
         ):
-            config[key] = deserialize(config[key])
+            if key in config:
+                config[key] = deserialize(config[key])
         return cls(**config)
 
 

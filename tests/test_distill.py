@@ -226,6 +226,43 @@ def test_loss_mixes_hard_and_soft_terms_with_teacher_in_inference_mode():
     assert logs["loss"][0] == pytest.approx(0.7 * float(hard) + 0.3 * soft, rel=1e-4)
 
 
+def test_transfer_layer_feeds_the_distillation_term_only_in_training():
+    # A deterministic "perturbation" (halving the inputs) makes the transfer set computable
+    # outside: soft targets on transfer(x), hard labels on x; evaluation distills on x.
+    x, y = _data()
+    teacher = _cnn(6, seed=1, batchnorm=True, dropout=0.5)
+    student = _cnn(3, seed=2)
+    trainer = Distiller(
+        student,
+        teacher,
+        distillation_loss=distill.SoftTargets(temperature=2.0),
+        alpha=0.4,
+        transfer=keras.layers.Rescaling(0.5),
+    )
+    trainer.compile(optimizer=keras.optimizers.SGD(0.0))
+    logs = trainer.fit(x, y, epochs=1, batch_size=32, verbose=0).history
+    half = x * 0.5
+    soft = _numpy_soft_targets(
+        teacher.predict(half, verbose=0), student.predict(half, verbose=0), 2.0
+    ).mean()
+    student_out = student.predict(x, verbose=0)
+    hard = float(keras.losses.SparseCategoricalCrossentropy(from_logits=True)(y, student_out))
+    assert logs["distillation_loss"][0] == pytest.approx(soft, rel=1e-4)
+    assert logs["student_loss"][0] == pytest.approx(hard, rel=1e-4)
+    assert logs["loss"][0] == pytest.approx(0.6 * hard + 0.4 * soft, rel=1e-4)
+    clean = _numpy_soft_targets(teacher.predict(x, verbose=0), student_out, 2.0).mean()
+    assert clean != pytest.approx(soft, rel=1e-3)
+    evaluated = trainer.evaluate(x, y, verbose=0, return_dict=True)
+    assert evaluated["distillation_loss"] == pytest.approx(clean, rel=1e-4)
+
+    config = json.loads(json.dumps(keras.saving.serialize_keras_object(trainer)))
+    restored = keras.saving.deserialize_keras_object(config)
+    assert isinstance(restored.transfer, keras.layers.Rescaling)
+    assert restored.transfer.get_config() == trainer.transfer.get_config()
+    with pytest.raises(ValueError, match="Received: transfer=0.5"):
+        Distiller(_cnn(3, seed=2), _cnn(6, seed=1), transfer=0.5)
+
+
 def test_alpha_and_temperature_schedules_follow_the_step():
     x, y = _data(16)
     teacher, student = _cnn(4, seed=1), _cnn(3, seed=2)
