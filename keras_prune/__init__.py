@@ -14,7 +14,9 @@ plain = kp.strip(pruned)
 """
 
 from keras_prune import (
+    allocation,
     channel_pruning,
+    criteria,
     distill,
     export,
     granularity,
@@ -23,15 +25,34 @@ from keras_prune import (
     macs,
     mask_types,
     masks,
+    methods,
+    regularizers,
     schedules,
+)
+from keras_prune.allocation import (
+    ERKAllocation,
+    GlobalAllocation,
+    PercentileAllocation,
+    PerLayerAllocation,
+    ThresholdAllocation,
 )
 from keras_prune.callbacks import PruningCallback, PruningSummaries, UpdatePruningStep
 from keras_prune.channel_pruning import loss_gradients, prune_channels
+from keras_prune.criteria import collect_gradients
 from keras_prune.distill import AttentionTransfer, DistillSchedule, FeatureMatching, SoftTargets
 from keras_prune.distiller import Distiller
 from keras_prune.granularity import Block, Channel, NofM, Unstructured
 from keras_prune.groups import Group, Member, channel_groups, group_scores, zero_group_channels
 from keras_prune.mask_types import BinaryMask, LearnableMask, SigmoidGateMask
+from keras_prune.methods import (
+    SET,
+    IterativeSparsity,
+    LotteryTicket,
+    OneShotSparsity,
+    RigL,
+    penalize_masks,
+    prune_once,
+)
 from keras_prune.pruning import (
     PruneReport,
     find_wrappers,
