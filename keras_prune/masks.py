@@ -54,13 +54,19 @@ def _kth_largest_key_by_radix(keys, k):
     in_bucket = ops.cast(ops.equal(high_digit, high), "int32")
     low_digit = ops.bitwise_and(keys, 0xFFFF)
     low_histogram = ops.bincount(low_digit, weights=in_bucket, minlength=_RADIX_BINS)
-    low, _ = _select_digit(ops.cast(low_histogram, "int32"), k - above_high)
-    return (high - 32768) * 65536 + low
+    low_histogram = ops.cast(low_histogram, "int32")
+    low, above_low = _select_digit(low_histogram, k - above_high)
+    threshold = (high - 32768) * 65536 + low
+    # The histograms already count what lies above the threshold and what ties with it.
+    return threshold, above_high + above_low, ops.take(low_histogram, low)
 
 
 def _kth_largest_key_by_sort(keys, k):
     """The k-th largest of int32 `keys` by sorting: cheaper than radix passes for small inputs."""
-    return ops.take(ops.sort(keys), ops.shape(keys)[0] - k)
+    threshold = ops.take(ops.sort(keys), ops.shape(keys)[0] - k)
+    above = ops.sum(ops.cast(ops.greater(keys, threshold), "int32"))
+    ties = ops.sum(ops.cast(ops.equal(keys, threshold), "int32"))
+    return threshold, above, ties
 
 
 def top_k_mask(scores, k):
@@ -83,22 +89,25 @@ def top_k_mask(scores, k):
     keys = sortable_keys(ops.reshape(scores, (-1,)))
     k = ops.cast(k, "int32")
     if math.prod(shape) < _RADIX_BINS:
-        threshold = _kth_largest_key_by_sort(keys, k)
+        threshold, above_count, tie_count = _kth_largest_key_by_sort(keys, k)
     else:
-        threshold = _kth_largest_key_by_radix(keys, k)
-    above = ops.greater(keys, threshold)
-    is_tie = ops.equal(keys, threshold)
-    ties_to_keep = k - ops.sum(ops.cast(above, "int32"))
+        threshold, above_count, tie_count = _kth_largest_key_by_radix(keys, k)
+    ties_to_keep = k - above_count
 
     def keep_first_ties():
+        is_tie = ops.equal(keys, threshold)
         tie_rank = ops.cumsum(ops.cast(is_tie, "int32"))
         return ops.logical_or(
-            above, ops.logical_and(is_tie, ops.less_equal(tie_rank, ties_to_keep))
+            ops.greater(keys, threshold),
+            ops.logical_and(is_tie, ops.less_equal(tie_rank, ties_to_keep)),
         )
 
     # Ties are rare but real (zeros from earlier pruning); the prefix sum is paid only then.
-    all_ties_fit = ops.equal(ops.sum(ops.cast(is_tie, "int32")), ties_to_keep)
-    mask = ops.cond(all_ties_fit, lambda: ops.logical_or(above, is_tie), keep_first_ties)
+    mask = ops.cond(
+        ops.equal(tie_count, ties_to_keep),
+        lambda: ops.greater_equal(keys, threshold),
+        keep_first_ties,
+    )
     return ops.reshape(ops.cast(mask, "float32"), shape)
 
 

@@ -112,3 +112,16 @@ def test_row_mask_by_norm():
     scores = np.array([[1.0, 1.0], [0.1, 0.0], [3.0, 0.0]], "float32")
     np.testing.assert_array_equal(numpy(masks.row_mask(scores, 1 / 3)), [1, 0, 1])
     np.testing.assert_array_equal(numpy(masks.row_mask(scores, 0.5, norm="l1")), [1, 0, 1])
+
+
+@pytest.mark.parametrize("with_ties", [False, True])
+def test_radix_path_for_large_tensors_is_exact(with_ties):
+    rng = np.random.default_rng(7)
+    scores = rng.normal(size=70_000).astype("float32")
+    if with_ties:
+        scores[::3] = 0.0
+        scores[1::7] = -1.5
+    for k in [1, 5_000, 23_334, 46_000, 70_000]:
+        expected = np.zeros(scores.size)
+        expected[np.argsort(-scores, kind="stable")[:k]] = 1
+        np.testing.assert_array_equal(numpy(masks.top_k_mask(scores, k)), expected)
