@@ -22,9 +22,10 @@ from keras import ops
 
 from keras_prune import granularity as granularity_lib
 from keras_prune import masks, validation
+from keras_prune.config_object import ConfigObject
 
 
-class Allocation:
+class Allocation(ConfigObject):
     """Base class: subclasses implement `allocate(wrappers, sparsities)`.
 
     `allocate` returns, for each wrapper, its list of `(mask, bias_mask_or_None)` (one per
@@ -59,20 +60,6 @@ class Allocation:
         ):
             wrapper.assign_masks(wrapper_masks, sparsity)
         return due
-
-    def get_config(self):
-        return {}
-
-    @classmethod
-    def from_config(cls, config):
-        return cls(**config)
-
-    def __repr__(self):
-        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
-        return f"{type(self).__name__}({args})"
-
-    def __eq__(self, other):
-        return type(self) is type(other) and self.get_config() == other.get_config()
 
 
 def _check_binary(wrappers):

@@ -26,6 +26,8 @@ import zlib
 import keras
 from keras import ops
 
+from keras_prune.config_object import ConfigObject
+
 
 class GradientStatistics:
     """Running gradient statistics of one weight, gathered by `collect_gradients`.
@@ -66,7 +68,7 @@ class GradientStatistics:
         self.__init__()
 
 
-class Criterion:
+class Criterion(ConfigObject):
     """Base class: subclasses implement `score(weight, statistics)`.
 
     `needs_gradients = True` makes `__call__` refuse to score before any gradient was seen,
@@ -99,20 +101,6 @@ class Criterion:
 
     def score(self, weight, statistics):
         raise NotImplementedError(f"{type(self).__name__} must implement `score`.")
-
-    def get_config(self):
-        return {}
-
-    @classmethod
-    def from_config(cls, config):
-        return cls(**config)
-
-    def __repr__(self):
-        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
-        return f"{type(self).__name__}({args})"
-
-    def __eq__(self, other):
-        return type(self) is type(other) and self.get_config() == other.get_config()
 
 
 @keras.saving.register_keras_serializable(package="keras_prune")
