@@ -132,10 +132,7 @@ class NotAVariable(Scale):
 def test_custom_layer_protocol():
     model = seq((5,), Scale(name="custom"), L.Dense(2))
     pruned = kp.prune(model, schedule=kp.ConstantSparsity(0.8, 0, frequency=1))
-    assert (
-        pruned.pruning_report.wrapped == ["custom", "dense"]
-        or "custom" in pruned.pruning_report.wrapped
-    )
+    assert sorted(pruned.pruning_report.wrapped) == sorted(["custom", model.layers[-1].name])
     kp.update_masks(pruned, 0)
     kernel = np.asarray(pruned.get_layer("custom").layer.kernel)
     assert np.count_nonzero(kernel) == kp.masks.keep_count(30, 0.8)
@@ -159,10 +156,7 @@ def test_layers_without_weights_pass_through():
     )
     pruned = kp.prune(model)
     report = pruned.pruning_report
-    assert report.wrapped == ["conv", "dense"] or set(report.wrapped) == {
-        "conv",
-        model.layers[-1].name,
-    }
+    assert sorted(report.wrapped) == sorted(["conv", model.layers[-1].name])
     assert report.skipped[model.layers[1].name] == "no prunable weights"
     assert not isinstance(pruned.layers[2], kp.PruneWrapper)
 

@@ -8,6 +8,7 @@ import pytest
 from conftest import compile_for_digits, small_cnn
 
 import keras_prune as kp
+from keras_prune.summary import weight_rows
 
 L = keras.layers
 
@@ -237,12 +238,11 @@ def test_summary_table(random_batch):
     kp.update_masks(pruned, 0)
     text = kp.summary(pruned, print_fn=None)
     assert "dense1 *" in text and "50.0%" in text
-    rows = (
-        {row.layer: row for row in kp.summary_rows(pruned)} if hasattr(kp, "summary_rows") else None
-    )
+    rows = {row.layer: row for row in weight_rows(pruned)}
     plain_text = kp.summary(kp.strip(pruned), print_fn=None)
     assert "dense1 " in plain_text and "50.0%" in plain_text
-    assert rows is None or rows["dense1"].sparsity == pytest.approx(0.5)
+    assert rows["dense1"].sparsity == pytest.approx(0.5)
+    assert rows["dense1"].pruned and not rows["conv1"].pruned
 
 
 def test_summary_compares_two_models():
