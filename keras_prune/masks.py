@@ -11,6 +11,7 @@ Conventions:
 import math
 import numbers
 
+import keras
 from keras import ops
 
 _RADIX_BINS = 65536
@@ -29,36 +30,57 @@ def keep_count(size, sparsity):
 
 def sortable_keys(values):
     """Map float32 values to int32 keys with the same order (for exact radix selection)."""
-    bits = ops.view(ops.cast(values, "float32"), "int32")
+    return _sortable_keys_from_bits(ops.view(ops.cast(values, "float32"), "int32"))
+
+
+def _sortable_keys_from_bits(bits):
+    # Non-negative floats already order like their bits; negative ones order in reverse.
     return ops.where(ops.less(bits, 0), ops.bitwise_xor(bits, 0x7FFFFFFF), bits)
 
 
-def _count_at_or_above(histogram):
-    """`result[d]` = number of elements whose digit is >= d."""
-    return ops.flip(ops.cumsum(ops.flip(histogram, 0)), 0)
-
-
 def _select_digit(histogram, k):
-    """Largest digit d with at least k elements at or above it, and the count strictly above d."""
-    at_or_above = _count_at_or_above(histogram)
-    digit = ops.sum(ops.cast(ops.greater_equal(at_or_above, k), "int32")) - 1
-    padded = ops.concatenate([at_or_above, ops.zeros((1,), at_or_above.dtype)])
-    above = ops.take(padded, digit + 1)
-    return digit, above
+    """The digit holding the k-th largest of the keys a digit histogram counts.
+
+    Returns that digit and how many of the keys lie strictly above it.
+    """
+    at_or_below = ops.cumsum(histogram)
+    size = at_or_below[-1]
+    # Counts strictly below a digit grow with it; the k-th largest sits in the last digit that
+    # has at most size - k keys strictly below it.
+    digit = ops.sum(ops.cast(ops.less_equal(at_or_below - histogram, size - k), "int32")) - 1
+    return digit, size - at_or_below[digit]
 
 
-def _kth_largest_key_by_radix(keys, k):
-    """The k-th largest of int32 `keys`: two 16-bit radix passes, O(n), no sort."""
-    high_digit = ops.floor_divide(keys, 65536) + 32768
-    high, above_high = _select_digit(ops.bincount(high_digit, minlength=_RADIX_BINS), k)
-    in_bucket = ops.cast(ops.equal(high_digit, high), "int32")
-    low_digit = ops.bitwise_and(keys, 0xFFFF)
-    low_histogram = ops.bincount(low_digit, weights=in_bucket, minlength=_RADIX_BINS)
-    low_histogram = ops.cast(low_histogram, "int32")
-    low, above_low = _select_digit(low_histogram, k - above_high)
-    threshold = (high - 32768) * 65536 + low
-    # The histograms already count what lies above the threshold and what ties with it.
-    return threshold, above_high + above_low, ops.take(low_histogram, low)
+def _kth_largest_key_by_radix(keys, k, nonnegative):
+    """The k-th largest of int32 `keys`: two 16-bit radix passes, O(n), no sort.
+
+    `nonnegative=True` promises every key is >= 0 (the raw bits of non-negative floats), which
+    saves two passes over the keys. Returns the threshold key and how many keys lie above it
+    and tie with it.
+    """
+    offset = 0 if nonnegative else 32768
+    # Full-size intermediates are dropped as soon as they are used: with 16 MB buffers, fresh
+    # allocations cost as much as the arithmetic.
+    high_digit = ops.right_shift(keys, 16)
+    if offset:
+        high_digit = high_digit + offset
+    high_histogram = ops.bincount(high_digit, minlength=_RADIX_BINS)
+    del high_digit
+    high, above_bucket = _select_digit(high_histogram, k)
+    # Second pass: the low 16 bits of the keys inside the chosen bucket; every other key goes
+    # to one extra bin, _RADIX_BINS, which is then dropped. Inside the bucket the XOR with its
+    # start is the low 16 bits; outside, a higher bit differs, so it is >= 65536 or negative.
+    bucket_start = (high - offset) * 65536
+    low_digit = ops.bitwise_xor(keys, bucket_start)
+    if nonnegative:
+        low_digit = ops.minimum(low_digit, _RADIX_BINS)
+    else:
+        in_bucket = ops.equal(ops.right_shift(low_digit, 16), 0)
+        low_digit = ops.where(in_bucket, low_digit, _RADIX_BINS)
+    low_histogram = ops.bincount(low_digit, minlength=_RADIX_BINS + 1)[:_RADIX_BINS]
+    del low_digit
+    low, above_low = _select_digit(low_histogram, k - above_bucket)
+    return bucket_start + low, above_bucket + above_low, low_histogram[low]
 
 
 def _kth_largest_key_by_sort(keys, k):
@@ -69,29 +91,12 @@ def _kth_largest_key_by_sort(keys, k):
     return threshold, above, ties
 
 
-def top_k_mask(scores, k):
-    """0/1 mask keeping exactly the `k` largest `scores` (ties: earlier positions first).
+def _top_k_of_keys(keys, k, selection):
+    """Boolean mask of the k largest int32 `keys` (ties: earlier positions first).
 
-    The threshold is found on order-preserving integer keys: by a sort for small tensors, and
-    by a two-pass radix selection (O(n), no sort) from 65,536 elements up.
-
-    Args:
-        scores: float tensor of any shape.
-        k: number of elements to keep, 1 <= k <= scores.size (int or int32 scalar tensor).
-
-    Example:
-
-    ```python
-    kp.masks.top_k_mask(np.array([0.1, 0.5, 0.3, 0.5]), 2)  # [0, 1, 0, 1]
-    ```
+    `selection` is `(threshold, above_count, tie_count)` from one of the `_kth_largest_key_*`.
     """
-    shape = ops.shape(scores)
-    keys = sortable_keys(ops.reshape(scores, (-1,)))
-    k = ops.cast(k, "int32")
-    if math.prod(shape) < _RADIX_BINS:
-        threshold, above_count, tie_count = _kth_largest_key_by_sort(keys, k)
-    else:
-        threshold, above_count, tie_count = _kth_largest_key_by_radix(keys, k)
+    threshold, above_count, tie_count = selection
     ties_to_keep = k - above_count
 
     def keep_first_ties():
@@ -103,12 +108,63 @@ def top_k_mask(scores, k):
         )
 
     # Ties are rare but real (zeros from earlier pruning); the prefix sum is paid only then.
-    mask = ops.cond(
+    return ops.cond(
         ops.equal(tie_count, ties_to_keep),
         lambda: ops.greater_equal(keys, threshold),
         keep_first_ties,
     )
-    return ops.reshape(ops.cast(mask, "float32"), shape)
+
+
+def top_k_mask(scores, k):
+    """0/1 mask keeping exactly the `k` largest `scores` (ties: earlier positions first).
+
+    The threshold is found on order-preserving integer keys: by a sort for small tensors, and
+    by a two-pass radix selection (O(n), no sort) from 65,536 elements up. Non-negative scores
+    (magnitudes, most criteria) skip the key transform: their float bits already sort.
+
+    Args:
+        scores: float tensor of any shape.
+        k: number of elements to keep, 1 <= k <= scores.size (int or int32 scalar tensor).
+
+    Example:
+
+    ```python
+    kp.masks.top_k_mask(np.array([0.1, 0.5, 0.3, 0.5]), 2)  # [0, 1, 0, 1]
+    ```
+    """
+    keep = _top_k_of_bits(_float_bits(scores), ops.cast(k, "int32"), nonnegative=False)
+    return ops.reshape(ops.cast(keep, "float32"), ops.shape(scores))
+
+
+def _float_bits(values):
+    """The int32 bit patterns of `values` as float32, flattened."""
+    return ops.view(ops.cast(ops.reshape(values, (-1,)), "float32"), "int32")
+
+
+def _top_k_of_bits(bits, k, nonnegative):
+    """Boolean mask of the k largest floats given by their `bits` (see `top_k_mask`).
+
+    With `nonnegative=True` the caller guarantees no sign bit is set; otherwise it is checked.
+    """
+    if ops.shape(bits)[0] < _RADIX_BINS:
+        keys = _sortable_keys_from_bits(bits)
+        return _top_k_of_keys(keys, k, _kth_largest_key_by_sort(keys, k))
+
+    def of_nonnegative():
+        return _top_k_of_keys(bits, k, _kth_largest_key_by_radix(bits, k, nonnegative=True))
+
+    def of_any_sign():
+        keys = _sortable_keys_from_bits(bits)
+        return _top_k_of_keys(keys, k, _kth_largest_key_by_radix(keys, k, nonnegative=False))
+
+    if nonnegative:
+        return of_nonnegative()
+    all_nonnegative = ops.greater_equal(ops.min(bits), 0)
+    if keras.backend.backend() == "jax":
+        # JAX cannot trace bincount (its output length depends on the data), so the radix
+        # path only runs eagerly there, where the check can be a plain Python bool.
+        return of_nonnegative() if bool(all_nonnegative) else of_any_sign()
+    return ops.cond(all_nonnegative, of_nonnegative, of_any_sign)
 
 
 def sparsity_mask(scores, sparsity):
@@ -125,7 +181,12 @@ def magnitude_mask(weight, sparsity):
     kp.masks.magnitude_mask(np.array([[0.1, -2.0], [0.3, 1.0]]), 0.5)  # [[0, 1], [0, 1]]
     ```
     """
-    return sparsity_mask(ops.abs(weight), sparsity)
+    shape = ops.shape(weight)
+    # The bits of |w| already sort like |w|: no key transform, no sign check.
+    magnitude_bits = _float_bits(ops.abs(weight))
+    kept = keep_count(math.prod(shape), sparsity)
+    keep = _top_k_of_bits(magnitude_bits, ops.cast(kept, "int32"), nonnegative=True)
+    return ops.reshape(ops.cast(keep, "float32"), shape)
 
 
 def to_tflite_view(weight, output_axis, input_axis):

@@ -125,3 +125,42 @@ def test_radix_path_for_large_tensors_is_exact(with_ties):
         expected = np.zeros(scores.size)
         expected[np.argsort(-scores, kind="stable")[:k]] = 1
         np.testing.assert_array_equal(numpy(masks.top_k_mask(scores, k)), expected)
+
+
+def _key_order_reference(scores, k):
+    """Keep the k largest by the float's total order (-0.0 < +0.0), earlier positions first."""
+    bits = scores.astype("float32").ravel().view("int32").astype("int64")
+    keys = np.where(bits < 0, bits ^ 0x7FFFFFFF, bits)
+    expected = np.zeros(scores.size)
+    expected[np.argsort(-keys, kind="stable")[:k]] = 1
+    return expected.reshape(scores.shape)
+
+
+def _bucket_edge_values(rng, size, signed):
+    """Floats whose bit patterns sit on and around 16-bit radix bucket edges, with ties."""
+    edges = rng.integers(0x3F00, 0x4100, size=size).astype("int64") * 65536
+    bits = edges + rng.choice([-1, 0, 1, 2, 65535], size=size)
+    values = bits.astype("int32").view("float32").copy()
+    if signed:
+        values[rng.random(size) < 0.5] *= -1
+        values[::11] = -0.0
+    values[::5] = 0.0
+    values[7::13] = np.inf
+    return values
+
+
+@pytest.mark.parametrize("signed", [False, True])
+def test_radix_selection_is_exact_at_bucket_edges(signed):
+    rng = np.random.default_rng(11)
+    scores = _bucket_edge_values(rng, 70_000, signed)
+    for k in [1, 13_999, 14_000, 35_000, 69_999]:
+        mask = numpy(masks.top_k_mask(scores, k))
+        np.testing.assert_array_equal(mask, _key_order_reference(scores, k))
+
+
+def test_magnitude_mask_on_large_kernel_matches_top_k_of_absolute_values():
+    rng = np.random.default_rng(12)
+    weight = _bucket_edge_values(rng, 300 * 256, signed=True).reshape(300, 256)
+    for sparsity in [0.0, 0.5, 0.8, 0.95]:
+        expected = _key_order_reference(np.abs(weight), masks.keep_count(weight.size, sparsity))
+        np.testing.assert_array_equal(numpy(masks.magnitude_mask(weight, sparsity)), expected)
