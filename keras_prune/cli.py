@@ -130,7 +130,7 @@ def _add_inspect(subparsers):
 
 
 def _run_inspect(args):
-    from keras_prune.export.inspect import inspect_tflite
+    from keras_prune.export.inspection import inspect_tflite
 
     report = inspect_tflite(args.model, latency_runs=args.latency_runs)
     print(json.dumps(report.to_dict(), indent=1, default=str) if args.json else report)

@@ -1,11 +1,11 @@
-"""keras_prune.export.inspect: file contents, size breakdown and the XNNPACK sparse checker."""
+"""keras_prune.export.inspection: file contents, size breakdown and the XNNPACK sparse checker."""
 
 import keras
 import numpy as np
 import pytest
 
 from keras_prune.export import convert, inspect_tflite, targets
-from keras_prune.export.inspect import check_xnnpack_sparse
+from keras_prune.export.inspection import check_xnnpack_sparse
 
 
 def zero_smallest(weight, fraction):

@@ -15,7 +15,7 @@ from keras_prune.export import metadata as _metadata
 from keras_prune.export import verify as _verify
 from keras_prune.export.files import check_writable, write_atomically
 from keras_prune.export.flatbuffer import read_model
-from keras_prune.export.inspect import InspectReport, check_xnnpack_sparse, inspect_tflite
+from keras_prune.export.inspection import InspectReport, check_xnnpack_sparse, inspect_tflite
 from keras_prune.export.policy import xnnpack_filter
 from keras_prune.export.result import ExportResult
 from keras_prune.export.targets import TARGETS, Target, get_target

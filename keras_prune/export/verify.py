@@ -207,8 +207,9 @@ class _TFLMRun:
 
 
 def _run_worker(model_path, arena_bytes, inputs_path=None, outputs_path=None):
-    # Started through runpy rather than as `python _tflm_worker.py`: a script's directory goes
-    # first on sys.path, and this package's `inspect.py` would shadow the standard library's.
+    # Started through runpy with -P rather than as `python _tflm_worker.py`: a script's
+    # directory would go first on sys.path, and modules of this package (files.py, result.py,
+    # ...) could then shadow top-level ones of the same name.
     isolate = ["-P"] if sys.version_info >= (3, 11) else []
     command = [
         sys.executable,
