@@ -1,12 +1,14 @@
 """A tour of keras_prune's pruning methods on sklearn's digits, one short run per method.
 
-    TF_CPP_MIN_LOG_LEVEL=3 python examples/methods_tour.py
+    TF_CPP_MIN_LOG_LEVEL=3 python examples/methods_tour.py [--quick]
 
 Each line prints test accuracy and the realised fraction of zero weights. The runs are short
-(a couple of minutes in total on a laptop CPU); benchmarks/bench_methods.py trains longer.
+(a couple of minutes in total on a laptop CPU; `--quick` trains a third as long, to check that
+everything runs); benchmarks/bench_methods.py trains longer.
 See docs/methods.md for when to use which.
 """
 
+import argparse
 import os
 import sys
 
@@ -54,7 +56,14 @@ def report(name, model, x_test, y_test):
     print(f"{name:48s} accuracy {np.mean(predictions == y_test):.4f}  zeros {zeros / total:.3f}")
 
 
-def main():
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="train a third as long")
+    args = parser.parse_args(argv)
+
+    def epochs(count):
+        return max(count // 3, 1) if args.quick else count
+
     data = load_digits()
     images = (data.images / 16.0).astype("float32")[..., None]
     x, x_test, y, y_test = train_test_split(
@@ -64,65 +73,68 @@ def main():
     steps = -(-len(x) // 32)
 
     dense = compile_model(build())
-    dense.fit(x, y, epochs=10, **fit)
+    dense.fit(x, y, epochs=epochs(10), **fit)
     report("dense", dense, x_test, y_test)
 
     # Gradual magnitude pruning, each layer at 95%, versus one global ranking.
-    schedule = kp.PolynomialDecay(0.0, 0.95, begin_step=0, end_step=4 * steps, frequency=10)
+    schedule = kp.PolynomialDecay(0.0, 0.95, begin_step=0, end_step=epochs(4) * steps, frequency=10)
     per_layer = compile_model(kp.prune(dense, schedule=schedule))
-    per_layer.fit(x, y, epochs=6, callbacks=[kp.PruningCallback()], **fit)
+    per_layer.fit(x, y, epochs=epochs(6), callbacks=[kp.PruningCallback()], **fit)
     report("gradual magnitude, per layer, 95%", per_layer, x_test, y_test)
     global_model = compile_model(kp.prune(dense, schedule=schedule))
     callback = kp.PruningCallback(allocation=allocation.GlobalAllocation())
-    global_model.fit(x, y, epochs=6, callbacks=[callback], **fit)
+    global_model.fit(x, y, epochs=epochs(6), callbacks=[callback], **fit)
     report("gradual magnitude, global, 95%", global_model, x_test, y_test)
 
     # A gradient criterion: Taylor |w * g| on 256 calibration images.
     taylor = compile_model(kp.prune(dense, schedule=schedule, criterion="taylor"))
     callback = kp.PruningCallback(calibration_data=(x[:256], y[:256]))
-    taylor.fit(x, y, epochs=6, callbacks=[callback], **fit)
+    taylor.fit(x, y, epochs=epochs(6), callbacks=[callback], **fit)
     report("gradual Taylor, per layer, 95%", taylor, x_test, y_test)
 
     # One shot, then fine-tune with a plain fit.
     once = methods.prune_once(dense, 0.9, allocation=allocation.GlobalAllocation())
-    compile_model(once).fit(x, y, epochs=3, **fit)
-    report("one-shot global 90% + 3 epochs", once, x_test, y_test)
+    compile_model(once).fit(x, y, epochs=epochs(3), **fit)
+    report(f"one-shot global 90% + {epochs(3)} epochs", once, x_test, y_test)
 
     # Iterative prune-retrain cycles.
-    cycles = methods.IterativeSparsity([0.5, 0.8, 0.9], steps_per_round=2 * steps)
+    cycles = methods.IterativeSparsity([0.5, 0.8, 0.9], steps_per_round=epochs(2) * steps)
     iterative = compile_model(kp.prune(dense, schedule=cycles))
-    iterative.fit(x, y, epochs=8, callbacks=[kp.PruningCallback()], **fit)
+    iterative.fit(x, y, epochs=epochs(8), callbacks=[kp.PruningCallback()], **fit)
     report("iterative 50 -> 80 -> 90%", iterative, x_test, y_test)
 
     # Lottery ticket with late rewinding: 3 rounds from the same early weights.
     ticket_model = compile_model(kp.prune(build()))
     ticket = methods.LotteryTicket(
         [0.5, 0.8, 0.9],
-        steps_per_round=3 * steps,
+        steps_per_round=epochs(3) * steps,
         rewind_step=10,
         allocation=allocation.GlobalAllocation(),
     )
-    ticket_model.fit(x, y, epochs=12, callbacks=[ticket], **fit)
+    ticket_model.fit(x, y, epochs=epochs(12), callbacks=[ticket], **fit)
     report("lottery ticket, 3 rounds to 90%", ticket_model, x_test, y_test)
 
     # Sparse from scratch at 90% (ERK): SET and RigL.
     for name, callback in (
-        ("SET", methods.SET(0.9, update_every=20, end_step=8 * steps)),
+        ("SET", methods.SET(0.9, update_every=20, end_step=epochs(8) * steps)),
         (
             "RigL",
             methods.RigL(
-                0.9, calibration_data=(x[:256], y[:256]), update_every=20, end_step=8 * steps
+                0.9,
+                calibration_data=(x[:256], y[:256]),
+                update_every=20,
+                end_step=epochs(8) * steps,
             ),
         ),
     ):
         sparse = compile_model(kp.prune(build(seed=1)), 2e-3)
-        sparse.fit(x, y, epochs=12, callbacks=[callback], **fit)
+        sparse.fit(x, y, epochs=epochs(12), callbacks=[callback], **fit)
         report(f"{name} from scratch, 90% ERK", sparse, x_test, y_test)
 
     # Sigmoid-gated learnable masks with an L0 penalty on the gates.
     gated = kp.prune(dense, schedule=schedule, mask=kp.SigmoidGateMask())
     methods.penalize_masks(gated, regularizers.GateL0(1e-5))
-    compile_model(gated).fit(x, y, epochs=6, callbacks=[kp.PruningCallback()], **fit)
+    compile_model(gated).fit(x, y, epochs=epochs(6), callbacks=[kp.PruningCallback()], **fit)
     report("sigmoid gates + L0 penalty, 95%", gated, x_test, y_test)
 
     # Group lasso on neurons, then zero the neurons it shrank.
@@ -140,7 +152,7 @@ def main():
             keras.layers.Dense(10, name="logits"),
         ]
     )
-    compile_model(lasso).fit(x, y, epochs=15, **fit)
+    compile_model(lasso).fit(x, y, epochs=epochs(15), **fit)
     trimmed = methods.prune_once(
         lasso,
         0.0,
