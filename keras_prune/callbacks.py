@@ -6,15 +6,35 @@ import os
 import keras
 from keras import ops
 
+from keras_prune.fit_state import make_variables_current
 from keras_prune.groups import hold_masked_channels, update_channel_masks
 from keras_prune.pruning import find_wrappers
 
-JAX_MESSAGE = (
-    "kp.PruningCallback does not support the JAX backend yet: JAX's `fit` keeps the model's "
-    "state outside its variables between epochs, so masks changed by a callback mid-epoch "
-    "would be lost. Train with KERAS_BACKEND=tensorflow or torch (masks, saving and strip are "
-    "backend-neutral; a model pruned there loads and runs on JAX)."
+JAX_LEARNABLE_MESSAGE = (
+    "Layer {name!r} has a learnable mask, which kp.PruningCallback does not train on the JAX "
+    "backend yet: the mask's top-k selection runs in the forward pass, and its radix "
+    "histogram cannot be traced by jax.jit. Use mask='binary' on JAX, or train with "
+    "KERAS_BACKEND=tensorflow or torch (a model pruned there loads and runs on JAX)."
 )
+JAX_CHANNEL_MESSAGE = (
+    "Layer {name!r} prunes whole channels, which kp.PruningCallback does not train on the JAX "
+    "backend yet: holding the BatchNormalization scales of removed channels at zero needs "
+    "variable constraints that JAX's `fit` cannot run. Use unstructured, block or N:M "
+    "granularity on JAX, or train with KERAS_BACKEND=tensorflow or torch."
+)
+
+
+def check_trainable_on_jax(wrappers):
+    """Raise if a wrapper uses a mask or granularity that training on JAX does not support."""
+    from keras_prune.granularity import Channel
+
+    if keras.backend.backend() != "jax":
+        return
+    for wrapper in wrappers:
+        if wrapper.mask_type.learnable:
+            raise NotImplementedError(JAX_LEARNABLE_MESSAGE.format(name=wrapper.name))
+        if isinstance(wrapper.granularity, Channel):
+            raise NotImplementedError(JAX_CHANNEL_MESSAGE.format(name=wrapper.name))
 
 
 def realised_sparsity(wrappers):
@@ -31,6 +51,16 @@ def realised_sparsity(wrappers):
 def layer_sparsity(wrapper):
     """Realised sparsity of one wrapper's masks."""
     return realised_sparsity([wrapper])
+
+
+def steps_per_batch_call(model):
+    """Optimizer steps between two batch hooks: Keras calls them once per `steps_per_execution`.
+
+    Read once per `fit`: touching `callback.model` in every batch would, on JAX, make Keras sync
+    the whole training state each step.
+    """
+    steps = getattr(model, "steps_per_execution", 1)
+    return steps if isinstance(steps, int) and steps > 0 else 1
 
 
 def _wrappers_or_raise(model, caller):
@@ -83,18 +113,19 @@ class PruningCallback(keras.callbacks.Callback):
         self._wrappers = []
         self._unbuilt = []
         self._step = 0
+        self._steps_per_call = 1
         self._sparsity = 0.0
 
     def on_train_begin(self, logs=None):
-        if keras.backend.backend() == "jax":
-            raise NotImplementedError(JAX_MESSAGE)
         self._wrappers = _wrappers_or_raise(self.model, type(self).__name__)
+        check_trainable_on_jax(self._wrappers)
         if getattr(self.model, "optimizer", None) is None:
             raise ValueError(
                 "PruningCallback reads the step from the optimizer: compile the model first."
             )
         for wrapper in self._wrappers:
             wrapper.mask_updates_attached = True
+        self._steps_per_call = steps_per_batch_call(self.model)
         hold_masked_channels(self.model, self._wrappers)
         self._sparsity = realised_sparsity(self._wrappers)
 
@@ -107,6 +138,9 @@ class PruningCallback(keras.callbacks.Callback):
         # Subclassed models build their layers inside the first batch: catch up after it.
         self._unbuilt = [wrapper for wrapper in self._wrappers if not wrapper.built]
         built = [wrapper for wrapper in self._wrappers if wrapper.built]
+        if not any(wrapper.schedule.should_update(self._step) for wrapper in built):
+            return
+        make_variables_current(self.model, built)
         self._collect_gradients_if_due(built)
         if self._update(built):
             self._sparsity = realised_sparsity(self._wrappers)
@@ -131,22 +165,24 @@ class PruningCallback(keras.callbacks.Callback):
 
     def on_train_batch_end(self, batch, logs=None):
         if self._unbuilt:
+            make_variables_current(self.model)
             for wrapper in self._unbuilt:
                 wrapper.update_mask(self._step)
             self._unbuilt = []
             self._sparsity = realised_sparsity(self._wrappers)
-        self._step += self._steps_per_batch_call()
+        self._step += self._steps_per_call
         if logs is not None:
             logs["sparsity"] = self._sparsity
-
-    def _steps_per_batch_call(self):
-        # With `steps_per_execution=k`, Keras calls batch hooks once per k optimizer steps.
-        steps = getattr(self.model, "steps_per_execution", 1)
-        return steps if isinstance(steps, int) and steps > 0 else 1
 
     def on_epoch_end(self, epoch, logs=None):
+        # Keras has synced the state by now; on JAX this zeroes what the masks remove, so
+        # checkpoints written at the end of the epoch are sparse.
+        make_variables_current(self.model, self._wrappers)
         if logs is not None:
             logs["sparsity"] = self._sparsity
+
+    def on_train_end(self, logs=None):
+        make_variables_current(self.model, self._wrappers)
 
     def get_config(self):
         # calibration_data are arrays, not configuration: pass them again after loading.

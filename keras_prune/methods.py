@@ -19,6 +19,8 @@ from keras_prune import allocation as allocation_lib
 from keras_prune import criteria as criteria_lib
 from keras_prune import granularity as granularity_lib
 from keras_prune import masks, schedules, validation
+from keras_prune.callbacks import steps_per_batch_call
+from keras_prune.fit_state import make_variables_current
 from keras_prune.pruning import find_wrappers, prune
 
 
@@ -193,15 +195,29 @@ def _binary_unstructured_wrappers(model, caller):
 
 class _StepCounter(keras.callbacks.Callback):
     """Knows the optimizer step at each batch, reading the device counter once per epoch (a read
-    per batch costs more than a small model's whole training step), as `kp.PruningCallback`."""
+    per batch costs more than a small model's whole training step), as `kp.PruningCallback`.
+
+    Subclasses set `self._wrappers` in `on_train_begin` and call `self._make_current()` before
+    they read or change weights mid-epoch (see `keras_prune.fit_state`).
+    """
+
+    _wrappers = ()
 
     def on_epoch_begin(self, epoch, logs=None):
         self._step = int(ops.convert_to_numpy(self.model.optimizer.iterations))
+        self._steps_per_call = steps_per_batch_call(self.model)
 
     def on_train_batch_end(self, batch, logs=None):
-        # With `steps_per_execution=k`, Keras calls batch hooks once per k optimizer steps.
-        steps = getattr(self.model, "steps_per_execution", 1)
-        self._step += steps if isinstance(steps, int) and steps > 0 else 1
+        self._step += self._steps_per_call
+
+    def _make_current(self):
+        make_variables_current(self.model, self._wrappers)
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._make_current()
+
+    def on_train_end(self, logs=None):
+        self._make_current()
 
 
 def _reset_optimizer_slots(optimizer):
@@ -276,11 +292,13 @@ class LotteryTicket(_StepCounter):
     def on_train_batch_begin(self, batch, logs=None):
         step = self._step
         if step == self.rewind_step and self.saved is None:
+            self._make_current()
             self.saved = [
                 (variable, ops.convert_to_numpy(variable))
                 for variable in self.model.trainable_variables
             ]
         if self.schedule.should_update(step) and step > self.rewind_step:
+            self._make_current()
             self.prune_and_rewind(self.schedule.sparsity_at(step))
 
     def prune_and_rewind(self, sparsity):
@@ -418,6 +436,7 @@ class _DropAndGrow(_StepCounter):
         fraction = self.drop_fraction_at(step)
         if fraction <= 0:
             return
+        self._make_current()
         self.prepare_growth()
         for wrapper in self._wrappers:
             wrapper_masks = []

@@ -14,8 +14,10 @@ from keras_prune import schedules as schedules_lib
 class _HoldMasked:
     """Variable constraint: the layer's own constraint, then zero what the mask removes.
 
-    Keras optimizers apply `variable.constraint` after every update, on every backend, so masked
-    weights are exactly zero after each step whatever the optimizer's momentum holds.
+    Keras optimizers apply `variable.constraint` after every update, so masked weights are exactly
+    zero after each step whatever the optimizer's momentum holds. Not on JAX: there `fit` runs
+    the optimizer on a copy of the state in which the masks are not readable, so the forward pass
+    applies the masks instead (see `PruneWrapper.masks_in_forward_pass`).
     """
 
     def __init__(self, mask, original=None):
@@ -176,7 +178,7 @@ class PruneWrapper(keras.layers.Wrapper):
             initializer=keras.initializers.Constant(-1),
             trainable=False,
         )
-        if not self.mask_type.learnable:
+        if not self.masks_in_forward_pass:
             for index, target in enumerate(self.targets):
                 target.variable.constraint = _HoldMasked(
                     self.masks[index], target.variable.constraint
@@ -185,6 +187,26 @@ class PruneWrapper(keras.layers.Wrapper):
                     bias_mask = self.bias_masks[self._bias_mask_index[index]]
                     target.bias.constraint = _HoldMasked(bias_mask, target.bias.constraint)
         self.built = True
+
+    @property
+    def masks_in_forward_pass(self):
+        """Whether `call` multiplies the weights by their masks (learnable masks, and binary
+        masks on JAX) rather than relying on the weights being held at zero."""
+        return self.mask_type.learnable or keras.backend.backend() == "jax"
+
+    def hold_masked_weights(self):
+        """Zero the weights (and channel biases) that the binary masks remove.
+
+        The variable constraints do this after every optimizer step. On JAX, where they cannot,
+        `kp.PruningCallback` calls it before each mask update and at the end of every epoch, so
+        masked weights never come back and saved checkpoints are sparse.
+        """
+        if self.mask_type.learnable or not self.built:
+            return
+        for index, target in enumerate(self.targets):
+            target.variable.assign(target.variable * self.masks[index])
+            if index in self._bias_mask_index:
+                target.bias.assign(target.bias * self.bias_masks[self._bias_mask_index[index]])
 
     @property
     def prunable_weights(self):
@@ -268,19 +290,22 @@ class PruneWrapper(keras.layers.Wrapper):
             raise RuntimeError(missing_callback_message(self.name))
         if self._inner_takes_training:
             kwargs["training"] = training
-        if not self.mask_type.learnable:
+        if not self.masks_in_forward_pass:
             return self.layer(inputs, *args, **kwargs)
-        mapping = self.effective_weights()
-        substituted = {id(variable) for variable, _ in mapping}
+        substituted = {id(variable): value for variable, value in self.effective_weights()}
+        # The scope sees only its own mapping, so it also carries the inner layer's other
+        # variables at their current values (inside JAX's `fit` they exist only there).
+        variables = self.layer.variables
+        mapping = [(v, substituted.get(id(v), v.value)) for v in variables]
         with keras.StatelessScope(state_mapping=mapping) as scope:
+            before = [scope.get_current_value(variable) for variable in variables]
             outputs = self.layer(inputs, *args, **kwargs)
         # State the inner layer changed inside the scope (seed generators, statistics) is
         # recorded there instead of applied; apply it now.
-        for variable in self.layer.variables:
-            if id(variable) not in substituted:
-                value = scope.get_current_value(variable)
-                if value is not None:
-                    variable.assign(value)
+        for variable, old_value in zip(variables, before, strict=True):
+            value = scope.get_current_value(variable)
+            if id(variable) not in substituted and value is not old_value:
+                variable.assign(value)
         return outputs
 
     def compute_output_shape(self, *args, **kwargs):
