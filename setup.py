@@ -10,6 +10,10 @@ TEST = EXPORT + EXAMPLES + [
     # Parity oracle only: keras_prune never imports these.
     "tensorflow-model-optimization==0.8.*",
     "tf-keras",
+    # A second Keras backend, so tests/test_backends.py trains on JAX too (torch's wheels are
+    # too large for CI; that test skips without it).
+    "jax==0.10.2",
+    "jaxlib==0.10.2",
 ]
 
 setup(
