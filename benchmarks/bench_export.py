@@ -38,14 +38,17 @@ def digits():
 
 
 def build_cnn():
-    return keras.Sequential([
-        keras.Input((8, 8, 1)),
-        keras.layers.Conv2D(16, 3, padding="same", activation="relu"),
-        keras.layers.Conv2D(32, 3, padding="same", activation="relu"),
-        keras.layers.Flatten(),
-        keras.layers.Dense(256, activation="relu"),
-        keras.layers.Dense(10, activation="softmax"),
-    ], name="digits_cnn")
+    return keras.Sequential(
+        [
+            keras.Input((8, 8, 1)),
+            keras.layers.Conv2D(16, 3, padding="same", activation="relu"),
+            keras.layers.Conv2D(32, 3, padding="same", activation="relu"),
+            keras.layers.Flatten(),
+            keras.layers.Dense(256, activation="relu"),
+            keras.layers.Dense(10, activation="softmax"),
+        ],
+        name="digits_cnn",
+    )
 
 
 def compile_model(model, learning_rate):
@@ -65,14 +68,21 @@ def train(x_train, y_train, epochs, prune_epochs):
     end_step = steps_per_epoch * max(prune_epochs - 2, 1)
     pruned = kp.prune(
         dense,
-        schedule=kp.PolynomialDecay(0.0, SPARSITY, begin_step=0, end_step=end_step,
-                                    frequency=steps_per_epoch // 2),
+        schedule=kp.PolynomialDecay(
+            0.0, SPARSITY, begin_step=0, end_step=end_step, frequency=steps_per_epoch // 2
+        ),
         granularity=kp.Block((1, 16)),
         filters="dense",
     )
     compile_model(pruned, 5e-4)
-    pruned.fit(x_train, y_train, epochs=prune_epochs, batch_size=32, verbose=0,
-               callbacks=[kp.PruningCallback()])
+    pruned.fit(
+        x_train,
+        y_train,
+        epochs=prune_epochs,
+        batch_size=32,
+        verbose=0,
+        callbacks=[kp.PruningCallback()],
+    )
     return dense, kp.strip(pruned)
 
 
@@ -101,24 +111,35 @@ def main():
             accuracy = keras_accuracy(model, x_test, y_test)
             for target in TARGETS:
                 result = export.to_tflite(
-                    model, os.path.join(workdir, label.split()[0], target, "model.tflite"),
-                    target=target, representative_data=x_train[:300],
+                    model,
+                    os.path.join(workdir, label.split()[0], target, "model.tflite"),
+                    target=target,
+                    representative_data=x_train[:300],
                     verification_data=x_test[:64],
                 )
-                rows.append({
-                    "model": label, "target": target, "result": result,
-                    "keras_accuracy": accuracy,
-                    "interpreter_accuracy": interpreter_accuracy(result, x_test, y_test),
-                })
+                rows.append(
+                    {
+                        "model": label,
+                        "target": target,
+                        "result": result,
+                        "keras_accuracy": accuracy,
+                        "interpreter_accuracy": interpreter_accuracy(result, x_test, y_test),
+                    }
+                )
 
-    reference = next(r["result"].file_bytes for r in rows
-                     if r["model"] == "dense" and r["target"] == "mobile")
-    header = (f"{'model':<11} {'target':<12} {'file':>10} {'gzip':>10} {'x dense':>8} "
-              f"{'XNNPACK':>10} {'built-in':>10} {'arena':>8} {'sparse':>6} "
-              f"{'Keras acc':>9} {'interp acc':>10}")
+    reference = next(
+        r["result"].file_bytes for r in rows if r["model"] == "dense" and r["target"] == "mobile"
+    )
+    header = (
+        f"{'model':<11} {'target':<12} {'file':>10} {'gzip':>10} {'x dense':>8} "
+        f"{'XNNPACK':>10} {'built-in':>10} {'arena':>8} {'sparse':>6} "
+        f"{'Keras acc':>9} {'interp acc':>10}"
+    )
     print()
-    print(f"digits CNN, test split of {len(y_test)} images; sizes in bytes, latency in us "
-          "(LiteRT, 1 thread, median of 50); 'x dense' = file / dense float file")
+    print(
+        f"digits CNN, test split of {len(y_test)} images; sizes in bytes, latency in us "
+        "(LiteRT, 1 thread, median of 50); 'x dense' = file / dense float file"
+    )
     print(header)
     print("-" * len(header))
     for row in rows:
@@ -139,12 +160,18 @@ def main():
     int8_ratio = find("pruned 90%", "mobile-int8")["result"].file_bytes / reference
     worst_drop = max(100 * (r["keras_accuracy"] - r["interpreter_accuracy"]) for r in rows)
     print()
-    print(f"pruned mobile float file / dense float file = {float_ratio:.3f} (target <= 0.16): "
-          f"{'met' if float_ratio <= 0.16 else 'NOT met'}")
-    print(f"pruned mobile-int8 file / dense float file  = {int8_ratio:.3f} (target <= 0.05): "
-          f"{'met' if int8_ratio <= 0.05 else 'NOT met'}")
-    print(f"largest accuracy drop Keras -> interpreter  = {worst_drop:.2f} points "
-          f"(target <= 1): {'met' if worst_drop <= 1 else 'NOT met'}")
+    print(
+        f"pruned mobile float file / dense float file = {float_ratio:.3f} (target <= 0.16): "
+        f"{'met' if float_ratio <= 0.16 else 'NOT met'}"
+    )
+    print(
+        f"pruned mobile-int8 file / dense float file  = {int8_ratio:.3f} (target <= 0.05): "
+        f"{'met' if int8_ratio <= 0.05 else 'NOT met'}"
+    )
+    print(
+        f"largest accuracy drop Keras -> interpreter  = {worst_drop:.2f} points "
+        f"(target <= 1): {'met' if worst_drop <= 1 else 'NOT met'}"
+    )
 
 
 if __name__ == "__main__":

@@ -201,9 +201,12 @@ def digits_section(epochs, finetune_epochs):
     order = np.random.default_rng(0).permutation(len(images))
     images, labels = images[order], labels[order]
     split = int(0.8 * len(images))
-    (x_train, y_train), (x_test, y_test) = (images[:split], labels[:split]), (
-        images[split:],
-        labels[split:],
+    (x_train, y_train), (x_test, y_test) = (
+        (images[:split], labels[:split]),
+        (
+            images[split:],
+            labels[split:],
+        ),
     )
 
     def compile_model(model, rate):

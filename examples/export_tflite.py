@@ -30,18 +30,22 @@ def main():
     digits = load_digits()
     x = (digits.images / 16.0).astype("float32")[..., None]
     y = digits.target
-    x_train, x_test, y_train, y_test = train_test_split(x, y, test_size=0.3, random_state=0,
-                                                        stratify=y)
+    x_train, x_test, y_train, y_test = train_test_split(
+        x, y, test_size=0.3, random_state=0, stratify=y
+    )
 
     keras.utils.set_random_seed(0)
-    model = keras.Sequential([
-        keras.Input((8, 8, 1)),
-        keras.layers.Conv2D(16, 3, padding="same", activation="relu"),
-        keras.layers.Conv2D(32, 3, padding="same", activation="relu"),
-        keras.layers.Flatten(),
-        keras.layers.Dense(256, activation="relu"),
-        keras.layers.Dense(10, activation="softmax"),
-    ], name="digits")
+    model = keras.Sequential(
+        [
+            keras.Input((8, 8, 1)),
+            keras.layers.Conv2D(16, 3, padding="same", activation="relu"),
+            keras.layers.Conv2D(32, 3, padding="same", activation="relu"),
+            keras.layers.Flatten(),
+            keras.layers.Dense(256, activation="relu"),
+            keras.layers.Dense(10, activation="softmax"),
+        ],
+        name="digits",
+    )
     model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
     model.fit(x_train, y_train, epochs=15, batch_size=32, verbose=0)
     print(f"Keras test accuracy, dense: {100 * model.evaluate(x_test, y_test, verbose=0)[1]:.2f}%")
@@ -49,15 +53,18 @@ def main():
     steps = -(-len(x_train) // 32)
     pruned = kp.prune(
         model,
-        schedule=kp.PolynomialDecay(0.0, 0.9, begin_step=0, end_step=8 * steps,
-                                    frequency=steps // 2),
+        schedule=kp.PolynomialDecay(
+            0.0, 0.9, begin_step=0, end_step=8 * steps, frequency=steps // 2
+        ),
         granularity=kp.Block((1, 16)),
         filters="dense",  # the convs stay dense: they hold 1% of the weights
     )
-    pruned.compile(keras.optimizers.Adam(5e-4), "sparse_categorical_crossentropy",
-                   metrics=["accuracy"])
-    pruned.fit(x_train, y_train, epochs=10, batch_size=32, verbose=0,
-               callbacks=[kp.PruningCallback()])
+    pruned.compile(
+        keras.optimizers.Adam(5e-4), "sparse_categorical_crossentropy", metrics=["accuracy"]
+    )
+    pruned.fit(
+        x_train, y_train, epochs=10, batch_size=32, verbose=0, callbacks=[kp.PruningCallback()]
+    )
     kp.summary(pruned)
     accuracy = pruned.evaluate(x_test, y_test, verbose=0)[1]
     print(f"Keras test accuracy, pruned 90%: {100 * accuracy:.2f}%\n")
@@ -66,14 +73,20 @@ def main():
     for target in ("mobile", "mobile-int8", "mcu"):
         # The wrapped model is passed as is: to_tflite strips the wrappers itself.
         result = kp.export.to_tflite(
-            pruned, os.path.join(args.out, target, "digits.tflite"), target=target,
-            representative_data=x_train[:300], verification_data=x_test[:100],
-            labels=labels, normalization=(0.0, 1.0), description="8x8 digits, pruned 90%",
+            pruned,
+            os.path.join(args.out, target, "digits.tflite"),
+            target=target,
+            representative_data=x_train[:300],
+            verification_data=x_test[:100],
+            labels=labels,
+            normalization=(0.0, 1.0),
+            description="8x8 digits, pruned 90%",
         )
         print(result, end="\n\n")
         runtime = "tflm" if target == "mcu" else "litert"
-        outputs = kp.export.predict(result.path, x_test, runtime=runtime,
-                                    arena_bytes=result.arena_bytes)
+        outputs = kp.export.predict(
+            result.path, x_test, runtime=runtime, arena_bytes=result.arena_bytes
+        )
         interpreter_accuracy = np.mean(np.argmax(outputs, axis=1) == y_test)
         print(f"{target}: test accuracy through {runtime}: {100 * interpreter_accuracy:.2f}%\n")
 

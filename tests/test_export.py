@@ -33,13 +33,16 @@ def zero_dense_blocks(layer, sparsity, block):
 
 def build_model(seed=0):
     keras.utils.set_random_seed(seed)
-    model = keras.Sequential([
-        keras.Input((8, 8, 1)),
-        keras.layers.Conv2D(4, 3, padding="same", activation="relu"),
-        keras.layers.Flatten(),
-        keras.layers.Dense(64, activation="relu"),
-        keras.layers.Dense(10, activation="softmax"),
-    ], name="tiny_cnn")
+    model = keras.Sequential(
+        [
+            keras.Input((8, 8, 1)),
+            keras.layers.Conv2D(4, 3, padding="same", activation="relu"),
+            keras.layers.Flatten(),
+            keras.layers.Dense(64, activation="relu"),
+            keras.layers.Dense(10, activation="softmax"),
+        ],
+        name="tiny_cnn",
+    )
     for layer in model.layers:
         if isinstance(layer, keras.layers.Dense):
             zero_dense_blocks(layer, SPARSITY, block=16)
@@ -62,8 +65,11 @@ def exports(model, calibration, tmp_path_factory):
     results = {}
     for target in ("mobile", "mobile-int8", "mcu"):
         results[target] = export.to_tflite(
-            model, root / target / "model.tflite", target=target,
-            representative_data=calibration, labels=[f"digit {i}" for i in range(10)],
+            model,
+            root / target / "model.tflite",
+            target=target,
+            representative_data=calibration,
+            labels=[f"digit {i}" for i in range(10)],
             latency_runs=5,
         )
     return results
@@ -76,8 +82,9 @@ def test_mobile_float_matches_keras_and_keeps_sparse_fully_connected(exports):
         assert check.passed and check.max_abs_error <= 1e-4
         assert check.top1_agreement == 1.0
     info = read_model(result.path)
-    fully_connected = [info.tensors[op.inputs[1]] for op in info.ops
-                       if op.name == "FULLY_CONNECTED"]
+    fully_connected = [
+        info.tensors[op.inputs[1]] for op in info.ops if op.name == "FULLY_CONNECTED"
+    ]
     assert [t.encoding for t in fully_connected] == ["sparse CSR, block 1x4"] * 2
     assert "DENSIFY" not in info.op_counts()  # the sparse FC kernel runs, nothing densified
     dense_bytes = sum(4 * t.size for t in fully_connected)
@@ -90,8 +97,9 @@ def test_mobile_int8_keeps_zeros_and_1x16_blocks(exports, model):
     assert all(check.passed for check in result.checks)
     assert result.input_quantization["scale"][0] > 0
     info = read_model(result.path)
-    fully_connected = [info.tensors[op.inputs[1]] for op in info.ops
-                       if op.name == "FULLY_CONNECTED"]
+    fully_connected = [
+        info.tensors[op.inputs[1]] for op in info.ops if op.name == "FULLY_CONNECTED"
+    ]
     assert [t.encoding for t in fully_connected] == ["sparse CSR, block 1x16"] * 2
     assert all(t.dtype == "int8" for t in fully_connected)
     for tensor, layer in zip(fully_connected, model.layers[2:], strict=True):
@@ -153,14 +161,14 @@ def test_mcu_c_array_compiles_aligned_and_complete(exports, tmp_path):
     main.write_text(
         '#include <cstdint>\n#include <cstdio>\n#include "model_data.h"\n'
         "int main() {\n"
-        "  std::printf(\"%u %d\\n\", model_data_len,\n"
+        '  std::printf("%u %d\\n", model_data_len,\n'
         "              (int)(reinterpret_cast<std::uintptr_t>(model_data) % 16));\n"
         "  std::fwrite(model_data, 1, model_data_len, stderr);\n}\n"
     )
     binary = tmp_path / "check"
     subprocess.run(
-        ["g++", "-std=c++17", "-I", os.path.dirname(source), str(main), source, "-o",
-         str(binary)], check=True,
+        ["g++", "-std=c++17", "-I", os.path.dirname(source), str(main), source, "-o", str(binary)],
+        check=True,
     )
     run = subprocess.run([str(binary)], capture_output=True, check=True)
     length, misalignment = run.stdout.decode().split()
@@ -195,8 +203,9 @@ def test_metadata_missing_warns_once_with_the_install_command(model, tmp_path):
         pytest.skip("tflite-support is installed here")
     export.metadata._warned_missing = False
     with pytest.warns(UserWarning, match="pip install --no-deps tflite-support"):
-        export.metadata.add_metadata(b"", name="m", version="1", description="",
-                                     input_shape=(1, 8, 8, 1))
+        export.metadata.add_metadata(
+            b"", name="m", version="1", description="", input_shape=(1, 8, 8, 1)
+        )
     with warnings.catch_warnings(record=True) as records:
         warnings.simplefilter("always")
         data, status = export.metadata.add_metadata(
@@ -211,9 +220,7 @@ def test_metadata_packs_labels_and_pruning_record(exports, model):
 
     with open(exports["mobile"].path, "rb") as handle:
         displayer = metadata.MetadataDisplayer.with_model_buffer(handle.read())
-    assert set(displayer.get_packed_associated_file_list()) == {
-        "labels.txt", "pruning_record.json"
-    }
+    assert set(displayer.get_packed_associated_file_list()) == {"labels.txt", "pruning_record.json"}
     record = json.loads(displayer.get_associated_file_buffer("pruning_record.json"))
     assert record["layers"][model.layers[2].name]["sparsity"] == pytest.approx(SPARSITY, abs=0.001)
 
@@ -222,19 +229,22 @@ def test_wrapped_models_are_stripped_before_conversion(tmp_path):
     import keras_prune as kp
 
     keras.utils.set_random_seed(2)
-    model = keras.Sequential([
-        keras.Input((32,)), keras.layers.Dense(64, activation="relu"), keras.layers.Dense(4)
-    ])
-    wrapped = kp.prune(model, schedule=kp.ConstantSparsity(SPARSITY, begin_step=0),
-                       granularity=kp.Block((1, 16)))
+    model = keras.Sequential(
+        [keras.Input((32,)), keras.layers.Dense(64, activation="relu"), keras.layers.Dense(4)]
+    )
+    wrapped = kp.prune(
+        model, schedule=kp.ConstantSparsity(SPARSITY, begin_step=0), granularity=kp.Block((1, 16))
+    )
     kp.update_masks(wrapped, 0)
     assert export.convert.keras_prune_layers(wrapped)
     result = export.to_tflite(wrapped, tmp_path / "model.tflite", latency_runs=1)
     assert result.stripped_wrappers and result.passed
     assert not any(name.startswith("CUSTOM") for name in result.ops)
     assert [t["encoding"] for t in result.sparse_tensors] == ["sparse CSR, block 1x4"] * 2
-    assert all(t["density"] == pytest.approx(1 - SPARSITY, abs=0.03)  # within one block
-               for t in result.sparse_tensors)
+    assert all(
+        t["density"] == pytest.approx(1 - SPARSITY, abs=0.03)  # within one block
+        for t in result.sparse_tensors
+    )
 
 
 # Bad input: each error names the value and the fix, and nothing is left on disk.
@@ -292,13 +302,14 @@ def test_labels_and_normalization_are_validated(model, tmp_path):
 
 
 def test_ops_tflm_lacks_are_named_and_nothing_is_written(tmp_path):
-    model = keras.Sequential([
-        keras.Input((16,)), keras.layers.Dense(8, activation="gelu"), keras.layers.Dense(4)
-    ])
+    model = keras.Sequential(
+        [keras.Input((16,)), keras.layers.Dense(8, activation="gelu"), keras.layers.Dense(4)]
+    )
     data = np.random.default_rng(0).random((16, 16)).astype("float32")
     with pytest.raises(ValueError, match="uses GELU, which TFLM lacks"):
-        export.to_tflite(model, tmp_path / "out" / "m.tflite", target="mcu",
-                         representative_data=data)
+        export.to_tflite(
+            model, tmp_path / "out" / "m.tflite", target="mcu", representative_data=data
+        )
     assert _no_files(tmp_path / "out")
 
 
@@ -307,9 +318,14 @@ def test_a_mismatch_raises_and_writes_nothing(model, tmp_path):
     calibration = np.zeros((4, 8, 8, 1), dtype="float32")
     far = np.full((8, 8, 8, 1), 50.0, dtype="float32")
     with pytest.raises(export.ExportVerificationError, match="no file was written") as error:
-        export.to_tflite(model, tmp_path / "m.tflite", target="mobile-int8",
-                         representative_data=calibration, verification_data=far,
-                         latency_runs=1)
+        export.to_tflite(
+            model,
+            tmp_path / "m.tflite",
+            target="mobile-int8",
+            representative_data=calibration,
+            verification_data=far,
+            latency_runs=1,
+        )
     assert not error.value.result.passed
     assert _no_files(tmp_path)
 

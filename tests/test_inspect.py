@@ -54,8 +54,9 @@ def test_a_mobilenet_shaped_sparse_model_is_eligible(eligible_file):
 
 
 def test_same_padding_and_too_few_zeros_are_reported_per_layer():
-    check = check_xnnpack_sparse(to_bytes(mobilenet_like(first_padding="same",
-                                                         pointwise_sparsity=0.5)))
+    check = check_xnnpack_sparse(
+        to_bytes(mobilenet_like(first_padding="same", pointwise_sparsity=0.5))
+    )
     assert not check.eligible
     text = "\n".join(check.reasons)
     assert "needs explicit padding 1" in text and "conv2d" in text
@@ -64,8 +65,7 @@ def test_same_padding_and_too_few_zeros_are_reported_per_layer():
 
 def test_pooling_inside_the_region_is_named():
     check = check_xnnpack_sparse(to_bytes(mobilenet_like(pool=True)))
-    assert any("MAX_POOL_2D" in reason and "max_pooling2d" in reason
-               for reason in check.reasons)
+    assert any("MAX_POOL_2D" in reason and "max_pooling2d" in reason for reason in check.reasons)
 
 
 def test_quantized_models_are_not_eligible():
@@ -86,8 +86,13 @@ def test_report_lists_ops_tensors_sizes_and_latency(eligible_file):
     assert all(t.density == pytest.approx(0.2, abs=0.02) for t in sparse)
     assert report.latency_us["xnnpack"] > 0 and report.latency_us["builtin"] > 0
     text = str(report)
-    for heading in ("size breakdown", "ops", "constant tensors", "XNNPACK sparse inference",
-                    "latency"):
+    for heading in (
+        "size breakdown",
+        "ops",
+        "constant tensors",
+        "XNNPACK sparse inference",
+        "latency",
+    ):
         assert heading in text
     assert report.to_dict()["xnnpack"]["eligible"] is True
 
@@ -105,13 +110,19 @@ def test_xnnpack_filter_prunes_exactly_what_the_sparse_path_uses(tmp_path):
 
     model = mobilenet_like(pointwise_sparsity=0.0)
     chosen = [layer.name for layer in model.layers if export.xnnpack_filter(model)(layer)]
-    pointwise = [layer.name for layer in model.layers
-                 if isinstance(layer, keras.layers.Conv2D)
-                 and not isinstance(layer, keras.layers.DepthwiseConv2D)
-                 and layer.kernel_size == (1, 1)]
+    pointwise = [
+        layer.name
+        for layer in model.layers
+        if isinstance(layer, keras.layers.Conv2D)
+        and not isinstance(layer, keras.layers.DepthwiseConv2D)
+        and layer.kernel_size == (1, 1)
+    ]
     assert chosen == pointwise and len(chosen) == 2
-    pruned = kp.prune(model, schedule=kp.ConstantSparsity(0.75, begin_step=0),
-                      filters=export.xnnpack_filter(model))
+    pruned = kp.prune(
+        model,
+        schedule=kp.ConstantSparsity(0.75, begin_step=0),
+        filters=export.xnnpack_filter(model),
+    )
     kp.update_masks(pruned, 0)
     result = export.to_tflite(pruned, tmp_path / "m.tflite", target="mobile", latency_runs=1)
     check = check_xnnpack_sparse(result.path)
