@@ -10,12 +10,6 @@ from keras_prune.fit_state import make_variables_current
 from keras_prune.groups import hold_masked_channels, update_channel_masks
 from keras_prune.pruning import find_wrappers
 
-JAX_LEARNABLE_MESSAGE = (
-    "Layer {name!r} has a learnable mask, which kp.PruningCallback does not train on the JAX "
-    "backend yet: the mask's top-k selection runs in the forward pass, and its radix "
-    "histogram cannot be traced by jax.jit. Use mask='binary' on JAX, or train with "
-    "KERAS_BACKEND=tensorflow or torch (a model pruned there loads and runs on JAX)."
-)
 JAX_CHANNEL_MESSAGE = (
     "Layer {name!r} prunes whole channels, which kp.PruningCallback does not train on the JAX "
     "backend yet: holding the BatchNormalization scales of removed channels at zero needs "
@@ -25,15 +19,13 @@ JAX_CHANNEL_MESSAGE = (
 
 
 def check_trainable_on_jax(wrappers):
-    """Raise if a wrapper uses a mask or granularity that training on JAX does not support."""
+    """Raise if a wrapper prunes at a granularity that training on JAX does not support."""
     from keras_prune.granularity import Channel
 
     if keras.backend.backend() != "jax":
         return
     for wrapper in wrappers:
-        if wrapper.mask_type.learnable:
-            raise NotImplementedError(JAX_LEARNABLE_MESSAGE.format(name=wrapper.name))
-        if isinstance(wrapper.granularity, Channel):
+        if isinstance(wrapper.granularity, Channel) and not wrapper.mask_type.learnable:
             raise NotImplementedError(JAX_CHANNEL_MESSAGE.format(name=wrapper.name))
 
 

@@ -119,8 +119,9 @@ def top_k_mask(scores, k):
     """0/1 mask keeping exactly the `k` largest `scores` (ties: earlier positions first).
 
     The threshold is found on order-preserving integer keys: by a sort for small tensors, and
-    by a two-pass radix selection (O(n), no sort) from 65,536 elements up. Non-negative scores
-    (magnitudes, most criteria) skip the key transform: their float bits already sort.
+    by a two-pass radix selection (O(n), no sort) from 65,536 elements up (except on JAX, which
+    always sorts). Non-negative scores (magnitudes, most criteria) skip the key transform: their
+    float bits already sort.
 
     Args:
         scores: float tensor of any shape.
@@ -146,7 +147,9 @@ def _top_k_of_bits(bits, k, nonnegative):
 
     With `nonnegative=True` the caller guarantees no sign bit is set; otherwise it is checked.
     """
-    if ops.shape(bits)[0] < _RADIX_BINS:
+    # JAX cannot trace bincount (its output length depends on the data), and learnable masks
+    # select inside jax.jit, so JAX always sorts.
+    if ops.shape(bits)[0] < _RADIX_BINS or keras.backend.backend() == "jax":
         keys = _sortable_keys_from_bits(bits)
         return _top_k_of_keys(keys, k, _kth_largest_key_by_sort(keys, k))
 
@@ -159,12 +162,7 @@ def _top_k_of_bits(bits, k, nonnegative):
 
     if nonnegative:
         return of_nonnegative()
-    all_nonnegative = ops.greater_equal(ops.min(bits), 0)
-    if keras.backend.backend() == "jax":
-        # JAX cannot trace bincount (its output length depends on the data), so the radix
-        # path only runs eagerly there, where the check can be a plain Python bool.
-        return of_nonnegative() if bool(all_nonnegative) else of_any_sign()
-    return ops.cond(all_nonnegative, of_nonnegative, of_any_sign)
+    return ops.cond(ops.greater_equal(ops.min(bits), 0), of_nonnegative, of_any_sign)
 
 
 def sparsity_mask(scores, sparsity):
