@@ -423,16 +423,10 @@ class ERKAllocation(Allocation):
                 f"same sparsity at the same step. Received: {sparsities}"
             )
         per_tensor = iter(erk_sparsities(shapes, sparsities[0], self.power_scale))
-        result = []
-        for wrapper in wrappers:
-            wrapper_masks = []
-            for index, target in enumerate(wrapper.targets):
-                scores = wrapper.importance_scores(index)
-                wrapper_masks.append(
-                    wrapper.granularity.compute_mask(scores, next(per_tensor), target)
-                )
-            result.append(wrapper_masks)
-        return result
+        return [
+            wrapper.compute_masks([next(per_tensor) for _ in wrapper.targets])
+            for wrapper in wrappers
+        ]
 
     def get_config(self):
         return {"power_scale": self.power_scale}

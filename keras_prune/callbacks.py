@@ -55,6 +55,43 @@ def steps_per_batch_call(model):
     return steps if isinstance(steps, int) and steps > 0 else 1
 
 
+class StepWindows:
+    """Which optimizer steps each call of the batch hooks stands for.
+
+    With `steps_per_execution=k` Keras runs k steps per call and calls `on_train_batch_begin`
+    only before the first of them. Something due at any of those steps is done at the start of
+    the call, so no scheduled update is skipped. Steps a longer call than expected left out are
+    caught up at the next call; none is looked at twice.
+    """
+
+    def __init__(self, steps_per_call=1, steps_per_epoch=None):
+        self.steps_per_call = steps_per_call
+        self.steps_per_epoch = steps_per_epoch
+        self.epoch_start = 0
+        self.checked_through = None
+
+    def start_epoch(self, iterations):
+        """Record the optimizer's step count at the start of an epoch."""
+        self.epoch_start = iterations
+        if self.checked_through is None:
+            self.checked_through = iterations - 1
+
+    def steps(self, batch):
+        """The steps not yet looked at up to the end of the call starting at `batch`."""
+        first = self.epoch_start + batch
+        end = first + self.steps_per_call
+        if self.steps_per_epoch:  # the epoch's last call may run fewer steps
+            end = min(end, self.epoch_start + self.steps_per_epoch)
+        window = range(max(self.checked_through + 1, 0), max(end, first + 1))
+        self.checked_through = max(self.checked_through, window[-1] if window else first)
+        return window
+
+
+def latest_due_step(schedule, steps):
+    """The last of `steps` at which `schedule` updates masks, or None."""
+    return next((step for step in reversed(steps) if schedule.should_update(step)), None)
+
+
 def _wrappers_or_raise(model, caller):
     wrappers = find_wrappers(model)
     if not wrappers:
@@ -104,8 +141,8 @@ class PruningCallback(keras.callbacks.Callback):
         self.calibration_batch_size = calibration_batch_size
         self._wrappers = []
         self._unbuilt = []
+        self._windows = StepWindows()
         self._step = 0
-        self._steps_per_call = 1
         self._sparsity = 0.0
 
     def on_train_begin(self, logs=None):
@@ -117,39 +154,47 @@ class PruningCallback(keras.callbacks.Callback):
             )
         for wrapper in self._wrappers:
             wrapper.mask_updates_attached = True
-        self._steps_per_call = steps_per_batch_call(self.model)
+        self._windows = StepWindows(
+            steps_per_batch_call(self.model), (self.params or {}).get("steps")
+        )
         hold_masked_channels(self.model, self._wrappers)
         self._sparsity = realised_sparsity(self._wrappers)
 
     def on_epoch_begin(self, epoch, logs=None):
-        # Read the device counter once per epoch and count batches in Python in between: a
-        # device read per batch costs more than a small model's whole training step.
-        self._step = int(ops.convert_to_numpy(self.model.optimizer.iterations))
+        # Read the device counter once per epoch and take steps from the batch index in
+        # between: a device read per batch costs more than a small model's whole training step.
+        self._windows.start_epoch(int(ops.convert_to_numpy(self.model.optimizer.iterations)))
 
     def on_train_batch_begin(self, batch, logs=None):
+        steps = self._windows.steps(batch)
+        self._step = steps[-1] if len(steps) else self._windows.epoch_start + batch
         # Subclassed models build their layers inside the first batch: catch up after it.
         self._unbuilt = [wrapper for wrapper in self._wrappers if not wrapper.built]
-        built = [wrapper for wrapper in self._wrappers if wrapper.built]
-        if not any(wrapper.schedule.should_update(self._step) for wrapper in built):
+        due = {}
+        for wrapper in self._wrappers:
+            step = latest_due_step(wrapper.schedule, steps) if wrapper.built else None
+            if step is not None:
+                due.setdefault(step, []).append(wrapper)
+        if not due:
             return
-        make_variables_current(self.model, built)
-        self._collect_gradients_if_due(built)
-        if self._update(built):
+        make_variables_current(self.model, [w for group in due.values() for w in group])
+        updated = False
+        for step in sorted(due):
+            self._collect_gradients_if_due(due[step])
+            updated = bool(self._update(due[step], step)) or updated
+        if updated:
             self._sparsity = realised_sparsity(self._wrappers)
 
-    def _update(self, wrappers):
+    def _update(self, wrappers, step):
         if self.allocation is not None:
-            return self.allocation.update(wrappers, self._step)
-        return update_channel_masks(self.model, self._step, wrappers)
+            return self.allocation.update(wrappers, step)
+        return update_channel_masks(self.model, step, wrappers)
 
     def _collect_gradients_if_due(self, wrappers):
         """Refresh gradient statistics before an update that ranks by gradients."""
-        due = [
-            wrapper
-            for wrapper in wrappers
-            if wrapper.criterion.needs_gradients and wrapper.schedule.should_update(self._step)
-        ]
-        if due and self.calibration_data is not None:
+        if self.calibration_data is not None and any(
+            wrapper.criterion.needs_gradients for wrapper in wrappers
+        ):
             from keras_prune.criteria import collect_gradients
 
             x, y = self.calibration_data
@@ -162,7 +207,6 @@ class PruningCallback(keras.callbacks.Callback):
                 wrapper.update_mask(self._step)
             self._unbuilt = []
             self._sparsity = realised_sparsity(self._wrappers)
-        self._step += self._steps_per_call
         if logs is not None:
             logs["sparsity"] = self._sparsity
 

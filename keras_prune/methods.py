@@ -19,7 +19,7 @@ from keras_prune import allocation as allocation_lib
 from keras_prune import criteria as criteria_lib
 from keras_prune import granularity as granularity_lib
 from keras_prune import masks, schedules, validation
-from keras_prune.callbacks import steps_per_batch_call
+from keras_prune.callbacks import StepWindows, latest_due_step, steps_per_batch_call
 from keras_prune.fit_state import make_variables_current
 from keras_prune.pruning import find_wrappers, prune
 
@@ -194,21 +194,27 @@ def _binary_unstructured_wrappers(model, caller):
 
 
 class _StepCounter(keras.callbacks.Callback):
-    """Knows the optimizer step at each batch, reading the device counter once per epoch (a read
-    per batch costs more than a small model's whole training step), as `kp.PruningCallback`.
+    """Knows the optimizer steps of each batch call, reading the device counter once per epoch
+    (a read per batch costs more than a small model's whole training step), as
+    `kp.PruningCallback` does; see `callbacks.StepWindows` for `steps_per_execution`.
 
-    Subclasses set `self._wrappers` in `on_train_begin` and call `self._make_current()` before
-    they read or change weights mid-epoch (see `keras_prune.fit_state`).
+    Subclasses set `self._wrappers` in `on_train_begin`, get their steps from
+    `self._steps(batch)` and call `self._make_current()` before they read or change weights
+    mid-epoch (see `keras_prune.fit_state`).
     """
 
     _wrappers = ()
+    _windows = None
 
     def on_epoch_begin(self, epoch, logs=None):
-        self._step = int(ops.convert_to_numpy(self.model.optimizer.iterations))
-        self._steps_per_call = steps_per_batch_call(self.model)
+        if self._windows is None:
+            self._windows = StepWindows(
+                steps_per_batch_call(self.model), (self.params or {}).get("steps")
+            )
+        self._windows.start_epoch(int(ops.convert_to_numpy(self.model.optimizer.iterations)))
 
-    def on_train_batch_end(self, batch, logs=None):
-        self._step += self._steps_per_call
+    def _steps(self, batch):
+        return self._windows.steps(batch)
 
     def _make_current(self):
         make_variables_current(self.model, self._wrappers)
@@ -218,6 +224,7 @@ class _StepCounter(keras.callbacks.Callback):
 
     def on_train_end(self, logs=None):
         self._make_current()
+        self._windows = None
 
 
 def _reset_optimizer_slots(optimizer):
@@ -290,16 +297,17 @@ class LotteryTicket(_StepCounter):
             wrapper.mask_updates_attached = True
 
     def on_train_batch_begin(self, batch, logs=None):
-        step = self._step
-        if step == self.rewind_step and self.saved is None:
+        steps = self._steps(batch)
+        if self.rewind_step in steps and self.saved is None:
             self._make_current()
             self.saved = [
                 (variable, ops.convert_to_numpy(variable))
                 for variable in self.model.trainable_variables
             ]
-        if self.schedule.should_update(step) and step > self.rewind_step:
+        due = latest_due_step(self.schedule, [step for step in steps if step > self.rewind_step])
+        if due is not None:
             self._make_current()
-            self.prune_and_rewind(self.schedule.sparsity_at(step))
+            self.prune_and_rewind(self.schedule.sparsity_at(due))
 
     def prune_and_rewind(self, sparsity):
         """Prune to `sparsity` from the current weights, then rewind everything to the saved
@@ -430,8 +438,11 @@ class _DropAndGrow(_StepCounter):
         return self.drop_fraction / 2 * (1 + math.cos(math.pi * step / self.end_step))
 
     def on_train_batch_begin(self, batch, logs=None):
-        step = self._step
-        if step == 0 or step % self.update_every:
+        step = next(
+            (s for s in reversed(self._steps(batch)) if s > 0 and s % self.update_every == 0),
+            None,
+        )
+        if step is None:
             return
         fraction = self.drop_fraction_at(step)
         if fraction <= 0:

@@ -222,10 +222,24 @@ class PruneWrapper(keras.layers.Wrapper):
         return self.criterion(self.targets[index].variable, self.gradient_statistics[index])
 
     def compute_masks(self, sparsity):
-        """`[(mask, bias_mask_or_None)]` for every target at `sparsity` from current scores."""
+        """`[(mask, bias_mask_or_None)]` for every target from current scores.
+
+        `sparsity` is one value for all targets, or a list with one value per target.
+        """
+        if isinstance(sparsity, (list, tuple)):
+            if len(sparsity) != len(self.targets):
+                raise ValueError(
+                    f"Expected one sparsity per pruned weight of {self.name!r} "
+                    f"({len(self.targets)}). Received: {len(sparsity)} values"
+                )
+            sparsities = sparsity
+        else:
+            sparsities = [sparsity] * len(self.targets)
         return [
-            self.granularity.compute_mask(self.importance_scores(index), sparsity, target)
-            for index, target in enumerate(self.targets)
+            self.granularity.compute_mask(self.importance_scores(index), target_sparsity, target)
+            for index, (target, target_sparsity) in enumerate(
+                zip(self.targets, sparsities, strict=True)
+            )
         ]
 
     def apply_sparsity(self, sparsity):

@@ -250,3 +250,42 @@ def test_summary_compares_two_models():
     small = kp.prune_channels(model, fraction=0.5)
     text = kp.summary(model, small, print_fn=None)
     assert "MACs" in text and "conv1" in text and "smaller" in text
+
+
+@pytest.mark.parametrize("steps_per_execution", [1, 4, 5])
+def test_steps_per_execution_keeps_every_scheduled_update(steps_per_execution):
+    # With steps_per_execution=k Keras calls batch hooks once per k steps; an update due inside
+    # those k steps must still happen (at the start of them), so the schedule is followed.
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(112, 6)).astype("float32")
+    y = x[:, :2]
+    model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(32), keras.layers.Dense(2)])
+    schedule = kp.PolynomialDecay(0.0, 0.75, begin_step=0, end_step=21, frequency=3)
+    pruned = kp.prune(model, schedule=schedule)
+    pruned.compile("sgd", "mse", steps_per_execution=steps_per_execution)
+    history = pruned.fit(
+        x, y, batch_size=16, epochs=4, verbose=0, callbacks=[kp.PruningCallback()]
+    )  # 7 steps per epoch, 28 steps
+    wrapper = kp.find_wrappers(pruned)[0]
+    assert int(keras.ops.convert_to_numpy(wrapper.pruning_step)) == 21
+    assert history.history["sparsity"][-1] == pytest.approx(0.75, abs=1e-3)
+    # After the first epoch (steps 0-6) the update due at step 6 has been applied (to within
+    # the one-weight rounding of each of the two kernels).
+    assert schedule.sparsity_at(6) - schedule.sparsity_at(3) > 0.1
+    assert history.history["sparsity"][0] == pytest.approx(float(schedule.sparsity_at(6)), abs=0.01)
+
+
+def test_step_windows_cover_every_step_once():
+    from keras_prune.callbacks import StepWindows
+
+    windows = StepWindows(steps_per_call=3, steps_per_epoch=7)
+    windows.start_epoch(0)
+    assert list(windows.steps(0)) == [0, 1, 2]
+    assert list(windows.steps(3)) == [3, 4, 5]
+    assert list(windows.steps(6)) == [6]  # the epoch's short last call
+    windows.start_epoch(7)
+    assert list(windows.steps(0)) == [7, 8, 9]
+    assert list(windows.steps(5)) == [10, 11, 12, 13]  # a longer call than expected: caught up
+    unknown_length = StepWindows(steps_per_call=1)
+    unknown_length.start_epoch(40)
+    assert [list(unknown_length.steps(batch)) for batch in range(3)] == [[40], [41], [42]]
