@@ -17,10 +17,12 @@ training loop is needed.
 | "obd" | `0.5 * mean g**2 * w**2` (OBD, Fisher as Hessian diagonal) | yes |
 | "movement" | `sum over collections of -w * mean g` | yes |
 
-Gradients are computed by `collect_gradients` on the TensorFlow backend (verified); other
-backends raise a clear error there. Everything else in this module is backend-neutral.
+Gradients are computed by `collect_gradients` on the TensorFlow, torch and JAX backends (each
+with its own autodiff; the tests compare them). Everything else in this module is
+backend-neutral.
 """
 
+import contextlib
 import zlib
 
 import keras
@@ -366,23 +368,93 @@ def _batches(x, y, batch_size, num_batches):
 
 
 def _loss_gradients(model, x, y, variables):
+    """dL/dw for each of `variables` on one batch, in inference mode, on the current backend."""
     backend = keras.backend.backend()
-    if backend != "tensorflow":
-        raise NotImplementedError(
-            "kp.collect_gradients is implemented and verified on the TensorFlow backend; "
-            f"the current backend is {backend!r}. Use KERAS_BACKEND=tensorflow for gradient "
-            "criteria, or a criterion that needs no gradients ('magnitude', 'l2', 'random')."
-        )
+    if backend == "tensorflow":
+        return _tensorflow_gradients(model, x, y, variables)
+    if backend == "torch":
+        return _torch_gradients(model, x, y, variables)
+    if backend == "jax":
+        return _jax_gradients(model, x, y, variables)
+    raise NotImplementedError(
+        f"kp.collect_gradients supports the TensorFlow, torch and JAX backends; the current "
+        f"backend is {backend!r}. Use a criterion that needs no gradients ('magnitude', 'l2', "
+        "'random')."
+    )
+
+
+def _or_zeros(gradients, variables):
+    return [
+        ops.zeros(variable.shape) if gradient is None else ops.convert_to_tensor(gradient)
+        for variable, gradient in zip(variables, gradients, strict=True)
+    ]
+
+
+def _tensorflow_gradients(model, x, y, variables):
     import tensorflow as tf
 
     with tf.GradientTape() as tape:
         y_pred = model(x, training=False)
         loss = model.compute_loss(x=x, y=y, y_pred=y_pred)
-    gradients = tape.gradient(loss, [variable.value for variable in variables])
-    return [
-        ops.zeros(variable.shape) if gradient is None else ops.convert_to_tensor(gradient)
-        for variable, gradient in zip(variables, gradients, strict=True)
+    return _or_zeros(tape.gradient(loss, [variable.value for variable in variables]), variables)
+
+
+def _torch_gradients(model, x, y, variables):
+    import torch
+
+    values = [variable.value for variable in variables]
+    tracked = [position for position, value in enumerate(values) if value.requires_grad]
+    y_pred = model(x, training=False)
+    loss = model.compute_loss(x=x, y=y, y_pred=y_pred)
+    found = torch.autograd.grad(loss, [values[p] for p in tracked], allow_unused=True)
+    gradients = [None] * len(values)
+    for position, gradient in zip(tracked, found, strict=True):
+        gradients[position] = None if gradient is None else gradient.detach()
+    return _or_zeros(gradients, variables)
+
+
+def _jax_gradients(model, x, y, variables):
+    import jax
+
+    from keras_prune.pruning import find_wrappers
+
+    trainable = model.trainable_variables
+    non_trainable = model.non_trainable_variables
+    non_trainable_values = [variable.value for variable in non_trainable]
+
+    def loss_of(trainable_values):
+        y_pred, _ = model.stateless_call(trainable_values, non_trainable_values, x, training=False)
+        state = list(zip(trainable, trainable_values, strict=True))
+        state += list(zip(non_trainable, non_trainable_values, strict=True))
+        with keras.StatelessScope(state_mapping=state):
+            return model.compute_loss(x=x, y=y, y_pred=y_pred)
+
+    # On JAX binary masks act in the forward pass, which would also zero the gradient of every
+    # masked weight. With the masked weights held at zero, running on the stored weights gives
+    # dL/dw as on the other backends (RigL grows connections by it).
+    wrappers = [wrapper for wrapper in find_wrappers(model) if wrapper.built]
+    for wrapper in wrappers:
+        wrapper.hold_masked_weights()
+    with _stored_weights_in_forward_pass(wrappers):
+        found = jax.grad(loss_of)([variable.value for variable in trainable])
+    position = {id(variable): index for index, variable in enumerate(trainable)}
+    gradients = [
+        found[position[id(variable)]] if id(variable) in position else None
+        for variable in variables
     ]
+    return _or_zeros(gradients, variables)
+
+
+@contextlib.contextmanager
+def _stored_weights_in_forward_pass(wrappers):
+    previous = [wrapper.forward_uses_stored_weights for wrapper in wrappers]
+    for wrapper in wrappers:
+        wrapper.forward_uses_stored_weights = True
+    try:
+        yield
+    finally:
+        for wrapper, value in zip(wrappers, previous, strict=True):
+            wrapper.forward_uses_stored_weights = value
 
 
 def collect_gradients(model, x, y=None, batch_size=32, num_batches=None):

@@ -520,7 +520,7 @@ class RigL(_DropAndGrow):
     the largest gradient magnitude.
 
     The dense gradients are computed on `calibration_data` (a held batch; Keras callbacks do not
-    see the training batch) by `kp.collect_gradients`, on the TensorFlow backend. Use it instead
+    see the training batch) by `kp.collect_gradients` (TensorFlow, torch or JAX). Use it instead
     of `kp.PruningCallback`.
 
     Args:

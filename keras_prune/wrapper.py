@@ -116,6 +116,9 @@ class PruneWrapper(keras.layers.Wrapper):
         self._inner_takes_training = "training" in parameters
         # Set by kp.PruningCallback / kp.update_masks, so training without them is caught.
         self.mask_updates_attached = False
+        # Binary masks on JAX: set while gradients are taken with the masked weights held at
+        # zero, so that masked weights get their gradient (see kp.collect_gradients).
+        self.forward_uses_stored_weights = False
 
     # -- state ---------------------------------------------------------------------------------
 
@@ -192,7 +195,9 @@ class PruneWrapper(keras.layers.Wrapper):
     def masks_in_forward_pass(self):
         """Whether `call` multiplies the weights by their masks (learnable masks, and binary
         masks on JAX) rather than relying on the weights being held at zero."""
-        return self.mask_type.learnable or keras.backend.backend() == "jax"
+        if self.mask_type.learnable:
+            return True
+        return keras.backend.backend() == "jax" and not self.forward_uses_stored_weights
 
     def hold_masked_weights(self):
         """Zero the weights (and channel biases) that the binary masks remove.

@@ -151,3 +151,38 @@ def test_masks_train_on_jax_as_on_tensorflow(tmp_path):
         for name in masks:
             np.testing.assert_array_equal(on_jax[f"{mask}_mask_{name}"], masks[name])
             np.testing.assert_allclose(on_jax[f"{mask}_kernel_{name}"], kernels[name], atol=1e-4)
+
+
+GRADIENTS = r"""
+import numpy as np, keras, keras_prune as kp
+
+
+def gradient_statistics():
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(40, 10)).astype("float32")
+    y = rng.integers(0, 4, 40)
+    model = keras.Sequential([keras.Input((10,)), keras.layers.Dense(16, activation="tanh", name="h"),
+                              keras.layers.Dense(4, name="out")])
+    model.set_weights([rng.normal(size=w.shape).astype("float32") * 0.5 for w in model.weights])
+    pruned = kp.prune(model, schedule=kp.ConstantSparsity(0.5, 0))
+    pruned.compile("sgd", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    kp.update_masks(pruned, 0)  # half of each kernel masked: those weights get gradients too
+    kp.collect_gradients(pruned, x, y, batch_size=16)
+    return {f"{w.name}_{kind}": keras.ops.convert_to_numpy(getattr(w.gradient_statistics[0], kind))
+            for w in kp.find_wrappers(pruned) for kind in ("mean_gradient", "mean_squared_gradient")}
+"""
+
+
+@pytest.mark.parametrize("backend, module", [("jax", "jax"), ("torch", "torch")])
+def test_gradient_statistics_agree_across_backends(backend, module, tmp_path):
+    script = (
+        GRADIENTS + "\nimport sys\nnp.savez(sys.argv[1], **gradient_statistics())\nprint('OK')\n"
+    )
+    run_on_backend(backend, module, script, str(tmp_path / "stats.npz"))
+    namespace = {}
+    exec(GRADIENTS, namespace)
+    expected = namespace["gradient_statistics"]()
+    found = np.load(tmp_path / "stats.npz")
+    for name, value in expected.items():
+        assert np.abs(value).max() > 0, name
+        np.testing.assert_allclose(found[name], value, rtol=1e-4, atol=1e-6)
