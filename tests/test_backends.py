@@ -186,3 +186,42 @@ def test_gradient_statistics_agree_across_backends(backend, module, tmp_path):
     for name, value in expected.items():
         assert np.abs(value).max() > 0, name
         np.testing.assert_allclose(found[name], value, rtol=1e-4, atol=1e-6)
+
+
+DISTILL = r"""
+import numpy as np, keras, keras_prune as kp
+
+
+def distill_history():
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(96, 12)).astype("float32")
+    y = rng.integers(0, 3, 96)
+
+    def net(name):
+        model = keras.Sequential([keras.Input((12,)), keras.layers.Dense(24, activation="tanh", name="h"),
+                                  keras.layers.Dense(3, name="out")], name=name)
+        model.set_weights([rng.normal(size=w.shape).astype("float32") * 0.3 for w in model.weights])
+        return model
+
+    teacher = net("teacher")
+    student = kp.prune(net("student"), schedule=kp.PolynomialDecay(0.0, 0.8, 0, 12, frequency=3))
+    trainer = kp.Distiller(student, teacher, alpha=0.5, hints=[("h", "h")])
+    trainer.compile(optimizer="adam", metrics=["accuracy"])
+    history = trainer.fit(x, y, epochs=3, batch_size=16, shuffle=False, verbose=0,
+                          callbacks=[kp.PruningCallback()])
+    return {name: np.array(values) for name, values in history.history.items()}
+"""
+
+
+@pytest.mark.parametrize("backend, module", [("jax", "jax"), ("torch", "torch")])
+def test_distillation_aware_pruning_agrees_across_backends(backend, module, tmp_path):
+    script = DISTILL + "\nimport sys\nnp.savez(sys.argv[1], **distill_history())\nprint('OK')\n"
+    run_on_backend(backend, module, script, str(tmp_path / "history.npz"))
+    namespace = {}
+    exec(DISTILL, namespace)
+    expected = namespace["distill_history"]()
+    found = np.load(tmp_path / "history.npz")
+    assert sorted(found.files) == sorted(expected)
+    assert {"distillation_loss", "hint_loss", "student_loss", "sparsity"} <= set(expected)
+    for name, values in expected.items():
+        np.testing.assert_allclose(found[name], values, rtol=1e-3, atol=1e-4, err_msg=name)
