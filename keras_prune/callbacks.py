@@ -79,6 +79,8 @@ class StepWindows:
     def steps(self, batch):
         """The steps not yet looked at up to the end of the call starting at `batch`."""
         first = self.epoch_start + batch
+        if self.checked_through is None:  # no epoch start was seen
+            self.checked_through = first - 1
         end = first + self.steps_per_call
         if self.steps_per_epoch:  # the epoch's last call may run fewer steps
             end = min(end, self.epoch_start + self.steps_per_epoch)
