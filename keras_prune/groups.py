@@ -662,8 +662,9 @@ def removable_channels(analysis, groups, zero=None):
 CRITERIA = ("l1", "l2", "bn_scale", "taylor")
 
 
-def _member_norms(member, norm):
-    value = _numpy(member.variable)
+def _member_norms(member, norm, values=None):
+    """Per-channel L1 norm or squared L2 norm of `values` (default: the member's weights)."""
+    value = _numpy(member.variable) if values is None else values
     moved = np.moveaxis(value, member.axis, 0)
     moved = moved.reshape(moved.shape[0], -1)
     per_entry = np.abs(moved).sum(1) if norm == "l1" else np.square(moved).sum(1)
@@ -805,6 +806,31 @@ def _hold_zero(variable, keep):
     variable.constraint = HoldZero(holder, variable.constraint)
 
 
+def _scores_by_criterion(group, owner, wrapper_of):
+    """Channel scores of `group` for a gradual update: the norm (the owner's `Channel(norm)`)
+    of the owner's criterion scores over every kernel entry the channel owns.
+
+    With the default magnitude criterion that is `group_scores(group, norm)`. Other criteria
+    (gradient-based, random, user functions) score the wrapped kernels of the group.
+    """
+    from keras_prune.criteria import Magnitude
+
+    norm = owner.granularity.norm
+    if isinstance(owner.criterion, Magnitude):
+        return group_scores(group, norm)
+    everything = np.arange(group.size)
+    scores = np.zeros(group.size, np.float64)
+    for member in group.members:
+        found = wrapper_of.get(id(member.variable))
+        if member.role == "input" or found is None or len(member.variable.shape) < 2:
+            continue
+        wrapper, index = found
+        values = _numpy(owner.criterion(member.variable, wrapper.gradient_statistics[index]))
+        per_entry = _member_norms(member, norm, values)[member.indices(everything)]
+        scores += per_entry.reshape(member.repeat, group.size).sum(0)
+    return np.sqrt(scores) if norm == "l2" else scores
+
+
 def _wrapper_slots(wrapper):
     """`{id(variable): mask variable}` for the kernels and biases `wrapper` masks."""
     slots = {}
@@ -890,11 +916,12 @@ def update_channel_masks(model, step, wrappers=None):
     """Update masks at optimizer step `step`, channel-granularity masks by groups.
 
     Wrappers pruning whole channels (`granularity="channel"`, binary masks) are not ranked layer
-    by layer: the channels of each `channel_groups` group are ranked together by
-    `group_scores` (the wrappers' L1 / L2 norm) and every wrapped weight of the group loses the
-    same ones; the BatchNormalization gamma and beta of those channels are zeroed and held at
-    zero. What is masked is then exactly what `kp.shrink` removes. A group that cannot be removed
-    (model output, unsupported layer, a creating layer left unwrapped by `filters`) keeps all its
+    by layer: the channels of each `channel_groups` group are ranked together (the L1 / L2 norm
+    of the wrappers' criterion scores over the entries each channel owns; `group_scores` for
+    the default magnitude criterion) and every wrapped weight of the group loses the same ones;
+    the BatchNormalization gamma and beta of those channels are zeroed and held at zero. What is
+    masked is then exactly what `kp.shrink` removes. A group that cannot be removed (model
+    output, unsupported layer, a creating layer left unwrapped by `filters`) keeps all its
     channels. Other wrappers, and channel wrappers of layers no group covers (RNNs, attention,
     custom layers), update layer by layer as usual.
 
@@ -951,6 +978,11 @@ def update_channel_masks(model, step, wrappers=None):
         if id(wrapper) not in loose_ids:
             slots.update(_wrapper_slots(wrapper))
     due_ids = {id(wrapper) for wrapper in due}
+    wrapper_of = {
+        id(target.variable): (wrapper, index)
+        for wrapper in channel
+        for index, target in enumerate(wrapper.targets)
+    }
     for group in found:
         owners = {
             id(member.layer): member.layer
@@ -968,7 +1000,7 @@ def update_channel_masks(model, step, wrappers=None):
         )
         keep = np.ones(group.size, np.float32)
         if group.prunable and creators_wrapped:
-            scores = group_scores(group, due_owners[0].granularity.norm)
+            scores = _scores_by_criterion(group, due_owners[0], wrapper_of)
             kept = masks_lib.keep_count(group.size, sparsity)
             keep[np.argsort(-scores, kind="stable")[kept:]] = 0
         for member in group.members:

@@ -378,6 +378,40 @@ def test_update_masks_in_a_custom_loop_couples_depthwise_and_separable():
     assert max_diff(pruned, small, batch((6, 6, 3))) <= 1e-5
 
 
+def test_gradual_channel_pruning_ranks_groups_by_the_wrappers_criterion():
+    import keras_prune as kp
+    from keras_prune import criteria
+
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((6,))
+    x = layers.Dense(8, name="hidden")(inputs)
+    x = layers.BatchNormalization(name="bn")(x)
+    outputs = layers.Dense(2, name="out")(layers.ReLU()(x))
+    model = keras.Model(inputs, outputs)
+    preference = np.array([8, 1, 7, 2, 6, 3, 5, 4], "float32")  # keep channels 0, 2, 4, 6
+
+    def prefer(weight, statistics):
+        return keras.ops.ones_like(weight) * preference
+
+    def kept_channels(criterion):
+        pruned = kp.prune(
+            model,
+            schedule=kp.ConstantSparsity(0.5, 0, frequency=1),
+            granularity="channel",
+            criterion=criterion,
+            filters="hidden",
+        )
+        kp.update_masks(pruned, 0)
+        kernel = keras.ops.convert_to_numpy(pruned.get_layer("hidden").layer.kernel)
+        gamma = keras.ops.convert_to_numpy(pruned.get_layer("bn").gamma)
+        np.testing.assert_array_equal(kernel.any(0), gamma != 0)  # the group moved together
+        return list(np.flatnonzero(kernel.any(0)))
+
+    assert kept_channels(criteria.FunctionCriterion(prefer)) == [0, 2, 4, 6]
+    norms = np.linalg.norm(keras.ops.convert_to_numpy(model.get_layer("hidden").kernel), axis=0)
+    assert kept_channels("magnitude") == sorted(np.argsort(-norms)[:4])
+
+
 def test_channel_wrappers_outside_any_group_still_prune_per_layer():
     import keras_prune as kp
 
