@@ -225,3 +225,57 @@ def test_distillation_aware_pruning_agrees_across_backends(backend, module, tmp_
     assert {"distillation_loss", "hint_loss", "student_loss", "sparsity"} <= set(expected)
     for name, values in expected.items():
         np.testing.assert_allclose(found[name], values, rtol=1e-3, atol=1e-4, err_msg=name)
+
+
+STRUCTURED = r"""
+import os, tempfile
+import numpy as np, keras, keras_prune as kp
+
+
+def structured_outputs():
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(16, 8, 8, 3)).astype("float32")
+    inputs = keras.Input((8, 8, 3))
+    h = keras.layers.Conv2D(8, 3, padding="same", name="c1")(inputs)
+    h = keras.layers.ReLU()(keras.layers.BatchNormalization(name="bn")(h))
+    h = keras.layers.DepthwiseConv2D(3, padding="same", name="dw")(h)
+    h = keras.layers.Conv2D(6, 1, name="pw")(h)
+    outputs = keras.layers.Dense(3, name="out")(keras.layers.GlobalAveragePooling2D()(h))
+    model = keras.Model(inputs, outputs)
+    model.set_weights([rng.normal(size=w.shape).astype("float32") * 0.5
+                       + (1.0 if "variance" in w.path else 0.0) for w in model.weights])
+    one_shot = kp.prune_channels(model, fraction=0.5)
+    pruned = kp.prune(model, schedule=kp.ConstantSparsity(0.5, 0, frequency=1),
+                      granularity="channel")
+    kp.update_masks(pruned, 0)
+    shrunk = kp.shrink(pruned)
+    path = os.path.join(tempfile.mkdtemp(), "pruned.keras")
+    pruned.save(path)
+    reloaded = keras.saving.load_model(path)
+    return {
+        "one_shot": one_shot.predict(x, verbose=0),
+        "one_shot_c1": np.array(one_shot.get_layer("c1").kernel.shape),
+        "pruned": pruned.predict(x, verbose=0),
+        "shrunk": shrunk.predict(x, verbose=0),
+        "shrunk_pw": np.array(shrunk.get_layer("pw").kernel.shape),
+        "reloaded": reloaded.predict(x, verbose=0),
+    }
+"""
+
+
+@pytest.mark.parametrize("backend, module", [("jax", "jax"), ("torch", "torch")])
+def test_structured_surgery_and_saving_agree_across_backends(backend, module, tmp_path):
+    script = (
+        STRUCTURED + "\nimport sys\nnp.savez(sys.argv[1], **structured_outputs())\nprint('OK')\n"
+    )
+    run_on_backend(backend, module, script, str(tmp_path / "outputs.npz"))
+    namespace = {}
+    exec(STRUCTURED, namespace)
+    expected = namespace["structured_outputs"]()
+    found = np.load(tmp_path / "outputs.npz")
+    np.testing.assert_array_equal(found["one_shot_c1"], [3, 3, 3, 4])
+    np.testing.assert_array_equal(found["shrunk_pw"], expected["shrunk_pw"])
+    for name in ("one_shot", "pruned", "shrunk", "reloaded"):
+        np.testing.assert_allclose(found[name], expected[name], rtol=1e-4, atol=1e-5, err_msg=name)
+    np.testing.assert_allclose(found["shrunk"], found["pruned"], atol=1e-5)
+    np.testing.assert_array_equal(found["reloaded"], found["pruned"])
