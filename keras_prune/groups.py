@@ -912,7 +912,7 @@ def _is_channel_wrapper(layer):
     )
 
 
-def update_channel_masks(model, step, wrappers=None):
+def update_channel_masks(model, step, wrappers=None, sparsity=None):
     """Update masks at optimizer step `step`, channel-granularity masks by groups.
 
     Wrappers pruning whole channels (`granularity="channel"`, binary masks) are not ranked layer
@@ -929,6 +929,8 @@ def update_channel_masks(model, step, wrappers=None):
         model: the model holding the wrappers.
         step: the optimizer step (an int).
         wrappers: the model's `kp.PruneWrapper`s (found in `model` if None).
+        sparsity: None to follow each wrapper's schedule; a number to update every wrapper now
+            at that sparsity whatever its schedule says (what `kp.prune_once` does).
 
     Returns:
         The wrappers whose masks were recomputed.
@@ -949,15 +951,28 @@ def update_channel_masks(model, step, wrappers=None):
     traceable = _functional_of_or_none(model) is not None
     channel = [wrapper for wrapper in wrappers if traceable and _is_channel_wrapper(wrapper)]
     coupled = {id(wrapper) for wrapper in channel}
+
+    def update_alone(wrapper):
+        if sparsity is None:
+            return wrapper.update_mask(step)
+        wrapper.mask_updates_attached = True
+        wrapper.pruning_step.assign(step)
+        wrapper.apply_sparsity(sparsity)
+        return True
+
     # Subclassed models cannot be traced: their channel masks stay per layer.
     updated = [
-        wrapper for wrapper in wrappers if id(wrapper) not in coupled and wrapper.update_mask(step)
+        wrapper for wrapper in wrappers if id(wrapper) not in coupled and update_alone(wrapper)
     ]
     if not channel:
         return updated
     for wrapper in channel:
         wrapper.mask_updates_attached = True
-    due = [wrapper for wrapper in channel if wrapper.schedule.should_update(step)]
+    due = [
+        wrapper
+        for wrapper in channel
+        if sparsity is not None or wrapper.schedule.should_update(step)
+    ]
     if not due:
         return updated
     for wrapper in due:
@@ -970,7 +985,7 @@ def update_channel_masks(model, step, wrappers=None):
         for wrapper in channel
         if not any(id(target.variable) in in_groups for target in wrapper.targets)
     ]
-    updated += [wrapper for wrapper in loose if wrapper.update_mask(step)]
+    updated += [wrapper for wrapper in loose if update_alone(wrapper)]
     loose_ids = {id(wrapper) for wrapper in loose}
     due = [wrapper for wrapper in due if id(wrapper) not in loose_ids]
     slots = {}
@@ -992,7 +1007,11 @@ def update_channel_masks(model, step, wrappers=None):
         due_owners = [owner for key, owner in owners.items() if key in due_ids]
         if not due_owners:
             continue
-        sparsity = max(float(owner.schedule.sparsity_at(step)) for owner in due_owners)
+        group_sparsity = (
+            max(float(owner.schedule.sparsity_at(step)) for owner in due_owners)
+            if sparsity is None
+            else float(sparsity)
+        )
         creators_wrapped = all(
             id(member.variable) in slots
             for member in group.members
@@ -1001,7 +1020,7 @@ def update_channel_masks(model, step, wrappers=None):
         keep = np.ones(group.size, np.float32)
         if group.prunable and creators_wrapped:
             scores = _scores_by_criterion(group, due_owners[0], wrapper_of)
-            kept = masks_lib.keep_count(group.size, sparsity)
+            kept = masks_lib.keep_count(group.size, group_sparsity)
             keep[np.argsort(-scores, kind="stable")[kept:]] = 0
         for member in group.members:
             if member.role == "input":
@@ -1018,7 +1037,7 @@ def update_channel_masks(model, step, wrappers=None):
                 mask.assign(full)
             member.variable.assign(_numpy(member.variable) * entry_keep)
         for owner in due_owners:
-            owner.sparsity.assign(sparsity)
+            owner.sparsity.assign(group_sparsity)
     return updated + due
 
 

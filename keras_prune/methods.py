@@ -21,6 +21,7 @@ from keras_prune import granularity as granularity_lib
 from keras_prune import masks, schedules, validation
 from keras_prune.callbacks import StepWindows, latest_due_step, steps_per_batch_call
 from keras_prune.fit_state import make_variables_current
+from keras_prune.groups import update_channel_masks
 from keras_prune.pruning import find_wrappers, prune
 
 
@@ -139,7 +140,10 @@ def prune_once(
         granularity: see `kp.prune`.
         criterion: see `kp.criteria`; gradient criteria need `calibration_data` and a compiled
             `model` (its loss is used).
-        allocation: a `kp.allocation.Allocation` or name; default per layer.
+        allocation: a `kp.allocation.Allocation` or name. Default: every tensor at
+            `sparsity`, and at channel granularity the channels of each dependency group ranked
+            together (BatchNormalization held at zero), so `kp.shrink` removes them. An explicit
+            allocation ranks channels layer by layer.
         filters: which layers to prune (see `kp.prune`).
         calibration_data: `(x, y)` for gradient criteria.
 
@@ -153,7 +157,7 @@ def prune_once(
     """
     validation.check_sparsity("sparsity", sparsity)
     chosen = criteria_lib.get(criterion)
-    allocation = allocation_lib.get(allocation or "per_layer")
+    allocation = None if allocation is None else allocation_lib.get(allocation)
     pruned = prune(
         model,
         schedule=OneShotSparsity(sparsity),
@@ -170,7 +174,12 @@ def prune_once(
             )
         pruned.compile(optimizer="sgd", loss=model.loss)
         criteria_lib.collect_gradients(pruned, *calibration_data)
-    allocation.apply(wrappers, sparsity)
+    if allocation is None:
+        # Each tensor at `sparsity`; channel masks ranked per dependency group, as
+        # kp.PruningCallback does, so that kp.shrink can remove what they mask.
+        update_channel_masks(pruned, 0, wrappers, sparsity=sparsity)
+    else:
+        allocation.apply(wrappers, sparsity)
     for wrapper in wrappers:
         wrapper.mask_updates_attached = True
         wrapper.pruning_step.assign(0)

@@ -324,3 +324,30 @@ def test_schedules_round_trip():
         config = keras.saving.serialize_keras_object(schedule)
         assert keras.saving.deserialize_keras_object(config) == schedule
     assert methods.OneShotSparsity(0.7)(5) == (False, 0.7)
+
+
+def test_prune_once_at_channel_granularity_masks_whole_groups_that_shrink_removes():
+    inputs = keras.Input((8, 8, 3))
+    x = keras.layers.Conv2D(8, 3, padding="same", name="a")(inputs)
+    x = keras.layers.BatchNormalization(name="bn")(x)
+    y = keras.layers.Conv2D(8, 1, name="b")(keras.layers.ReLU()(x))
+    x = keras.layers.Add()([x, y])  # a and b must lose the same channels
+    outputs = keras.layers.Dense(3, name="out")(keras.layers.GlobalAveragePooling2D()(x))
+    model = keras.Model(inputs, outputs)
+    rng = np.random.default_rng(0)
+    model.set_weights(  # BatchNorm statistics too, so a channel that is not zero would show
+        [
+            np.abs(rng.normal(size=w.shape)).astype("float32") + 0.5
+            if "variance" in w.path
+            else rng.normal(size=w.shape).astype("float32")
+            for w in model.weights
+        ]
+    )
+    pruned = kp.prune_once(model, 0.5, granularity="channel")
+    small = kp.shrink(pruned)
+    assert small.get_layer("a").kernel.shape[-1] == 4
+    assert small.get_layer("b").kernel.shape[-1] == 4
+    batch = rng.normal(size=(4, 8, 8, 3)).astype("float32")
+    np.testing.assert_allclose(
+        small.predict(batch, verbose=0), pruned.predict(batch, verbose=0), atol=1e-5
+    )
