@@ -11,10 +11,11 @@ from keras_prune.groups import hold_masked_channels, update_channel_masks
 from keras_prune.pruning import find_wrappers
 
 JAX_CHANNEL_MESSAGE = (
-    "Layer {name!r} prunes whole channels, which kp.PruningCallback does not train on the JAX "
-    "backend yet: holding the BatchNormalization scales of removed channels at zero needs "
-    "variable constraints that JAX's `fit` cannot run. Use unstructured, block or N:M "
-    "granularity on JAX, or train with KERAS_BACKEND=tensorflow or torch."
+    "Layer {name!r} prunes whole channels with a binary mask, which kp.PruningCallback does not "
+    "train on the JAX backend yet: holding the BatchNormalization scales of removed channels at "
+    "zero needs variable constraints that JAX's `fit` cannot run. Use unstructured, block or "
+    "N:M granularity (or mask='learnable') on JAX, or train with KERAS_BACKEND=tensorflow or "
+    "torch; kp.prune_channels and kp.shrink work on JAX."
 )
 
 
