@@ -7,7 +7,7 @@ import keras
 from keras import ops
 
 from keras_prune.fit_state import make_variables_current
-from keras_prune.groups import hold_masked_channels, update_channel_masks
+from keras_prune.groups import couple_channel_masks, hold_masked_channels, update_channel_masks
 from keras_prune.pruning import find_wrappers
 
 JAX_CHANNEL_MESSAGE = (
@@ -189,9 +189,12 @@ class PruningCallback(keras.callbacks.Callback):
             self._sparsity = realised_sparsity(self._wrappers)
 
     def _update(self, wrappers, step):
-        if self.allocation is not None:
-            return self.allocation.update(wrappers, step)
-        return update_channel_masks(self.model, step, wrappers)
+        if self.allocation is None:
+            return update_channel_masks(self.model, step, wrappers)
+        updated = self.allocation.update(wrappers, step)
+        if updated:
+            couple_channel_masks(self.model, self._wrappers)
+        return updated
 
     def _collect_gradients_if_due(self, wrappers):
         """Refresh gradient statistics before an update that ranks by gradients."""

@@ -806,6 +806,71 @@ def _hold_zero(variable, keep):
     variable.constraint = HoldZero(holder, variable.constraint)
 
 
+def _install_group_keep(group, keep, slots):
+    """Mask (and zero) every wrapped weight of `group` by `keep` (one 0/1 per channel) and hold
+    its unmasked scales (BatchNormalization gamma / beta, depthwise biases) at zero."""
+    for member in group.members:
+        if member.role == "input":
+            continue  # a consumer's rows see a zero channel: nothing to mask
+        is_scale = _is_unmasked_scale(member)
+        if id(member.variable) not in slots and not is_scale:
+            continue
+        entry_keep = _keep_vector(member, keep)
+        if is_scale:
+            _hold_zero(member.variable, entry_keep)
+        else:
+            mask = slots[id(member.variable)]
+            mask.assign(np.broadcast_to(entry_keep, mask.shape))
+        member.variable.assign(_numpy(member.variable) * entry_keep)
+
+
+def couple_channel_masks(model, wrappers=None):
+    """Make channel masks that were set layer by layer agree within each dependency group.
+
+    Allocations (`kp.ThresholdAllocation`, `kp.PerLayerAllocation` overrides) rank channels
+    layer by layer. For each removable group whose creating layers are all wrapped, this keeps
+    a channel if any of them kept it, masks it everywhere else in the group, and holds the
+    group's BatchNormalization gamma / beta of removed channels at zero, so that `kp.shrink`
+    removes exactly what is masked. `kp.PruningCallback` and `kp.prune_once` call it after an
+    allocation; groups that cannot be removed keep their layer-by-layer masks.
+
+    Example:
+
+    ```python
+    kp.allocation.ThresholdAllocation(1e-3).apply(kp.find_wrappers(pruned), 0.0)
+    kp.groups.couple_channel_masks(pruned)
+    ```
+    """
+    from keras_prune.pruning import find_wrappers
+
+    if _functional_of_or_none(model) is None:
+        return
+    wrappers = find_wrappers(model) if wrappers is None else wrappers
+    slots = {}
+    for wrapper in wrappers:
+        if _is_channel_wrapper(wrapper) and wrapper.built:
+            slots.update(_wrapper_slots(wrapper))
+    if not slots:
+        return
+    for group in channel_groups(model):
+        creators = [
+            member
+            for member in group.members
+            if member.role == "output" and len(member.variable.shape) > 1
+        ]
+        if not group.prunable or not creators:
+            continue
+        if not all(id(member.variable) in slots for member in creators):
+            continue
+        everything = np.arange(group.size)
+        keep = np.zeros(group.size, bool)
+        for member in creators:
+            mask = np.moveaxis(_numpy(slots[id(member.variable)]), member.axis, 0)
+            alive = mask.reshape(mask.shape[0], -1).any(1)[member.indices(everything)]
+            keep |= alive.reshape(member.repeat, group.size).any(0)
+        _install_group_keep(group, keep.astype(np.float32), slots)
+
+
 def _scores_by_criterion(group, owner, wrapper_of):
     """Channel scores of `group` for a gradual update: the norm (the owner's `Channel(norm)`)
     of the owner's criterion scores over every kernel entry the channel owns.
@@ -1022,20 +1087,7 @@ def update_channel_masks(model, step, wrappers=None, sparsity=None):
             scores = _scores_by_criterion(group, due_owners[0], wrapper_of)
             kept = masks_lib.keep_count(group.size, group_sparsity)
             keep[np.argsort(-scores, kind="stable")[kept:]] = 0
-        for member in group.members:
-            if member.role == "input":
-                continue  # a consumer's rows see a zero channel: nothing to mask
-            is_scale = _is_unmasked_scale(member)
-            if id(member.variable) not in slots and not is_scale:
-                continue
-            entry_keep = _keep_vector(member, keep)
-            if is_scale:
-                _hold_zero(member.variable, entry_keep)
-            else:
-                mask = slots[id(member.variable)]
-                full = np.broadcast_to(entry_keep, mask.shape)
-                mask.assign(full)
-            member.variable.assign(_numpy(member.variable) * entry_keep)
+        _install_group_keep(group, keep, slots)
         for owner in due_owners:
             owner.sparsity.assign(group_sparsity)
     return updated + due

@@ -21,7 +21,7 @@ from keras_prune import granularity as granularity_lib
 from keras_prune import masks, schedules, validation
 from keras_prune.callbacks import StepWindows, latest_due_step, steps_per_batch_call
 from keras_prune.fit_state import make_variables_current
-from keras_prune.groups import update_channel_masks
+from keras_prune.groups import couple_channel_masks, update_channel_masks
 from keras_prune.pruning import find_wrappers, prune
 
 
@@ -143,7 +143,8 @@ def prune_once(
         allocation: a `kp.allocation.Allocation` or name. Default: every tensor at
             `sparsity`, and at channel granularity the channels of each dependency group ranked
             together (BatchNormalization held at zero), so `kp.shrink` removes them. An explicit
-            allocation ranks channels layer by layer.
+            allocation ranks channels layer by layer; then each group keeps a channel if any
+            of its layers kept it (`kp.groups.couple_channel_masks`).
         filters: which layers to prune (see `kp.prune`).
         calibration_data: `(x, y)` for gradient criteria.
 
@@ -180,6 +181,7 @@ def prune_once(
         update_channel_masks(pruned, 0, wrappers, sparsity=sparsity)
     else:
         allocation.apply(wrappers, sparsity)
+        couple_channel_masks(pruned, wrappers)
     for wrapper in wrappers:
         wrapper.mask_updates_attached = True
         wrapper.pruning_step.assign(0)

@@ -351,3 +351,41 @@ def test_prune_once_at_channel_granularity_masks_whole_groups_that_shrink_remove
     np.testing.assert_allclose(
         small.predict(batch, verbose=0), pruned.predict(batch, verbose=0), atol=1e-5
     )
+
+
+@pytest.mark.parametrize("how", ["prune_once", "callback"])
+def test_threshold_allocation_at_channel_granularity_is_coupled_across_groups(how):
+    # Group lasso's recipe on a residual CNN with BatchNorm: a and b share channels through the
+    # add. Channels 0-2 are tiny in both, channel 3 only in a: 0-2 go, 3 stays (b needs it).
+    inputs = keras.Input((6, 6, 3))
+    x = keras.layers.Conv2D(8, 3, padding="same", name="a")(inputs)
+    x = keras.layers.BatchNormalization(name="bn")(x)
+    y = keras.layers.Conv2D(8, 1, name="b")(keras.layers.ReLU()(x))
+    x = keras.layers.Add()([x, y])
+    outputs = keras.layers.Dense(3, name="out")(keras.layers.GlobalAveragePooling2D()(x))
+    model = keras.Model(inputs, outputs)
+    rng = np.random.default_rng(1)
+    for layer, tiny in (("a", [0, 1, 2, 3]), ("b", [0, 1, 2])):
+        kernel = rng.normal(size=model.get_layer(layer).kernel.shape).astype("float32")
+        kernel[..., tiny] *= 1e-4
+        model.get_layer(layer).kernel.assign(kernel)
+    threshold = allocation.ThresholdAllocation(0.01)
+    if how == "prune_once":
+        pruned = methods.prune_once(model, 0.0, granularity="channel", allocation=threshold)
+    else:
+        schedule = kp.ConstantSparsity(0.0, begin_step=0, end_step=0)  # one update, at step 0
+        pruned = kp.prune(model, schedule=schedule, granularity="channel")
+        pruned.compile(keras.optimizers.SGD(1e-6), "mse")
+        data = rng.normal(size=(8, 6, 6, 3)).astype("float32")
+        callback = kp.PruningCallback(allocation=threshold)
+        pruned.fit(data, np.zeros((8, 3)), epochs=1, verbose=0, callbacks=[callback])
+    kept = keras.ops.convert_to_numpy(pruned.get_layer("a").masks[0]).reshape(-1, 8).any(0)
+    np.testing.assert_array_equal(np.flatnonzero(~kept), [0, 1, 2])
+    gamma = keras.ops.convert_to_numpy(pruned.get_layer("bn").gamma)
+    np.testing.assert_array_equal(gamma[:3], 0)
+    small = kp.shrink(pruned)
+    assert small.get_layer("a").kernel.shape[-1] == small.get_layer("b").kernel.shape[-1] == 5
+    batch = rng.normal(size=(4, 6, 6, 3)).astype("float32")
+    np.testing.assert_allclose(
+        small.predict(batch, verbose=0), pruned.predict(batch, verbose=0), atol=1e-5
+    )
