@@ -291,7 +291,8 @@ class ThresholdAllocation(Allocation):
                 if isinstance(granularity, granularity_lib.Unstructured):
                     wrapper_masks.append((threshold_mask(scores, self.threshold), None))
                 elif isinstance(granularity, granularity_lib.Channel):
-                    wrapper_masks.append(self._channel_mask(scores, target, granularity.norm))
+                    keep = self._channels_above(granularity.norm)
+                    wrapper_masks.append(granularity.mask_of_kept_channels(scores, target, keep))
                 else:
                     raise ValueError(
                         f"ThresholdAllocation supports unstructured and channel granularity; "
@@ -300,15 +301,9 @@ class ThresholdAllocation(Allocation):
             result.append(wrapper_masks)
         return result
 
-    def _channel_mask(self, scores, target, norm):
-        view, permutation, shape = masks.to_tflite_view(scores, target.output_axis, None)
-        if norm == "l1":
-            row_scores = ops.sum(ops.abs(view), axis=1)
-        else:
-            row_scores = ops.sqrt(ops.sum(ops.square(view), axis=1))
-        kept = threshold_mask(row_scores, self.threshold)
-        view_mask = ops.broadcast_to(ops.expand_dims(kept, 1), ops.shape(view))
-        return masks.from_tflite_view(view_mask, permutation, shape), kept
+    def _channels_above(self, norm):
+        """Chooses the channels (rows) whose score norm reaches the threshold."""
+        return lambda view: threshold_mask(masks.row_norms(view, norm), self.threshold)
 
     def get_config(self):
         return {"threshold": self.threshold}

@@ -95,12 +95,13 @@ def latest_due_step(schedule, steps):
     return next((step for step in reversed(steps) if schedule.should_update(step)), None)
 
 
-def _wrappers_or_raise(model, caller):
+def wrappers_or_raise(model, caller, how="kp.prune(model, schedule=...)"):
+    """The model's wrappers; raises naming `caller` and the fix (`how`) if it has none."""
     wrappers = find_wrappers(model)
     if not wrappers:
         raise ValueError(
             f"{caller} found no kp.PruneWrapper in model {model.name!r}. Make the model prunable "
-            "first: `model = kp.prune(model, schedule=...)`."
+            f"first: `model = {how}`."
         )
     return wrappers
 
@@ -149,7 +150,7 @@ class PruningCallback(keras.callbacks.Callback):
         self._sparsity = 0.0
 
     def on_train_begin(self, logs=None):
-        self._wrappers = _wrappers_or_raise(self.model, type(self).__name__)
+        self._wrappers = wrappers_or_raise(self.model, type(self).__name__)
         check_trainable_on_jax(self._wrappers)
         if getattr(self.model, "optimizer", None) is None:
             raise ValueError(
@@ -273,7 +274,7 @@ class PruningSummaries(keras.callbacks.Callback):
         self.history = {}
 
     def on_train_begin(self, logs=None):
-        _wrappers_or_raise(self.model, type(self).__name__)
+        wrappers_or_raise(self.model, type(self).__name__)
         if self.log_dir is not None:
             os.makedirs(self.log_dir, exist_ok=True)
 

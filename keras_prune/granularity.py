@@ -171,8 +171,15 @@ class Channel(Granularity):
         self.norm = norm
 
     def compute_mask(self, scores, sparsity, weight):
+        return self.mask_of_kept_channels(
+            scores, weight, lambda view: masks.row_mask(view, sparsity, self.norm)
+        )
+
+    def mask_of_kept_channels(self, scores, weight, choose):
+        """`(kernel_mask, kept_channels)` for `weight`, where `choose(view)` returns the 0/1
+        vector of kept channels (rows of the scores' one-row-per-channel view)."""
         view, permutation, shape = masks.to_tflite_view(scores, weight.output_axis, None)
-        kept_channels = masks.row_mask(view, sparsity, self.norm)
+        kept_channels = choose(view)
         view_mask = ops.broadcast_to(ops.expand_dims(kept_channels, 1), ops.shape(view))
         return masks.from_tflite_view(view_mask, permutation, shape), kept_channels
 

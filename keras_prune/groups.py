@@ -674,15 +674,13 @@ def _member_norms(member, norm, values=None):
 def _taylor_scores(group, gradients):
     """|sum of w * dL/dw| over every weight removing a channel zeroes: the first-order change
     of the loss when the channel goes (Molchanov et al. 2019, per group)."""
-    everything = np.arange(group.size)
     scores = np.zeros(group.size, np.float64)
     for member in group.members:
         if member.role == "input" or id(member.variable) not in gradients:
             continue
         product = _numpy(member.variable).astype(np.float64) * gradients[id(member.variable)]
         moved = np.moveaxis(product, member.axis, 0)
-        per_entry = moved.reshape(moved.shape[0], -1).sum(1)[member.indices(everything)]
-        scores += per_entry.reshape(member.repeat, group.size).sum(0)
+        scores += _by_channel(member, group, moved.reshape(moved.shape[0], -1).sum(1)).sum(0)
     return np.abs(scores)
 
 
@@ -718,15 +716,13 @@ def group_scores(group, criterion="l2", gradients=None):
                 "`gradients=kp.channel_pruning.loss_gradients(model, x, y, loss)`."
             )
         return _taylor_scores(group, gradients)
-    everything = np.arange(group.size)
     scores = np.zeros(group.size, np.float64)
     if criterion == "bn_scale":
         found = False
         for member in group.members:
             layer = _inner(member.layer)
             if isinstance(layer, layers.BatchNormalization) and member.variable is layer.gamma:
-                values = np.abs(_numpy(member.variable))[member.indices(everything)]
-                scores += values.reshape(member.repeat, group.size).sum(0)
+                scores += _by_channel(member, group, np.abs(_numpy(member.variable))).sum(0)
                 found = True
         if found:
             return scores
@@ -734,8 +730,7 @@ def group_scores(group, criterion="l2", gradients=None):
     for member in group.members:
         if member.role == "input" or len(member.variable.shape) < 2:
             continue
-        per_entry = _member_norms(member, criterion)[member.indices(everything)]
-        scores += per_entry.reshape(member.repeat, group.size).sum(0)
+        scores += _by_channel(member, group, _member_norms(member, criterion)).sum(0)
     return np.sqrt(scores) if criterion == "l2" else scores
 
 
@@ -841,15 +836,7 @@ def couple_channel_masks(model, wrappers=None):
     kp.groups.couple_channel_masks(pruned)
     ```
     """
-    from keras_prune.pruning import find_wrappers
-
-    if _functional_of_or_none(model) is None:
-        return
-    wrappers = find_wrappers(model) if wrappers is None else wrappers
-    slots = {}
-    for wrapper in wrappers:
-        if _is_channel_wrapper(wrapper) and wrapper.built:
-            slots.update(_wrapper_slots(wrapper))
+    slots = _channel_slots(model, wrappers)
     if not slots:
         return
     for group in channel_groups(model):
@@ -862,12 +849,10 @@ def couple_channel_masks(model, wrappers=None):
             continue
         if not all(id(member.variable) in slots for member in creators):
             continue
-        everything = np.arange(group.size)
         keep = np.zeros(group.size, bool)
         for member in creators:
             mask = np.moveaxis(_numpy(slots[id(member.variable)]), member.axis, 0)
-            alive = mask.reshape(mask.shape[0], -1).any(1)[member.indices(everything)]
-            keep |= alive.reshape(member.repeat, group.size).any(0)
+            keep |= _by_channel(member, group, mask.reshape(mask.shape[0], -1).any(1)).any(0)
         _install_group_keep(group, keep.astype(np.float32), slots)
 
 
@@ -883,7 +868,6 @@ def _scores_by_criterion(group, owner, wrapper_of):
     norm = owner.granularity.norm
     if isinstance(owner.criterion, Magnitude):
         return group_scores(group, norm)
-    everything = np.arange(group.size)
     scores = np.zeros(group.size, np.float64)
     for member in group.members:
         found = wrapper_of.get(id(member.variable))
@@ -891,9 +875,27 @@ def _scores_by_criterion(group, owner, wrapper_of):
             continue
         wrapper, index = found
         values = _numpy(owner.criterion(member.variable, wrapper.gradient_statistics[index]))
-        per_entry = _member_norms(member, norm, values)[member.indices(everything)]
-        scores += per_entry.reshape(member.repeat, group.size).sum(0)
+        scores += _by_channel(member, group, _member_norms(member, norm, values)).sum(0)
     return np.sqrt(scores) if norm == "l2" else scores
+
+
+def _channel_slots(model, wrappers=None):
+    """`{id(variable): mask}` of the built channel wrappers of `model` ({} if it is subclassed)."""
+    from keras_prune.pruning import find_wrappers
+
+    if _functional_of_or_none(model) is None:
+        return {}
+    slots = {}
+    for wrapper in find_wrappers(model) if wrappers is None else wrappers:
+        if _is_channel_wrapper(wrapper) and wrapper.built:
+            slots.update(_wrapper_slots(wrapper))
+    return slots
+
+
+def _by_channel(member, group, per_entry):
+    """`per_entry` (one value per index of the member's channel axis) arranged as
+    `(member.repeat, group.size)`: the entries each channel of `group` owns."""
+    return per_entry[member.indices(np.arange(group.size))].reshape(member.repeat, group.size)
 
 
 def _wrapper_slots(wrapper):
@@ -943,15 +945,7 @@ def hold_masked_channels(model, wrappers=None):
     kp.groups.hold_masked_channels(pruned)
     ```
     """
-    from keras_prune.pruning import find_wrappers
-
-    if _functional_of_or_none(model) is None:
-        return
-    wrappers = find_wrappers(model) if wrappers is None else wrappers
-    slots = {}
-    for wrapper in wrappers:
-        if _is_channel_wrapper(wrapper) and wrapper.built:
-            slots.update(_wrapper_slots(wrapper))
+    slots = _channel_slots(model, wrappers)
     if not slots:
         return
     for group in channel_groups(model):

@@ -312,10 +312,20 @@ def row_mask(scores, sparsity, norm="l2"):
     kp.masks.row_mask(np.array([[1.0, 1.0], [0.1, 0.0], [3.0, 0.0]]), 1 / 3)  # [1, 0, 1]
     ```
     """
+    return sparsity_mask(row_norms(scores, norm), sparsity)
+
+
+def row_norms(scores, norm="l2"):
+    """The L1 or L2 norm of each row of a 2-D score matrix.
+
+    Example:
+
+    ```python
+    kp.masks.row_norms(np.array([[3.0, 4.0], [1.0, -1.0]]), "l1")  # [7, 2]
+    ```
+    """
     if norm == "l1":
-        row_scores = ops.sum(ops.abs(scores), axis=1)
-    elif norm == "l2":
-        row_scores = ops.sqrt(ops.sum(ops.square(scores), axis=1))
-    else:
-        raise ValueError(f"Expected `norm` 'l1' or 'l2'. Received: norm={norm!r}")
-    return sparsity_mask(row_scores, sparsity)
+        return ops.sum(ops.abs(scores), axis=1)
+    if norm == "l2":
+        return ops.sqrt(ops.sum(ops.square(scores), axis=1))
+    raise ValueError(f"Expected `norm` 'l1' or 'l2'. Received: norm={norm!r}")

@@ -19,7 +19,12 @@ from keras_prune import allocation as allocation_lib
 from keras_prune import criteria as criteria_lib
 from keras_prune import granularity as granularity_lib
 from keras_prune import masks, schedules, validation
-from keras_prune.callbacks import StepWindows, latest_due_step, steps_per_batch_call
+from keras_prune.callbacks import (
+    StepWindows,
+    latest_due_step,
+    steps_per_batch_call,
+    wrappers_or_raise,
+)
 from keras_prune.fit_state import make_variables_current
 from keras_prune.groups import couple_channel_masks, update_channel_masks
 from keras_prune.pruning import find_wrappers, prune
@@ -189,12 +194,7 @@ def prune_once(
 
 
 def _binary_unstructured_wrappers(model, caller):
-    wrappers = find_wrappers(model)
-    if not wrappers:
-        raise ValueError(
-            f"{caller} found no kp.PruneWrapper in model {model.name!r}. Make the model prunable "
-            "first: `model = kp.prune(model)`."
-        )
+    wrappers = wrappers_or_raise(model, caller, how="kp.prune(model)")
     for wrapper in wrappers:
         if wrapper.mask_type.learnable:
             raise ValueError(

@@ -133,6 +133,17 @@ def run_on_backend(backend, module, script, *arguments):
     assert result.returncode == 0 and "OK" in result.stdout, result.stderr[-3000:]
 
 
+def on_backend_and_here(backend, module, source, function, tmp_path):
+    """Run `function` (defined in `source`, returning a dict of arrays) on `backend` in a
+    subprocess and on TensorFlow in this process; returns `(found there, expected here)`."""
+    saved = tmp_path / f"{function}.npz"
+    script = source + f"\nimport sys\nnp.savez(sys.argv[1], **{function}())\nprint('OK')\n"
+    run_on_backend(backend, module, script, str(saved))
+    namespace = {}
+    exec(source, namespace)
+    return np.load(saved), namespace[function]()
+
+
 def test_core_on_torch():
     run_on_backend("torch", "torch", SCRIPT)
 
@@ -175,14 +186,9 @@ def gradient_statistics():
 
 @pytest.mark.parametrize("backend, module", [("jax", "jax"), ("torch", "torch")])
 def test_gradient_statistics_agree_across_backends(backend, module, tmp_path):
-    script = (
-        GRADIENTS + "\nimport sys\nnp.savez(sys.argv[1], **gradient_statistics())\nprint('OK')\n"
+    found, expected = on_backend_and_here(
+        backend, module, GRADIENTS, "gradient_statistics", tmp_path
     )
-    run_on_backend(backend, module, script, str(tmp_path / "stats.npz"))
-    namespace = {}
-    exec(GRADIENTS, namespace)
-    expected = namespace["gradient_statistics"]()
-    found = np.load(tmp_path / "stats.npz")
     for name, value in expected.items():
         assert np.abs(value).max() > 0, name
         np.testing.assert_allclose(found[name], value, rtol=1e-4, atol=1e-6)
@@ -215,12 +221,7 @@ def distill_history():
 
 @pytest.mark.parametrize("backend, module", [("jax", "jax"), ("torch", "torch")])
 def test_distillation_aware_pruning_agrees_across_backends(backend, module, tmp_path):
-    script = DISTILL + "\nimport sys\nnp.savez(sys.argv[1], **distill_history())\nprint('OK')\n"
-    run_on_backend(backend, module, script, str(tmp_path / "history.npz"))
-    namespace = {}
-    exec(DISTILL, namespace)
-    expected = namespace["distill_history"]()
-    found = np.load(tmp_path / "history.npz")
+    found, expected = on_backend_and_here(backend, module, DISTILL, "distill_history", tmp_path)
     assert sorted(found.files) == sorted(expected)
     assert {"distillation_loss", "hint_loss", "student_loss", "sparsity"} <= set(expected)
     for name, values in expected.items():
@@ -265,14 +266,9 @@ def structured_outputs():
 
 @pytest.mark.parametrize("backend, module", [("jax", "jax"), ("torch", "torch")])
 def test_structured_surgery_and_saving_agree_across_backends(backend, module, tmp_path):
-    script = (
-        STRUCTURED + "\nimport sys\nnp.savez(sys.argv[1], **structured_outputs())\nprint('OK')\n"
+    found, expected = on_backend_and_here(
+        backend, module, STRUCTURED, "structured_outputs", tmp_path
     )
-    run_on_backend(backend, module, script, str(tmp_path / "outputs.npz"))
-    namespace = {}
-    exec(STRUCTURED, namespace)
-    expected = namespace["structured_outputs"]()
-    found = np.load(tmp_path / "outputs.npz")
     np.testing.assert_array_equal(found["one_shot_c1"], [3, 3, 3, 4])
     np.testing.assert_array_equal(found["shrunk_pw"], expected["shrunk_pw"])
     for name in ("one_shot", "pruned", "shrunk", "reloaded"):
