@@ -26,7 +26,8 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 import keras_prune as kp  # noqa: E402
-from keras_prune import allocation, methods  # noqa: E402
+from keras_prune import methods  # noqa: E402
+from keras_prune.core import allocation
 
 SPARSITIES = (0.90, 0.95, 0.98, 0.99)
 

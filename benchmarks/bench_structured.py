@@ -28,9 +28,10 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from ai_edge_litert.interpreter import Interpreter  # noqa: E402
 
-from keras_prune import channel_pruning, macs  # noqa: E402
-from keras_prune import groups as groups_lib  # noqa: E402
-from keras_prune.shrink import shrink  # noqa: E402
+from keras_prune import macs  # noqa: E402
+from keras_prune.graph import groups as groups_lib  # noqa: E402
+from keras_prune.surgery import prune_channels as channel_pruning
+from keras_prune.surgery.shrink import shrink  # noqa: E402
 
 layers = keras.layers
 

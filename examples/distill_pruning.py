@@ -22,7 +22,7 @@ from sklearn.datasets import load_digits  # noqa: E402
 
 import keras_prune as kp  # noqa: E402
 from keras_prune import distill  # noqa: E402
-from keras_prune.distiller import Distiller  # noqa: E402
+from keras_prune.distill.distiller import Distiller  # noqa: E402
 
 
 def load_data():

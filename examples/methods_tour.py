@@ -21,7 +21,9 @@ from sklearn.datasets import load_digits  # noqa: E402
 from sklearn.model_selection import train_test_split  # noqa: E402
 
 import keras_prune as kp  # noqa: E402
-from keras_prune import allocation, methods, regularizers  # noqa: E402
+from keras_prune import regularizers  # noqa: E402
+from keras_prune.core import allocation
+from keras_prune.methods import methods
 
 
 def build(seed=0):

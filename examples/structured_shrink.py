@@ -22,8 +22,10 @@ import numpy as np  # noqa: E402
 from sklearn.datasets import load_digits  # noqa: E402
 
 import keras_prune as kp  # noqa: E402
-from keras_prune import channel_pruning, groups, macs  # noqa: E402
-from keras_prune.shrink import shrink  # noqa: E402
+from keras_prune import macs  # noqa: E402
+from keras_prune.graph import groups
+from keras_prune.surgery import prune_channels as channel_pruning
+from keras_prune.surgery.shrink import shrink  # noqa: E402
 
 layers = keras.layers
 

@@ -13,38 +13,52 @@ plain = kp.strip(pruned)
 ```
 """
 
-from keras_prune import (
+from keras_prune import export
+from keras_prune.callbacks.pruning_callback import (
+    PruningCallback,
+    PruningSummaries,
+    UpdatePruningStep,
+)
+from keras_prune.core import (
     allocation,
-    channel_pruning,
     criteria,
-    distill,
-    export,
     granularity,
-    groups,
-    layouts,
-    macs,
     mask_types,
     masks,
-    methods,
     regularizers,
     schedules,
 )
-from keras_prune.allocation import (
+from keras_prune.core.allocation import (
     ERKAllocation,
     GlobalAllocation,
     PercentileAllocation,
     PerLayerAllocation,
     ThresholdAllocation,
 )
-from keras_prune.callbacks import PruningCallback, PruningSummaries, UpdatePruningStep
-from keras_prune.channel_pruning import loss_gradients, prune_channels
-from keras_prune.criteria import collect_gradients
-from keras_prune.distill import AttentionTransfer, DistillSchedule, FeatureMatching, SoftTargets
-from keras_prune.distiller import Distiller
-from keras_prune.granularity import Block, Channel, NofM, Unstructured
-from keras_prune.groups import Group, Member, channel_groups, group_scores, zero_group_channels
-from keras_prune.mask_types import BinaryMask, LearnableMask, SigmoidGateMask
-from keras_prune.methods import (
+from keras_prune.core.criteria import collect_gradients
+from keras_prune.core.granularity import Block, Channel, NofM, Unstructured
+from keras_prune.core.mask_types import BinaryMask, LearnableMask, SigmoidGateMask
+from keras_prune.core.schedules import ConstantSparsity, PolynomialDecay, PruningSchedule
+from keras_prune.distill import losses as distill
+from keras_prune.distill.distiller import Distiller
+from keras_prune.distill.losses import (
+    AttentionTransfer,
+    DistillSchedule,
+    FeatureMatching,
+    SoftTargets,
+)
+from keras_prune.graph import groups
+from keras_prune.graph.groups import (
+    Group,
+    Member,
+    channel_groups,
+    group_scores,
+    zero_group_channels,
+)
+from keras_prune.layers import layouts
+from keras_prune.layers.wrapper import PruneWrapper
+from keras_prune.methods import methods
+from keras_prune.methods.methods import (
     SET,
     IterativeSparsity,
     LotteryTicket,
@@ -53,7 +67,7 @@ from keras_prune.methods import (
     penalize_masks,
     prune_once,
 )
-from keras_prune.pruning import (
+from keras_prune.pruning.prune import (
     PruneReport,
     find_wrappers,
     prune,
@@ -62,9 +76,10 @@ from keras_prune.pruning import (
     strip_pruning,
     update_masks,
 )
-from keras_prune.schedules import ConstantSparsity, PolynomialDecay, PruningSchedule
-from keras_prune.shrink import ShrinkReport, shrink
-from keras_prune.summary import summary
-from keras_prune.wrapper import PruneWrapper
+from keras_prune.reporting import macs
+from keras_prune.reporting.summary import summary
+from keras_prune.surgery import prune_channels as channel_pruning
+from keras_prune.surgery.prune_channels import loss_gradients, prune_channels
+from keras_prune.surgery.shrink import ShrinkReport, shrink
 
 __version__ = "0.1.0"

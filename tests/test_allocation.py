@@ -6,7 +6,7 @@ import pytest
 from conftest import compile_for_digits, small_cnn
 
 import keras_prune as kp
-from keras_prune import allocation
+from keras_prune.core import allocation
 
 
 def to_numpy(value):

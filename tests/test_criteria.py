@@ -9,7 +9,7 @@ import tensorflow as tf
 from conftest import compile_for_digits, small_cnn
 
 import keras_prune as kp
-from keras_prune import criteria
+from keras_prune.core import criteria
 
 
 def to_numpy(value):

@@ -1,4 +1,4 @@
-"""Tests for keras_prune.distill (losses, schedules) and keras_prune.distiller.Distiller."""
+"""Tests for keras_prune.distill (losses, schedules) and the Distiller."""
 
 import doctest
 import json
@@ -15,8 +15,8 @@ from keras import ops  # noqa: E402
 
 import keras_prune as kp  # noqa: E402
 from keras_prune import distill  # noqa: E402
-from keras_prune.callbacks import realised_sparsity  # noqa: E402
-from keras_prune.distiller import Distiller, find_layer  # noqa: E402
+from keras_prune.callbacks.pruning_callback import realised_sparsity  # noqa: E402
+from keras_prune.distill.distiller import Distiller, find_layer  # noqa: E402
 
 NUM_CLASSES = 5
 
@@ -556,7 +556,7 @@ def test_doctest_examples_of_pure_functions_pass():
 
 
 def test_channel_pruned_and_shrunk_student_learns_hints_through_a_projection():
-    from keras_prune.shrink import shrink
+    from keras_prune.surgery.shrink import shrink
 
     x, y = _data()
     teacher = _cnn(6, seed=1)

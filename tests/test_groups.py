@@ -8,7 +8,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from keras_prune import groups as groups_lib  # noqa: E402
+from keras_prune.graph import groups as groups_lib  # noqa: E402
 
 layers = keras.layers
 

@@ -8,7 +8,8 @@ import pytest
 from conftest import compile_for_digits, small_cnn
 
 import keras_prune as kp
-from keras_prune import allocation, methods, regularizers
+from keras_prune.core import allocation, regularizers
+from keras_prune.methods import methods
 
 
 def to_numpy(value):

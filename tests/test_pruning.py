@@ -8,7 +8,7 @@ import pytest
 from conftest import compile_for_digits, small_cnn
 
 import keras_prune as kp
-from keras_prune.summary import weight_rows
+from keras_prune.reporting.summary import weight_rows
 
 L = keras.layers
 
@@ -276,7 +276,7 @@ def test_steps_per_execution_keeps_every_scheduled_update(steps_per_execution):
 
 
 def test_step_windows_cover_every_step_once():
-    from keras_prune.callbacks import StepWindows
+    from keras_prune.callbacks.pruning_callback import StepWindows
 
     windows = StepWindows(steps_per_call=3, steps_per_epoch=7)
     windows.start_epoch(0)

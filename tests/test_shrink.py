@@ -8,9 +8,10 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from keras_prune import channel_pruning, macs  # noqa: E402
-from keras_prune import groups as groups_lib  # noqa: E402
-from keras_prune.shrink import shrink  # noqa: E402
+from keras_prune import macs  # noqa: E402
+from keras_prune.graph import groups as groups_lib  # noqa: E402
+from keras_prune.surgery import prune_channels as channel_pruning
+from keras_prune.surgery.shrink import shrink  # noqa: E402
 
 layers = keras.layers
 
@@ -380,7 +381,7 @@ def test_update_masks_in_a_custom_loop_couples_depthwise_and_separable():
 
 def test_gradual_channel_pruning_ranks_groups_by_the_wrappers_criterion():
     import keras_prune as kp
-    from keras_prune import criteria
+    from keras_prune.core import criteria
 
     keras.utils.set_random_seed(0)
     inputs = keras.Input((6,))

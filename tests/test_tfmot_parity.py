@@ -38,7 +38,7 @@ import pytest
 from keras import ops
 
 import keras_prune as kp
-from keras_prune import layouts
+from keras_prune.layers import layouts
 
 for _module in ("tensorflow_model_optimization", "tf_keras"):
     if importlib.util.find_spec(_module) is None:

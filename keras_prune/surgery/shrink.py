@@ -5,8 +5,8 @@ import dataclasses
 import keras
 import numpy as np
 
-from keras_prune import groups as groups_lib
-from keras_prune import validation
+from keras_prune.core import validation
+from keras_prune.graph import groups as groups_lib
 
 layers = keras.layers
 
@@ -268,7 +268,7 @@ def shrink(model, *, round_to=None):
         raise TypeError(
             f"Expected a built keras.Model (Sequential or Functional). Received: model={model!r}"
         )
-    from keras_prune import pruning
+    from keras_prune.pruning import prune as pruning
 
     if pruning.find_wrappers(model):
         model = pruning.strip(model)

@@ -3,8 +3,8 @@
 import keras
 from keras import ops
 
-from keras_prune import distill
-from keras_prune.pruning import find_wrappers
+from keras_prune.distill import losses as distill
+from keras_prune.pruning.prune import find_wrappers
 
 # Keys of the dict that `Distiller.precompute_teacher` returns and `fit` accepts as `x`.
 INPUTS_KEY = "inputs"
@@ -151,7 +151,7 @@ def find_layer(model, name, role):
 
     ```python
     import keras
-    from keras_prune.distiller import find_layer
+    from keras_prune.distill.distiller import find_layer
 
     model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, name="fc")])
     find_layer(model, "fc", "student")
@@ -253,7 +253,7 @@ class Distiller(keras.Model):
             whose outputs are matched by `hint_loss`. Both models must then be Functional or
             Sequential. A pruning wrapper answers to its own name and to its inner layer's.
         hint_loss: loss between teacher (`y_true`) and student (`y_pred`) hint features.
-            Defaults to `keras_prune.distill.FeatureMatching()`.
+            Defaults to `keras_prune.distill.losses.FeatureMatching()`.
         hint_weight: weight of the summed hint losses, a float > 0 or a `DistillSchedule`.
         projection: `"auto"` adds a learned projection (a 1x1 conv / `Dense` on the last
             axis, trained with the student, owned by the Distiller) where a student hint is
@@ -272,8 +272,8 @@ class Distiller(keras.Model):
 
     ```python
     import keras, numpy as np
-    from keras_prune import distill
-    from keras_prune.distiller import Distiller
+    from keras_prune.distill import losses as distill
+    from keras_prune.distill.distiller import Distiller
 
     x = np.random.rand(64, 8, 8, 1).astype("float32")
     y = np.random.randint(0, 10, 64)

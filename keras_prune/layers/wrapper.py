@@ -5,10 +5,11 @@ import inspect
 import keras
 from keras import ops
 
-from keras_prune import criteria as criteria_lib
-from keras_prune import granularity as granularity_lib
-from keras_prune import layouts, mask_types
-from keras_prune import schedules as schedules_lib
+from keras_prune.core import criteria as criteria_lib
+from keras_prune.core import granularity as granularity_lib
+from keras_prune.core import mask_types
+from keras_prune.core import schedules as schedules_lib
+from keras_prune.layers import layouts
 
 
 class _HoldMasked:

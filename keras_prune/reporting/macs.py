@@ -12,7 +12,7 @@ import dataclasses
 import keras
 import numpy as np
 
-from keras_prune import groups as groups_lib
+from keras_prune.graph import groups as groups_lib
 
 layers = keras.layers
 _CONV = (layers.Conv1D, layers.Conv2D, layers.Conv3D)

@@ -9,8 +9,8 @@ consecutive input channels as TFLite and tfmot do.
 import keras
 from keras import ops
 
-from keras_prune import masks, validation
-from keras_prune.config_object import ConfigObject
+from keras_prune.core import masks, validation
+from keras_prune.core.config_object import ConfigObject
 
 
 class Granularity(ConfigObject):

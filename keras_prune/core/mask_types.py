@@ -12,8 +12,8 @@
 import keras
 from keras import ops
 
-from keras_prune import validation
-from keras_prune.config_object import ConfigObject
+from keras_prune.core import validation
+from keras_prune.core.config_object import ConfigObject
 
 
 class MaskType(ConfigObject):

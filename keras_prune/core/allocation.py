@@ -20,9 +20,9 @@ import re
 import keras
 from keras import ops
 
-from keras_prune import granularity as granularity_lib
-from keras_prune import masks, validation
-from keras_prune.config_object import ConfigObject
+from keras_prune.core import granularity as granularity_lib
+from keras_prune.core import masks, validation
+from keras_prune.core.config_object import ConfigObject
 
 
 class Allocation(ConfigObject):

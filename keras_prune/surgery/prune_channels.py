@@ -3,9 +3,9 @@
 import keras
 import numpy as np
 
-from keras_prune import groups as groups_lib
-from keras_prune import macs as macs_lib
-from keras_prune.shrink import shrink
+from keras_prune.graph import groups as groups_lib
+from keras_prune.reporting import macs as macs_lib
+from keras_prune.surgery.shrink import shrink
 
 
 def _removed_count(size, fraction):
@@ -13,7 +13,7 @@ def _removed_count(size, fraction):
 
 
 def _copy_model(model):
-    from keras_prune import pruning
+    from keras_prune.pruning import prune as pruning
 
     if pruning.find_wrappers(model):
         return pruning.strip(model)
@@ -161,7 +161,7 @@ def prune_channels(
     small.fit(x, y, epochs=2)   # fine-tune
     ```
     """
-    from keras_prune import pruning
+    from keras_prune.pruning import prune as pruning
 
     given = [
         name

@@ -5,8 +5,8 @@ import re
 
 import keras
 
-from keras_prune import layouts
-from keras_prune.wrapper import PruneWrapper
+from keras_prune.layers import layouts
+from keras_prune.layers.wrapper import PruneWrapper
 
 
 @dataclasses.dataclass
@@ -228,10 +228,10 @@ def update_masks(model, step, allocation=None):
     """
     step = int(step)
     if allocation is not None:
-        from keras_prune import allocation as allocation_lib
+        from keras_prune.core import allocation as allocation_lib
 
         return allocation_lib.get(allocation).update(find_wrappers(model), step)
-    from keras_prune.groups import update_channel_masks
+    from keras_prune.graph.groups import update_channel_masks
 
     # Channel masks are ranked per dependency group so that what is masked can be removed.
     return update_channel_masks(model, step)
@@ -250,7 +250,7 @@ def prune_low_magnitude(
     pruned = kp.prune_low_magnitude(model, pruning_schedule=kp.ConstantSparsity(0.5, 0))
     ```
     """
-    from keras_prune import granularity as granularity_lib
+    from keras_prune.core import granularity as granularity_lib
 
     block_size = tuple(block_size)
     granularity = (

@@ -177,7 +177,7 @@ class SoftTargets(keras.losses.Loss):
 
     ```python
     import keras, numpy as np
-    from keras_prune import distill
+    from keras_prune.distill import losses as distill
 
     teacher_logits = np.random.randn(32, 10).astype("float32")
     student = keras.Sequential([keras.Input((8,)), keras.layers.Dense(10)])
@@ -225,7 +225,7 @@ class FeatureMatching(keras.losses.Loss):
 
     ```python
     import numpy as np
-    from keras_prune import distill
+    from keras_prune.distill import losses as distill
 
     loss = distill.FeatureMatching()
     print(float(loss(np.ones((2, 4, 4, 8)), np.zeros((2, 4, 4, 8)))))  # 1.0
@@ -273,7 +273,7 @@ class AttentionTransfer(keras.losses.Loss):
 
     ```python
     import numpy as np
-    from keras_prune import distill
+    from keras_prune.distill import losses as distill
 
     teacher_maps = np.random.rand(2, 8, 8, 32).astype("float32")
     student_maps = np.random.rand(2, 8, 8, 8).astype("float32")
@@ -321,7 +321,7 @@ class DistillSchedule:
     Example:
 
     ```python
-    from keras_prune import distill
+    from keras_prune.distill import losses as distill
 
     alpha = distill.DistillSchedule(0.2, 0.9, begin_step=0, end_step=1000, power=1)
     print(float(alpha(500)))  # 0.55

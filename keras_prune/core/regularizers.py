@@ -16,7 +16,7 @@ import numbers
 import keras
 from keras import ops
 
-from keras_prune import validation
+from keras_prune.core import validation
 
 
 def _check_strength(strength):

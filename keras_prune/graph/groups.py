@@ -32,7 +32,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_prune.wrapper import PruneWrapper
+from keras_prune.layers.wrapper import PruneWrapper
 
 layers = keras.layers
 
@@ -863,7 +863,7 @@ def _scores_by_criterion(group, owner, wrapper_of):
     With the default magnitude criterion that is `group_scores(group, norm)`. Other criteria
     (gradient-based, random, user functions) score the wrapped kernels of the group.
     """
-    from keras_prune.criteria import Magnitude
+    from keras_prune.core.criteria import Magnitude
 
     norm = owner.granularity.norm
     if isinstance(owner.criterion, Magnitude):
@@ -881,7 +881,7 @@ def _scores_by_criterion(group, owner, wrapper_of):
 
 def _channel_slots(model, wrappers=None):
     """`{id(variable): mask}` of the built channel wrappers of `model` ({} if it is subclassed)."""
-    from keras_prune.pruning import find_wrappers
+    from keras_prune.pruning.prune import find_wrappers
 
     if _functional_of_or_none(model) is None:
         return {}
@@ -962,7 +962,7 @@ def hold_masked_channels(model, wrappers=None):
 
 
 def _is_channel_wrapper(layer):
-    from keras_prune.granularity import Channel
+    from keras_prune.core.granularity import Channel
 
     return (
         isinstance(layer, PruneWrapper)
@@ -1002,8 +1002,8 @@ def update_channel_masks(model, step, wrappers=None, sparsity=None):
     small = kp.shrink(pruned)
     ```
     """
-    from keras_prune import masks as masks_lib
-    from keras_prune.pruning import find_wrappers
+    from keras_prune.core import masks as masks_lib
+    from keras_prune.pruning.prune import find_wrappers
 
     step = int(step)
     wrappers = find_wrappers(model) if wrappers is None else wrappers

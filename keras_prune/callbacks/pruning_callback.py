@@ -6,9 +6,13 @@ import os
 import keras
 from keras import ops
 
-from keras_prune.fit_state import make_variables_current
-from keras_prune.groups import couple_channel_masks, hold_masked_channels, update_channel_masks
-from keras_prune.pruning import find_wrappers
+from keras_prune.engine.fit_state import make_variables_current
+from keras_prune.graph.groups import (
+    couple_channel_masks,
+    hold_masked_channels,
+    update_channel_masks,
+)
+from keras_prune.pruning.prune import find_wrappers
 
 JAX_CHANNEL_MESSAGE = (
     "Layer {name!r} prunes whole channels with a binary mask, which kp.PruningCallback does not "
@@ -21,7 +25,7 @@ JAX_CHANNEL_MESSAGE = (
 
 def check_trainable_on_jax(wrappers):
     """Raise if a wrapper prunes at a granularity that training on JAX does not support."""
-    from keras_prune.granularity import Channel
+    from keras_prune.core.granularity import Channel
 
     if keras.backend.backend() != "jax":
         return
@@ -131,7 +135,7 @@ class PruningCallback(keras.callbacks.Callback):
 
     def __init__(self, allocation=None, calibration_data=None, calibration_batch_size=32):
         super().__init__()
-        from keras_prune import allocation as allocation_lib
+        from keras_prune.core import allocation as allocation_lib
 
         self.allocation = None if allocation is None else allocation_lib.get(allocation)
         if calibration_data is not None and (
@@ -202,7 +206,7 @@ class PruningCallback(keras.callbacks.Callback):
         if self.calibration_data is not None and any(
             wrapper.criterion.needs_gradients for wrapper in wrappers
         ):
-            from keras_prune.criteria import collect_gradients
+            from keras_prune.core.criteria import collect_gradients
 
             x, y = self.calibration_data
             collect_gradients(self.model, x, y, batch_size=self.calibration_batch_size)

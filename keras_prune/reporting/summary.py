@@ -4,9 +4,9 @@ import dataclasses
 
 import numpy as np
 
-from keras_prune import layouts
-from keras_prune.pruning import find_wrappers
-from keras_prune.wrapper import PruneWrapper
+from keras_prune.layers import layouts
+from keras_prune.layers.wrapper import PruneWrapper
+from keras_prune.pruning.prune import find_wrappers
 
 
 @dataclasses.dataclass
@@ -94,7 +94,7 @@ def summary(model, other=None, print_fn=print):
     ```
     """
     if other is not None:
-        from keras_prune.macs import compare
+        from keras_prune.reporting.macs import compare
 
         text = str(compare(model, other))
         if print_fn is not None:

@@ -15,19 +15,19 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_prune import allocation as allocation_lib
-from keras_prune import criteria as criteria_lib
-from keras_prune import granularity as granularity_lib
-from keras_prune import masks, schedules, validation
-from keras_prune.callbacks import (
+from keras_prune.callbacks.pruning_callback import (
     StepWindows,
     latest_due_step,
     steps_per_batch_call,
     wrappers_or_raise,
 )
-from keras_prune.fit_state import make_variables_current
-from keras_prune.groups import couple_channel_masks, update_channel_masks
-from keras_prune.pruning import find_wrappers, prune
+from keras_prune.core import allocation as allocation_lib
+from keras_prune.core import criteria as criteria_lib
+from keras_prune.core import granularity as granularity_lib
+from keras_prune.core import masks, schedules, validation
+from keras_prune.engine.fit_state import make_variables_current
+from keras_prune.graph.groups import couple_channel_masks, update_channel_masks
+from keras_prune.pruning.prune import find_wrappers, prune
 
 
 @keras.saving.register_keras_serializable(package="keras_prune")
@@ -211,7 +211,7 @@ class _StepCounter(keras.callbacks.Callback):
 
     Subclasses set `self._wrappers` in `on_train_begin`, get their steps from
     `self._steps(batch)` and call `self._make_current()` before they read or change weights
-    mid-epoch (see `keras_prune.fit_state`).
+    mid-epoch (see `keras_prune.engine.fit_state`).
     """
 
     _wrappers = ()
