@@ -67,7 +67,7 @@ from keras_prune.methods.methods import (
     penalize_masks,
     prune_once,
 )
-from keras_prune.pruning.prune import (
+from keras_prune.pruning.prune_strip import (
     PruneReport,
     find_wrappers,
     prune,

@@ -12,7 +12,7 @@ from keras_prune.graph.groups import (
     hold_masked_channels,
     update_channel_masks,
 )
-from keras_prune.pruning.prune import find_wrappers
+from keras_prune.pruning.prune_strip import find_wrappers
 
 JAX_CHANNEL_MESSAGE = (
     "Layer {name!r} prunes whole channels with a binary mask, which kp.PruningCallback does not "

@@ -416,7 +416,7 @@ def _torch_gradients(model, x, y, variables):
 def _jax_gradients(model, x, y, variables):
     import jax
 
-    from keras_prune.pruning.prune import find_wrappers
+    from keras_prune.pruning.prune_strip import find_wrappers
 
     trainable = model.trainable_variables
     non_trainable = model.non_trainable_variables
@@ -483,7 +483,7 @@ def collect_gradients(model, x, y=None, batch_size=32, num_batches=None):
     kp.update_masks(pruned, step=0)
     ```
     """
-    from keras_prune.pruning.prune import find_wrappers
+    from keras_prune.pruning.prune_strip import find_wrappers
 
     if not getattr(model, "compiled", False):
         raise ValueError(

@@ -4,7 +4,7 @@ import keras
 from keras import ops
 
 from keras_prune.distill import losses as distill
-from keras_prune.pruning.prune import find_wrappers
+from keras_prune.pruning.prune_strip import find_wrappers
 
 # Keys of the dict that `Distiller.precompute_teacher` returns and `fit` accepts as `x`.
 INPUTS_KEY = "inputs"

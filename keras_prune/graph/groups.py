@@ -881,7 +881,7 @@ def _scores_by_criterion(group, owner, wrapper_of):
 
 def _channel_slots(model, wrappers=None):
     """`{id(variable): mask}` of the built channel wrappers of `model` ({} if it is subclassed)."""
-    from keras_prune.pruning.prune import find_wrappers
+    from keras_prune.pruning.prune_strip import find_wrappers
 
     if _functional_of_or_none(model) is None:
         return {}
@@ -1003,7 +1003,7 @@ def update_channel_masks(model, step, wrappers=None, sparsity=None):
     ```
     """
     from keras_prune.core import masks as masks_lib
-    from keras_prune.pruning.prune import find_wrappers
+    from keras_prune.pruning.prune_strip import find_wrappers
 
     step = int(step)
     wrappers = find_wrappers(model) if wrappers is None else wrappers

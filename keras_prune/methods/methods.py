@@ -27,7 +27,7 @@ from keras_prune.core import granularity as granularity_lib
 from keras_prune.core import masks, schedules, validation
 from keras_prune.engine.fit_state import make_variables_current
 from keras_prune.graph.groups import couple_channel_masks, update_channel_masks
-from keras_prune.pruning.prune import find_wrappers, prune
+from keras_prune.pruning.prune_strip import find_wrappers, prune
 
 
 @keras.saving.register_keras_serializable(package="keras_prune")

@@ -1,6 +1,6 @@
 """Whole-model pruning: `prune`, `strip`, `prune_once`, `update_masks` and tfmot's names."""
 
-from keras_prune.pruning.prune import (
+from keras_prune.pruning.prune_strip import (
     PruneReport,
     find_wrappers,
     prune,

@@ -6,7 +6,7 @@ import numpy as np
 
 from keras_prune.layers import layouts
 from keras_prune.layers.wrapper import PruneWrapper
-from keras_prune.pruning.prune import find_wrappers
+from keras_prune.pruning.prune_strip import find_wrappers
 
 
 @dataclasses.dataclass

@@ -13,7 +13,7 @@ def _removed_count(size, fraction):
 
 
 def _copy_model(model):
-    from keras_prune.pruning import prune as pruning
+    from keras_prune.pruning import prune_strip as pruning
 
     if pruning.find_wrappers(model):
         return pruning.strip(model)
@@ -161,7 +161,7 @@ def prune_channels(
     small.fit(x, y, epochs=2)   # fine-tune
     ```
     """
-    from keras_prune.pruning import prune as pruning
+    from keras_prune.pruning import prune_strip as pruning
 
     given = [
         name

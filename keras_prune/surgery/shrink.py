@@ -268,7 +268,7 @@ def shrink(model, *, round_to=None):
         raise TypeError(
             f"Expected a built keras.Model (Sequential or Functional). Received: model={model!r}"
         )
-    from keras_prune.pruning import prune as pruning
+    from keras_prune.pruning import prune_strip as pruning
 
     if pruning.find_wrappers(model):
         model = pruning.strip(model)
