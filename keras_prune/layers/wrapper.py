@@ -1,4 +1,11 @@
-"""`PruneWrapper`: a drop-in layer that masks the prunable weights of the layer it wraps."""
+"""`PruneWrapper`: a drop-in layer that holds the masks of the layer it wraps.
+
+The wrapper owns every piece of pruning state as a Keras variable (so it saves, reloads and
+trains under stateless JAX): one mask per pruned weight, bias masks at channel granularity,
+trainable scores for learnable masks, the scheduled sparsity and the step of the last update.
+It writes that state in one method, `install`, which the mask engine (`keras_prune.engine`)
+calls; it never decides masks itself.
+"""
 
 import inspect
 
@@ -12,7 +19,7 @@ from keras_prune.core import schedules as schedules_lib
 from keras_prune.layers import layouts
 
 
-class _HoldMasked:
+class HoldMasked:
     """Variable constraint: the layer's own constraint, then zero what the mask removes.
 
     Keras optimizers apply `variable.constraint` after every update, so masked weights are exactly
@@ -39,21 +46,60 @@ def missing_callback_message(name):
     )
 
 
+# Call arguments that configure a call rather than feed it: not part of the build spec.
+_CALL_CONTEXT = ("training", "mask")
+
+
+def _spec_of(value):
+    if keras.ops.is_tensor(value) or isinstance(value, keras.KerasTensor):
+        shape = [None if dim is None else int(dim) for dim in value.shape]
+        return {"__tensor__": {"shape": shape, "dtype": keras.backend.standardize_dtype(value.dtype)}}
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    return None
+
+
+def call_spec(args, kwargs):
+    """A JSON-able description of a call's arguments: tensors become their shape and dtype."""
+    kwargs = {key: value for key, value in kwargs.items() if key not in _CALL_CONTEXT}
+    return {
+        "args": keras.tree.map_structure(_spec_of, list(args)),
+        "kwargs": keras.tree.map_structure(_spec_of, kwargs),
+    }
+
+
+def _symbolic(spec):
+    if isinstance(spec, dict) and set(spec) == {"__tensor__"}:
+        tensor = spec["__tensor__"]
+        return keras.KerasTensor(tuple(tensor["shape"]), dtype=tensor["dtype"])
+    if isinstance(spec, dict):
+        return {key: _symbolic(value) for key, value in spec.items()}
+    if isinstance(spec, (list, tuple)):
+        return [_symbolic(value) for value in spec]
+    return spec
+
+
 @keras.saving.register_keras_serializable(package="keras_prune")
 class PruneWrapper(keras.layers.Wrapper):
-    """Wraps a layer and prunes its weights on a schedule; same outputs while the mask is all ones.
+    """Wraps a layer and masks its prunable weights; same outputs while the masks are all ones.
 
-    The wrapper keeps the inner layer's name, so `model.get_layer("conv1")` still finds it.
-    Biases are never pruned (except with channel granularity, where a pruned channel's bias goes
-    with it). With a binary mask the inner layer's weights themselves are held at exactly zero
-    where masked; with a learnable mask they keep their values and the forward pass uses
-    `weight * mask`, which `kp.strip` bakes in.
+    The wrapper keeps the inner layer's name, so `model.get_layer("conv1")` still finds it, and
+    forwards every call argument, so layers called with several inputs or keywords
+    (`MultiHeadAttention(query=..., value=...)`) wrap as they are. Biases are never pruned
+    (except with channel granularity, where a pruned channel's bias goes with it). A layer that
+    keras_prune does not know but that is built from layers it does (a keras-hub transformer
+    block, `TimeDistributed(Dense)`) is pruned through those sublayers.
+
+    With a binary mask the inner weights themselves are held at exactly zero where masked; with
+    a learnable mask they keep their values and the forward pass uses `weight * mask`, which
+    `kp.strip` bakes in. The masks change only when the mask engine installs new ones: drive it
+    with `kp.PruningCallback` in `fit`, or `kp.update_masks(model, step)` in your own loop.
 
     Args:
         layer: the `keras.layers.Layer` to prune: a built-in weight-bearing layer (Dense,
             EinsumDense, Conv*, Conv*Transpose, DepthwiseConv*, SeparableConv*, Embedding,
-            MultiHeadAttention, SimpleRNN / GRU / LSTM / Bidirectional) or any layer with
-            `get_prunable_weights()`.
+            MultiHeadAttention, recurrent layers), a layer with `get_prunable_weights()`, or a
+            layer built from such layers.
         schedule: a `kp.PruningSchedule`; default `ConstantSparsity(0.5, begin_step=0,
             frequency=100)` as in tfmot.
         granularity: "unstructured", "channel", "2:4", or `kp.Block(...)`, `kp.NofM(...)`,
@@ -105,6 +151,10 @@ class PruneWrapper(keras.layers.Wrapper):
                 f"(of type {type(layer).__name__})"
             )
         kwargs.setdefault("name", layer.name)
+        # Keras reads `call`'s signature once, in the base constructor, to bind call arguments.
+        # Giving it the inner layer's signature makes the wrapper take exactly what the layer
+        # takes: several inputs, keywords, a mix of tensors and flags (`use_causal_mask=True`).
+        self.call = _mirrored_call(self, layer)
         super().__init__(layer, **kwargs)
         if schedule is None:
             schedule = schedules_lib.ConstantSparsity(0.5, begin_step=0, frequency=100)
@@ -113,20 +163,56 @@ class PruneWrapper(keras.layers.Wrapper):
         self.mask_type = mask_types.get(mask)
         self.criterion = criteria_lib.get(criterion)
         self.supports_masking = layer.supports_masking
-        parameters = inspect.signature(layer.call).parameters
-        self._inner_takes_training = "training" in parameters
-        # Set by kp.PruningCallback / kp.update_masks, so training without them is caught.
-        self.mask_updates_attached = False
+        self._call_spec = None
+        # Set by the mask engine when something drives the masks (kp.PruningCallback,
+        # kp.update_masks), so training without it is caught.
+        self.driven = False
         # Binary masks on JAX: set while gradients are taken with the masked weights held at
-        # zero, so that masked weights get their gradient (see kp.collect_gradients).
+        # zero, so that masked weights get their gradient (see keras_prune.engine.gradients).
         self.forward_uses_stored_weights = False
 
-    # -- state ---------------------------------------------------------------------------------
+    # -- building ------------------------------------------------------------------------------
+
+    def __call__(self, *args, **kwargs):
+        # Build from the real call, whatever its signature: the inner layer sees exactly the
+        # arguments it will get (several inputs, keywords), not one guessed input shape.
+        if not self.built:
+            self.build_from_config({"call": call_spec(args, kwargs)})
+        return super().__call__(*args, **kwargs)
 
     def build(self, input_shape=None):
+        self.build_from_config(
+            {"call": {"args": [{"__tensor__": {"shape": list(input_shape), "dtype": "float32"}}]}}
+            if input_shape is not None and not self.layer.built
+            else {}
+        )
+
+    def get_build_config(self):
+        return {"call": self._call_spec} if self._call_spec is not None else {}
+
+    def build_from_config(self, config):
+        spec = config.get("call")
         if not self.layer.built:
-            self.layer.build(input_shape)
-        self.targets = layouts.prunable_weights(self.layer)
+            if spec is None and "input_shape" in config:
+                self.layer.build(config["input_shape"])
+            elif spec is None:
+                raise ValueError(
+                    f"PruneWrapper {self.name!r} cannot build {self.layer.name!r}: call it on "
+                    "inputs, or build the layer before wrapping it."
+                )
+            else:
+                self.layer(*_symbolic(spec["args"]), **_symbolic(spec.get("kwargs", {})))
+        self._call_spec = spec
+        self._create_state()
+        self.built = True
+
+    def _create_state(self):
+        if isinstance(self.granularity, granularity_lib.Channel) and layouts.channelwise_weights(
+            self.layer
+        ):
+            self.targets = layouts.channelwise_weights(self.layer)
+        else:
+            self.targets = layouts.prunable_weights(self.layer)
         if not self.targets:
             raise ValueError(
                 f"Layer {self.layer.name!r} ({type(self.layer).__name__}) has no prunable weights. "
@@ -137,44 +223,42 @@ class PruneWrapper(keras.layers.Wrapper):
             self.granularity.check(target)
         self.masks = [
             self.add_weight(
-                name=f"{target.variable.name}_mask",
+                name=f"{_local_name(target.variable)}_mask",
                 shape=target.variable.shape,
                 initializer="ones",
                 trainable=False,
             )
             for target in self.targets
         ]
-        self.bias_masks = []
-        self._bias_mask_index = {}
-        if self.granularity.masks_bias:
-            for index, target in enumerate(self.targets):
-                if target.bias is not None:
-                    self._bias_mask_index[index] = len(self.bias_masks)
-                    self.bias_masks.append(
-                        self.add_weight(
-                            name=f"{target.bias.name}_mask",
-                            shape=target.bias.shape,
-                            initializer="ones",
-                            trainable=False,
-                        )
-                    )
+        # bias_masks[i] masks targets[i].bias (None where there is no bias mask).
+        self.bias_masks = [
+            self.add_weight(
+                name=f"{_local_name(target.bias)}_mask",
+                shape=target.bias.shape,
+                initializer="ones",
+                trainable=False,
+            )
+            if self.granularity.masks_bias and target.bias is not None
+            else None
+            for target in self.targets
+        ]
         self.scores = []
         if self.mask_type.learnable:
             for target in self.targets:
                 scores = self.add_weight(
-                    name=f"{target.variable.name}_scores",
+                    name=f"{_local_name(target.variable)}_scores",
                     shape=target.variable.shape,
                     initializer="zeros",
                     trainable=True,
                 )
                 scores.assign(self.mask_type.initial_scores(target.variable))
                 self.scores.append(scores)
-        # Filled by kp.collect_gradients for gradient criteria; not saved (recollect after loading).
+        # Filled by keras_prune.engine.gradients for gradient criteria; not saved.
         self.gradient_statistics = [criteria_lib.GradientStatistics() for _ in self.targets]
         self.sparsity = self.add_weight(
             name="sparsity", shape=(), initializer="zeros", trainable=False
         )
-        # The last step at which masks were recomputed (-1: never).
+        # The last step at which masks were installed (-1: never).
         self.pruning_step = self.add_weight(
             name="pruning_step",
             shape=(),
@@ -183,14 +267,14 @@ class PruneWrapper(keras.layers.Wrapper):
             trainable=False,
         )
         if not self.masks_in_forward_pass:
-            for index, target in enumerate(self.targets):
-                target.variable.constraint = _HoldMasked(
-                    self.masks[index], target.variable.constraint
-                )
-                if index in self._bias_mask_index:
-                    bias_mask = self.bias_masks[self._bias_mask_index[index]]
-                    target.bias.constraint = _HoldMasked(bias_mask, target.bias.constraint)
-        self.built = True
+            for target, mask, bias_mask in zip(
+                self.targets, self.masks, self.bias_masks, strict=True
+            ):
+                target.variable.constraint = HoldMasked(mask, target.variable.constraint)
+                if bias_mask is not None:
+                    target.bias.constraint = HoldMasked(bias_mask, target.bias.constraint)
+
+    # -- state ---------------------------------------------------------------------------------
 
     @property
     def masks_in_forward_pass(self):
@@ -200,26 +284,54 @@ class PruneWrapper(keras.layers.Wrapper):
             return True
         return keras.backend.backend() == "jax" and not self.forward_uses_stored_weights
 
-    def hold_masked_weights(self):
-        """Zero the weights (and channel biases) that the binary masks remove.
-
-        The variable constraints do this after every optimizer step. On JAX, where they cannot,
-        `kp.PruningCallback` calls it before each mask update and at the end of every epoch, so
-        masked weights never come back and saved checkpoints are sparse.
-        """
-        if self.mask_type.learnable or not self.built:
-            return
-        for index, target in enumerate(self.targets):
-            target.variable.assign(target.variable * self.masks[index])
-            if index in self._bias_mask_index:
-                target.bias.assign(target.bias * self.bias_masks[self._bias_mask_index[index]])
-
     @property
     def prunable_weights(self):
         """The inner layer's variables this wrapper prunes."""
         return [target.variable for target in self.targets]
 
-    # -- mask updates (eager, driven by the callback) -------------------------------------------
+    def install(self, masks, sparsity, step=None):
+        """Install new masks: the one place the wrapper's pruning state is written.
+
+        Args:
+            masks: `[(mask, bias_mask_or_None)]`, one pair per target.
+            sparsity: the sparsity these masks realise the schedule at (recorded).
+            step: the optimizer step of the update (recorded as `pruning_step`), or None to
+                leave it.
+
+        Binary masks also zero the weights they remove, now.
+        """
+        if len(masks) != len(self.targets):
+            raise ValueError(
+                f"Expected one mask per pruned weight of {self.name!r} ({len(self.targets)}). "
+                f"Received: {len(masks)}"
+            )
+        self.sparsity.assign(sparsity)
+        if step is not None:
+            self.pruning_step.assign(step)
+        for target, slot, bias_slot, (mask, bias_mask) in zip(
+            self.targets, self.masks, self.bias_masks, masks, strict=True
+        ):
+            slot.assign(mask)
+            if not self.mask_type.learnable:
+                target.variable.assign(target.variable * ops.cast(mask, target.variable.dtype))
+            if bias_mask is not None and bias_slot is not None:
+                bias_slot.assign(bias_mask)
+                if not self.mask_type.learnable:
+                    target.bias.assign(target.bias * ops.cast(bias_mask, target.bias.dtype))
+
+    def hold_masked_weights(self):
+        """Zero the weights (and channel biases) that the binary masks remove.
+
+        The variable constraints do this after every optimizer step. On JAX, where they cannot,
+        the callbacks call it before each mask update and at the end of every epoch, so masked
+        weights never come back and saved checkpoints are sparse.
+        """
+        if self.mask_type.learnable or not self.built:
+            return
+        for target, mask, bias_mask in zip(self.targets, self.masks, self.bias_masks, strict=True):
+            target.variable.assign(target.variable * mask)
+            if bias_mask is not None:
+                target.bias.assign(target.bias * bias_mask)
 
     def importance_scores(self, index):
         """Scores ranking the weights of target `index`: trainable scores or the criterion's."""
@@ -227,91 +339,44 @@ class PruneWrapper(keras.layers.Wrapper):
             return self.scores[index]
         return self.criterion(self.targets[index].variable, self.gradient_statistics[index])
 
-    def compute_masks(self, sparsity):
-        """`[(mask, bias_mask_or_None)]` for every target from current scores.
-
-        `sparsity` is one value for all targets, or a list with one value per target.
-        """
-        if isinstance(sparsity, (list, tuple)):
-            if len(sparsity) != len(self.targets):
-                raise ValueError(
-                    f"Expected one sparsity per pruned weight of {self.name!r} "
-                    f"({len(self.targets)}). Received: {len(sparsity)} values"
-                )
-            sparsities = sparsity
-        else:
-            sparsities = [sparsity] * len(self.targets)
-        return [
-            self.granularity.compute_mask(self.importance_scores(index), target_sparsity, target)
-            for index, (target, target_sparsity) in enumerate(
-                zip(self.targets, sparsities, strict=True)
-            )
-        ]
-
-    def apply_sparsity(self, sparsity):
-        """Recompute every mask at `sparsity` now and zero what it removes."""
-        sparsity = getattr(self.granularity, "sparsity", sparsity)
-        self.assign_masks(self.compute_masks(sparsity), sparsity)
-
-    def assign_masks(self, masks, sparsity):
-        """Install `[(mask, bias_mask_or_None)]` (one per target) and zero what they remove.
-
-        `sparsity` is recorded as the layer's scheduled sparsity. Allocations that rank across
-        layers (`kp.allocation`) compute masks themselves and install them here.
-        """
-        self.sparsity.assign(sparsity)
-        for index, (mask, bias_mask) in enumerate(masks):
-            target = self.targets[index]
-            self.masks[index].assign(mask)
-            if not self.mask_type.learnable:
-                target.variable.assign(target.variable * mask)
-            if bias_mask is not None and index in self._bias_mask_index:
-                self.bias_masks[self._bias_mask_index[index]].assign(bias_mask)
-                if not self.mask_type.learnable:
-                    target.bias.assign(target.bias * bias_mask)
-
-    def update_mask(self, step):
-        """Apply the schedule at optimizer step `step`; returns True if masks were recomputed."""
-        self.mask_updates_attached = True
-        if not self.schedule.should_update(step):
-            return False
-        self.pruning_step.assign(step)
-        self.apply_sparsity(self.schedule.sparsity_at(step))
-        return True
-
     def effective_weights(self):
         """`[(variable, value)]`: the weights as the forward pass sees them (masks applied)."""
         if self.mask_type.learnable:
-            hard_masks = self.compute_masks(self.sparsity)
-            masks = [
-                self.mask_type.forward_mask(hard, scores)
-                for (hard, _), scores in zip(hard_masks, self.scores, strict=True)
+            # The top-k of the trainable scores at the recorded sparsity, every step.
+            hard = [
+                self.granularity.compute_mask(scores, self._learnable_sparsity(), target)
+                for scores, target in zip(self.scores, self.targets, strict=True)
             ]
-            bias_masks = {index: bias_mask for index, (_, bias_mask) in enumerate(hard_masks)}
+            masks = [
+                self.mask_type.forward_mask(kernel_mask, scores)
+                for (kernel_mask, _), scores in zip(hard, self.scores, strict=True)
+            ]
+            bias_masks = [bias_mask for _, bias_mask in hard]
         else:
-            masks = self.masks
-            bias_masks = {
-                index: self.bias_masks[position]
-                for index, position in self._bias_mask_index.items()
-            }
+            masks, bias_masks = self.masks, self.bias_masks
         pairs = []
-        for index, target in enumerate(self.targets):
-            pairs.append((target.variable, target.variable * masks[index]))
-            if index in self._bias_mask_index and bias_masks.get(index) is not None:
-                pairs.append((target.bias, target.bias * bias_masks[index]))
+        for target, mask, bias_mask in zip(self.targets, masks, bias_masks, strict=True):
+            pairs.append((target.variable, target.variable * ops.cast(mask, target.variable.dtype)))
+            if bias_mask is not None and target.bias is not None:
+                pairs.append((target.bias, target.bias * ops.cast(bias_mask, target.bias.dtype)))
         return pairs
+
+    def _learnable_sparsity(self):
+        return getattr(self.granularity, "sparsity", self.sparsity)
 
     # -- forward ---------------------------------------------------------------------------------
 
-    def call(self, inputs, *args, training=None, **kwargs):
-        # No `mask` argument on purpose: Keras would record it in the graph and replay it on
-        # the plain layer after `strip`. Inner layers read masks from their inputs themselves.
-        if training and not self.mask_updates_attached:
+    def call(self, *args, **kwargs):
+        return self.masked_call(*args, **kwargs)
+
+    def masked_call(self, *args, training=None, **kwargs):
+        """Run the inner layer on the call's arguments with the masks in effect."""
+        if training and not self.driven:
             raise RuntimeError(missing_callback_message(self.name))
-        if self._inner_takes_training:
+        if training is not None:
             kwargs["training"] = training
         if not self.masks_in_forward_pass:
-            return self.layer(inputs, *args, **kwargs)
+            return self.layer(*args, **kwargs)
         substituted = {id(variable): value for variable, value in self.effective_weights()}
         # The scope sees only its own mapping, so it also carries the inner layer's other
         # variables at their current values (inside JAX's `fit` they exist only there).
@@ -319,7 +384,7 @@ class PruneWrapper(keras.layers.Wrapper):
         mapping = [(v, substituted.get(id(v), v.value)) for v in variables]
         with keras.StatelessScope(state_mapping=mapping) as scope:
             before = [scope.get_current_value(variable) for variable in variables]
-            outputs = self.layer(inputs, *args, **kwargs)
+            outputs = self.layer(*args, **kwargs)
         # State the inner layer changed inside the scope (seed generators, statistics) is
         # recorded there instead of applied; apply it now.
         for variable, old_value in zip(variables, before, strict=True):
@@ -361,3 +426,54 @@ class PruneWrapper(keras.layers.Wrapper):
                 )
         config["layer"] = keras.layers.deserialize(config["layer"], custom_objects=custom_objects)
         return cls(**config)
+
+
+def _mirrored_call(wrapper, layer):
+    """A `call` for `wrapper` with the signature of `layer.call` (plus `training`)."""
+    signature = inspect.signature(layer.call)
+    parameters = list(signature.parameters.values())
+    if "training" not in signature.parameters:
+        training = inspect.Parameter("training", inspect.Parameter.KEYWORD_ONLY, default=None)
+        last = parameters[-1] if parameters else None
+        if last is not None and last.kind is inspect.Parameter.VAR_KEYWORD:
+            parameters.insert(len(parameters) - 1, training)
+        else:
+            parameters.append(training)
+
+    def call(*args, **kwargs):
+        return wrapper.masked_call(*args, **kwargs)
+
+    call.__signature__ = signature.replace(parameters=parameters)
+    return call
+
+
+def _local_name(variable):
+    """A variable name unique inside a wrapper (paths of nested weights differ, names may not)."""
+    return variable.path.replace("/", "_")
+
+
+def find_wrappers(model):
+    """Every `PruneWrapper` inside `model` (nested models and subclassed containers included),
+    in a stable order.
+
+    Example:
+
+    ```python
+    [wrapper.name for wrapper in kp.find_wrappers(pruned)]
+    ```
+    """
+    found, seen = [], set()
+
+    def visit(layer):
+        if id(layer) in seen:
+            return
+        seen.add(id(layer))
+        if isinstance(layer, PruneWrapper):
+            found.append(layer)
+            return
+        children = list(getattr(layer, "layers", None) or []) if isinstance(layer, keras.Model) else []
+        for child in children + layouts.sublayers(layer):
+            visit(child)
+
+    visit(model)
+    return found
