@@ -14,11 +14,8 @@ plain = kp.strip(pruned)
 """
 
 from keras_prune import export
-from keras_prune.callbacks.pruning_callback import (
-    PruningCallback,
-    PruningSummaries,
-    UpdatePruningStep,
-)
+from keras_prune import callbacks, engine, graph, layers, methods, pruning
+from keras_prune.callbacks import PruningCallback, PruningSummaries, UpdatePruningStep
 from keras_prune.core import (
     allocation,
     criteria,
@@ -35,7 +32,7 @@ from keras_prune.core.allocation import (
     PerLayerAllocation,
     ThresholdAllocation,
 )
-from keras_prune.core.criteria import collect_gradients
+from keras_prune.engine.gradients import collect_gradients
 from keras_prune.core.granularity import Block, Channel, NofM, Unstructured
 from keras_prune.core.mask_types import BinaryMask, LearnableMask, SigmoidGateMask
 from keras_prune.core.schedules import ConstantSparsity, PolynomialDecay, PruningSchedule
@@ -56,9 +53,8 @@ from keras_prune.graph.groups import (
     zero_group_channels,
 )
 from keras_prune.layers import layouts
-from keras_prune.layers.wrapper import PruneWrapper
-from keras_prune.methods import methods
-from keras_prune.methods.methods import (
+from keras_prune.layers.wrapper import PruneWrapper, find_wrappers
+from keras_prune.methods import (
     SET,
     IterativeSparsity,
     LotteryTicket,
@@ -67,9 +63,9 @@ from keras_prune.methods.methods import (
     penalize_masks,
     prune_once,
 )
-from keras_prune.pruning.prune_strip import (
+from keras_prune.pruning import (
     PruneReport,
-    find_wrappers,
+    PrunedModel,
     prune,
     prune_low_magnitude,
     strip,

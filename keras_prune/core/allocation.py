@@ -9,10 +9,11 @@
 - `ERKAllocation`: Erdos-Renyi-Kernel densities (Evci et al. 2020), denser for small layers;
   the usual distribution for sparse-from-scratch training. `erk_sparsities` computes it.
 
-An allocation installs binary masks; pass it to `kp.PruningCallback(allocation=...)`,
+An allocation computes binary masks (the mask engine installs them); pass it to `kp.PruningCallback(allocation=...)`,
 `kp.update_masks(..., allocation=...)` or `kp.prune_once(..., allocation=...)`.
 """
 
+import dataclasses
 import math
 import numbers
 import re
@@ -25,68 +26,56 @@ from keras_prune.core import masks, validation
 from keras_prune.core.config_object import ConfigObject
 
 
-class Allocation(ConfigObject):
-    """Base class: subclasses implement `allocate(wrappers, sparsities)`.
+@dataclasses.dataclass
+class LayerScores:
+    """What an allocation sees of one pruned layer: its name, granularity, the layout of each
+    pruned weight (`output_axis`, `input_axis`, `bias`) and one score tensor per weight.
 
-    `allocate` returns, for each wrapper, its list of `(mask, bias_mask_or_None)` (one per
-    target), given each wrapper's scheduled sparsity.
+    Allocations are pure: they read these and return masks; the mask engine installs them.
     """
 
-    def allocate(self, wrappers, sparsities):
+    name: str
+    granularity: object
+    weights: list
+    scores: list
+
+    def masks_at(self, sparsity):
+        """`[(mask, bias_mask_or_None)]` at one sparsity for all weights, or one per weight."""
+        sparsities = sparsity if isinstance(sparsity, (list, tuple)) else [sparsity] * len(
+            self.weights
+        )
+        if len(sparsities) != len(self.weights):
+            raise ValueError(
+                f"Expected one sparsity per pruned weight of {self.name!r} "
+                f"({len(self.weights)}). Received: {len(sparsities)} values"
+            )
+        sparsities = [getattr(self.granularity, "sparsity", value) for value in sparsities]
+        return [
+            self.granularity.compute_mask(scores, value, weight)
+            for scores, value, weight in zip(self.scores, sparsities, self.weights, strict=True)
+        ]
+
+
+class Allocation(ConfigObject):
+    """Base class: subclasses implement `allocate(layers, sparsities)`.
+
+    `allocate` takes one `LayerScores` per pruned layer and the sparsity each layer's schedule
+    asks for, and returns for each layer its list of `(mask, bias_mask_or_None)` (one per
+    pruned weight). It computes masks only; `keras_prune.engine` installs them.
+    """
+
+    def allocate(self, layers, sparsities):
         raise NotImplementedError(f"{type(self).__name__} must implement `allocate`.")
 
-    def apply(self, wrappers, sparsity):
-        """Install masks at `sparsity` on every wrapper now (what `kp.prune_once` does)."""
-        _check_binary(wrappers)
-        sparsities = [sparsity] * len(wrappers)
-        for wrapper, wrapper_masks in zip(
-            wrappers, self.allocate(wrappers, sparsities), strict=True
-        ):
-            wrapper.assign_masks(wrapper_masks, sparsity)
-        return wrappers
 
-    def update(self, wrappers, step):
-        """Install masks on the wrappers whose schedule updates at `step`; returns them."""
-        for wrapper in wrappers:
-            wrapper.mask_updates_attached = True
-            wrapper.pruning_step.assign(step)
-        due = [wrapper for wrapper in wrappers if bool(wrapper.schedule.should_update(step))]
-        if not due:
-            return []
-        _check_binary(due)
-        sparsities = [float(wrapper.schedule.sparsity_at(step)) for wrapper in due]
-        for wrapper, wrapper_masks, sparsity in zip(
-            due, self.allocate(due, sparsities), sparsities, strict=True
-        ):
-            wrapper.assign_masks(wrapper_masks, sparsity)
-        return due
-
-
-def _check_binary(wrappers):
-    for wrapper in wrappers:
-        if wrapper.mask_type.learnable:
+def _check_unstructured(layers, allocation):
+    for layer in layers:
+        if not isinstance(layer.granularity, granularity_lib.Unstructured):
             raise ValueError(
-                f"Layer {wrapper.name!r} uses a learnable mask, whose top-k is chosen in the "
-                "forward pass per layer; allocations install binary masks. Use mask='binary' "
-                "with an allocation, or drop `allocation=` for learnable masks."
-            )
-
-
-def _check_unstructured(wrappers, allocation):
-    for wrapper in wrappers:
-        if not isinstance(wrapper.granularity, granularity_lib.Unstructured):
-            raise ValueError(
-                f"{allocation} ranks single weights, but layer {wrapper.name!r} prunes with "
-                f"{wrapper.granularity!r}. Use granularity='unstructured' with this allocation, "
+                f"{allocation} ranks single weights, but layer {layer.name!r} prunes with "
+                f"{layer.granularity!r}. Use granularity='unstructured' with this allocation, "
                 "or PerLayerAllocation for structured patterns."
             )
-
-
-def _all_scores(wrappers):
-    return [
-        [wrapper.importance_scores(index) for index in range(len(wrapper.targets))]
-        for wrapper in wrappers
-    ]
 
 
 @keras.saving.register_keras_serializable(package="keras_prune")
@@ -147,13 +136,11 @@ class PerLayerAllocation(Allocation):
         validation.check_sparsity(f"sparsity for {layer_name}", float(sparsity))
         return float(sparsity)
 
-    def allocate(self, wrappers, sparsities):
-        result = []
-        for wrapper, sparsity in zip(wrappers, sparsities, strict=True):
-            layer_sparsity = self.sparsity_for(wrapper.name, sparsity)
-            layer_sparsity = getattr(wrapper.granularity, "sparsity", layer_sparsity)
-            result.append(wrapper.compute_masks(layer_sparsity))
-        return result
+    def allocate(self, layers, sparsities):
+        return [
+            layer.masks_at(self.sparsity_for(layer.name, sparsity))
+            for layer, sparsity in zip(layers, sparsities, strict=True)
+        ]
 
     def get_config(self):
         if self.overrides is None or isinstance(self.overrides, dict):
@@ -202,10 +189,10 @@ def global_masks(scores, sparsity, min_density=0.0):
     return result
 
 
-def _split(flat, wrappers):
+def _split(flat, layers):
     result, position = [], 0
-    for wrapper in wrappers:
-        count = len(wrapper.targets)
+    for layer in layers:
+        count = len(layer.weights)
         result.append([(mask, None) for mask in flat[position : position + count]])
         position += count
     return result
@@ -236,17 +223,17 @@ class GlobalAllocation(Allocation):
         validation.check_sparsity("min_density", min_density)
         self.min_density = float(min_density)
 
-    def allocate(self, wrappers, sparsities):
-        _check_unstructured(wrappers, "GlobalAllocation")
+    def allocate(self, layers, sparsities):
+        _check_unstructured(layers, "GlobalAllocation")
         if len(set(sparsities)) > 1:
-            asked = {w.name: s for w, s in zip(wrappers, sparsities, strict=True)}
+            asked = {layer.name: s for layer, s in zip(layers, sparsities, strict=True)}
             raise ValueError(
                 "GlobalAllocation ranks all layers together, so their schedules must ask for the "
                 f"same sparsity at the same step. Received: {asked}"
             )
-        scores = [tensor for per_wrapper in _all_scores(wrappers) for tensor in per_wrapper]
+        scores = [tensor for layer in layers for tensor in layer.scores]
         flat = global_masks(scores, sparsities[0], self.min_density)
-        return _split(flat, wrappers)
+        return _split(flat, layers)
 
     def get_config(self):
         return {"min_density": self.min_density}
@@ -282,23 +269,23 @@ class ThresholdAllocation(Allocation):
             raise ValueError(f"Expected `threshold` >= 0. Received: threshold={threshold!r}")
         self.threshold = float(threshold)
 
-    def allocate(self, wrappers, sparsities):
+    def allocate(self, layers, sparsities):
         result = []
-        for wrapper, per_wrapper in zip(wrappers, _all_scores(wrappers), strict=True):
-            granularity = wrapper.granularity
-            wrapper_masks = []
-            for target, scores in zip(wrapper.targets, per_wrapper, strict=True):
+        for layer in layers:
+            granularity = layer.granularity
+            layer_masks = []
+            for weight, scores in zip(layer.weights, layer.scores, strict=True):
                 if isinstance(granularity, granularity_lib.Unstructured):
-                    wrapper_masks.append((threshold_mask(scores, self.threshold), None))
+                    layer_masks.append((threshold_mask(scores, self.threshold), None))
                 elif isinstance(granularity, granularity_lib.Channel):
                     keep = self._channels_above(granularity.norm)
-                    wrapper_masks.append(granularity.mask_of_kept_channels(scores, target, keep))
+                    layer_masks.append(granularity.mask_of_kept_channels(scores, weight, keep))
                 else:
                     raise ValueError(
                         f"ThresholdAllocation supports unstructured and channel granularity; "
-                        f"layer {wrapper.name!r} uses {granularity!r}."
+                        f"layer {layer.name!r} uses {granularity!r}."
                     )
-            result.append(wrapper_masks)
+            result.append(layer_masks)
         return result
 
     def _channels_above(self, norm):
@@ -337,13 +324,13 @@ class PercentileAllocation(Allocation):
             )
         self.percentile = float(percentile)
 
-    def allocate(self, wrappers, sparsities):
-        _check_unstructured(wrappers, "PercentileAllocation")
-        scores = [tensor for per_wrapper in _all_scores(wrappers) for tensor in per_wrapper]
+    def allocate(self, layers, sparsities):
+        _check_unstructured(layers, "PercentileAllocation")
+        scores = [tensor for layer in layers for tensor in layer.scores]
         pooled = ops.concatenate([ops.reshape(ops.cast(t, "float32"), (-1,)) for t in scores])
         threshold = ops.quantile(pooled, self.percentile / 100.0, method="lower")
         flat = [threshold_mask(tensor, threshold) for tensor in scores]
-        return _split(flat, wrappers)
+        return _split(flat, layers)
 
     def get_config(self):
         return {"percentile": self.percentile}
@@ -410,18 +397,15 @@ class ERKAllocation(Allocation):
             )
         self.power_scale = float(power_scale)
 
-    def allocate(self, wrappers, sparsities):
-        shapes = [tuple(t.variable.shape) for wrapper in wrappers for t in wrapper.targets]
+    def allocate(self, layers, sparsities):
+        shapes = [tuple(ops.shape(scores)) for layer in layers for scores in layer.scores]
         if len(set(sparsities)) > 1:
             raise ValueError(
                 "ERKAllocation spreads one overall sparsity, so all schedules must ask for the "
                 f"same sparsity at the same step. Received: {sparsities}"
             )
         per_tensor = iter(erk_sparsities(shapes, sparsities[0], self.power_scale))
-        return [
-            wrapper.compute_masks([next(per_tensor) for _ in wrapper.targets])
-            for wrapper in wrappers
-        ]
+        return [layer.masks_at([next(per_tensor) for _ in layer.weights]) for layer in layers]
 
     def get_config(self):
         return {"power_scale": self.power_scale}

@@ -154,8 +154,16 @@ class Channel(Granularity):
     their scores; their bias entries are zeroed too, so a pruned channel outputs exactly zero
     before the activation and can be removed physically.
 
+    In a Sequential or Functional model, channels are ranked per dependency group (see
+    `kp.channel_groups`), so what is masked is exactly what `kp.shrink` removes; layers whose
+    channels cannot be removed (model outputs, layers the analysis does not understand) keep
+    them all.
+
     Args:
         norm: "l2" (default) or "l1" over each channel's scores.
+        only_removable: True (default) masks only channels `kp.shrink` can remove; False also
+            masks, layer by layer, channels that no group can remove (useful to study the
+            accuracy of channel sparsity, not to make the model smaller).
 
     Example:
 
@@ -166,9 +174,15 @@ class Channel(Granularity):
 
     masks_bias = True
 
-    def __init__(self, norm="l2"):
+    def __init__(self, norm="l2", only_removable=True):
         validation.check_choice("norm", norm, {"l1", "l2"})
+        if not isinstance(only_removable, bool):
+            raise TypeError(
+                "Expected `only_removable` to be True or False. "
+                f"Received: only_removable={only_removable!r}"
+            )
         self.norm = norm
+        self.only_removable = only_removable
 
     def compute_mask(self, scores, sparsity, weight):
         return self.mask_of_kept_channels(
@@ -184,7 +198,7 @@ class Channel(Granularity):
         return masks.from_tflite_view(view_mask, permutation, shape), kept_channels
 
     def get_config(self):
-        return {"norm": self.norm}
+        return {"norm": self.norm, "only_removable": self.only_removable}
 
 
 ALIASES = {
@@ -210,3 +224,20 @@ def get(identifier):
         f"Unknown granularity {identifier!r}. Expected one of {sorted(ALIASES)} or an instance "
         "such as kp.Block((1, 4)), kp.NofM(2, 4), kp.Channel()."
     )
+
+
+def from_tfmot_block(block_size, block_pooling_type="AVG"):
+    """The granularity tfmot's `prune_low_magnitude(block_size=..., block_pooling_type=...)`
+    asks for: (1, 1) is unstructured, anything else is `Block` with that pooling.
+
+    Example:
+
+    ```python
+    kp.granularity.from_tfmot_block((1, 4), "MAX")  # Block(block_shape=(1, 4), pooling='max')
+    ```
+    """
+    validation.check_choice("block_pooling_type", block_pooling_type, {"AVG", "MAX"})
+    shape = tuple(block_size) if isinstance(block_size, (list, tuple)) else block_size
+    if shape == (1, 1):
+        return Unstructured()
+    return Block(shape, pooling=block_pooling_type.lower())

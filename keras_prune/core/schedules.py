@@ -197,6 +197,103 @@ class PolynomialDecay(PruningSchedule):
         }
 
 
+@keras.saving.register_keras_serializable(package="keras_prune")
+class OneShotSparsity(PruningSchedule):
+    """The schedule `prune_once` gives its wrappers: masks are set once and never recomputed.
+
+    `kp.PruningCallback` may be used while fine-tuning (it changes nothing); after reloading a
+    saved model it is what lets `fit` run.
+
+    Args:
+        sparsity: the sparsity the masks were set to, in [0, 1).
+
+    Example:
+
+    ```python
+    kp.OneShotSparsity(0.9)(100)  # (False, 0.9)
+    ```
+    """
+
+    def __init__(self, sparsity):
+        validation.check_sparsity("sparsity", sparsity)
+        super().__init__(begin_step=0, end_step=0, frequency=1)
+        self.target_sparsity = float(sparsity)
+
+    def should_update(self, step):
+        if isinstance(step, numbers.Integral):
+            return False
+        return ops.convert_to_tensor(False)
+
+    def sparsity_at(self, step):
+        return self.target_sparsity
+
+    def get_config(self):
+        return {"sparsity": self.target_sparsity}
+
+
+@keras.saving.register_keras_serializable(package="keras_prune")
+class IterativeSparsity(PruningSchedule):
+    """Prune-retrain cycles: at `begin_step + i * steps_per_round` prune to `sparsities[i]`,
+    then train `steps_per_round` steps with that mask before the next cut.
+
+    Args:
+        sparsities: rising sparsities, one per round, each in [0, 1).
+        steps_per_round: training steps between cuts.
+        begin_step: step of the first cut.
+
+    Example:
+
+    ```python
+    schedule = kp.IterativeSparsity([0.5, 0.75, 0.9], steps_per_round=200)
+    pruned = kp.prune(model, schedule=schedule)
+    pruned.fit(x, y, epochs=10, callbacks=[kp.PruningCallback()])
+    ```
+    """
+
+    def __init__(self, sparsities, steps_per_round, begin_step=0):
+        sparsities = [float(s) if isinstance(s, numbers.Real) else s for s in sparsities]
+        if not sparsities:
+            raise ValueError("Expected at least one sparsity in `sparsities`. Received: []")
+        for index, sparsity in enumerate(sparsities):
+            validation.check_sparsity(f"sparsities[{index}]", sparsity)
+        if any(b < a for a, b in zip(sparsities, sparsities[1:], strict=False)):
+            raise ValueError(
+                f"Expected non-decreasing `sparsities` (pruned weights stay pruned). "
+                f"Received: sparsities={sparsities}"
+            )
+        validation.check_int("steps_per_round", steps_per_round, minimum=1)
+        super().__init__(
+            begin_step=begin_step,
+            end_step=begin_step + (len(sparsities) - 1) * steps_per_round,
+            frequency=steps_per_round,
+        )
+        self.sparsities = sparsities
+        self.steps_per_round = steps_per_round
+
+    def sparsity_at(self, step):
+        if isinstance(step, numbers.Integral):
+            index = min(
+                max((int(step) - self.begin_step) // self.steps_per_round, 0),
+                len(self.sparsities) - 1,
+            )
+            return self.sparsities[index]
+        index = ops.clip(
+            ops.floor_divide(ops.cast(step, "int64") - self.begin_step, self.steps_per_round),
+            0,
+            len(self.sparsities) - 1,
+        )
+        return ops.take(ops.convert_to_tensor(self.sparsities, "float32"), index)
+
+    def get_config(self):
+        return {
+            "sparsities": self.sparsities,
+            "steps_per_round": self.steps_per_round,
+            "begin_step": self.begin_step,
+        }
+
+
+
+
 ALIASES = {
     "constant": ConstantSparsity,
     "constant_sparsity": ConstantSparsity,

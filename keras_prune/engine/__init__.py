@@ -1,1 +1,6 @@
-"""TODO"""
+"""The mask engine: the one owner of mask state, and the gradient statistics it ranks by."""
+
+from keras_prune.engine.engine import MaskEngine, engine_for, realised_sparsity
+from keras_prune.engine.gradients import collect_gradients
+
+__all__ = ["MaskEngine", "collect_gradients", "engine_for", "realised_sparsity"]

@@ -154,6 +154,22 @@ def builtin_prunable_weights(layer):
     return None
 
 
+_PRUNABLE_CLASSES = (
+    _CONVOLUTIONS
+    + _TRANSPOSED
+    + _SEPARABLE
+    + _DEPTHWISE
+    + (layers.EinsumDense, layers.Embedding, layers.MultiHeadAttention, layers.RNN)
+    + (layers.Bidirectional,)
+)
+
+
+def is_known_prunable(layer):
+    """Whether an unbuilt `layer` will have prunable weights once built: a built-in type
+    keras_prune prunes, or a layer with `get_prunable_weights()`."""
+    return isinstance(layer, _PRUNABLE_CLASSES) or hasattr(layer, "get_prunable_weights")
+
+
 def channelwise_weights(layer):
     """The per-channel scale (and offset, as its bias) of a BatchNormalization layer: what
     channel pruning holds at zero for a removed channel. Empty for other layers."""

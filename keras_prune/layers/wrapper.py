@@ -12,11 +12,13 @@ import inspect
 import keras
 from keras import ops
 
+from keras_prune.core import allocation as allocation_lib
 from keras_prune.core import criteria as criteria_lib
 from keras_prune.core import granularity as granularity_lib
 from keras_prune.core import mask_types
 from keras_prune.core import schedules as schedules_lib
 from keras_prune.layers import layouts
+from keras_prune.layers.in_place import IN_PLACE_ATTRIBUTE
 
 
 class HoldMasked:
@@ -139,7 +141,7 @@ class PruneWrapper(keras.layers.Wrapper):
             raise ValueError(
                 f"Layer {layer.name!r} is already a PruneWrapper; wrap the original layer once."
             )
-        if isinstance(layer, keras.Model):
+        if isinstance(layer, (keras.Sequential, keras.Model)) and _has_graph(layer):
             raise ValueError(
                 f"PruneWrapper wraps single layers; {layer.name!r} is a model. Use "
                 "`kp.prune(model, ...)`, which wraps the prunable layers inside it."
@@ -170,6 +172,9 @@ class PruneWrapper(keras.layers.Wrapper):
         # Binary masks on JAX: set while gradients are taken with the masked weights held at
         # zero, so that masked weights get their gradient (see keras_prune.engine.gradients).
         self.forward_uses_stored_weights = False
+        # Set by kp.strip on wrappers it cannot remove (inside a subclassed model): the masks
+        # are baked into the weights and the wrapper just calls its layer.
+        self.pass_through = False
 
     # -- building ------------------------------------------------------------------------------
 
@@ -280,6 +285,8 @@ class PruneWrapper(keras.layers.Wrapper):
     def masks_in_forward_pass(self):
         """Whether `call` multiplies the weights by their masks (learnable masks, and binary
         masks on JAX) rather than relying on the weights being held at zero."""
+        if self.pass_through:
+            return False
         if self.mask_type.learnable:
             return True
         return keras.backend.backend() == "jax" and not self.forward_uses_stored_weights
@@ -339,6 +346,15 @@ class PruneWrapper(keras.layers.Wrapper):
             return self.scores[index]
         return self.criterion(self.targets[index].variable, self.gradient_statistics[index])
 
+    def layer_scores(self):
+        """What an allocation sees of this layer: its granularity, weight layouts and scores."""
+        return allocation_lib.LayerScores(
+            self.name,
+            self.granularity,
+            list(self.targets),
+            [self.importance_scores(index) for index in range(len(self.targets))],
+        )
+
     def effective_weights(self):
         """`[(variable, value)]`: the weights as the forward pass sees them (masks applied)."""
         if self.mask_type.learnable:
@@ -371,7 +387,7 @@ class PruneWrapper(keras.layers.Wrapper):
 
     def masked_call(self, *args, training=None, **kwargs):
         """Run the inner layer on the call's arguments with the masks in effect."""
-        if training and not self.driven:
+        if training and not self.driven and not self.pass_through:
             raise RuntimeError(missing_callback_message(self.name))
         if training is not None:
             kwargs["training"] = training
@@ -428,6 +444,16 @@ class PruneWrapper(keras.layers.Wrapper):
         return cls(**config)
 
 
+def _has_graph(model):
+    """Whether `model` is Sequential or Functional (its layers can be wrapped one by one)."""
+    if isinstance(model, keras.Sequential):
+        return True
+    try:
+        return bool(model.inputs) and all(isinstance(t, keras.KerasTensor) for t in model.inputs)
+    except (AttributeError, ValueError):
+        return False
+
+
 def _mirrored_call(wrapper, layer):
     """A `call` for `wrapper` with the signature of `layer.call` (plus `training`)."""
     signature = inspect.signature(layer.call)
@@ -472,6 +498,9 @@ def find_wrappers(model):
             found.append(layer)
             return
         children = list(getattr(layer, "layers", None) or []) if isinstance(layer, keras.Model) else []
+        in_place = getattr(layer, IN_PLACE_ATTRIBUTE, None)
+        if in_place is not None:
+            children += in_place.wrappers
         for child in children + layouts.sublayers(layer):
             visit(child)
 

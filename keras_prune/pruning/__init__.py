@@ -1,11 +1,23 @@
 """Whole-model pruning: `prune`, `strip`, `prune_once`, `update_masks` and tfmot's names."""
 
+from keras_prune.pruning.one_shot import prune_once
 from keras_prune.pruning.prune_strip import (
     PruneReport,
-    find_wrappers,
     prune,
     prune_low_magnitude,
     strip,
     strip_pruning,
     update_masks,
 )
+from keras_prune.pruning.pruned_model import PrunedModel
+
+__all__ = [
+    "PruneReport",
+    "PrunedModel",
+    "prune",
+    "prune_low_magnitude",
+    "prune_once",
+    "strip",
+    "strip_pruning",
+    "update_masks",
+]

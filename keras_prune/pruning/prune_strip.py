@@ -1,12 +1,37 @@
-"""Whole-model transforms: `prune` wraps prunable layers, `strip` bakes masks into plain layers."""
+"""Whole-model transforms: `prune` wraps prunable layers, `strip` bakes masks into plain layers.
+
+`prune` never touches the user's model. Sequential and Functional models (operators on
+symbolic tensors, layers called with keywords, shared layers and nested models included) are
+copied and rewired with `keras.models.clone_model`; models whose class has a config of its own
+(keras-hub backbones and tasks) come back as a `PrunedModel` that saves and reloads; subclassed
+models, whose `call` is Python code, are pruned in place (binary masks held on their layers'
+own variables). `strip` reverses each of these.
+"""
 
 import dataclasses
 import re
 
 import keras
 
+from keras_prune.core import granularity as granularity_lib
+from keras_prune.engine.engine import engine_for
+from keras_prune.graph import groups as groups_lib
+from keras_prune.graph import rewire
+from keras_prune.graph import tracing as trace_lib
 from keras_prune.layers import layouts
-from keras_prune.layers.wrapper import PruneWrapper
+from keras_prune.layers.wrapper import HoldMasked, PruneWrapper, find_wrappers
+from keras_prune.layers.in_place import IN_PLACE_ATTRIBUTE, InPlacePruning
+from keras_prune.pruning.pruned_model import PrunedModel, wrap_as_planned, wrapper_settings
+
+# Why a layer was not wrapped; shown in `PruneReport`.
+ALREADY_WRAPPED = "already wrapped for pruning"
+NO_PRUNABLE_WEIGHTS = "no prunable weights"
+FILTERED = "excluded by `filters`"
+NESTED_SUBCLASSED = (
+    "a subclassed model inside the graph; prune it on its own with kp.prune (in place) first"
+)
+CHANNELS_NOT_REMOVABLE = "channel granularity: none of its channels can be removed"
+NOT_BUILT = "not built and not a layer type keras_prune knows"
 
 
 @dataclasses.dataclass
@@ -16,19 +41,31 @@ class PruneReport:
     Attributes:
         wrapped: names of the layers now inside a `PruneWrapper`.
         skipped: `{layer name: reason}` for every layer left as it was.
+        left_alone: `{weight path: reason}` for every weight that is not pruned (biases,
+            normalization, weights of layers keras_prune does not know, ...).
+        in_place: True when a subclassed model was pruned in place.
     """
 
     wrapped: list = dataclasses.field(default_factory=list)
     skipped: dict = dataclasses.field(default_factory=dict)
+    left_alone: dict = dataclasses.field(default_factory=dict)
+    in_place: bool = False
 
     def __str__(self):
-        lines = [f"Pruning {len(self.wrapped)} layer(s): {', '.join(self.wrapped) or '-'}"]
+        how = " in place" if self.in_place else ""
+        lines = [
+            f"Pruning {len(self.wrapped)} layer(s){how}: {', '.join(self.wrapped) or '-'}"
+        ]
         for name, reason in self.skipped.items():
             lines.append(f"  skipped {name}: {reason}")
+        unknown = {p: r for p, r in self.left_alone.items() if r == layouts.UNKNOWN}
+        if unknown:
+            lines.append(f"  weights not pruned ({layouts.UNKNOWN}):")
+            lines.extend(f"    {path}" for path in unknown)
         return "\n".join(lines)
 
 
-def _layer_filter(filters):
+def layer_filter(filters):
     """A predicate from `filters`: None (all), a regex, a list of regexes, or a callable."""
     if filters is None:
         return lambda layer: True
@@ -37,7 +74,15 @@ def _layer_filter(filters):
     if isinstance(filters, str):
         filters = [filters]
     if isinstance(filters, (list, tuple)) and all(isinstance(f, str) for f in filters):
-        patterns = [re.compile(pattern) for pattern in filters]
+        patterns = []
+        for pattern in filters:
+            try:
+                patterns.append(re.compile(pattern))
+            except re.error as error:
+                raise ValueError(
+                    f"Expected `filters` to hold valid regular expressions. Received: "
+                    f"filters={pattern!r} ({error}). Escape special characters with re.escape."
+                ) from error
         return lambda layer: any(pattern.search(layer.name) for pattern in patterns)
     raise TypeError(
         "Expected `filters` to be None, a regex string, a list of regex strings, or a callable "
@@ -45,41 +90,101 @@ def _layer_filter(filters):
     )
 
 
-def _check_rebuildable(model):
-    if not isinstance(model, keras.Model):
-        raise TypeError(
-            "Expected a keras.Model (Sequential or Functional). To prune a single layer, use "
-            f"`kp.PruneWrapper(layer, ...)`. Received: model={model!r}"
-        )
-    if not model.built:
-        raise ValueError(
-            f"Model {model.name!r} is not built, so its weights do not exist yet. Build it first: "
-            "give it a `keras.Input(...)`, call `model.build(input_shape)`, or call it on a batch."
-        )
-    is_sequential = isinstance(model, keras.Sequential)
-    is_functional = hasattr(model, "inputs") and hasattr(model, "_nodes_by_depth")
-    if not (is_sequential or is_functional):
-        raise ValueError(
-            f"Model {model.name!r} ({type(model).__name__}) is a subclassed model, whose layers "
-            "kp.prune cannot rewire. Wrap its layers where you create them, e.g. "
-            "`self.dense = kp.PruneWrapper(keras.layers.Dense(64), schedule=...)`, or build the "
-            "model with the Functional or Sequential API."
+@dataclasses.dataclass
+class _Settings:
+    schedule: object
+    granularity: object
+    mask: object
+    criterion: object
+
+    def wrap(self, layer):
+        return PruneWrapper(
+            layer,
+            schedule=self.schedule,
+            granularity=self.granularity,
+            mask=self.mask,
+            criterion=self.criterion,
         )
 
 
-def copy_layer(layer):
-    """A new, built layer of the same class, config and weights."""
-    copy = layer.__class__.from_config(layer.get_config())
-    build_config = layer.get_build_config()
-    if build_config is not None:
-        copy.build_from_config(build_config)
-    copy.set_weights(layer.get_weights())
-    return copy
+def _settings(schedule, granularity, mask, criterion):
+    # A throwaway wrapper validates every argument once, before anything is copied.
+    template = PruneWrapper(
+        keras.layers.Dense(1), schedule=schedule, granularity=granularity, mask=mask,
+        criterion=criterion,
+    )
+    return _Settings(template.schedule, template.granularity, template.mask_type, template.criterion)
 
 
-def _clone(model, clone_function):
-    clone = keras.models.clone_model(model, clone_function=clone_function, recursive=True)
-    return clone
+def _is_channel(settings):
+    return isinstance(settings.granularity, granularity_lib.Channel)
+
+
+def _removable_layers(model):
+    """Names of the layers owning a weight in a removable channel group, and why the other
+    channel-creating layers keep their channels."""
+    removable, reasons = set(), {}
+    for group in groups_lib.channel_groups(model):
+        for member in group.members:
+            if member.role == "input":
+                continue
+            if group.prunable:
+                removable.add(member.layer.name)
+            elif member.role == "output":
+                reasons.setdefault(member.layer.name, group.reason)
+    return removable, reasons
+
+
+class _Planner:
+    """Decides, layer by layer, what `prune` wraps, and fills the report."""
+
+    def __init__(self, settings, selected, report, removable=None, channel_reasons=None):
+        self.settings = settings
+        self.selected = selected
+        self.report = report
+        self.removable = removable
+        self.channel_reasons = channel_reasons or {}
+        self.plan = {}
+
+    def decide(self, layer):
+        """The wrapper for `layer`, or `layer` itself, with the reason recorded."""
+        reason = self._reason_to_skip(layer)
+        if reason is not None:
+            self.report.skipped[layer.name] = reason
+            for variable in layer.weights:
+                self.report.left_alone.setdefault(variable.path, reason)
+            return layer
+        wrapper = self.settings.wrap(layer)
+        self.report.wrapped.append(layer.name)
+        self.plan[layer.name] = wrapper_settings(wrapper)
+        if layer.built:
+            for variable, why in layouts.weight_plan(layer).left_alone:
+                self.report.left_alone[variable.path] = why
+        return wrapper
+
+    def _reason_to_skip(self, layer):
+        if isinstance(layer, PruneWrapper):
+            return ALREADY_WRAPPED
+        if isinstance(layer, keras.Model):
+            return NESTED_SUBCLASSED
+        if not layer.built:
+            return None if layouts.is_known_prunable(layer) else NOT_BUILT
+        channelwise = _is_channel(self.settings) and layouts.channelwise_weights(layer)
+        if not channelwise and not layouts.prunable_weights(layer):
+            return NO_PRUNABLE_WEIGHTS
+        if not self.selected(layer):
+            return FILTERED
+        if channelwise or _is_channel(self.settings):
+            if self.removable is not None and layer.name not in self.removable:
+                if getattr(self.settings.granularity, "only_removable", True):
+                    why = self.channel_reasons.get(layer.name)
+                    return CHANNELS_NOT_REMOVABLE + (f" ({why})" if why else "")
+        try:
+            for target in layouts.prunable_weights(layer):
+                self.settings.granularity.check(target)
+        except ValueError as error:
+            return str(error)
+        return None
 
 
 def prune(
@@ -93,14 +198,25 @@ def prune(
     """Return a copy of `model` whose prunable layers are wrapped in `PruneWrapper`.
 
     The original model is left untouched. Layers without prunable weights, and layers that
-    `filters` rejects, are copied as they are. The returned model carries a `PruneReport` as
-    `model.pruning_report`.
+    `filters` rejects, are kept as they are. The returned model carries a `PruneReport` as
+    `model.pruning_report` naming every layer and weight left alone and why.
+
+    Any model a Keras user brings works:
+    - Sequential (built or not) and Functional models, with operators on symbolic tensors
+      (`x + h`), `keras.ops` calls, layers called with keywords, shared layers and nested models;
+    - models whose class has a config of its own (keras-hub backbones and tasks): the result is
+      a `kp.pruning.PrunedModel` that saves, reloads and strips back to the original class;
+    - subclassed models: pruned in place (the same object is returned), with binary masks held
+      on their layers' own variables (TensorFlow and torch backends);
+    - a single layer or a list of layers: wrapped and returned (tfmot's behaviour).
 
     Args:
-        model: a built Sequential or Functional model (nested models are handled).
+        model: a model, a layer, or a list of layers.
         schedule: a `kp.PruningSchedule` (default `ConstantSparsity(0.5)`).
         granularity: "unstructured", "channel", "2:4" or a `kp.Block` / `kp.NofM` /
-            `kp.Channel` instance.
+            `kp.Channel` instance. At channel granularity only layers whose channels
+            `kp.shrink` can remove are wrapped (their BatchNormalizations too), unless
+            `kp.Channel(only_removable=False)`.
         mask: "binary", "learnable", "sigmoid" or a mask-type instance.
         filters: which layers to prune: None (all), a regex on the layer name, a list of regexes,
             or a callable `layer -> bool`.
@@ -113,45 +229,22 @@ def prune(
     print(pruned.pruning_report)
     ```
     """
-    _check_rebuildable(model)
-    selected = _layer_filter(filters)
-    # Validate the shared arguments once, before touching anything.
-    template = PruneWrapper(
-        keras.layers.Dense(1),
-        schedule=schedule,
-        granularity=granularity,
-        mask=mask,
-        criterion=criterion,
-    )
-    report = PruneReport()
-
-    def wrap(layer):
-        copy = copy_layer(layer)
-        if isinstance(layer, PruneWrapper):
-            report.skipped[layer.name] = "already wrapped for pruning"
-            return copy
-        if not layouts.prunable_weights(layer):
-            report.skipped[layer.name] = "no prunable weights"
-            return copy
-        if not selected(layer):
-            report.skipped[layer.name] = "excluded by `filters`"
-            return copy
-        try:
-            for target in layouts.prunable_weights(layer):
-                template.granularity.check(target)
-        except ValueError as error:
-            report.skipped[layer.name] = str(error)
-            return copy
-        report.wrapped.append(layer.name)
-        return PruneWrapper(
-            copy,
-            schedule=template.schedule,
-            granularity=template.granularity,
-            mask=template.mask_type,
-            criterion=template.criterion,
+    settings = _settings(schedule, granularity, mask, criterion)
+    selected = layer_filter(filters)
+    if isinstance(model, (list, tuple)):
+        return [prune(layer, schedule, granularity, mask, filters, criterion) for layer in model]
+    if isinstance(model, keras.layers.Layer) and not isinstance(model, keras.Model):
+        return settings.wrap(model)
+    if not isinstance(model, keras.Model):
+        raise TypeError(
+            "Expected a keras.Model, a keras.layers.Layer or a list of layers. To prune a "
+            f"single layer, use `kp.PruneWrapper(layer, ...)`. Received: model={model!r} "
+            f"(of type {type(model).__name__})"
         )
-
-    pruned = _clone(model, wrap)
+    if trace_lib.is_graph_model(model) or (isinstance(model, keras.Sequential) and not model.built):
+        pruned, report = _prune_graph(model, settings, selected)
+    else:
+        pruned, report = _prune_in_place(model, settings, selected)
     if not report.wrapped:
         raise ValueError(
             f"kp.prune found nothing to prune in model {model.name!r}; the model is unchanged.\n"
@@ -161,10 +254,100 @@ def prune(
     return pruned
 
 
+def _prune_graph(model, settings, selected):
+    report = PruneReport()
+    fresh = rewire.copy_model(model)
+    removable = reasons = None
+    if _is_channel(settings) and fresh.built:
+        removable, reasons = _removable_layers(fresh)
+    planner = _Planner(settings, selected, report, removable, reasons)
+    rewired = rewire.replace_layers(fresh, planner.decide)
+    if isinstance(model, keras.Sequential) or rewire.has_default_config(model):
+        if model.compiled:
+            rewired.compile_from_config(model.get_compile_config())
+        return rewired, report
+    source = keras.saving.serialize_keras_object(model)
+    source.pop("compile_config", None)
+    pruned = PrunedModel(
+        rewired.input, rewired.output, source=source, plan=planner.plan, name=model.name
+    )
+    return pruned, report
+
+
+def _prune_in_place(model, settings, selected):
+    if not model.built:
+        raise ValueError(
+            f"Model {model.name!r} ({type(model).__name__}) is not built, so its weights do not "
+            "exist yet. Call it on a batch first (`model(x[:1])`), then prune it."
+        )
+    if keras.backend.backend() == "jax":
+        raise NotImplementedError(
+            f"Model {model.name!r} is subclassed, so kp.prune prunes it in place, which holds "
+            "masked weights at zero with variable constraints that JAX's `fit` does not run. "
+            "Use the TensorFlow or torch backend, or build the model with the Functional API."
+        )
+    if isinstance(settings.mask, type(settings.mask)) and settings.mask.learnable:
+        raise ValueError(
+            f"Model {model.name!r} is subclassed, so kp.prune prunes it in place with binary "
+            "masks; learnable masks need the wrapper in the forward pass. Use mask='binary', or "
+            "wrap layers yourself: `self.dense = kp.PruneWrapper(keras.layers.Dense(64), "
+            "mask='learnable')`."
+        )
+    if _is_channel(settings):
+        raise ValueError(
+            f"Model {model.name!r} is subclassed: channel granularity needs the model's graph "
+            "to couple channels (and kp.shrink to remove them). Use unstructured, block or N:M "
+            "granularity in place, or build the model with the Functional API."
+        )
+    report = PruneReport(in_place=True)
+    planner = _Planner(settings, selected, report)
+    wrappers = []
+    for layer in _leaf_layers(model):
+        decided = planner.decide(layer)
+        if decided is not layer:
+            decided.build_from_config({})
+            wrappers.append(decided)
+    existing = getattr(model, IN_PLACE_ATTRIBUTE, None)
+    if existing is not None:
+        wrappers = existing.wrappers + wrappers
+    setattr(model, IN_PLACE_ATTRIBUTE, InPlacePruning(wrappers))
+    return model, report
+
+
+def _leaf_layers(model):
+    """The weight-bearing layers of a subclassed model, outermost known layer first."""
+    found, seen = [], set()
+
+    def visit(layer):
+        for child in layouts.sublayers(layer):
+            if id(child) in seen:
+                continue
+            seen.add(id(child))
+            if isinstance(child, PruneWrapper):
+                continue
+            if layouts.builtin_prunable_weights(child) is not None or hasattr(
+                child, "get_prunable_weights"
+            ):
+                found.append(child)
+            else:
+                visit(child)
+
+    visit(model)
+    return found
+
+
 def strip(model):
-    """Return a plain Keras copy of `model`: every `PruneWrapper` replaced by its inner layer with
-    the mask baked into the weights. No keras_prune class is left, so the result saves, loads
-    and converts without keras_prune installed; its outputs equal the pruned model's.
+    """Return a plain Keras model: every `PruneWrapper` replaced by its inner layer with the
+    masks baked into the weights. Its outputs equal the pruned model's.
+
+    - Sequential / Functional: a new model with no keras_prune class left, which saves, loads
+      and converts without keras_prune installed.
+    - `kp.pruning.PrunedModel` (keras-hub backbones and tasks): an instance of the original
+      class again, rebuilt from its config, holding the pruned weights.
+    - Subclassed models pruned in place: the same model, with masks baked in and keras_prune's
+      constraints removed. Wrappers you placed inside a subclassed model yourself stay (Python
+      attributes cannot be swapped from outside); they are switched to pass-through with their
+      masks baked in.
 
     Example:
 
@@ -173,50 +356,104 @@ def strip(model):
     plain.save("pruned_plain.keras")
     ```
     """
-    _check_rebuildable(model)
-
-    def unwrap(layer):
-        if not isinstance(layer, PruneWrapper):
-            return copy_layer(layer)
-        plain = copy_layer(layer.layer)
-        baked = {id(variable): value for variable, value in layer.effective_weights()}
-        values = [
-            keras.ops.convert_to_numpy(baked.get(id(variable), variable))
-            for variable in layer.layer.weights
-        ]
-        plain.set_weights(values)
-        return plain
-
-    return _clone(model, unwrap)
+    if isinstance(model, PruneWrapper):
+        return _stripped_layer(model)
+    if not isinstance(model, keras.Model):
+        raise TypeError(
+            f"Expected a keras.Model or a kp.PruneWrapper to strip. Received: model={model!r} "
+            f"(of type {type(model).__name__})"
+        )
+    if isinstance(model, PrunedModel):
+        return _strip_to_source(model)
+    if trace_lib.is_graph_model(model):
+        return _strip_graph(model)
+    return _strip_in_place(model)
 
 
-def find_wrappers(model):
-    """Every `PruneWrapper` inside `model`, nested models and subclassed containers included."""
-    found, seen = [], set()
+def _baked_values(model):
+    """`{id(variable): value}` for every pruned weight of `model`, masks applied."""
+    return {
+        id(variable): keras.ops.convert_to_numpy(value)
+        for wrapper in find_wrappers(model)
+        if wrapper.built
+        for variable, value in wrapper.effective_weights()
+    }
 
-    def visit(layer):
-        if id(layer) in seen:
-            return
-        seen.add(id(layer))
-        if isinstance(layer, PruneWrapper):
-            found.append(layer)
-            return
-        for child in getattr(layer, "layers", None) or []:
-            visit(child)
-        for value in vars(layer).values():
-            if isinstance(value, keras.layers.Layer):
-                visit(value)
 
-    visit(model)
-    return found
+def _unwrapped(model):
+    return rewire.replace_layers(
+        model, lambda layer: layer.layer if isinstance(layer, PruneWrapper) else layer
+    )
+
+
+def _strip_graph(model):
+    baked = _baked_values(model)
+    shared = _unwrapped(model)
+    plain = rewire.copy_model(shared)
+    for original, copy in zip(shared.weights, plain.weights, strict=True):
+        if id(original) in baked:
+            copy.assign(baked[id(original)])
+    if model.compiled:
+        plain.compile_from_config(model.get_compile_config())
+    return plain
+
+
+def _strip_to_source(model):
+    baked = _baked_values(model)
+    shared = _unwrapped(model)
+    by_path = {variable.path: variable for variable in shared.weights}
+    plain = model.rebuild_source()
+    for variable in plain.weights:
+        original = by_path.get(variable.path)
+        if original is None or tuple(original.shape) != tuple(variable.shape):
+            raise ValueError(
+                f"kp.strip could not match weight {variable.path!r} of a rebuilt "
+                f"{type(plain).__name__} to the pruned model {model.name!r}."
+            )
+        variable.assign(baked.get(id(original), keras.ops.convert_to_numpy(original)))
+    return plain
+
+
+def _stripped_layer(wrapper):
+    baked = _baked_values_of(wrapper)
+    plain = wrapper.layer.__class__.from_config(wrapper.layer.get_config())
+    plain.build_from_config(wrapper.layer.get_build_config() or {})
+    values = [baked.get(id(v), keras.ops.convert_to_numpy(v)) for v in wrapper.layer.weights]
+    plain.set_weights(values)
+    return plain
+
+
+def _baked_values_of(wrapper):
+    return {
+        id(variable): keras.ops.convert_to_numpy(value)
+        for variable, value in wrapper.effective_weights()
+    }
+
+
+def _strip_in_place(model):
+    for wrapper in find_wrappers(model):
+        if not wrapper.built:
+            continue
+        for variable, value in wrapper.effective_weights():
+            variable.assign(value)
+        for variable in [t.variable for t in wrapper.targets] + [
+            t.bias for t in wrapper.targets if t.bias is not None
+        ]:
+            if isinstance(variable.constraint, HoldMasked):
+                variable.constraint = variable.constraint.original
+        wrapper.pass_through = True
+    if getattr(model, IN_PLACE_ATTRIBUTE, None) is not None:
+        setattr(model, IN_PLACE_ATTRIBUTE, None)
+    return model
 
 
 def update_masks(model, step, allocation=None):
-    """Apply every wrapper's schedule at optimizer step `step` (what `PruningCallback` does each
-    batch); returns the wrappers whose masks were recomputed.
+    """Apply every wrapper's schedule at optimizer step `step` (what `PruningCallback` does
+    each batch); returns the wrappers whose masks were recomputed.
 
     `allocation` (a `kp.allocation.Allocation`, e.g. `kp.GlobalAllocation()`) decides how the
-    scheduled sparsity is spread across layers; None prunes each tensor to it.
+    scheduled sparsity is spread across layers; None prunes each tensor to it. Channel masks are
+    coupled by dependency group, so `kp.shrink` removes what they mask.
 
     Use it in custom training loops:
 
@@ -226,21 +463,32 @@ def update_masks(model, step, allocation=None):
         train_step(x, y)
     ```
     """
-    step = int(step)
-    if allocation is not None:
-        from keras_prune.core import allocation as allocation_lib
+    if isinstance(step, bool) or not isinstance(step, int) and not _is_integral(step):
+        raise TypeError(
+            f"Expected `step` to be an integer optimizer step (e.g. "
+            f"`int(model.optimizer.iterations)`). Received: step={step!r}"
+        )
+    engine = engine_for(model)
+    if not engine.wrappers:
+        raise ValueError(
+            f"kp.update_masks found no kp.PruneWrapper in model {model.name!r}. Make the model "
+            "prunable first: `model = kp.prune(model, schedule=...)`."
+        )
+    engine.attach()
+    return engine.update(int(step), allocation=allocation)
 
-        return allocation_lib.get(allocation).update(find_wrappers(model), step)
-    from keras_prune.graph.groups import update_channel_masks
 
-    # Channel masks are ranked per dependency group so that what is masked can be removed.
-    return update_channel_masks(model, step)
+def _is_integral(value):
+    try:
+        return float(value) == int(value)
+    except (TypeError, ValueError):
+        return False
 
 
 def prune_low_magnitude(
     to_prune, pruning_schedule=None, block_size=(1, 1), block_pooling_type="AVG", **kwargs
 ):
-    """tfmot-compatible entry point: magnitude pruning of a model or a single layer.
+    """tfmot-compatible entry point: magnitude pruning of a model, a layer or a list of layers.
 
     `block_size` follows tfmot: (1, 1) is unstructured, anything else prunes blocks.
 
@@ -250,17 +498,8 @@ def prune_low_magnitude(
     pruned = kp.prune_low_magnitude(model, pruning_schedule=kp.ConstantSparsity(0.5, 0))
     ```
     """
-    from keras_prune.core import granularity as granularity_lib
-
-    block_size = tuple(block_size)
-    granularity = (
-        granularity_lib.Unstructured()
-        if block_size == (1, 1)
-        else granularity_lib.Block(block_size, pooling=block_pooling_type.lower())
-    )
-    if isinstance(to_prune, keras.Model):
-        return prune(to_prune, schedule=pruning_schedule, granularity=granularity, **kwargs)
-    return PruneWrapper(to_prune, schedule=pruning_schedule, granularity=granularity, **kwargs)
+    granularity = granularity_lib.from_tfmot_block(block_size, block_pooling_type)
+    return prune(to_prune, schedule=pruning_schedule, granularity=granularity, **kwargs)
 
 
 def strip_pruning(model):
