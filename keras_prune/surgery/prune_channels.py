@@ -4,7 +4,10 @@ import keras
 import numpy as np
 
 from keras_prune.graph import groups as groups_lib
+from keras_prune.graph import rewire, tracing
+from keras_prune.layers.wrapper import find_wrappers
 from keras_prune.reporting import macs as macs_lib
+from keras_prune.surgery import channel_importance
 from keras_prune.surgery.shrink import shrink
 
 
@@ -13,11 +16,12 @@ def _removed_count(size, fraction):
 
 
 def _copy_model(model):
-    from keras_prune.pruning import prune_strip as pruning
+    """A plain copy of `model` (wrappers stripped) whose weights can be zeroed freely."""
+    if find_wrappers(model):
+        from keras_prune.pruning import strip
 
-    if pruning.find_wrappers(model):
-        return pruning.strip(model)
-    return keras.models.clone_model(model, clone_function=pruning.copy_layer, recursive=True)
+        return strip(model)
+    return rewire.copy_model(model)
 
 
 def loss_gradients(model, x, y, loss, batch_size=32):
@@ -69,7 +73,7 @@ class _Estimator:
     def __init__(self, analysis, groups):
         self.analysis = analysis
         self.groups = groups
-        self.calls = macs_lib._calls(analysis.model)
+        self.calls = tracing.trace(analysis.model).calls
         group_of_root = {group.root: group for group in groups}
         # id(variable) -> {axis: [(group or None, repeat, size)]}
         self.axes = {}
@@ -93,10 +97,7 @@ class _Estimator:
 
     def cost(self, kept):
         size_of = self.size_function(kept)
-        macs = sum(
-            macs_lib.call_macs(layer, shape_in, shape_out, size_of)
-            for layer, shape_in, shape_out in self.calls
-        )
+        macs = sum(macs_lib.call_macs(call, size_of)[0] for call in self.calls)
         params = sum(size_of(weight) for weight in self.weights)
         return {"macs": macs, "params": params}
 
@@ -161,7 +162,7 @@ def prune_channels(
     small.fit(x, y, epochs=2)   # fine-tune
     ```
     """
-    from keras_prune.pruning import prune_strip as pruning
+    from keras_prune.pruning.prune_strip import layer_filter
 
     given = [
         name
@@ -177,9 +178,9 @@ def prune_channels(
             "Expected exactly one of `fraction`, `target_macs`, `target_params`. Received: "
             f"fraction={fraction!r}, target_macs={target_macs!r}, target_params={target_params!r}"
         )
-    if criterion not in groups_lib.CRITERIA:
+    if criterion not in channel_importance.CRITERIA:
         raise ValueError(
-            f"Expected `criterion` to be one of {list(groups_lib.CRITERIA)}. "
+            f"Expected `criterion` to be one of {list(channel_importance.CRITERIA)}. "
             f"Received: criterion={criterion!r}"
         )
     if fraction is not None and (
@@ -197,7 +198,7 @@ def prune_channels(
             f"`loss=` (e.g. loss='sparse_categorical_crossentropy'). Received: data="
             f"{'None' if data is None else 'given'}, loss={loss!r}"
         )
-    selected_layer = pruning._layer_filter(filters)
+    selected_layer = layer_filter(filters)
     working = _copy_model(model)
     gradients = None
     if criterion == "taylor":
@@ -207,7 +208,7 @@ def prune_channels(
     selected = {
         group.index: group.prunable
         and all(
-            selected_layer(groups_lib._inner(member.layer))
+            selected_layer(groups_lib.unwrap(member.layer))
             for member in group.members
             if member.role == "output"
         )
@@ -266,9 +267,9 @@ def prune_channels(
         count = _removed_count(group.size, fraction)
         if count == 0:
             continue
-        scores = groups_lib.group_scores(group, criterion, gradients)
+        scores = channel_importance.group_scores(group, criterion, gradients)
         channels = np.sort(np.argsort(scores, kind="stable")[:count])
-        groups_lib.zero_group_channels(group, channels)
+        channel_importance.zero_group_channels(group, channels)
         removed[group.index] = channels
     small = shrink(working, round_to=round_to)
     small.pruned_channels = removed

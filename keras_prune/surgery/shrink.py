@@ -1,4 +1,10 @@
-"""`shrink`: turn zeroed channels into a smaller dense Keras model with the same outputs."""
+"""`shrink`: turn zeroed channels into a smaller dense Keras model with the same outputs.
+
+The model's graph (`keras_prune.graph.tracing.trace`) is replayed call by call on new inputs:
+every layer is re-created from its config with fewer filters / units and its weights sliced to
+the channels that stay, every operation node (`x + h`, `x[:, 0]`, `keras.ops.*`) is called as it
+is, and residual branches that compute exactly zero are left out.
+"""
 
 import dataclasses
 
@@ -7,6 +13,9 @@ import numpy as np
 
 from keras_prune.core import validation
 from keras_prune.graph import groups as groups_lib
+from keras_prune.graph import tracing
+from keras_prune.layers.wrapper import find_wrappers
+from keras_prune.surgery import zeros as zeros_lib
 
 layers = keras.layers
 
@@ -85,9 +94,9 @@ def _slices(analysis, groups, kept):
     by_root = {group.root: group for group in groups}
     per_axis = {}
     for atom, member in analysis.members:
-        group = by_root.get(analysis.atoms.root(atom))
-        size = analysis.atoms.size[analysis.atoms.root(atom)]
-        channels = kept[group.index] if group is not None else np.arange(size)
+        root = analysis.atoms.root(atom)
+        group = by_root.get(root)
+        channels = kept[group.index] if group is not None else np.arange(analysis.atoms.size[root])
         key = (id(member.variable), member.axis)
         per_axis.setdefault(key, []).append(member.indices(channels))
     result = {}
@@ -103,10 +112,10 @@ def _layout_channels(analysis, layout, kept_by_root):
     )
 
 
-def _new_config(layer, node, analysis, kept_by_root):
+def _new_config(layer, call, analysis, kept_by_root):
     config = layer.get_config()
-    out_layout = analysis.layouts[id(node.outputs[0])] if node.outputs else None
-    if isinstance(layer, groups_lib._MIXING) and "filters" in config:
+    out_layout = analysis.layouts[id(call.outputs[0])] if call.outputs else None
+    if isinstance(layer, groups_lib.MIXING) and "filters" in config:
         config["filters"] = _layout_channels(analysis, out_layout, kept_by_root)
     elif isinstance(layer, layers.Dense):
         config["units"] = _layout_channels(analysis, out_layout, kept_by_root)
@@ -132,106 +141,132 @@ def _copy_with_slices(layer, config, slices, call):
     return new, outputs
 
 
-def _droppable_inputs(layer, zero, input_ids):
-    """Indices of a merge's inputs that are exactly zero everywhere and can be left out."""
-    if isinstance(layer, layers.Add):
-        candidates = range(len(input_ids))
-    elif isinstance(layer, layers.Subtract):
-        candidates = [1]
-    else:
+def _merge_inputs(call):
+    """The tensors a residual merge sums, if `call` is one whose zero inputs can be left out:
+    `(tensors, candidates)`, the indices that may be dropped; None otherwise."""
+    operation = call.operation
+    kind = type(operation).__name__
+    if isinstance(operation, layers.Layer):
+        if isinstance(operation, layers.Add):
+            return call.inputs, range(len(call.inputs))
+        if isinstance(operation, layers.Subtract):
+            return call.inputs, [1]
+        return None
+    # `x + h` / `x - h`: only when both operands are tensors.
+    if len(call.args) != 2 or call.kwargs or len(call.inputs) != 2:
+        return None
+    if not all(isinstance(arg, keras.KerasTensor) for arg in call.args):
+        return None
+    if kind == "Add":
+        return call.inputs, [0, 1]
+    if kind == "Subtract":
+        return call.inputs, [1]
+    return None
+
+
+def _droppable_inputs(call, zero):
+    """Indices of a merge's inputs that are exactly zero everywhere and can be left out (the
+    output keeps the shape of what remains)."""
+    found = _merge_inputs(call)
+    if found is None:
         return []
-    dropped = [i for i in candidates if zero[input_ids[i]].all()]
-    if len(dropped) == len(input_ids):
+    tensors, candidates = found
+    dropped = [i for i in candidates if zero[id(tensors[i])].all()]
+    if len(dropped) == len(tensors):
         dropped = dropped[1:]
+    output_shape = tuple(call.outputs[0].shape)
+    remaining = [tensor for i, tensor in enumerate(tensors) if i not in dropped]
+    if any(tuple(tensor.shape) != output_shape for tensor in remaining):
+        return []  # the merge broadcasts: leaving an input out would change the shape
     return dropped
 
 
-def _branch_layers(analysis, tensor_id, kept_names):
-    """Names of the layers feeding `tensor_id` that are not in the new model (`kept_names`)."""
-    producers = {}
-    for step in analysis.steps:
-        if isinstance(step, groups_lib._Call):
-            for tensor in step.node.outputs:
-                producers[id(tensor)] = step
-    names, stack, seen = [], [tensor_id], set()
-    aliases = {
-        step.target: step.source for step in analysis.steps if isinstance(step, groups_lib._Alias)
-    }
+def _branch_layers(graph, tensor, kept_names):
+    """Names of the layers and operations feeding `tensor` that are not in the new model."""
+    names, stack, seen = [], [tensor], set()
     while stack:
-        current = stack.pop()
-        current = aliases.get(current, current)
-        step = producers.get(current)
-        if step is None or id(step.node) in seen or step.layer.name in kept_names:
+        call = graph.producer(stack.pop())
+        if call is None or id(call) in seen or call.name in kept_names:
             continue
-        seen.add(id(step.node))
-        names.append(step.layer.name)
-        stack.extend(id(tensor) for tensor in step.node.input_tensors)
+        seen.add(id(call))
+        names.append(call.name)
+        stack.extend(call.inputs)
     return names
 
 
+def _input_structure(model, flat):
+    """`flat` new inputs arranged as `model`'s inputs (a dict, a list or a single tensor)."""
+    try:
+        structure = model.input
+    except (AttributeError, ValueError):
+        structure = None
+    if structure is None or len(keras.tree.flatten(structure)) != len(flat):
+        return flat[0] if len(flat) == 1 else list(flat)
+    return keras.tree.pack_sequence_as(structure, flat)
+
+
 def _rebuild(analysis, kept_by_root, slices, zero, report):
-    functional = analysis.functional
+    graph = analysis.graph
     tensors = {}
     new_inputs = []
-    for tensor in functional.inputs:
-        history = getattr(tensor, "_keras_history", None)
-        name = getattr(getattr(history, "operation", None), "name", None) or tensor.name
-        new = keras.Input(shape=tuple(tensor.shape[1:]), dtype=tensor.dtype, name=name)
+    for tensor in graph.inputs:
+        new = keras.Input(batch_shape=tuple(tensor.shape), dtype=tensor.dtype, name=tensor.name)
         new_inputs.append(new)
         tensors[id(tensor)] = new
+
+    def new_value(value):
+        return tensors[id(value)] if isinstance(value, keras.KerasTensor) else value
+
     copies = {}
     skipped_inputs = {}
-    for step in analysis.steps:
-        if isinstance(step, groups_lib._Alias):
-            if step.source in tensors:
-                tensors[step.target] = tensors[step.source]
-            continue
-        node, layer = step.node, step.layer
-        input_ids = [id(tensor) for tensor in node.input_tensors]
-        if any(tensor_id not in tensors for tensor_id in input_ids):
-            continue
-        drop = _droppable_inputs(layer, zero, input_ids)
+    for call in graph.calls:
+        if any(id(tensor) not in tensors for tensor in call.inputs):
+            continue  # on a dropped branch
+        drop = _droppable_inputs(call, zero)
         if drop:
-            remaining = [tensors[t] for i, t in enumerate(input_ids) if i not in drop]
-            skipped_inputs[layer.name] = [input_ids[i] for i in drop]
+            remaining = [tensors[id(t)] for i, t in enumerate(call.inputs) if i not in drop]
+            skipped_inputs[call.name] = [call.inputs[i] for i in drop]
             if len(remaining) == 1:
                 outputs = remaining[0]
             else:
+                layer = call.operation
                 if id(layer) not in copies:
                     copies[id(layer)] = layer.__class__.from_config(layer.get_config())
                 outputs = copies[id(layer)](remaining)
-            tensors[id(node.outputs[0])] = outputs
+            tensors[id(call.outputs[0])] = outputs
             continue
-        args, kwargs = node.arguments.fill_in(tensors)
-        if id(layer) in copies:
-            outputs = copies[id(layer)](*args, **kwargs)
+        args = keras.tree.map_structure(new_value, call.args)
+        kwargs = keras.tree.map_structure(new_value, call.kwargs)
+        operation = call.operation
+        if not call.is_layer:
+            outputs = operation(*args, **kwargs)
+        elif id(operation) in copies:
+            outputs = copies[id(operation)](*args, **kwargs)
         else:
-            config = _new_config(layer, node, analysis, kept_by_root)
+            config = _new_config(operation, call, analysis, kept_by_root)
             try:
-                copies[id(layer)], outputs = _copy_with_slices(
-                    layer, config, slices, lambda new, a=args, k=kwargs: new(*a, **k)
+                copies[id(operation)], outputs = _copy_with_slices(
+                    operation, config, slices, lambda new, a=args, k=kwargs: new(*a, **k)
                 )
             except (TypeError, ValueError, NotImplementedError) as error:
                 # A layer that cannot be re-created from its config (custom layers without
                 # get_config) keeps its own instance; its channels are locked anyway.
-                if any(id(weight) in slices for weight in layer.weights):
+                if any(id(weight) in slices for weight in operation.weights):
                     raise
-                report.unsupported.setdefault(layer.name, f"reused as is ({error})")
-                copies[id(layer)] = layer
-                outputs = layer(*args, **kwargs)
-        flat = keras.tree.flatten(outputs)
-        for tensor, value in zip(node.outputs, flat, strict=True):
+                report.unsupported.setdefault(operation.name, f"reused as is ({error})")
+                copies[id(operation)] = operation
+                outputs = operation(*args, **kwargs)
+        flat = [v for v in keras.tree.flatten(outputs) if isinstance(v, keras.KerasTensor)]
+        for tensor, value in zip(call.outputs, flat, strict=True):
             tensors[id(tensor)] = value
-    outputs = [tensors[id(tensor)] for tensor in functional.outputs]
-    outputs = outputs[0] if len(outputs) == 1 else outputs
-    inputs = new_inputs[0] if len(new_inputs) == 1 else new_inputs
+    flat_outputs = [tensors[id(tensor)] for tensor in graph.outputs]
+    outputs = keras.tree.pack_sequence_as(graph.output_structure, flat_outputs)
+    inputs = _input_structure(analysis.model, new_inputs)
     small = keras.Model(inputs, outputs, name=analysis.model.name)
-    kept_names = {layer.name for layer in small.layers}
-    for merge, dropped_ids in skipped_inputs.items():
+    kept_names = {call.name for call in tracing.trace(small).calls}
+    for merge, dropped in skipped_inputs.items():
         report.dropped[merge] = [
-            name
-            for tensor_id in dropped_ids
-            for name in _branch_layers(analysis, tensor_id, kept_names)
+            name for tensor in dropped for name in _branch_layers(graph, tensor, kept_names)
         ]
     return small
 
@@ -268,14 +303,14 @@ def shrink(model, *, round_to=None):
         raise TypeError(
             f"Expected a built keras.Model (Sequential or Functional). Received: model={model!r}"
         )
-    from keras_prune.pruning import prune_strip as pruning
+    if find_wrappers(model):
+        from keras_prune.pruning import strip
 
-    if pruning.find_wrappers(model):
-        model = pruning.strip(model)
+        model = strip(model)
     analysis = groups_lib.analyze(model)
     groups = analysis.groups()
-    zero = groups_lib.zero_channels(analysis)
-    removable = groups_lib.removable_channels(analysis, groups, zero)
+    zero = zeros_lib.zero_channels(analysis)
+    removable = zeros_lib.removable_channels(analysis, groups, zero)
     kept = _kept_channels(groups, removable, round_to)
     kept_by_root = {group.root: kept[group.index] for group in groups}
     slices = _slices(analysis, groups, kept)
