@@ -115,7 +115,8 @@ ELEMENTWISE_OPS = frozenset(
         "RightShift", "Subtract", "TrueDivide", "Where",
     }
 )  # fmt: skip
-# Reductions over the `axis` attribute of the operation.
+# Reductions over the `axis` attribute of the operation, and operations that index or add /
+# remove axes: they keep channels when they leave the last axis alone.
 REDUCTION_OPS = frozenset(
     {
         "All", "Amax", "Amin", "Any", "Logsumexp", "Max", "Mean", "Median", "Min", "Nanmax",
@@ -123,6 +124,7 @@ REDUCTION_OPS = frozenset(
         "Ptp", "Std", "Sum", "Var",
     }
 )  # fmt: skip
+AXIS_OPS = REDUCTION_OPS | {"GetItem", "ExpandDims", "Squeeze"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -293,6 +295,26 @@ def keeps_last_axis(key, rank):
     else:
         tail = key
     return not tail or tail[-1] == slice(None)
+
+
+def _channel_axis_problem(call, shape):
+    """How an indexing, reduction or axis operation on a tensor of `shape` touches its channel
+    (last) axis, or "" if it leaves that axis whole and last."""
+    operation, rank = call.operation, len(shape)
+    kind = type(operation).__name__
+    axis = getattr(operation, "axis", None)
+    if kind == "GetItem":
+        whole = len(call.args) == 2 and keeps_last_axis(call.args[1], rank)
+        return "" if whole else "indexes the channel axis"
+    if kind == "ExpandDims":
+        return "adds an axis after the channels" if rank in _axes(axis, rank + 1) else ""
+    if kind == "Squeeze":
+        # Without an axis every size-1 axis goes, the channel axis too if it has one channel.
+        touched = shape[-1] == 1 if axis is None else rank - 1 in _axes(axis, rank)
+        return "removes the channel axis" if touched else ""
+    if axis is None or rank - 1 in _axes(axis, rank):
+        return f"operation {kind} reduces the channel axis"
+    return ""
 
 
 def per_channel_constant(call):
@@ -535,24 +557,11 @@ class Analysis:
             if len(inputs) == 1:
                 return [inputs[0]]
             return self._merge(inputs, output_tensors, name)
-        if len(inputs) == 1 and same_channels:
-            rank = len(in_shapes[0])
-            if kind == "GetItem" and len(call.args) == 2:
-                if keeps_last_axis(call.args[1], rank):
-                    return [inputs[0]]
-                return unsupported("indexes the channel axis")
-            axis = getattr(operation, "axis", None)
-            if kind in REDUCTION_OPS:
-                if axis is None or rank - 1 in _axes(axis, rank):
-                    return unsupported(f"operation {kind} reduces the channel axis")
-                return [inputs[0]]
-            if kind == "ExpandDims" and axis is not None:
-                if rank in _axes(axis, rank + 1):
-                    return unsupported("adds an axis after the channels")
-                return [inputs[0]]
-            if kind == "Squeeze" and axis is not None:
-                if rank - 1 in _axes(axis, rank):
-                    return unsupported("removes the channel axis")
+        if len(inputs) == 1 and kind in AXIS_OPS:
+            problem = _channel_axis_problem(call, in_shapes[0])
+            if problem:
+                return unsupported(problem)
+            if same_channels:
                 return [inputs[0]]
         if kind == "Concatenate" and call.args and len(call.inputs) == len(call.args[0]):
             return self._concatenate(name, operation.axis, inputs, in_shapes, output_tensors)
