@@ -19,8 +19,9 @@ def groups_svg(model, title="Channel groups"):
     Example:
 
     ```python
-    svg = kp.reporting.drawing.groups_svg(model)
-    open("groups.svg", "w").write(svg)
+    from keras_prune.reporting.drawing import groups_svg
+
+    open("groups.svg", "w").write(groups_svg(model))
     ```
     """
     names = []

@@ -171,7 +171,12 @@ def _droppable_inputs(call, zero):
     if found is None:
         return []
     tensors, candidates = found
-    dropped = [i for i in candidates if zero[id(tensors[i])].all()]
+
+    def all_zero(tensor):
+        channels = zero[id(tensor)]  # empty when the channel count is unknown: not zero
+        return channels.size > 0 and bool(channels.all())
+
+    dropped = [i for i in candidates if all_zero(tensors[i])]
     if len(dropped) == len(tensors):
         dropped = dropped[1:]
     output_shape = tuple(call.outputs[0].shape)
@@ -210,7 +215,9 @@ def _rebuild(analysis, kept_by_root, slices, zero, report):
     tensors = {}
     new_inputs = []
     for tensor in graph.inputs:
-        new = keras.Input(batch_shape=tuple(tensor.shape), dtype=tensor.dtype, name=tensor.name)
+        # Inputs made without a name carry Keras's automatic tensor name: let Keras name them.
+        name = None if tensor.name.startswith("keras_tensor") else tensor.name
+        new = keras.Input(batch_shape=tuple(tensor.shape), dtype=tensor.dtype, name=name)
         new_inputs.append(new)
         tensors[id(tensor)] = new
 
