@@ -9,7 +9,7 @@ from conftest import compile_for_digits, small_cnn
 
 import keras_prune as kp
 from keras_prune.core import allocation, regularizers
-from keras_prune.methods import methods
+from keras_prune import methods
 
 
 def to_numpy(value):

@@ -129,18 +129,19 @@ class NofM(Granularity):
         return 1.0 - self.n / self.m
 
     def check(self, weight):
-        axis = weight.input_axis if weight.input_axis is not None else weight.output_axis
-        channels = weight.variable.shape[axis]
-        if channels < self.m:
+        # A weight with fewer than m input channels is padded, as tfmot does: its one group
+        # keeps n of them.
+        if weight.input_axis is None:
             raise ValueError(
-                f"Weight {weight.name!r} has {channels} input channels, fewer than m={self.m}: "
-                f"there is no group of {self.m} to keep {self.n} of. Use a smaller m, or leave "
-                "this layer out with `filters=`."
+                f"N:M groups run along input channels, and weight {weight.name!r} has no "
+                "input-channel axis (a depthwise kernel or a per-channel scale), so it is left "
+                "unpruned, as tfmot leaves depthwise layers."
             )
 
     def compute_mask(self, scores, sparsity, weight):
-        input_axis = weight.input_axis if weight.input_axis is not None else weight.output_axis
-        view, permutation, shape = masks.to_tflite_view(scores, weight.output_axis, input_axis)
+        view, permutation, shape = masks.to_tflite_view(
+            scores, weight.output_axis, weight.input_axis
+        )
         view_mask = masks.n_of_m_mask(view, self.n, self.m)
         return masks.from_tflite_view(view_mask, permutation, shape), None
 
@@ -228,16 +229,24 @@ def get(identifier):
 
 def from_tfmot_block(block_size, block_pooling_type="AVG"):
     """The granularity tfmot's `prune_low_magnitude(block_size=..., block_pooling_type=...)`
-    asks for: (1, 1) is unstructured, anything else is `Block` with that pooling.
+    asks for: (1, 1) is unstructured, anything else is a `Block` with that pooling.
+
+    tfmot's `block_size` is (rows, columns) of the Keras kernel (`[input, output]` for Dense);
+    `Block` counts in TFLite's `[output, input]` layout, so the shape is transposed.
 
     Example:
 
     ```python
-    kp.granularity.from_tfmot_block((1, 4), "MAX")  # Block(block_shape=(1, 4), pooling='max')
+    kp.granularity.from_tfmot_block((4, 1), "MAX")  # Block(block_shape=(1, 4), pooling='max')
     ```
     """
     validation.check_choice("block_pooling_type", block_pooling_type, {"AVG", "MAX"})
-    shape = tuple(block_size) if isinstance(block_size, (list, tuple)) else block_size
+    if not isinstance(block_size, (list, tuple)) or len(block_size) != 2:
+        raise ValueError(
+            "Expected `block_size` to be a pair of positive integers (rows, columns of the "
+            f"kernel), e.g. (1, 1) for unstructured. Received: block_size={block_size!r}"
+        )
+    shape = tuple(int(size) for size in block_size)
     if shape == (1, 1):
         return Unstructured()
-    return Block(shape, pooling=block_pooling_type.lower())
+    return Block((shape[1], shape[0]), pooling=block_pooling_type.lower())

@@ -153,6 +153,10 @@ class PruneWrapper(keras.layers.Wrapper):
                 f"(of type {type(layer).__name__})"
             )
         kwargs.setdefault("name", layer.name)
+        declared = _declared_input_shape(layer)
+        if declared is not None and "input_shape" not in kwargs:
+            # A Sequential starts from its first layer's `input_shape=`: keep it when wrapping.
+            kwargs["input_shape"] = declared
         # Keras reads `call`'s signature once, in the base constructor, to bind call arguments.
         # Giving it the inner layer's signature makes the wrapper take exactly what the layer
         # takes: several inputs, keywords, a mix of tensors and flags (`use_causal_mask=True`).
@@ -197,16 +201,17 @@ class PruneWrapper(keras.layers.Wrapper):
 
     def build_from_config(self, config):
         spec = config.get("call")
-        if not self.layer.built:
-            if spec is None and "input_shape" in config:
-                self.layer.build(config["input_shape"])
-            elif spec is None:
+        if spec is not None:
+            # Call the layer on its recorded inputs even if Keras marked it built: a layer with
+            # no `build()` of its own builds its sublayers only when called.
+            self.layer(*_symbolic(spec["args"]), **_symbolic(spec.get("kwargs", {})))
+        elif not self.layer.built:
+            if "input_shape" not in config:
                 raise ValueError(
                     f"PruneWrapper {self.name!r} cannot build {self.layer.name!r}: call it on "
                     "inputs, or build the layer before wrapping it."
                 )
-            else:
-                self.layer(*_symbolic(spec["args"]), **_symbolic(spec.get("kwargs", {})))
+            self.layer.build(config["input_shape"])
         self._call_spec = spec
         self._create_state()
         self.built = True
@@ -442,6 +447,21 @@ class PruneWrapper(keras.layers.Wrapper):
                 )
         config["layer"] = keras.layers.deserialize(config["layer"], custom_objects=custom_objects)
         return cls(**config)
+
+
+def _declared_input_shape(layer):
+    """The shape a user declared with `input_shape=` on an unbuilt layer, or None.
+
+    Keras keeps it privately and only a Sequential reads it, so ask one: a Sequential made of
+    just this layer builds from it.
+    """
+    if layer.built or isinstance(layer, keras.Model):
+        return None
+    try:
+        probe = keras.Sequential([layer])
+    except (TypeError, ValueError):
+        return None
+    return tuple(probe.inputs[0].shape[1:]) if probe.built else None
 
 
 def _has_graph(model):

@@ -26,6 +26,10 @@ from keras_prune.pruning.pruned_model import PrunedModel, wrap_as_planned, wrapp
 # Why a layer was not wrapped; shown in `PruneReport`.
 ALREADY_WRAPPED = "already wrapped for pruning"
 NO_PRUNABLE_WEIGHTS = "no prunable weights"
+UNKNOWN_WEIGHTS = (
+    "holds weights keras_prune does not know how to prune; give the layer a "
+    "`get_prunable_weights()` method returning the variables to prune"
+)
 FILTERED = "excluded by `filters`"
 NESTED_SUBCLASSED = (
     "a subclassed model inside the graph; prune it on its own with kp.prune (in place) first"
@@ -150,9 +154,14 @@ class _Planner:
         """The wrapper for `layer`, or `layer` itself, with the reason recorded."""
         reason = self._reason_to_skip(layer)
         if reason is not None:
+            why_each = {}
+            if reason == NO_PRUNABLE_WEIGHTS:
+                why_each = {id(v): why for v, why in layouts.weight_plan(layer).left_alone}
+                if layouts.UNKNOWN in why_each.values():
+                    reason = UNKNOWN_WEIGHTS
             self.report.skipped[layer.name] = reason
             for variable in layer.weights:
-                self.report.left_alone.setdefault(variable.path, reason)
+                self.report.left_alone.setdefault(variable.path, why_each.get(id(variable), reason))
             return layer
         wrapper = self.settings.wrap(layer)
         self.report.wrapped.append(layer.name)
