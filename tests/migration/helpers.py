@@ -133,9 +133,12 @@ def model_type_keys():
 
 
 def save_restore_keras_model(model):
-    """tfmot's `_save_restore_keras_model`: HDF5 there, Keras 3's native `.keras` here.
+    """tfmot's `_save_restore_keras_model`, in Keras 3's `.keras` format: a compiled model
+    reloaded from HDF5 cannot resume training in Keras 3 ("Unknown variable ... This optimizer
+    can only be called for the variables it was originally built with"), plain models included.
 
-    tfmot needed `prune_scope()` to load; keras_prune registers its classes with Keras.
+    tfmot loaded inside `prune_scope()`; Keras 3 finds keras_prune's registered classes (the
+    missing `kp.prune_scope` is exercised by test_guide_comprehensive_guide.py).
     """
     keras_file = os.path.join(tempfile.mkdtemp(), "model.keras")
     keras.models.save_model(model, keras_file)

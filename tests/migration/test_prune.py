@@ -333,8 +333,7 @@ def test_prune_scope_needed_for_keras_model():
     model = build_simple_dense_model()
     pruned_model = kp.prune_low_magnitude(model)
 
-    # tfmot saved HDF5; Keras 3's whole-model format is `.keras`.
-    keras_model = os.path.join(tempfile.mkdtemp(), "model.keras")
+    _, keras_model = tempfile.mkstemp(".h5")
     pruned_model.save(keras_model)
 
     with pytest.raises(ValueError):

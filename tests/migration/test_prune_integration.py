@@ -430,6 +430,7 @@ def test_mha_layer_reaches_target_sparsity(params):
     _check_strip_pruning_matches_original(model, 0.5, x_train)
 
 
+@pytest.mark.slow  # a 3.3M-weight CNN: 2-4 s per model type
 @pytest.mark.parametrize("model_type", helpers.model_type_keys())
 def test_prunes_mnist_reaches_target_sparsity(params, model_type):
     model = helpers.build_mnist_model(model_type, params)
@@ -456,6 +457,7 @@ def test_prunes_mnist_reaches_target_sparsity(params, model_type):
 # Tests for pruning with checkpointing.
 
 
+@pytest.mark.slow  # three training runs with a checkpoint per step: 3-4 s
 def test_prune_checkpoints_checkpoints_not_sparse(params):
     is_model_sparsity_not_list = []
 
@@ -497,8 +499,7 @@ def test_prune_checkpoints_checkpoints_not_sparse(params):
 
 
 def test_prune_stop_and_restart_preserves_sparsity(params):
-    # tfmot ran this for HDF5 and TF SavedModel; its SavedModel variant returned early, and
-    # Keras 3's whole-model format is `.keras` (helpers.save_restore_keras_model).
+    # tfmot ran this for HDF5 and TF SavedModel; its SavedModel variant returned early.
     begin_step, end_step = 1, 4
     params["pruning_schedule"] = kp.PolynomialDecay(0.2, 0.6, begin_step, end_step, 3, 1)
 
