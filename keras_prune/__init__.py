@@ -13,8 +13,7 @@ plain = kp.strip(pruned)
 ```
 """
 
-from keras_prune import export
-from keras_prune import callbacks, engine, graph, layers, methods, pruning
+from keras_prune import callbacks, engine, export, graph, layers, methods, pruning
 from keras_prune.callbacks import PruningCallback, PruningSummaries, UpdatePruningStep
 from keras_prune.core import (
     allocation,
@@ -32,7 +31,6 @@ from keras_prune.core.allocation import (
     PerLayerAllocation,
     ThresholdAllocation,
 )
-from keras_prune.engine.gradients import collect_gradients
 from keras_prune.core.granularity import Block, Channel, NofM, Unstructured
 from keras_prune.core.mask_types import BinaryMask, LearnableMask, SigmoidGateMask
 from keras_prune.core.schedules import ConstantSparsity, PolynomialDecay, PruningSchedule
@@ -44,14 +42,9 @@ from keras_prune.distill.losses import (
     FeatureMatching,
     SoftTargets,
 )
+from keras_prune.engine.gradients import collect_gradients
 from keras_prune.graph import groups
-from keras_prune.graph.groups import (
-    Group,
-    Member,
-    channel_groups,
-    group_scores,
-    zero_group_channels,
-)
+from keras_prune.graph.groups import Group, Member, channel_groups
 from keras_prune.layers import layouts
 from keras_prune.layers.wrapper import PruneWrapper, find_wrappers
 from keras_prune.methods import (
@@ -64,10 +57,12 @@ from keras_prune.methods import (
     prune_once,
 )
 from keras_prune.pruning import (
-    PruneReport,
+    PrunableLayer,
     PrunedModel,
+    PruneReport,
     prune,
     prune_low_magnitude,
+    prune_scope,
     strip,
     strip_pruning,
     update_masks,
@@ -75,6 +70,7 @@ from keras_prune.pruning import (
 from keras_prune.reporting import macs
 from keras_prune.reporting.summary import summary
 from keras_prune.surgery import prune_channels as channel_pruning
+from keras_prune.surgery.channel_importance import group_scores, zero_group_channels
 from keras_prune.surgery.prune_channels import loss_gradients, prune_channels
 from keras_prune.surgery.shrink import ShrinkReport, shrink
 

@@ -71,10 +71,14 @@ def test_global_allocation_through_the_callback_is_exact(random_batch):
 def test_global_allocation_refuses_structured_and_learnable():
     model = kp.prune(small_cnn(), granularity="channel")
     with pytest.raises(ValueError, match="granularity='unstructured'"):
-        allocation.GlobalAllocation().apply(kp.find_wrappers(model), 0.5)
+        kp.engine.MaskEngine(model, kp.find_wrappers(model)).prune_to(
+            0.5, allocation=allocation.GlobalAllocation()
+        )
     model = kp.prune(small_cnn(), mask="learnable")
     with pytest.raises(ValueError, match="learnable mask"):
-        allocation.GlobalAllocation().apply(kp.find_wrappers(model), 0.5)
+        kp.engine.MaskEngine(model, kp.find_wrappers(model)).prune_to(
+            0.5, allocation=allocation.GlobalAllocation()
+        )
 
 
 def test_per_layer_overrides_cap_and_callables():
@@ -82,7 +86,7 @@ def test_per_layer_overrides_cap_and_callables():
     overrides = allocation.PerLayerAllocation(
         {"conv1": 0.25, "logits": lambda name, sparsity: sparsity / 2}
     )
-    overrides.apply(kp.find_wrappers(model), 0.8)
+    kp.engine.MaskEngine(model, kp.find_wrappers(model)).prune_to(0.8, allocation=overrides)
     kept = kept_per_wrapper(model)
     assert kept["conv1"] == kp.masks.keep_count(72, 0.25)
     assert kept["logits"] == kp.masks.keep_count(320, 0.4)
@@ -95,7 +99,9 @@ def test_per_layer_overrides_cap_and_callables():
 def test_threshold_allocation_unstructured_and_channel():
     model = kp.prune(small_cnn())
     wrappers = kp.find_wrappers(model)
-    allocation.ThresholdAllocation(0.1).apply(wrappers, 0.0)
+    kp.engine.MaskEngine(model, wrappers).prune_to(
+        0.0, allocation=allocation.ThresholdAllocation(0.1)
+    )
     for wrapper in wrappers:
         weight = to_numpy(wrapper.layer.kernel)
         mask = to_numpy(wrapper.masks[0])
@@ -104,7 +110,9 @@ def test_threshold_allocation_unstructured_and_channel():
     reference = np.linalg.norm(to_numpy(dense.kernel), axis=0) >= 0.9
     model = kp.prune(small_cnn(), granularity="channel", filters="dense1")
     wrapper = kp.find_wrappers(model)[0]
-    allocation.ThresholdAllocation(0.9).apply([wrapper], 0.0)
+    kp.engine.MaskEngine(model, [wrapper]).prune_to(
+        0.0, allocation=allocation.ThresholdAllocation(0.9)
+    )
     np.testing.assert_array_equal(to_numpy(wrapper.bias_masks[0]).astype(bool), reference)
     np.testing.assert_array_equal(to_numpy(wrapper.layer.bias)[~reference], 0)
 
@@ -119,7 +127,9 @@ def test_percentile_allocation_matches_numpy():
     wrappers = kp.find_wrappers(model)
     pooled = np.concatenate([np.abs(to_numpy(w.layer.kernel)).ravel() for w in wrappers])
     threshold = np.percentile(pooled, 70, method="lower")
-    allocation.PercentileAllocation(70).apply(wrappers, 0.0)
+    kp.engine.MaskEngine(model, wrappers).prune_to(
+        0.0, allocation=allocation.PercentileAllocation(70)
+    )
     for wrapper in wrappers:
         np.testing.assert_array_equal(
             to_numpy(wrapper.masks[0]).astype(bool),
@@ -145,7 +155,7 @@ def test_erk_sparsities_keep_the_total_and_favour_small_layers():
 def test_erk_allocation_installs_erk_sparsities():
     model = kp.prune(small_cnn())
     wrappers = kp.find_wrappers(model)
-    allocation.ERKAllocation().apply(wrappers, 0.9)
+    kp.engine.MaskEngine(model, wrappers).prune_to(0.9, allocation=allocation.ERKAllocation())
     shapes = [tuple(w.targets[0].variable.shape) for w in wrappers]
     for wrapper, sparsity in zip(wrappers, allocation.erk_sparsities(shapes, 0.9), strict=True):
         size = int(np.prod(wrapper.masks[0].shape))

@@ -100,15 +100,23 @@ for callback in [kp.SET(0.8, update_every=4),
     assert not any(k[m == 0].any() for k, m in zip(kernels, masks, strict=True)), callback
 assert callback.rounds_done == 2
 
-# What JAX cannot train yet is refused up front, naming the layer and the way out.
-model = kp.prune(keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, name="d")]),
-                 granularity="channel")
+# Channel masks train on JAX too: BatchNormalization is wrapped at channel granularity, so its
+# scales are masked in the forward pass like the kernels, and kp.shrink removes the channels.
+inputs = keras.Input((6, 6, 2))
+h = keras.layers.Conv2D(8, 3, padding="same", name="c")(inputs)
+h = keras.layers.BatchNormalization(name="bn")(h)
+h = keras.layers.GlobalAveragePooling2D()(keras.layers.ReLU()(h))
+model = kp.prune(keras.Model(inputs, keras.layers.Dense(3, name="out")(h)),
+                 schedule=kp.ConstantSparsity(0.5, 0, frequency=2), granularity="channel")
 model.compile("adam", "mse")
-try:
-    model.fit(np.ones((8, 4)), np.ones((8, 3)), verbose=0, callbacks=[kp.PruningCallback()])
-    raise AssertionError("binary channel masks trained on JAX")
-except NotImplementedError as error:
-    assert "unstructured, block or N:M" in str(error) and "'d'" in str(error), str(error)
+data = np.random.default_rng(2).normal(size=(32, 6, 6, 2)).astype("float32")
+model.fit(data, np.ones((32, 3)), epochs=2, batch_size=8, verbose=0,
+          callbacks=[kp.PruningCallback()])
+kernel = keras.ops.convert_to_numpy(model.get_layer("c").layer.kernel)
+assert (~kernel.reshape(-1, 8).any(0)).sum() == 4, kernel.reshape(-1, 8).any(0)
+small = kp.shrink(model)
+assert small.get_layer("c").filters == 4
+assert np.abs(small.predict(data, verbose=0) - model.predict(data, verbose=0)).max() < 1e-4
 print("OK")
 """
 )

@@ -10,6 +10,7 @@ from conftest import compile_for_digits, small_cnn
 
 import keras_prune as kp
 from keras_prune.core import criteria
+from keras_prune.engine import collect_gradients
 
 
 def to_numpy(value):
@@ -95,7 +96,7 @@ def test_function_criterion_checks_shape():
 def test_collect_gradients_matches_gradient_tape(random_batch):
     x, y = random_batch
     model = compile_for_digits(kp.prune(small_cnn(), criterion="taylor"))
-    used = criteria.collect_gradients(model, x, y, batch_size=32)
+    used = collect_gradients(model, x, y, batch_size=32)
     assert used == 2
     loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     for wrapper in kp.find_wrappers(model):
@@ -120,12 +121,13 @@ def test_collect_gradients_matches_gradient_tape(random_batch):
 def test_fit_with_calibration_data_prunes_by_taylor(random_batch):
     x, y = random_batch
     base = small_cnn()
-    schedule = kp.ConstantSparsity(0.75, begin_step=0, end_step=0, frequency=1)
+    # One update, at the first batch (step 1: fit counts batches from 1, as tfmot does).
+    schedule = kp.ConstantSparsity(0.75, begin_step=1, end_step=1, frequency=1)
     model = compile_for_digits(kp.prune(base, schedule=schedule, criterion="taylor"))
     reference = compile_for_digits(kp.prune(base, schedule=schedule, criterion="taylor"))
-    criteria.collect_gradients(reference, x[:32], y[:32])
+    collect_gradients(reference, x[:32], y[:32])
     expected = {
-        wrapper.name: to_numpy(wrapper.compute_masks(0.75)[0][0])
+        wrapper.name: to_numpy(wrapper.layer_scores().masks_at(0.75)[0][0])
         for wrapper in kp.find_wrappers(reference)
     }
     callback = kp.PruningCallback(calibration_data=(x[:32], y[:32]))

@@ -502,7 +502,8 @@ def test_pruned_student_trains_through_the_distiller_with_pruning_callback(mask,
     assert wrappers and all(any(w is v for v in kp.find_wrappers(student)) for w in wrappers)
     logged = history.history["sparsity"][-1]
     assert logged == pytest.approx(realised_sparsity(wrappers))
-    assert logged > 0.3
+    # 2:4 keeps a whole short group, as tfmot pads: the first conv (one input channel) stays.
+    assert logged > (0.2 if granularity == "2:4" else 0.3)
     plain = kp.strip(trainer.student)
     np.testing.assert_allclose(
         plain.predict(x, verbose=0), trainer.predict(x, verbose=0), atol=1e-5

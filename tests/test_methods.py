@@ -8,8 +8,8 @@ import pytest
 from conftest import compile_for_digits, small_cnn
 
 import keras_prune as kp
-from keras_prune.core import allocation, regularizers
 from keras_prune import methods
+from keras_prune.core import allocation, regularizers
 
 
 def to_numpy(value):
@@ -374,7 +374,8 @@ def test_threshold_allocation_at_channel_granularity_is_coupled_across_groups(ho
     if how == "prune_once":
         pruned = methods.prune_once(model, 0.0, granularity="channel", allocation=threshold)
     else:
-        schedule = kp.ConstantSparsity(0.0, begin_step=0, end_step=0)  # one update, at step 0
+        # One update, at the first batch (step 1: fit counts batches from 1, as tfmot does).
+        schedule = kp.ConstantSparsity(0.0, begin_step=1, end_step=1)
         pruned = kp.prune(model, schedule=schedule, granularity="channel")
         pruned.compile(keras.optimizers.SGD(1e-6), "mse")
         data = rng.normal(size=(8, 6, 6, 3)).astype("float32")
@@ -382,7 +383,7 @@ def test_threshold_allocation_at_channel_granularity_is_coupled_across_groups(ho
         pruned.fit(data, np.zeros((8, 3)), epochs=1, verbose=0, callbacks=[callback])
     kept = keras.ops.convert_to_numpy(pruned.get_layer("a").masks[0]).reshape(-1, 8).any(0)
     np.testing.assert_array_equal(np.flatnonzero(~kept), [0, 1, 2])
-    gamma = keras.ops.convert_to_numpy(pruned.get_layer("bn").gamma)
+    gamma = keras.ops.convert_to_numpy(pruned.get_layer("bn").layer.gamma)
     np.testing.assert_array_equal(gamma[:3], 0)
     small = kp.shrink(pruned)
     assert small.get_layer("a").kernel.shape[-1] == small.get_layer("b").kernel.shape[-1] == 5

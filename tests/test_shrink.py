@@ -342,10 +342,11 @@ def test_channel_pruning_during_training_masks_whole_groups_and_shrinks_exactly(
     }
     np.testing.assert_array_equal(dead["c1"], dead["c2"])
     assert dead["c1"].sum() == 4
-    assert not keras.ops.convert_to_numpy(pruned.get_layer("bn1").gamma)[dead["c1"]].any()
-    assert not keras.ops.convert_to_numpy(pruned.get_layer("bn1").beta)[dead["c1"]].any()
+    assert not keras.ops.convert_to_numpy(pruned.get_layer("bn1").layer.gamma)[dead["c1"]].any()
+    assert not keras.ops.convert_to_numpy(pruned.get_layer("bn1").layer.beta)[dead["c1"]].any()
     # The model output keeps its channels; everything masked is removed by shrink.
-    assert keras.ops.convert_to_numpy(pruned.get_layer("out").layer.kernel).all()
+    out = pruned.get_layer("out")  # not wrapped: its channels cannot be removed
+    assert keras.ops.convert_to_numpy(getattr(out, "layer", out).kernel).all()
     small = shrink(pruned)
     assert small.get_layer("c1").kernel.shape[-1] == 4
     assert small.get_layer("c3").kernel.shape[-1] == 6
@@ -405,7 +406,7 @@ def test_gradual_channel_pruning_ranks_groups_by_the_wrappers_criterion():
         )
         kp.update_masks(pruned, 0)
         kernel = keras.ops.convert_to_numpy(pruned.get_layer("hidden").layer.kernel)
-        gamma = keras.ops.convert_to_numpy(pruned.get_layer("bn").gamma)
+        gamma = keras.ops.convert_to_numpy(pruned.get_layer("bn").layer.gamma)
         np.testing.assert_array_equal(kernel.any(0), gamma != 0)  # the group moved together
         return list(np.flatnonzero(kernel.any(0)))
 
@@ -414,7 +415,7 @@ def test_gradual_channel_pruning_ranks_groups_by_the_wrappers_criterion():
     assert kept_channels("magnitude") == sorted(np.argsort(-norms)[:4])
 
 
-def test_channel_wrappers_outside_any_group_still_prune_per_layer():
+def test_channel_wrappers_outside_any_group_prune_per_layer_only_when_asked():
     import keras_prune as kp
 
     keras.utils.set_random_seed(0)
@@ -422,10 +423,16 @@ def test_channel_wrappers_outside_any_group_still_prune_per_layer():
     x = layers.LSTM(8, return_sequences=True, name="lstm")(inputs)
     x = layers.Dense(6, name="hidden")(x)
     outputs = layers.Dense(2, name="out")(layers.Flatten()(x))
+    model = keras.Model(inputs, outputs)
+    # By default channel granularity never masks what kp.shrink cannot remove.
+    report = kp.prune(model, granularity="channel").pruning_report
+    assert (
+        "lstm" in report.skipped and "none of its channels can be removed" in report.skipped["lstm"]
+    )
     pruned = kp.prune(
-        keras.Model(inputs, outputs),
+        model,
         schedule=kp.ConstantSparsity(0.5, 0, frequency=1),
-        granularity="channel",
+        granularity=kp.Channel(only_removable=False),
     )
     updated = {wrapper.name for wrapper in kp.update_masks(pruned, 0)}
     assert {"lstm", "hidden"} <= updated

@@ -9,7 +9,7 @@ from keras_prune.engine.engine import (
     engine_for,
     is_follower,
     realised_sparsity,
-    wrappers_or_raise,
+    wrappers_or_warn,
 )
 from keras_prune.engine.fit_state import make_variables_current
 from keras_prune.engine.gradients import collect_gradients
@@ -32,8 +32,9 @@ class PruningCallback(keras.callbacks.Callback):
     tfmot's `UpdatePruningStep`, and a model saved mid-training and reloaded continues its
     schedule where it stopped. Driven by hand in a custom training loop (tfmot's recipe:
     `on_train_begin()`, then `on_train_batch_begin(batch=-1)` before every step and
-    `on_epoch_end(batch=-1)`), each batch call is the next step. `sparsity` (fraction of pruned weights that are zero)
-    is written into `logs`, so the progress bar and `History` show it.
+    `on_epoch_end(batch=-1)`), each batch call is the next step. `sparsity` (the fraction of
+    pruned weights that are zero) is written into `logs`, so the progress bar and `History`
+    show it.
 
     Example:
 
@@ -44,7 +45,6 @@ class PruningCallback(keras.callbacks.Callback):
 
     def __init__(self, allocation=None, calibration_data=None, calibration_batch_size=32):
         super().__init__()
-        from keras_prune.core import allocation as allocation_lib
 
         self.allocation = None if allocation is None else allocation_lib.get(allocation)
         if calibration_data is not None and (
@@ -64,7 +64,10 @@ class PruningCallback(keras.callbacks.Callback):
         self._sparsity = 0.0
 
     def on_train_begin(self, logs=None):
-        self._wrappers = wrappers_or_raise(self.model, type(self).__name__)
+        self._wrappers = wrappers_or_warn(self.model, type(self).__name__)
+        if not self._wrappers:
+            self._engine = False  # nothing to drive; every hook returns at once
+            return
         if getattr(self.model, "optimizer", None) is None:
             raise ValueError(
                 "PruningCallback reads the step from the optimizer: compile the model first."
@@ -81,6 +84,8 @@ class PruningCallback(keras.callbacks.Callback):
         return int(ops.convert_to_numpy(self.model.optimizer.iterations))
 
     def on_epoch_begin(self, epoch, logs=None):
+        if not self._engine:
+            return
         # Read the device counter once per epoch and take steps from the batch index in
         # between: a device read per batch costs more than a small model's whole training step.
         self._windows.start_epoch(self._iterations())
@@ -88,6 +93,8 @@ class PruningCallback(keras.callbacks.Callback):
     def on_train_batch_begin(self, batch, logs=None):
         if self._engine is None:  # driven by hand without on_train_begin
             self.on_train_begin()
+        if not self._engine:
+            return
         steps = self._windows.steps(batch)
         self._step = steps[-1] if len(steps) else self._step + 1
         # Subclassed models build their layers inside the first batch: catch up after it.
@@ -115,6 +122,8 @@ class PruningCallback(keras.callbacks.Callback):
             collect_gradients(self.model, x, y, batch_size=self.calibration_batch_size)
 
     def on_train_batch_end(self, batch, logs=None):
+        if not self._engine:
+            return
         if self._unbuilt:
             make_variables_current(self.model)
             built = [wrapper for wrapper in self._unbuilt if wrapper.built]
@@ -131,12 +140,15 @@ class PruningCallback(keras.callbacks.Callback):
         # `batch` is accepted for tfmot's custom-loop recipe (`on_epoch_end(batch=-1)`).
         # Keras has synced the state by now; on JAX this zeroes what the masks remove, so
         # checkpoints written at the end of the epoch are sparse.
+        if not self._engine:
+            return
         make_variables_current(self.model, self._wrappers)
         if logs is not None:
             logs["sparsity"] = self._sparsity
 
     def on_train_end(self, logs=None):
-        make_variables_current(self.model, self._wrappers)
+        if self._engine:
+            make_variables_current(self.model, self._wrappers)
 
     def get_config(self):
         # calibration_data are arrays, not configuration: pass them again after loading.

@@ -9,6 +9,7 @@ at any step of a multi-step call happens at its start and none is skipped.
 import keras
 from keras import ops
 
+from keras_prune.core.schedules import decide
 from keras_prune.engine.fit_state import make_variables_current
 
 
@@ -78,8 +79,7 @@ class StepWindows:
 
 def latest_due_step(schedule, steps):
     """The last of `steps` at which `schedule` updates masks, or None."""
-    return next((step for step in reversed(steps) if schedule.should_update(step)), None)
-
+    return next((step for step in reversed(steps) if decide(schedule, step)[0]), None)
 
 
 class StepCounter(keras.callbacks.Callback):
@@ -114,5 +114,3 @@ class StepCounter(keras.callbacks.Callback):
     def on_train_end(self, logs=None):
         self._make_current()
         self._windows = None
-
-

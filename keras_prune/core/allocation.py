@@ -9,8 +9,9 @@
 - `ERKAllocation`: Erdos-Renyi-Kernel densities (Evci et al. 2020), denser for small layers;
   the usual distribution for sparse-from-scratch training. `erk_sparsities` computes it.
 
-An allocation computes binary masks (the mask engine installs them); pass it to `kp.PruningCallback(allocation=...)`,
-`kp.update_masks(..., allocation=...)` or `kp.prune_once(..., allocation=...)`.
+An allocation computes binary masks (the mask engine installs them); pass it to
+`kp.PruningCallback(allocation=...)`, `kp.update_masks(..., allocation=...)` or
+`kp.prune_once(..., allocation=...)`.
 """
 
 import dataclasses
@@ -41,8 +42,8 @@ class LayerScores:
 
     def masks_at(self, sparsity):
         """`[(mask, bias_mask_or_None)]` at one sparsity for all weights, or one per weight."""
-        sparsities = sparsity if isinstance(sparsity, (list, tuple)) else [sparsity] * len(
-            self.weights
+        sparsities = (
+            sparsity if isinstance(sparsity, (list, tuple)) else [sparsity] * len(self.weights)
         )
         if len(sparsities) != len(self.weights):
             raise ValueError(

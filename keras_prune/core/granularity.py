@@ -250,3 +250,21 @@ def from_tfmot_block(block_size, block_pooling_type="AVG"):
     if shape == (1, 1):
         return Unstructured()
     return Block((shape[1], shape[0]), pooling=block_pooling_type.lower())
+
+
+def from_tfmot_m_by_n(sparsity_m_by_n):
+    """The `NofM` for tfmot's `sparsity_m_by_n=(zeros, group)`: (2, 4) keeps 2 of every 4.
+
+    Example:
+
+    ```python
+    kp.granularity.from_tfmot_m_by_n((1, 4))  # NofM(n=3, m=4)
+    ```
+    """
+    if not isinstance(sparsity_m_by_n, (list, tuple)) or len(sparsity_m_by_n) != 2:
+        raise ValueError(
+            "Expected `sparsity_m_by_n` to be a pair (zeros, group), e.g. (2, 4). "
+            f"Received: sparsity_m_by_n={sparsity_m_by_n!r}"
+        )
+    zeros, group = (int(value) for value in sparsity_m_by_n)
+    return NofM(group - zeros, group)

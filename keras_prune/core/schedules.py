@@ -239,7 +239,8 @@ class IterativeSparsity(PruningSchedule):
     Args:
         sparsities: rising sparsities, one per round, each in [0, 1).
         steps_per_round: training steps between cuts.
-        begin_step: step of the first cut.
+        begin_step: step of the first cut (default 1: the first training batch, since
+            `kp.PruningCallback` counts batches from 1 as tfmot does).
 
     Example:
 
@@ -250,7 +251,7 @@ class IterativeSparsity(PruningSchedule):
     ```
     """
 
-    def __init__(self, sparsities, steps_per_round, begin_step=0):
+    def __init__(self, sparsities, steps_per_round, begin_step=1):
         sparsities = [float(s) if isinstance(s, numbers.Real) else s for s in sparsities]
         if not sparsities:
             raise ValueError("Expected at least one sparsity in `sparsities`. Received: []")
@@ -292,6 +293,58 @@ class IterativeSparsity(PruningSchedule):
         }
 
 
+@keras.saving.register_keras_serializable(package="keras_prune")
+class FunctionSchedule(PruningSchedule):
+    """A schedule from a function `step -> (should_prune, sparsity)`: tfmot's schedule contract.
+
+    Args:
+        function: called with the step; returns whether masks update at that step and the
+            sparsity they should have. Register it with
+            `@keras.saving.register_keras_serializable()` so the schedule saves with the model.
+
+    Example:
+
+    ```python
+    schedule = kp.schedules.FunctionSchedule(lambda step: (step % 10 == 0, min(step / 100, 0.9)))
+    ```
+    """
+
+    def __init__(self, function):
+        if not callable(function):
+            raise TypeError(
+                "Expected `function` to be a callable `step -> (should_prune, sparsity)`. "
+                f"Received: function={function!r}"
+            )
+        super().__init__()
+        self.function = function
+
+    def __call__(self, step):
+        return self.function(step)
+
+    def should_update(self, step):
+        return self.function(step)[0]
+
+    def sparsity_at(self, step):
+        return self.function(step)[1]
+
+    def get_config(self):
+        return {"function": keras.saving.serialize_keras_object(self.function)}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(keras.saving.deserialize_keras_object(config["function"]))
+
+
+def decide(schedule, step):
+    """`(update now?, sparsity)` of `schedule` at a Python int `step`, through its `__call__`,
+    so that a schedule written to tfmot's contract (only `__call__` overridden) is followed."""
+    should_update, sparsity = schedule(step)
+    return bool(_plain(should_update)), float(_plain(sparsity))
+
+
+def _plain(value):
+    # Built-in schedules answer in Python numbers for Python steps: skip the tensor round trip.
+    return value if isinstance(value, numbers.Number) else ops.convert_to_numpy(value)
 
 
 ALIASES = {
@@ -326,6 +379,8 @@ def get(identifier):
         return identifier
     if isinstance(identifier, dict):
         return deserialize(identifier)
+    if callable(identifier) and not isinstance(identifier, type):
+        return FunctionSchedule(identifier)
     if isinstance(identifier, tuple) and len(identifier) == 2 and isinstance(identifier[0], str):
         name, kwargs = identifier
         if name not in ALIASES:
@@ -335,6 +390,7 @@ def get(identifier):
             )
         return ALIASES[name](**kwargs)
     raise TypeError(
-        "Expected a kp.PruningSchedule (e.g. kp.PolynomialDecay(...)), a serialized schedule dict "
-        f"or (alias, kwargs). Received: schedule={identifier!r}"
+        "Expected a kp.PruningSchedule (e.g. kp.PolynomialDecay(...)), a function "
+        "`step -> (should_prune, sparsity)`, a serialized schedule dict or (alias, kwargs). "
+        f"Received: schedule={identifier!r}"
     )

@@ -9,6 +9,7 @@ is masked, and installs the result through `PruneWrapper.install`, the only writ
 wrapper's masks and pruning state.
 """
 
+import warnings
 import weakref
 
 import keras
@@ -17,6 +18,7 @@ from keras import ops
 
 from keras_prune.core import allocation as allocation_lib
 from keras_prune.core import granularity as granularity_lib
+from keras_prune.core import schedules as schedules_lib
 from keras_prune.engine.coupling import ChannelCoupling
 from keras_prune.graph import tracing as trace_lib
 from keras_prune.layers.wrapper import find_wrappers
@@ -29,6 +31,19 @@ def wrappers_or_raise(model, caller, how="kp.prune(model, schedule=...)"):
         raise ValueError(
             f"{caller} found no kp.PruneWrapper in model {model.name!r}. Make the model prunable "
             f"first: `model = {how}`."
+        )
+    return wrappers
+
+
+def wrappers_or_warn(model, caller):
+    """The model's wrappers; warns (and returns []) if there are none: a training script shared
+    by pruned and unpruned models keeps working, as with tfmot, but the slip is visible."""
+    wrappers = find_wrappers(model)
+    if not wrappers:
+        warnings.warn(
+            f"{caller} found no kp.PruneWrapper in model {model.name!r}, so it does nothing. "
+            "To prune, make the model prunable first: `model = kp.prune(model, schedule=...)`.",
+            stacklevel=3,
         )
     return wrappers
 
@@ -107,7 +122,7 @@ class MaskEngine:
             for wrapper in candidates
             if wrapper.built
             and not is_follower(wrapper)
-            and bool(wrapper.schedule.should_update(step))
+            and schedules_lib.decide(wrapper.schedule, step)[0]
         ]
 
     def update(self, step, allocation=None, wrappers=None):
@@ -116,7 +131,7 @@ class MaskEngine:
         due = self.due(step, wrappers)
         if not due:
             return []
-        sparsities = {id(w): float(w.schedule.sparsity_at(step)) for w in due}
+        sparsities = {id(w): schedules_lib.decide(w.schedule, step)[1] for w in due}
         return self._install_all(due, sparsities, step, allocation)
 
     def prune_to(self, sparsity, allocation=None, step=0):

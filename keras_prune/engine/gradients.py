@@ -13,6 +13,7 @@ from keras import ops
 
 from keras_prune.layers.wrapper import find_wrappers
 
+
 def _batches(x, y, batch_size, num_batches):
     size = len(y) if y is not None else len(x)
     starts = list(range(0, size, batch_size))

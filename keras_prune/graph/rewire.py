@@ -40,8 +40,10 @@ def copy_model(model):
     ```
     """
     try:
-        if isinstance(model, keras.Sequential) or has_default_config(model):
+        if isinstance(model, keras.Sequential):
             copy = keras.models.clone_model(model)
+        elif has_default_config(model):
+            copy = keras.models.clone_model(model, input_tensors=_inputs_named_like(model))
         else:
             # A Functional subclass with its own config (keras-hub): rebuild it as loading does.
             copy = model.__class__.from_config(model.get_config())
@@ -87,4 +89,31 @@ def replace_layers(model, replace):
             return operation
         return replace(operation)
 
-    return keras.models.clone_model(model, clone_function=clone_function, recursive=True)
+    if isinstance(model, keras.Sequential):
+        return keras.models.clone_model(model, clone_function=clone_function, recursive=True)
+    return keras.models.clone_model(
+        model,
+        input_tensors=_inputs_named_like(model),
+        clone_function=clone_function,
+        recursive=True,
+    )
+
+
+def _inputs_named_like(model):
+    """New inputs with the names of `model`'s input layers (clone_model would name them after
+    the symbolic tensors, `keras_tensor_N`, which changes the model's config)."""
+    names = {
+        id(layer.output): layer.name
+        for layer in model.layers
+        if isinstance(layer, keras.layers.InputLayer)
+    }
+
+    def like(tensor):
+        return keras.Input(
+            batch_shape=tuple(tensor.shape),
+            dtype=tensor.dtype,
+            name=names.get(id(tensor), tensor.name),
+            sparse=tensor.sparse,
+        )
+
+    return keras.tree.map_structure(like, model.input)

@@ -208,8 +208,6 @@ def trace(model):
         graph = Graph(model, inputs, _flat_tensors(outputs), recorder.calls, outputs)
     else:
         clone = keras.models.clone_model(model, clone_function=_same, call_function=recorder)
-        graph = Graph(
-            model, list(clone.inputs), list(clone.outputs), recorder.calls, clone.output
-        )
+        graph = Graph(model, list(clone.inputs), list(clone.outputs), recorder.calls, clone.output)
     _CACHE[model] = graph
     return graph

@@ -109,7 +109,10 @@ def _cell_weights(cell):
     if not isinstance(kernel, keras.Variable) or not isinstance(recurrent, keras.Variable):
         return None
     if len(kernel.shape) == 2:  # [input, gates * units]
-        return [PrunableWeight(kernel, -1, 0, None, cell), PrunableWeight(recurrent, -1, 0, None, cell)]
+        return [
+            PrunableWeight(kernel, -1, 0, None, cell),
+            PrunableWeight(recurrent, -1, 0, None, cell),
+        ]
     # ConvLSTM: [*kernel_size, input, gates * filters]
     return [
         PrunableWeight(kernel, -1, -2, None, cell),
@@ -170,6 +173,65 @@ def is_known_prunable(layer):
     return isinstance(layer, _PRUNABLE_CLASSES) or hasattr(layer, "get_prunable_weights")
 
 
+def _is_keras_builtin(layer):
+    return type(layer).__module__.startswith("keras.")
+
+
+def check_wrappable(layer, unbuilt_custom=False):
+    """Raise now, rather than at build time, for a layer keras_prune cannot prune: a recurrent
+    layer over a custom cell without `get_prunable_weights()`, a built layer holding weights
+    keras_prune does not know, and with `unbuilt_custom=True` an unbuilt custom layer with no
+    `get_prunable_weights()` and no sublayer it can prune (deserialization skips that check:
+    some layers create their sublayers only in `build`). Built-in layers without weights to
+    prune (Dropout, pooling, normalization) wrap as they are, with nothing masked, as in tfmot.
+    """
+    if (
+        hasattr(layer, "get_prunable_weights")
+        or is_known_prunable(layer)
+        and not isinstance(layer, layers.RNN)
+    ):
+        return
+    if isinstance(layer, layers.RNN):
+        cells = layer.cell.cells if isinstance(layer.cell, layers.StackedRNNCells) else [layer.cell]
+        for cell in cells:
+            if not (_is_keras_builtin(cell) or hasattr(cell, "get_prunable_weights")):
+                raise ValueError(
+                    f"Layer {layer.name!r} runs the custom cell {type(cell).__name__}, which "
+                    "keras_prune does not know how to prune. Give the cell a "
+                    "`get_prunable_weights()` method returning its kernels."
+                )
+        return
+    if layer.built:
+        plan = weight_plan(layer)
+        unknown = [v.path for v, why in plan.left_alone if why == UNKNOWN]
+        if not plan.prunable and unknown:
+            raise ValueError(
+                f"Layer {layer.name!r} ({type(layer).__name__}) holds weights keras_prune does "
+                f"not know how to prune ({', '.join(unknown)}). Give it a "
+                "`get_prunable_weights()` method returning the variables to prune, or leave it "
+                "unwrapped."
+            )
+        return
+    if (
+        unbuilt_custom
+        and not _is_keras_builtin(layer)
+        and not any(is_known_prunable(child) for child in _all_sublayers(layer))
+    ):
+        raise ValueError(
+            f"Layer {layer.name!r} ({type(layer).__name__}) is a custom layer keras_prune does "
+            "not know how to prune. Give it a `get_prunable_weights()` method returning the "
+            "variables to prune (tfmot users: the `PrunableLayer` protocol)."
+        )
+
+
+def _all_sublayers(layer):
+    found = []
+    for child in sublayers(layer):
+        found.append(child)
+        found.extend(_all_sublayers(child))
+    return found
+
+
 def channelwise_weights(layer):
     """The per-channel scale (and offset, as its bias) of a BatchNormalization layer: what
     channel pruning holds at zero for a removed channel. Empty for other layers."""
@@ -226,10 +288,13 @@ def _reason(variable, layer):
     for name in ("bias", "pointwise_bias", "recurrent_bias"):
         if variable is getattr(layer, name, None):
             return BIAS
-    if isinstance(
-        layer,
-        (layers.BatchNormalization, layers.LayerNormalization, layers.GroupNormalization),
-    ) or "norm" in type(layer).__name__.lower():
+    if (
+        isinstance(
+            layer,
+            (layers.BatchNormalization, layers.LayerNormalization, layers.GroupNormalization),
+        )
+        or "norm" in type(layer).__name__.lower()
+    ):
         return NORMALIZATION
     if variable.path.rsplit("/", 1)[-1] in ("bias", "beta"):
         return BIAS
@@ -249,6 +314,8 @@ def weight_plan(layer):
     prunable, left_alone, seen = [], [], set()
 
     def visit(current):
+        if not current.built:
+            return  # no weights yet (a composite layer builds some sublayers when called)
         if hasattr(current, "get_prunable_weights"):
             chosen = _protocol_weights(current)
             mine = [w for w in chosen if id(w.variable) not in seen]

@@ -55,7 +55,9 @@ _CALL_CONTEXT = ("training", "mask")
 def _spec_of(value):
     if keras.ops.is_tensor(value) or isinstance(value, keras.KerasTensor):
         shape = [None if dim is None else int(dim) for dim in value.shape]
-        return {"__tensor__": {"shape": shape, "dtype": keras.backend.standardize_dtype(value.dtype)}}
+        return {
+            "__tensor__": {"shape": shape, "dtype": keras.backend.standardize_dtype(value.dtype)}
+        }
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
     return None
@@ -152,6 +154,7 @@ class PruneWrapper(keras.layers.Wrapper):
                 f"PruneWrapper(keras.layers.Dense(8)). Received: layer={layer!r} "
                 f"(of type {type(layer).__name__})"
             )
+        layouts.check_wrappable(layer)
         kwargs.setdefault("name", layer.name)
         declared = _declared_input_shape(layer)
         if declared is not None and "input_shape" not in kwargs:
@@ -224,13 +227,29 @@ class PruneWrapper(keras.layers.Wrapper):
         else:
             self.targets = layouts.prunable_weights(self.layer)
         if not self.targets:
-            raise ValueError(
-                f"Layer {self.layer.name!r} ({type(self.layer).__name__}) has no prunable weights. "
-                "Leave it unwrapped, or give it a `get_prunable_weights()` method returning the "
-                "variables to prune."
-            )
+            unknown = [
+                v.path
+                for v, why in layouts.weight_plan(self.layer).left_alone
+                if why == layouts.UNKNOWN
+            ]
+            if unknown:
+                raise ValueError(
+                    f"Layer {self.layer.name!r} ({type(self.layer).__name__}) holds weights "
+                    f"keras_prune does not know how to prune ({', '.join(unknown)}). Give it a "
+                    "`get_prunable_weights()` method returning the variables to prune, or leave "
+                    "it unwrapped."
+                )
+        # Weights the granularity cannot apply to (N:M on a depthwise kernel, a block larger than
+        # the weight) are left alone with the reason, as tfmot leaves them.
+        self.left_alone = []
+        applicable = []
         for target in self.targets:
-            self.granularity.check(target)
+            try:
+                self.granularity.check(target)
+                applicable.append(target)
+            except ValueError as error:
+                self.left_alone.append((target.variable, str(error)))
+        self.targets = applicable
         self.masks = [
             self.add_weight(
                 name=f"{_local_name(target.variable)}_mask",
@@ -517,7 +536,9 @@ def find_wrappers(model):
         if isinstance(layer, PruneWrapper):
             found.append(layer)
             return
-        children = list(getattr(layer, "layers", None) or []) if isinstance(layer, keras.Model) else []
+        children = (
+            list(getattr(layer, "layers", None) or []) if isinstance(layer, keras.Model) else []
+        )
         in_place = getattr(layer, IN_PLACE_ATTRIBUTE, None)
         if in_place is not None:
             children += in_place.wrappers

@@ -6,7 +6,7 @@ from keras import ops
 from keras_prune.callbacks.steps import StepCounter, latest_due_step
 from keras_prune.core import allocation as allocation_lib
 from keras_prune.core import validation
-from keras_prune.core.schedules import IterativeSparsity
+from keras_prune.core.schedules import IterativeSparsity, decide
 from keras_prune.engine.engine import engine_for, wrappers_or_raise
 
 
@@ -101,7 +101,7 @@ class LotteryTicket(StepCounter):
         due = latest_due_step(self.schedule, [step for step in steps if step > self.rewind_step])
         if due is not None:
             self._make_current()
-            self.prune_and_rewind(self.schedule.sparsity_at(due))
+            self.prune_and_rewind(decide(self.schedule, due)[1])
 
     def prune_and_rewind(self, sparsity):
         """Prune to `sparsity` from the current weights, then rewind everything to the saved
@@ -132,5 +132,3 @@ class LotteryTicket(StepCounter):
             "allocation": keras.saving.serialize_keras_object(self.allocation),
             "reset_optimizer": self.reset_optimizer,
         }
-
-

@@ -12,8 +12,8 @@ from keras_prune.callbacks.steps import StepCounter
 from keras_prune.core import allocation as allocation_lib
 from keras_prune.core import granularity as granularity_lib
 from keras_prune.core import masks, validation
-from keras_prune.engine.gradients import collect_gradients
 from keras_prune.engine.engine import engine_for
+from keras_prune.engine.gradients import collect_gradients
 from keras_prune.methods.lottery_ticket import binary_wrappers
 
 
@@ -242,5 +242,3 @@ class RigL(_DropAndGrow):
     def get_config(self):
         # calibration_data are arrays, not configuration: pass them again after loading.
         return {**super().get_config(), "calibration_batch_size": self.calibration_batch_size}
-
-

@@ -10,13 +10,16 @@ from keras_prune.pruning.prune_strip import (
     update_masks,
 )
 from keras_prune.pruning.pruned_model import PrunedModel
+from keras_prune.pruning.tfmot_names import PrunableLayer, prune_scope
 
 __all__ = [
+    "PrunableLayer",
     "PruneReport",
     "PrunedModel",
     "prune",
     "prune_low_magnitude",
     "prune_once",
+    "prune_scope",
     "strip",
     "strip_pruning",
     "update_masks",

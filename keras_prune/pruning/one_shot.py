@@ -67,5 +67,3 @@ def prune_once(
     engine.attach()
     engine.prune_to(sparsity, allocation=allocation, step=0)
     return pruned
-
-

@@ -19,9 +19,9 @@ from keras_prune.graph import groups as groups_lib
 from keras_prune.graph import rewire
 from keras_prune.graph import tracing as trace_lib
 from keras_prune.layers import layouts
-from keras_prune.layers.wrapper import HoldMasked, PruneWrapper, find_wrappers
 from keras_prune.layers.in_place import IN_PLACE_ATTRIBUTE, InPlacePruning
-from keras_prune.pruning.pruned_model import PrunedModel, wrap_as_planned, wrapper_settings
+from keras_prune.layers.wrapper import HoldMasked, PruneWrapper, find_wrappers
+from keras_prune.pruning.pruned_model import PrunedModel, wrapper_settings
 
 # Why a layer was not wrapped; shown in `PruneReport`.
 ALREADY_WRAPPED = "already wrapped for pruning"
@@ -36,6 +36,7 @@ NESTED_SUBCLASSED = (
 )
 CHANNELS_NOT_REMOVABLE = "channel granularity: none of its channels can be removed"
 NOT_BUILT = "not built and not a layer type keras_prune knows"
+BATCH_NORM_NOT_FOLLOWING = "in no channel group that is pruned: its scales stay as they are"
 
 
 @dataclasses.dataclass
@@ -48,18 +49,24 @@ class PruneReport:
         left_alone: `{weight path: reason}` for every weight that is not pruned (biases,
             normalization, weights of layers keras_prune does not know, ...).
         in_place: True when a subclassed model was pruned in place.
+        shares_weights: None, or why the pruned model could not be a copy and shares its layers
+            (and weights) with the original.
     """
 
     wrapped: list = dataclasses.field(default_factory=list)
     skipped: dict = dataclasses.field(default_factory=dict)
     left_alone: dict = dataclasses.field(default_factory=dict)
     in_place: bool = False
+    shares_weights: str | None = None
 
     def __str__(self):
         how = " in place" if self.in_place else ""
-        lines = [
-            f"Pruning {len(self.wrapped)} layer(s){how}: {', '.join(self.wrapped) or '-'}"
-        ]
+        lines = [f"Pruning {len(self.wrapped)} layer(s){how}: {', '.join(self.wrapped) or '-'}"]
+        if self.shares_weights:
+            lines.append(
+                "  the pruned model shares its layers and weights with the original: "
+                + self.shares_weights
+            )
         for name, reason in self.skipped.items():
             lines.append(f"  skipped {name}: {reason}")
         unknown = {p: r for p, r in self.left_alone.items() if r == layouts.UNKNOWN}
@@ -114,28 +121,38 @@ class _Settings:
 def _settings(schedule, granularity, mask, criterion):
     # A throwaway wrapper validates every argument once, before anything is copied.
     template = PruneWrapper(
-        keras.layers.Dense(1), schedule=schedule, granularity=granularity, mask=mask,
+        keras.layers.Dense(1),
+        schedule=schedule,
+        granularity=granularity,
+        mask=mask,
         criterion=criterion,
     )
-    return _Settings(template.schedule, template.granularity, template.mask_type, template.criterion)
+    return _Settings(
+        template.schedule, template.granularity, template.mask_type, template.criterion
+    )
 
 
 def _is_channel(settings):
     return isinstance(settings.granularity, granularity_lib.Channel)
 
 
-def _removable_layers(model):
-    """Names of the layers owning a weight in a removable channel group, and why the other
-    channel-creating layers keep their channels."""
+def _removable_layers(model, selected):
+    """Names of the layers owning a weight in a channel group that can be removed once wrapped
+    (removable by shrink, and every layer creating its channels selected by `filters`), and
+    why the other channel-creating layers keep their channels."""
     removable, reasons = set(), {}
     for group in groups_lib.channel_groups(model):
+        creators = [m for m in group.members if m.role == "output" and len(m.variable.shape) > 1]
+        reason = group.reason
+        if reason is None and not all(selected(m.layer) for m in creators):
+            reason = "a layer creating its channels is excluded by `filters`"
         for member in group.members:
             if member.role == "input":
                 continue
-            if group.prunable:
+            if reason is None:
                 removable.add(member.layer.name)
             elif member.role == "output":
-                reasons.setdefault(member.layer.name, group.reason)
+                reasons.setdefault(member.layer.name, reason)
     return removable, reasons
 
 
@@ -169,6 +186,11 @@ class _Planner:
         if layer.built:
             for variable, why in layouts.weight_plan(layer).left_alone:
                 self.report.left_alone[variable.path] = why
+            for target in layouts.prunable_weights(layer):
+                try:
+                    self.settings.granularity.check(target)
+                except ValueError as error:
+                    self.report.left_alone[target.variable.path] = str(error)
         return wrapper
 
     def _reason_to_skip(self, layer):
@@ -178,21 +200,28 @@ class _Planner:
             return NESTED_SUBCLASSED
         if not layer.built:
             return None if layouts.is_known_prunable(layer) else NOT_BUILT
-        channelwise = _is_channel(self.settings) and layouts.channelwise_weights(layer)
-        if not channelwise and not layouts.prunable_weights(layer):
+        if _is_channel(self.settings) and layouts.channelwise_weights(layer):
+            # A BatchNormalization follows the channels of its group, whatever `filters` says.
+            if self.removable is None or layer.name in self.removable:
+                return None
+            return BATCH_NORM_NOT_FOLLOWING
+        if not layouts.prunable_weights(layer):
             return NO_PRUNABLE_WEIGHTS
         if not self.selected(layer):
             return FILTERED
-        if channelwise or _is_channel(self.settings):
+        if _is_channel(self.settings):
             if self.removable is not None and layer.name not in self.removable:
                 if getattr(self.settings.granularity, "only_removable", True):
                     why = self.channel_reasons.get(layer.name)
                     return CHANNELS_NOT_REMOVABLE + (f" ({why})" if why else "")
-        try:
-            for target in layouts.prunable_weights(layer):
+        errors = []
+        for target in layouts.prunable_weights(layer):
+            try:
                 self.settings.granularity.check(target)
-        except ValueError as error:
-            return str(error)
+            except ValueError as error:
+                errors.append(str(error))
+        if errors and len(errors) == len(layouts.prunable_weights(layer)):
+            return errors[0]
         return None
 
 
@@ -243,6 +272,7 @@ def prune(
     if isinstance(model, (list, tuple)):
         return [prune(layer, schedule, granularity, mask, filters, criterion) for layer in model]
     if isinstance(model, keras.layers.Layer) and not isinstance(model, keras.Model):
+        layouts.check_wrappable(model, unbuilt_custom=True)
         return settings.wrap(model)
     if not isinstance(model, keras.Model):
         raise TypeError(
@@ -254,7 +284,7 @@ def prune(
         pruned, report = _prune_graph(model, settings, selected)
     else:
         pruned, report = _prune_in_place(model, settings, selected)
-    if not report.wrapped:
+    if not report.wrapped and not find_wrappers(pruned):
         raise ValueError(
             f"kp.prune found nothing to prune in model {model.name!r}; the model is unchanged.\n"
             + str(report)
@@ -265,10 +295,15 @@ def prune(
 
 def _prune_graph(model, settings, selected):
     report = PruneReport()
-    fresh = rewire.copy_model(model)
+    try:
+        fresh = rewire.copy_model(model)
+    except rewire.CannotCopy as error:
+        # A layer whose config does not round-trip: wrap the model's own layers, as tfmot does.
+        fresh = model
+        report.shares_weights = str(error)
     removable = reasons = None
     if _is_channel(settings) and fresh.built:
-        removable, reasons = _removable_layers(fresh)
+        removable, reasons = _removable_layers(fresh, selected)
     planner = _Planner(settings, selected, report, removable, reasons)
     rewired = rewire.replace_layers(fresh, planner.decide)
     if isinstance(model, keras.Sequential) or rewire.has_default_config(model):
@@ -495,11 +530,28 @@ def _is_integral(value):
 
 
 def prune_low_magnitude(
-    to_prune, pruning_schedule=None, block_size=(1, 1), block_pooling_type="AVG", **kwargs
+    to_prune,
+    pruning_schedule=None,
+    block_size=(1, 1),
+    block_pooling_type="AVG",
+    pruning_policy=None,
+    sparsity_m_by_n=None,
+    **kwargs,
 ):
-    """tfmot-compatible entry point: magnitude pruning of a model, a layer or a list of layers.
+    """tfmot's entry point, with tfmot's arguments: magnitude pruning of a model, a layer or a
+    list of layers.
 
-    `block_size` follows tfmot: (1, 1) is unstructured, anything else prunes blocks.
+    Args:
+        to_prune: a model, a layer or a list of layers.
+        pruning_schedule: a `kp.PruningSchedule` (default `ConstantSparsity(0.5, 0)`).
+        block_size: tfmot's block on the Keras kernel (`[input, output]` for Dense); (1, 1) is
+            unstructured.
+        block_pooling_type: "AVG" or "MAX".
+        pruning_policy: a policy with a `filters(model)` method choosing the layers to prune,
+            e.g. `kp.pruning.PruneForLatencyOnXNNPack()`.
+        sparsity_m_by_n: tfmot's `(zeros, group)` pair, e.g. (2, 4) keeps 2 of every 4.
+        **kwargs: for a layer, base layer arguments of the wrapper (`input_shape=`, `name=`);
+            for a model, `kp.prune`'s `filters=`.
 
     Example:
 
@@ -508,7 +560,35 @@ def prune_low_magnitude(
     ```
     """
     granularity = granularity_lib.from_tfmot_block(block_size, block_pooling_type)
-    return prune(to_prune, schedule=pruning_schedule, granularity=granularity, **kwargs)
+    if sparsity_m_by_n is not None:
+        granularity = granularity_lib.from_tfmot_m_by_n(sparsity_m_by_n)
+    if isinstance(to_prune, keras.Model):
+        unknown = set(kwargs) - {"filters"}
+        if unknown:
+            raise TypeError(
+                f"prune_low_magnitude(model, ...) got unexpected arguments {sorted(unknown)}; "
+                "for a model only `filters=` is accepted (layer arguments go to layers)."
+            )
+        if pruning_policy is not None:
+            kwargs["filters"] = pruning_policy.filters(to_prune)
+        return prune(to_prune, schedule=pruning_schedule, granularity=granularity, **kwargs)
+    if isinstance(to_prune, (list, tuple)):
+        return [
+            prune_low_magnitude(
+                layer,
+                pruning_schedule,
+                block_size,
+                block_pooling_type,
+                None,
+                sparsity_m_by_n,
+                **kwargs,
+            )
+            for layer in to_prune
+        ]
+    if not isinstance(to_prune, keras.layers.Layer):
+        return prune(to_prune)  # refuses with the error naming what it accepts
+    layouts.check_wrappable(to_prune, unbuilt_custom=True)
+    return PruneWrapper(to_prune, schedule=pruning_schedule, granularity=granularity, **kwargs)
 
 
 def strip_pruning(model):

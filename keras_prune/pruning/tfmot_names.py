@@ -1,0 +1,44 @@
+"""tfmot's remaining public names, so migrating code keeps working.
+
+- `PrunableLayer`: the protocol base class for custom layers (`get_prunable_weights()`).
+- `prune_scope()`: tfmot needed it to load pruned models; keras_prune's classes are registered
+  with Keras, so loading works without it. It is kept as a context manager that does nothing.
+"""
+
+import abc
+import contextlib
+
+
+class PrunableLayer(abc.ABC):
+    """Mixin for custom layers that say which of their weights to prune (tfmot's protocol).
+
+    Any layer with a `get_prunable_weights()` method is prunable; inheriting from this class
+    only documents it and makes forgetting the method an error.
+
+    Example:
+
+    ```python
+    class MyDense(keras.layers.Dense, kp.PrunableLayer):
+        def get_prunable_weights(self):
+            return [self.kernel]
+    ```
+    """
+
+    @abc.abstractmethod
+    def get_prunable_weights(self):
+        """The Keras variables to prune."""
+
+
+@contextlib.contextmanager
+def prune_scope():
+    """tfmot's scope for loading pruned models; not needed with keras_prune (its classes are
+    registered with Keras), kept so migrating code runs unchanged.
+
+    Example:
+
+    ```python
+    with kp.prune_scope():
+        model = keras.saving.load_model("pruned.keras")
+    ```
+    """
+    yield
