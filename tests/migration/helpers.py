@@ -136,13 +136,11 @@ def save_restore_keras_model(model):
     """tfmot's `_save_restore_keras_model`, in Keras 3's `.keras` format: a compiled model
     reloaded from HDF5 cannot resume training in Keras 3 ("Unknown variable ... This optimizer
     can only be called for the variables it was originally built with"), plain models included.
-
-    tfmot loaded inside `prune_scope()`; Keras 3 finds keras_prune's registered classes (the
-    missing `kp.prune_scope` is exercised by test_guide_comprehensive_guide.py).
     """
     keras_file = os.path.join(tempfile.mkdtemp(), "model.keras")
     keras.models.save_model(model, keras_file)
-    return keras.models.load_model(keras_file)
+    with kp.prune_scope():
+        return keras.models.load_model(keras_file)
 
 
 def get_sparsity(weights):
@@ -219,22 +217,24 @@ def is_pruned_m_by_n(weights, m_by_n=(2, 4), last_channel="C_OUT"):
 
 def granularity_for(block_size=(1, 1), block_pooling_type="AVG"):
     """The keras_prune granularity docs/migrating_from_tfmot.md maps tfmot's block arguments to:
-    `block_size=(1, 1)` is unstructured, anything else `kp.Block(block_size)`."""
-    block_size = tuple(block_size)
-    if block_size == (1, 1):
+    `block_size=(1, 1)` is unstructured, `(r, c)` is `kp.Block((c, r))` (tfmot counts on the
+    Keras kernel, `kp.Block` on TFLite's transposed layout)."""
+    rows, columns = block_size
+    if (rows, columns) == (1, 1):
         return kp.Unstructured()
-    return kp.Block(block_size, pooling=block_pooling_type.lower())
+    return kp.Block((columns, rows), pooling=block_pooling_type.lower())
 
 
 def nofm(m_by_n):
-    """tfmot's `sparsity_m_by_n=(zeros, group)` -> `kp.NofM(group - zeros, group)` (the guide)."""
+    """tfmot's `sparsity_m_by_n=(zeros, group)` -> `kp.NofM(group - zeros, group)`, as
+    docs/migrating_from_tfmot.md maps it for `kp.prune(..., granularity=...)`."""
     zeros, group = m_by_n
     return kp.NofM(group - zeros, group)
 
 
 def pruning_vars(wrapper):
     """tfmot's `wrapper.pruning_vars` ([(weight, mask, threshold)], empty until built):
-    `(weight, mask)` pairs of the keras_prune wrapper."""
+    `list(zip(wrapper.prunable_weights, wrapper.masks))`, as docs/migrating_from_tfmot.md says."""
     if not wrapper.built:
         return []
     return list(zip(wrapper.prunable_weights, wrapper.masks, strict=True))

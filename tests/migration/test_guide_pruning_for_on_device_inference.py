@@ -7,10 +7,6 @@ and the schedule's default frequency=100 still updates the masks after the first
 model trains ten steps instead of ten epochs, and fine-tuning runs two epochs with pruning ending
 after the first (the guide: fifteen epochs, pruning ending after five). The on-device benchmark
 (adb) is left out.
-
-`pruning_policy=tfmot.sparsity.keras.PruneForLatencyOnXNNPack()` has no row in
-docs/migrating_from_tfmot.md; keras_prune's counterpart for the same purpose (docs/export.md) is
-`kp.prune(model, ..., filters=kp.export.xnnpack_filter(model))`, used here.
 """
 
 import tempfile
@@ -105,21 +101,19 @@ def pruning_params(ds_train, end_epoch=1):
     end_step = num_iterations_per_epoch * end_epoch
 
     return {
-        "schedule": kp.PolynomialDecay(
+        "pruning_schedule": kp.PolynomialDecay(
             initial_sparsity=0.25, final_sparsity=0.75, begin_step=0, end_step=end_step
         ),
+        "pruning_policy": kp.pruning.PruneForLatencyOnXNNPack(),
     }
 
 
 def test_unsupported_model_is_refused_with_the_reason(datasets, dense_model):
     ds_train, _, _ = datasets
+    prune_low_magnitude = kp.prune_low_magnitude
     # Try to apply pruning wrapper with pruning policy parameter.
     with pytest.raises(ValueError, match="GlobalAveragePooling2D"):
-        kp.prune(
-            dense_model,
-            filters=kp.export.xnnpack_filter(dense_model),
-            **pruning_params(ds_train),
-        )
+        prune_low_magnitude(dense_model, **pruning_params(ds_train))
 
 
 @pytest.fixture(scope="module")
@@ -131,11 +125,7 @@ def model_for_pruning(datasets, dense_model):
     fixed_dense_model.set_weights(dense_model.get_weights())
 
     # Try to reapply pruning wrapper.
-    model_for_pruning = kp.prune(
-        fixed_dense_model,
-        filters=kp.export.xnnpack_filter(fixed_dense_model),
-        **pruning_params(ds_train),
-    )
+    model_for_pruning = kp.prune_low_magnitude(fixed_dense_model, **pruning_params(ds_train))
 
     logdir = tempfile.mkdtemp()
 

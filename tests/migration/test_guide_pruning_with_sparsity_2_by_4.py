@@ -5,11 +5,9 @@ Offline and small: MNIST (28x28) is replaced by scikit-learn's bundled digits (8
 layer's `input_shape` is (8, 8, 1)), and training runs one epoch of batches of 12 instead of two
 epochs of 128, so that the epoch still has more than 100 steps: the unstructured layer's
 schedule (frequency=100) updates its mask at step 100 as on MNIST. The renames are
-the guide's (`tfmot.sparsity.keras.X` -> `kp.X`, `tf.keras` -> `keras`) and, from
-docs/migrating_from_tfmot.md, `sparsity_m_by_n=(2, 4)` -> `granularity=kp.NofM(2, 4)`, which
-`kp.PruneWrapper` takes for a single layer. Plotting is left out; the guide's claims about the
-weights it plots are asserted instead, on the weights read back from the TFLite file as the guide
-reads them.
+the guide's (`tfmot.sparsity.keras.X` -> `kp.X`, `tf.keras` -> `keras`). Plotting is left out;
+the guide's claims about the weights it plots are asserted instead, on the weights read back from
+the TFLite file as the guide reads them.
 """
 
 import tempfile
@@ -26,17 +24,12 @@ from .helpers import get_sparsity, is_pruned_m_by_n
 pytestmark = pytest.mark.slow
 
 pruning_params_2_by_4 = {
-    "granularity": kp.NofM(2, 4),  # tfmot: 'sparsity_m_by_n': (2, 4)
+    "sparsity_m_by_n": (2, 4),
 }
 
 pruning_params_sparsity_0_5 = {
     "pruning_schedule": kp.ConstantSparsity(target_sparsity=0.5, begin_step=0, frequency=100)
 }
-
-
-def prune_low_magnitude_m_by_n(layer, granularity):
-    """`prune_low_magnitude(layer, sparsity_m_by_n=...)` in keras_prune's names."""
-    return kp.PruneWrapper(layer, granularity=granularity)
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +63,7 @@ def trained(mnist):
                 **pruning_params_sparsity_0_5,
             ),
             keras.layers.MaxPooling2D((2, 2), (2, 2), padding="same"),
-            prune_low_magnitude_m_by_n(
+            prune_low_magnitude(
                 keras.layers.Conv2D(64, 5, padding="same", name="structural_pruning"),
                 **pruning_params_2_by_4,
             ),
@@ -78,7 +71,7 @@ def trained(mnist):
             keras.layers.ReLU(),
             keras.layers.MaxPooling2D((2, 2), (2, 2), padding="same"),
             keras.layers.Flatten(),
-            prune_low_magnitude_m_by_n(
+            prune_low_magnitude(
                 keras.layers.Dense(1024, activation="relu", name="structural_pruning_dense"),
                 **pruning_params_2_by_4,
             ),

@@ -39,10 +39,7 @@ class TestSubclassedModel(keras.Model):
         return self.layer1(inputs)
 
 
-# tfmot: `class CustomPrunableLayer(layers.Dense, prunable_layer.PrunableLayer)`. keras_prune has
-# no PrunableLayer base class; its protocol is the `get_prunable_weights` method alone (the
-# missing `kp.PrunableLayer` is exercised by test_guide_comprehensive_guide.py).
-class CustomPrunableLayer(layers.Dense):
+class CustomPrunableLayer(layers.Dense, kp.PrunableLayer):
     def get_prunable_weights(self):
         return [self.kernel]
 
@@ -88,6 +85,22 @@ def _validate_pruned_layer(env, original_layer, wrapped_layer):
     )
 
 
+def _validate_pruned_copy(env, original_layer, wrapped_layer):
+    """`_validate_pruned_layer` for a layer of a model pruned whole: the wrapper holds a copy."""
+    assert isinstance(wrapped_layer, kp.PruneWrapper)
+    # deliberate difference: "`kp.prune` returns an independent copy: the model you pass is left
+    # untouched, and the pruned model shares no layers or weights with it."
+    # (tfmot: `assert original_layer == wrapped_layer.layer`.)
+    assert wrapped_layer.layer is not original_layer
+    assert type(wrapped_layer.layer) is type(original_layer)
+    assert wrapped_layer.layer.get_config() == original_layer.get_config()
+    assert env.params["pruning_schedule"] == wrapped_layer.schedule
+    assert (
+        granularity_for(env.params["block_size"], env.params["block_pooling_type"])
+        == wrapped_layer.granularity
+    )
+
+
 def test_prune_keras_prunable_layer(env):
     wrapped_layer = _build_pruned_layer_model(env, env.keras_prunable_layer)
 
@@ -102,8 +115,15 @@ def test_prune_keras_non_prunable_layer(env):
 
 
 def test_prune_keras_unsupported_layer(env):
-    with pytest.raises(ValueError):
-        kp.prune_low_magnitude(env.keras_unsupported_layer, **env.params)
+    # deliberate difference: "Layers tfmot refuses are pruned: ConvLSTM1D/2D/3D (kernel and
+    # recurrent kernel), and custom layers built from prunable sublayers (a custom block, a
+    # keras-hub transformer layer), which are pruned through those sublayers."
+    # (tfmot: `with self.assertRaises(ValueError)`.)
+    wrapped_layer = kp.prune_low_magnitude(env.keras_unsupported_layer, **env.params)
+    keras.Sequential([keras.Input((3, 8, 8, 3)), wrapped_layer])
+
+    cell = env.keras_unsupported_layer.cell
+    assert [cell.kernel, cell.recurrent_kernel] == wrapped_layer.prunable_weights
 
 
 def test_prune_custom_prunable_layer(env):
@@ -114,8 +134,14 @@ def test_prune_custom_prunable_layer(env):
 
 
 def test_prune_custom_non_prunable_layer(env):
-    with pytest.raises(ValueError):
-        kp.prune_low_magnitude(env.custom_non_prunable_layer, **env.params)
+    # deliberate difference: "Subclasses of built-in layers are pruned like their base class (`class
+    # MyDense(keras.layers.Dense)` has its kernel pruned); tfmot refused them unless they defined
+    # `get_prunable_weights()`."
+    # (tfmot: `with self.assertRaises(ValueError)`.)
+    wrapped_layer = _build_pruned_layer_model(env, env.custom_non_prunable_layer)
+
+    _validate_pruned_layer(env, env.custom_non_prunable_layer, wrapped_layer)
+    assert [wrapped_layer.layer.kernel] == wrapped_layer.prunable_weights
 
 
 def test_prune_model_valid_layers_successful(env):
@@ -127,37 +153,57 @@ def test_prune_model_valid_layers_successful(env):
 
     assert len(model.layers) == len(pruned_model.layers)
     for layer, pruned_layer in zip(model.layers, pruned_model.layers, strict=True):
-        _validate_pruned_layer(env, layer, pruned_layer)
+        if layer is env.keras_non_prunable_layer:
+            # deliberate difference: "`kp.prune` wraps only layers with something to prune; layers
+            # without prunable weights (Dropout, Flatten, pooling, BatchNormalization, Add, ...)
+            # stay as they are and are listed in `model.pruning_report.skipped`."
+            # (tfmot wrapped the Dropout layer too.)
+            assert not isinstance(pruned_layer, kp.PruneWrapper)
+            assert layer.name in pruned_model.pruning_report.skipped
+        else:
+            _validate_pruned_copy(env, layer, pruned_layer)
 
 
 def test_prune_model_unsupported_keras_layer_raises_error(env):
-    with pytest.raises(ValueError):
-        kp.prune_low_magnitude(
-            keras.Sequential(
-                [
-                    env.keras_prunable_layer,
-                    env.keras_non_prunable_layer,
-                    env.custom_prunable_layer,
-                    env.keras_unsupported_layer,
-                ]
-            ),
-            **env.params,
-        )
+    # deliberate difference: "Layers tfmot refuses are pruned: ConvLSTM1D/2D/3D (kernel and
+    # recurrent kernel), and custom layers built from prunable sublayers (a custom block, a
+    # keras-hub transformer layer), which are pruned through those sublayers."
+    # (tfmot: `with self.assertRaises(ValueError)`.)
+    pruned_model = kp.prune_low_magnitude(
+        keras.Sequential(
+            [
+                env.keras_prunable_layer,
+                env.keras_non_prunable_layer,
+                env.custom_prunable_layer,
+                env.keras_unsupported_layer,
+            ]
+        ),
+        **env.params,
+    )
+
+    assert isinstance(pruned_model.layers[3], kp.PruneWrapper)
+    assert isinstance(pruned_model.layers[3].layer, layers.ConvLSTM2D)
 
 
 def test_prune_model_custom_non_prunable_layer_raises_error(env):
-    with pytest.raises(ValueError):
-        kp.prune_low_magnitude(
-            keras.Sequential(
-                [
-                    env.keras_prunable_layer,
-                    env.keras_non_prunable_layer,
-                    env.custom_prunable_layer,
-                    env.custom_non_prunable_layer,
-                ]
-            ),
-            **env.params,
-        )
+    # deliberate difference: "Subclasses of built-in layers are pruned like their base class (`class
+    # MyDense(keras.layers.Dense)` has its kernel pruned); tfmot refused them unless they defined
+    # `get_prunable_weights()`."
+    # (tfmot: `with self.assertRaises(ValueError)`.)
+    pruned_model = kp.prune_low_magnitude(
+        keras.Sequential(
+            [
+                env.keras_prunable_layer,
+                env.keras_non_prunable_layer,
+                env.custom_prunable_layer,
+                env.custom_non_prunable_layer,
+            ]
+        ),
+        **env.params,
+    )
+
+    assert isinstance(pruned_model.layers[3], kp.PruneWrapper)
+    assert isinstance(pruned_model.layers[3].layer, CustomNonPrunableLayer)
 
 
 def test_prune_model_does_not_wrap_already_wrapped_layer(env):
@@ -168,9 +214,15 @@ def test_prune_model_does_not_wrap_already_wrapped_layer(env):
     pruned_model.build(input_shape=(10, 1))
 
     assert len(model.layers) == len(pruned_model.layers)
-    _validate_pruned_layer(env, model.layers[0], pruned_model.layers[0])
+    _validate_pruned_copy(env, model.layers[0], pruned_model.layers[0])
     # Second layer is used as-is since it's already a pruned layer.
-    assert model.layers[1] == pruned_model.layers[1]
+    # deliberate difference: "`kp.prune` returns an independent copy: the model you pass is left
+    # untouched, and the pruned model shares no layers or weights with it."
+    # (tfmot: `assert model.layers[1] == pruned_model.layers[1]`: here a copy, not wrapped again.)
+    assert isinstance(pruned_model.layers[1], kp.PruneWrapper)
+    assert not isinstance(pruned_model.layers[1].layer, kp.PruneWrapper)
+    assert pruned_model.layers[1] is not model.layers[1]
+    assert model.layers[1].name in pruned_model.pruning_report.skipped
 
 
 def test_prune_valid_layers_list_successful(env):
@@ -230,10 +282,10 @@ def test_prune_sequential_model_preserves_built_state(env):
     pruned_model = kp.prune_low_magnitude(model, **env.params)
     assert model.built is False
 
-    # Test built state preserves across serialization. (tfmot needed `prune_scope()` here;
-    # Keras 3 finds keras_prune's registered classes. `model_from_config(json.loads(to_json()))`
+    # Test built state preserves across serialization. (`model_from_config(json.loads(to_json()))`
     # is `model_from_json(to_json())` in Keras 3.)
-    loaded_model = keras.models.model_from_json(pruned_model.to_json())
+    with kp.prune_scope():
+        loaded_model = keras.models.model_from_json(pruned_model.to_json())
     assert loaded_model.built is False
 
     # With InputLayer
@@ -242,7 +294,8 @@ def test_prune_sequential_model_preserves_built_state(env):
     pruned_model = kp.prune_low_magnitude(model, **env.params)
     assert model.built is True
 
-    loaded_model = keras.models.model_from_json(pruned_model.to_json())
+    with kp.prune_scope():
+        loaded_model = keras.models.model_from_json(pruned_model.to_json())
     assert loaded_model.built is True
 
 
@@ -251,10 +304,16 @@ def test_prune_functional_model(env):
     i2 = keras.Input(shape=(10,))
     x1 = layers.Dense(10)(i1)
     x2 = layers.Dense(10)(i2)
-    outputs = layers.Add()([x1, x2])
+    add = layers.Add()
+    outputs = add([x1, x2])
     model = keras.Model(inputs=[i1, i2], outputs=outputs)
     pruned_model = kp.prune_low_magnitude(model, **env.params)
-    assert count_pruned_layers(pruned_model) == 3
+    # deliberate difference: "`kp.prune` wraps only layers with something to prune; layers without
+    # prunable weights (Dropout, Flatten, pooling, BatchNormalization, Add, ...) stay as they are
+    # and are listed in `model.pruning_report.skipped`."
+    # (tfmot: 3 wrappers, the Add layer's included.)
+    assert count_pruned_layers(pruned_model) == 2
+    assert add.name in pruned_model.pruning_report.skipped
 
 
 def test_prune_functional_model_with_layer_reused(env):
@@ -280,7 +339,8 @@ def test_prune_functional_model_preserves_built_state(env):
     assert model.built is True
 
     # Test built state preserves across serialization
-    loaded_model = keras.models.model_from_json(pruned_model.to_json())
+    with kp.prune_scope():
+        loaded_model = keras.models.model_from_json(pruned_model.to_json())
     assert loaded_model.built is True
 
 
@@ -295,14 +355,22 @@ def test_prune_subclass_model(env):
     model = TestSubclassedModel()
     with pytest.raises(ValueError) as e:
         kp.prune_low_magnitude(model, **env.params)
-    assert str(e.value) == INVALID_TO_PRUNE_PARAM_ERROR.format(input="TestSubclassedModel")
+    # deliberate difference: "Errors are keras_prune's own: a ValueError or TypeError naming the
+    # value received and how to fix it; tfmot's messages are not reproduced, and an object that is
+    # not a model, a layer or a list of layers raises TypeError (tfmot: ValueError)."
+    # (tfmot: `str(e.value) == INVALID_TO_PRUNE_PARAM_ERROR.format(input="TestSubclassedModel")`.)
+    assert "TestSubclassedModel" in str(e.value)
 
 
 def test_prune_misc_object(env):
     model = object()
-    with pytest.raises(ValueError) as e:
+    # deliberate difference: "Errors are keras_prune's own: a ValueError or TypeError naming the
+    # value received and how to fix it; tfmot's messages are not reproduced, and an object that is
+    # not a model, a layer or a list of layers raises TypeError (tfmot: ValueError)."
+    # (tfmot: ValueError, `str(e.value) == INVALID_TO_PRUNE_PARAM_ERROR.format(input="object")`.)
+    with pytest.raises(TypeError) as e:
         kp.prune_low_magnitude(model, **env.params)
-    assert str(e.value) == INVALID_TO_PRUNE_PARAM_ERROR.format(input="object")
+    assert "of type object" in str(e.value)
 
 
 def test_strip_pruning_sequential_model(env):
@@ -336,8 +404,11 @@ def test_prune_scope_needed_for_keras_model():
     _, keras_model = tempfile.mkstemp(".h5")
     pruned_model.save(keras_model)
 
-    with pytest.raises(ValueError):
-        keras.models.load_model(keras_model)
+    # deliberate difference: "No scope is needed to load a pruned model: keras_prune's classes are
+    # registered with Keras, and `kp.prune_scope()` exists only so that tfmot code runs unchanged
+    # (it does nothing)."
+    # (tfmot: `with self.assertRaises(ValueError)` around this load.)
+    keras.models.load_model(keras_model)
 
     # works with `prune_scope`
     with kp.prune_scope():

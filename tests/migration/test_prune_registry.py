@@ -44,9 +44,7 @@ class MinimalRNNCell(keras.layers.Layer):
         return output, [output]
 
 
-# tfmot: `class MinimalRNNCellPrunable(MinimalRNNCell, prunable_layer.PrunableLayer)`; keras_prune's
-# protocol is the method alone (see test_prune.py).
-class MinimalRNNCellPrunable(MinimalRNNCell):
+class MinimalRNNCellPrunable(MinimalRNNCell, kp.PrunableLayer):
     def get_prunable_weights(self):
         return [self.kernel, self.recurrent_kernel]
 
@@ -95,9 +93,11 @@ def test_supports_layer(make_layer, input_shape):
     _wrap_and_build(make_layer(), input_shape)
 
 
+CONV_LSTM_INPUT = (2, 3, 8, 8, 3)
+
 UNSUPPORTED_LAYERS = [
     # Not support a few built-in keras layers.
-    ("ConvLSTM2D", lambda: layers.ConvLSTM2D(2, (5, 5)), (2, 3, 8, 8, 3)),
+    ("ConvLSTM2D", lambda: layers.ConvLSTM2D(2, (5, 5)), CONV_LSTM_INPUT),
     # Not support RNN layers with unknown cell
     ("RNN_MinimalRNNCell", lambda: layers.RNN(MinimalRNNCell(32)), RNN_INPUT),
     # Not support Custom layers, even though inherited from prunable layer.
@@ -105,20 +105,42 @@ UNSUPPORTED_LAYERS = [
     ("CustomLayerFromPrunableLayer", lambda: CustomLayerFromPrunableLayer(10), DENSE_INPUT),
 ]
 
+# The cases of UNSUPPORTED_LAYERS that keras_prune prunes, and the weights it prunes in them.
+PRUNED_BY_KERAS_PRUNE = {
+    # deliberate difference: "Layers tfmot refuses are pruned: ConvLSTM1D/2D/3D (kernel and
+    # recurrent kernel), and custom layers built from prunable sublayers (a custom block, a
+    # keras-hub transformer layer), which are pruned through those sublayers."
+    "ConvLSTM2D": lambda layer: [layer.cell.kernel, layer.cell.recurrent_kernel],
+    # deliberate difference: "Subclasses of built-in layers are pruned like their base class (`class
+    # MyDense(keras.layers.Dense)` has its kernel pruned); tfmot refused them unless they defined
+    # `get_prunable_weights()`."
+    "CustomLayerFromPrunableLayer": lambda layer: [layer.kernel],
+}
+
 
 @pytest.mark.parametrize(
-    "make_layer, input_shape",
-    [case[1:] for case in UNSUPPORTED_LAYERS],
-    ids=[case[0] for case in UNSUPPORTED_LAYERS],
+    "case_id, make_layer, input_shape", UNSUPPORTED_LAYERS, ids=[c[0] for c in UNSUPPORTED_LAYERS]
 )
-def test_does_not_support_layer(make_layer, input_shape):
+def test_does_not_support_layer(case_id, make_layer, input_shape):
+    if case_id in PRUNED_BY_KERAS_PRUNE:
+        # Deliberate difference (quoted at PRUNED_BY_KERAS_PRUNE); tfmot: `assertRaises(ValueError)`.
+        layer = make_layer()
+        wrapper = _wrap_and_build(layer, input_shape)
+        assert PRUNED_BY_KERAS_PRUNE[case_id](layer) == wrapper.prunable_weights
+        return
     with pytest.raises(ValueError):
         _wrap_and_build(make_layer(), input_shape)
 
 
 def test_make_prunable_raises_error_for_keras_unsupported_layer():
-    with pytest.raises(ValueError):
-        kp.prune_low_magnitude(layers.ConvLSTM2D(2, (5, 5)))
+    # deliberate difference: "Layers tfmot refuses are pruned: ConvLSTM1D/2D/3D (kernel and
+    # recurrent kernel), and custom layers built from prunable sublayers (a custom block, a
+    # keras-hub transformer layer), which are pruned through those sublayers."
+    # (tfmot: `with self.assertRaises(ValueError)`.)
+    layer = layers.ConvLSTM2D(2, (5, 5))
+    wrapper = _wrap_and_build(layer, CONV_LSTM_INPUT)
+
+    assert [layer.cell.kernel, layer.cell.recurrent_kernel] == wrapper.prunable_weights
 
 
 def test_make_prunable_raises_error_for_custom_layer():
@@ -127,8 +149,14 @@ def test_make_prunable_raises_error_for_custom_layer():
 
 
 def test_make_prunable_raises_error_for_custom_layer_inherited_from_prunable_layer():
-    with pytest.raises(ValueError):
-        kp.prune_low_magnitude(CustomLayerFromPrunableLayer(10))
+    # deliberate difference: "Subclasses of built-in layers are pruned like their base class (`class
+    # MyDense(keras.layers.Dense)` has its kernel pruned); tfmot refused them unless they defined
+    # `get_prunable_weights()`."
+    # (tfmot: `with self.assertRaises(ValueError)`.)
+    layer = CustomLayerFromPrunableLayer(10)
+    wrapper = _wrap_and_build(layer, DENSE_INPUT)
+
+    assert [layer.kernel] == wrapper.prunable_weights
 
 
 def test_make_prunable_works_on_keras_prunable_layer():

@@ -14,7 +14,7 @@ from keras import ops
 
 import keras_prune as kp
 
-from .helpers import nofm, value
+from .helpers import value
 
 BLOCK_SIZE = (1, 1)
 BLOCK_POOLING_TYPE = "AVG"
@@ -167,10 +167,18 @@ def test_block_masking_follows_keras_kernel_axes():
         [0.1, 0.7, 0.6, 0.2],
         [0.2, 0.6, 0.5, 0.1],
     ]
+    # The block averages are 0.5, 0.25 / 0.5, 0.25 / 0.4, 0.4 / 0.4, 0.3: three blocks tie at the
+    # threshold 0.4 for the 4 of 8 blocks kept.
+    # deliberate difference: "Exact counts: tfmot keeps every weight (or block) tied with the
+    # threshold; keras_prune keeps exactly `max(round(n * (1 - s)), 1)` of them, ties broken by
+    # position."
+    # (tfmot kept all three: its row 2 was [1, 1, 1, 1]. Ties are broken in the TFLite view, where
+    # block (input 2, outputs 0-1) and block (input 3, outputs 0-1) come before block (input 2,
+    # outputs 2-3).)
     expected_mask = [
         [1.0, 1.0, 0.0, 0.0],
         [1.0, 1.0, 0.0, 0.0],
-        [1.0, 1.0, 1.0, 1.0],
+        [1.0, 1.0, 0.0, 0.0],
         [1.0, 1.0, 0.0, 0.0],
     ]
 
@@ -191,14 +199,28 @@ def test_block_masking_with_higher_dimensions_raises_error():
     ]
 
     # Block masking should only be used with 2 Dimensional weights.
-    with pytest.raises(ValueError):
-        model, _ = _pruned_weight_model(
-            weight,
-            constant_sparsity(),
-            block_size=block_size,
-            block_pooling_type=block_pooling_type,
-        )
-        kp.update_masks(model, 0)
+    # deliberate difference: "N:M (`sparsity_m_by_n`) and blocks (`block_size`) apply to every
+    # weight with an input-channel axis, Conv1D and Conv3D kernels included; a weight without one (a
+    # depthwise kernel, a 1-D weight) is left unpruned with the reason in `wrapper.left_alone` and
+    # `model.pruning_report.left_alone` rather than refused."
+    # (tfmot: `with self.assertRaises(ValueError)`.) The blocks are those of testBlockMaskingAvg.
+    model, wrapper = _pruned_weight_model(
+        weight,
+        constant_sparsity(),
+        block_size=block_size,
+        block_pooling_type=block_pooling_type,
+    )
+    kp.update_masks(model, 0)
+
+    expected_mask = [
+        [
+            [0.0, 0.0, 0.0, 0.0],
+            [0.0, 0.0, 0.0, 0.0],
+            [1.0, 1.0, 1.0, 1.0],
+            [1.0, 1.0, 1.0, 1.0],
+        ]
+    ]
+    np.testing.assert_array_equal(value(wrapper.masks[0]), expected_mask)
 
 
 def test_conditional_mask_update():
@@ -231,8 +253,9 @@ def _sparsity_m_by_n_masking(weight, m_by_n=(2, 4)):
     else:  # Conv2D kernel [h, w, in, out]
         layer = keras.layers.Conv2D(weight.shape[3], weight.shape[:2])
         input_shape = (weight.shape[0], weight.shape[1], weight.shape[2])
-    # `sparsity_m_by_n=m_by_n` renamed as docs/migrating_from_tfmot.md says.
-    wrapper = kp.PruneWrapper(layer, schedule=constant_sparsity(), granularity=nofm(m_by_n))
+    wrapper = kp.prune_low_magnitude(
+        layer, pruning_schedule=constant_sparsity(), sparsity_m_by_n=m_by_n
+    )
     model = _model_with(wrapper, input_shape)
     wrapper.layer.kernel.assign(weight)
     kp.update_masks(model, 0)
@@ -275,9 +298,21 @@ def test_sparsity_m_by_n_masking_simple(case):
 def test_sparsity_m_by_n_masking_simple_raises(weights_shape):
     weights = np.ones(weights_shape)
 
-    with pytest.raises(ValueError):
-        wrapper = kp.PruneWrapper(
-            WeightLayer(weights), schedule=constant_sparsity(), granularity=nofm((2, 4))
-        )
-        model = _model_with(wrapper)
-        kp.update_masks(model, 0)
+    # deliberate difference: "N:M (`sparsity_m_by_n`) and blocks (`block_size`) apply to every
+    # weight with an input-channel axis, Conv1D and Conv3D kernels included; a weight without one (a
+    # depthwise kernel, a 1-D weight) is left unpruned with the reason in `wrapper.left_alone` and
+    # `model.pruning_report.left_alone` rather than refused."
+    # (tfmot: `with self.assertRaises(ValueError)` for both shapes.)
+    wrapper = kp.prune_low_magnitude(
+        WeightLayer(weights), pruning_schedule=constant_sparsity(), sparsity_m_by_n=(2, 4)
+    )
+    model = _model_with(wrapper)
+    kp.update_masks(model, 0)
+
+    if len(weights_shape) == 1:  # no input-channel axis: left unpruned, with the reason
+        assert [variable for variable, _ in wrapper.left_alone] == [wrapper.layer.weight]
+        assert wrapper.masks == []
+        assert np.count_nonzero(value(wrapper.layer.weight)) == 4
+    else:  # input channels on the second-to-last axis, as in a Dense kernel: 2 of each 4 kept
+        mask = value(wrapper.masks[0])
+        np.testing.assert_array_equal(np.count_nonzero(mask, axis=-2), np.full((4, 4), 2))
