@@ -154,9 +154,21 @@ def test_block_larger_than_weight_is_refused_when_built():
         wrapper.build((None, 4))
 
 
-def test_layer_without_prunable_weights_is_refused():
-    with pytest.raises(ValueError, match="has no prunable weights"):
-        kp.PruneWrapper(L.Flatten()).build((None, 2, 2))
+def test_layer_without_prunable_weights_passes_through_and_unknown_weights_are_refused():
+    # As in tfmot, a built-in layer with nothing to prune wraps and passes its inputs through.
+    flatten = kp.PruneWrapper(L.Flatten())
+    flatten.build((None, 2, 2))
+    assert flatten.targets == [] and flatten.masks == []
+
+    class Scale(L.Layer):
+        def build(self, input_shape):
+            self.scale = self.add_weight(shape=(input_shape[-1],))
+
+        def call(self, x):
+            return x * self.scale
+
+    with pytest.raises(ValueError, match="get_prunable_weights"):
+        kp.PruneWrapper(Scale()).build((None, 2))
 
 
 def test_config_round_trip():

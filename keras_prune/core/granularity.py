@@ -13,6 +13,11 @@ from keras_prune.core import masks, validation
 from keras_prune.core.config_object import ConfigObject
 
 
+class NotApplicable(ValueError):
+    """The pattern does not apply to a weight's layout (N:M on a weight with no input-channel
+    axis): the weight is left unpruned, with this message as the reason, rather than refused."""
+
+
 class Granularity(ConfigObject):
     """Base class: turns per-weight scores and a sparsity into a 0/1 mask of the weight's shape."""
 
@@ -132,7 +137,7 @@ class NofM(Granularity):
         # A weight with fewer than m input channels is padded, as tfmot does: its one group
         # keeps n of them.
         if weight.input_axis is None:
-            raise ValueError(
+            raise NotApplicable(
                 f"N:M groups run along input channels, and weight {weight.name!r} has no "
                 "input-channel axis (a depthwise kernel or a per-channel scale), so it is left "
                 "unpruned, as tfmot leaves depthwise layers."

@@ -247,7 +247,7 @@ class PruneWrapper(keras.layers.Wrapper):
             try:
                 self.granularity.check(target)
                 applicable.append(target)
-            except ValueError as error:
+            except granularity_lib.NotApplicable as error:
                 self.left_alone.append((target.variable, str(error)))
         self.targets = applicable
         self.masks = [
