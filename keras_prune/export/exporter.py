@@ -1,0 +1,381 @@
+"""`to_tflite`: strip, convert, verify on the target's runtimes, measure, then write."""
+
+import os
+
+import keras
+import numpy as np
+
+from keras_prune.export import convert as _convert
+from keras_prune.export import files as _files
+from keras_prune.export import mcu as _mcu
+from keras_prune.export import metadata as _metadata
+from keras_prune.export import precision as _precision
+from keras_prune.export import verify as _verify
+from keras_prune.export.errors import ConversionError
+from keras_prune.export.flatbuffer import read_model
+from keras_prune.export.result import ExportResult
+from keras_prune.export.signature import Signature
+from keras_prune.export.sparsity import compare_sparsity
+from keras_prune.export.targets import get_target
+
+# Samples compared with Keras when no verification data is given: enough to exercise every
+# class of a small classifier, few enough to keep TFLM's one-process-per-run check quick.
+DEFAULT_VERIFICATION_SAMPLES = 64
+_PREDICT_BATCH = 256
+_LATENCY_WARMUP = 5
+
+
+class ExportVerificationError(RuntimeError):
+    """The exported file disagrees with the Keras model beyond tolerance; nothing was written.
+
+    Attributes:
+        result: The `ExportResult` that would have been returned (its path was not written).
+    """
+
+    def __init__(self, message, result):
+        super().__init__(message)
+        self.result = result
+
+
+def _check_labels(labels, signature):
+    """`labels` -> `{output name: labels}` for every output with one unit per label."""
+    if labels is None:
+        return {}
+    if isinstance(labels, str) or not all(isinstance(label, str) for label in labels):
+        raise ValueError(
+            f"Expected `labels` to be a list of class names (strings). Received: {labels!r}"
+        )
+    labels = list(labels)
+    matching = {
+        port.name: labels
+        for port in signature.outputs
+        if port.shape and port.shape[-1] == len(labels)
+    }
+    if not matching:
+        units = [port.shape[-1] if port.shape else 1 for port in signature.outputs]
+        if len(units) == 1:
+            expected = f"one label per output unit ({units[0]})"
+        else:
+            pairs = zip(signature.outputs, units, strict=True)
+            named = ", ".join(f"{port.key}: {count}" for port, count in pairs)
+            expected = f"one label per unit of some output ({named})"
+        raise ValueError(f"Expected {expected}. Received: {len(labels)} labels.")
+    return matching
+
+
+def _check_normalization(normalization):
+    if normalization is None:
+        return None
+    if not isinstance(normalization, list | tuple) or len(normalization) != 2:
+        raise ValueError(
+            f"Expected `normalization` as (mean, std). Received: normalization={normalization!r}"
+        )
+    try:
+        mean, std = (np.atleast_1d(np.asarray(value, dtype=np.float64)) for value in normalization)
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"Expected numbers in `normalization`. Received: normalization={normalization!r}"
+        ) from None
+    if not (np.all(np.isfinite(mean)) and np.all(np.isfinite(std))) or np.any(std <= 0):
+        raise ValueError(
+            "Expected finite means and every std in `normalization` > 0. "
+            f"Received: normalization={normalization!r}"
+        )
+    return [mean.tolist(), std.tolist()]
+
+
+def _keras_outputs(model, signature, samples):
+    # Called directly, not through model.predict: predict traces a new tf.function for every
+    # model it sees, and TensorFlow warns about retracing after a few exports.
+    batches = []
+    for start in range(0, len(samples[0]), _PREDICT_BATCH):
+        batch = [array[start : start + _PREDICT_BATCH] for array in samples]
+        outputs = signature.name_outputs(model(signature.pack(batch), training=False))
+        batches.append({name: _convert.as_numpy(value) for name, value in outputs.items()})
+    return {name: np.concatenate([b[name] for b in batches]) for name in batches[0]}
+
+
+def _tensor_map(info, signature):
+    """`(inputs, outputs)`: signature name -> tensor index, checked against the file."""
+    inputs, outputs = info.signature_inputs, info.signature_outputs
+    missing = [p.name for p in signature.inputs if p.name not in inputs] + [
+        p.name for p in signature.outputs if p.name not in outputs
+    ]
+    if missing:
+        raise ConversionError(
+            "The converted file's signature lacks inputs or outputs of the model: "
+            f"{missing} (it has {sorted(inputs)} -> {sorted(outputs)})."
+        )
+    return (
+        {p.name: inputs[p.name] for p in signature.inputs},
+        {p.name: outputs[p.name] for p in signature.outputs},
+    )
+
+
+def _port_report(ports, tensors, info, quantized):
+    report = []
+    for port in ports:
+        tensor = info.tensors[tensors[port.name]]
+        report.append(
+            {
+                "name": port.key,
+                "shape": [1, *tensor.shape[1:]],
+                "dtype": tensor.dtype,
+                "quantization": tensor.quantization if quantized and tensor.quantization else None,
+            }
+        )
+    return report
+
+
+def _notes(info, target, model):
+    notes = []
+    sparsity = compare_sparsity(model, info).note()
+    if sparsity:
+        notes.append(sparsity)
+    densified = info.op_counts().get("DENSIFY", 0)
+    if densified:
+        notes.append(
+            f"{densified} tensor(s) are stored sparse but densified at load (DENSIFY): "
+            "smaller file, dense speed"
+        )
+    sparse_fc = [
+        op
+        for op in info.ops
+        if op.name == "FULLY_CONNECTED"
+        and info.operand(op, 1) is not None
+        and info.operand(op, 1).sparse
+    ]
+    if sparse_fc:
+        notes.append(
+            f"{len(sparse_fc)} FULLY_CONNECTED op(s) run LiteRT's sparse kernel "
+            "(XNNPACK leaves them to the built-in kernels)"
+        )
+    if target.sparse_encoding and not info.sparse_tensors:
+        notes.append(
+            "no tensor was sparse-encoded: the converter needs >= 30% exact zeros in a "
+            "rank-2/4 weight (prune the model first)"
+        )
+    return notes
+
+
+def to_tflite(
+    model,
+    path,
+    *,
+    target="mobile",
+    representative_data=None,
+    labels=None,
+    normalization=None,
+    name=None,
+    version="1",
+    description="",
+    verification_data=None,
+    on_mismatch="raise",
+    latency_runs=50,
+):
+    """Converts a Keras model to a verified `.tflite` file for phones or microcontrollers.
+
+    keras_prune wrappers are stripped first. The file is run on the runtime of its target and
+    compared with Keras before anything is written; `"mcu"` also writes `<stem>_data.cc`,
+    `<stem>_data.h` (16-byte aligned C array, its length and arena size) and
+    `<stem>_data_ops.h` (registers exactly the model's ops) next to `<stem>.tflite`. Either
+    every file is written or none is. The converter and the runtimes run in child processes,
+    so a crash in native code raises an exception here instead of ending the process.
+
+    Args:
+        model: A built Keras model (TensorFlow backend), pruned (wrapped or stripped) or not.
+            It may take and return a single array, a list or a dict of arrays (keras-hub
+            backbones take dicts of token ids and masks).
+        path: Output `.tflite` path; its directory is created if missing.
+        target: `"mobile"` (float32, sparse-encoded, XNNPACK), `"mobile-int8"` (full-integer,
+            sparse-encoded) or `"mcu"` (full-integer, dense storage, TFLM).
+        representative_data: Typical inputs, shaped like the model's inputs with a leading
+            sample axis: one array, a list in `model.inputs` order, or a dict keyed by input
+            name. Required by the int8 targets (calibration, at most 500 samples used). Its
+            shape fixes dimensions the model leaves open (e.g. sequence length).
+        labels: Class names, one per output unit (metadata; enables the label file). With
+            several outputs, attached to each output with that many units.
+        normalization: `(mean, std)` the app applies to raw image inputs (metadata).
+        name: Model name in the metadata; default: `model.name`.
+        version: Model version in the metadata.
+        description: Model description in the metadata.
+        verification_data: Inputs compared with Keras, structured like `representative_data`;
+            default: its first 64 samples, or 64 generated samples (standard-normal floats,
+            integers 0 or 1, e.g. token ids valid for any vocabulary).
+        on_mismatch: `"raise"` (default: raise `ExportVerificationError`, write nothing) or
+            `"warn"` (write anyway; the result shows FAIL).
+        latency_runs: Timed invocations per latency figure (median reported); 0 skips timing.
+
+    Returns:
+        An `ExportResult`.
+
+    Raises:
+        ValueError: an argument is invalid (the message names it and what to pass).
+        ConversionError: the converter refused the model or crashed.
+        RuntimeCheckError: LiteRT or TFLM refused the converted file or crashed on it.
+        ExportVerificationError: the file disagrees with Keras (nothing written).
+
+    Example:
+
+    ```python
+    import keras, numpy as np
+    import keras_prune as kp
+    model = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Flatten(),
+                              keras.layers.Dense(10, activation="softmax")])
+    x = np.random.rand(100, 8, 8, 1).astype("float32")
+    result = kp.export.to_tflite(model, "build/model.tflite", target="mcu",
+                                 representative_data=x)
+    print(result)
+    ```
+    """
+    target = get_target(target)
+    if not isinstance(model, keras.Model):
+        raise TypeError(f"Expected a keras.Model. Received: {type(model).__name__}")
+    _convert.check_backend()
+    if on_mismatch not in ("raise", "warn"):
+        raise ValueError(
+            f'Expected `on_mismatch` "raise" or "warn". Received: on_mismatch={on_mismatch!r}'
+        )
+    if isinstance(latency_runs, bool) or not isinstance(latency_runs, int) or latency_runs < 0:
+        raise ValueError(f"Expected `latency_runs` >= 0. Received: latency_runs={latency_runs!r}")
+    signature = Signature(model)
+    if target.quantize and representative_data is None:
+        raise ValueError(
+            f"Expected `representative_data` for target={target.name!r}: full-integer "
+            "quantization calibrates activation ranges on typical inputs. Pass an array of "
+            "shape (num_samples, *input_shape), e.g. 100-500 training samples (a list or "
+            "dict of such arrays for a model with several inputs)."
+        )
+    calibration = None
+    if representative_data is not None:
+        calibration = signature.flatten(representative_data, "representative_data")
+    samples = None
+    if verification_data is not None:
+        samples = signature.flatten(verification_data, "verification_data")
+    signature = _convert.fixed_signature(signature, calibration, samples)
+    if samples is None and calibration is not None:
+        samples = [array[:DEFAULT_VERIFICATION_SAMPLES] for array in calibration]
+    elif samples is None:
+        samples = signature.generate(DEFAULT_VERIFICATION_SAMPLES)
+    labels = _check_labels(labels, signature)
+    normalization = _check_normalization(normalization)
+    path = _files.check_writable(path)
+    directory, file_name = os.path.split(path)
+    stem = file_name[: -len(".tflite")]
+
+    _convert.isolation.start_converter()
+    _files.clean_system_temp()
+    _files.recover(directory)
+    wrapped = model
+    model, stripped = _convert.strip_wrappers(model)
+    half_precision = model
+    model, precision_note = _precision.float32_copy(model)
+    expected = _keras_outputs(model, signature, samples)
+    if precision_note:
+        before = _keras_outputs(half_precision, signature, samples)
+        drift = max(float(np.max(np.abs(expected[k] - before[k]))) for k in expected)
+        precision_note += f"; the float32 copy's outputs differ from the original by <= {drift:.3g}"
+    data = _convert.convert(model, target, calibration, signature=signature)
+    info = read_model(data)
+    if target.runtime == "tflm":
+        missing = _mcu.unsupported_ops(info.op_names)
+        if missing:
+            raise ConversionError(
+                f"Expected only ops TensorFlow Lite Micro implements. The converted model uses "
+                f"{', '.join(missing)}, which TFLM lacks. Replace the layers producing them "
+                "(the op names appear in `keras-prune inspect`)."
+            )
+    record = _metadata.pruning_record(model, wrapped if stripped else None)
+    data, metadata_status = _metadata.add_metadata(
+        data,
+        name=name or model.name,
+        version=str(version),
+        description=description,
+        labels=labels,
+        normalization=normalization,
+        record=record,
+    )
+    info = read_model(data)
+    input_tensors, output_tensors = _tensor_map(info, signature)
+
+    inputs = {
+        input_tensors[port.name]: _verify.quantize(array, info.tensors[input_tensors[port.name]])
+        for port, array in zip(signature.inputs, samples, strict=True)
+    }
+    scales = {
+        port.name: (info.tensors[index].quantization or {"scale": [None]})["scale"][0]
+        for port, index in ((p, output_tensors[p.name]) for p in signature.outputs)
+    }
+
+    def outputs_by_name(raw):
+        return {
+            port.name: _verify.dequantize(raw[output_tensors[port.name]], info.tensors[index])
+            for port, index in ((p, output_tensors[p.name]) for p in signature.outputs)
+        }
+
+    steps = [{"kind": "predict", "xnnpack": xnnpack} for xnnpack in (True, False)]
+    if latency_runs:
+        steps += [
+            {"kind": "latency", "xnnpack": xnnpack, "runs": latency_runs, "warmup": _LATENCY_WARMUP}
+            for xnnpack in (True, False)
+        ]
+    runs, latency = _verify.run_litert(data, inputs, steps)
+    checks = [
+        _verify.compare(
+            expected,
+            outputs_by_name(raw),
+            runtime=runtime,
+            quantized=target.quantize,
+            output_scale=scales,
+        )
+        for raw, runtime in zip(runs, ("litert+xnnpack", "litert-builtin"), strict=True)
+    ]
+    arena = None
+    if target.runtime == "tflm":
+        arena = _verify.find_min_arena(data)
+        on_tflm = _verify.tflm_outputs(data, [inputs[index] for index in info.inputs], arena)
+        raw = dict(zip(info.outputs, on_tflm, strict=True))
+        checks.append(
+            _verify.compare(
+                expected, outputs_by_name(raw), runtime="tflm", quantized=True, output_scale=scales
+            )
+        )
+
+    files = {file_name: data}
+    if target.runtime == "tflm":
+        symbol = _mcu.c_identifier(f"{stem}_data")
+        files.update(_mcu.c_sources(data, info.op_names, symbol=symbol, arena_bytes=arena))
+    in_ports = _port_report(signature.inputs, input_tensors, info, target.quantize)
+    out_ports = _port_report(signature.outputs, output_tensors, info, target.quantize)
+    result = ExportResult(
+        path=path,
+        target=target.name,
+        target_description=target.description,
+        file_bytes=info.file_bytes,
+        gzip_bytes=info.gzip_bytes,
+        size_breakdown=info.size_breakdown(),
+        ops=info.op_counts(),
+        sparse_tensors=[
+            {"name": t.name, "shape": list(t.shape), "encoding": t.encoding, "density": t.density}
+            for t in info.sparse_tensors
+        ],
+        input_quantization=in_ports[0]["quantization"] if len(in_ports) == 1 else None,
+        output_quantization=out_ports[0]["quantization"] if len(out_ports) == 1 else None,
+        checks=checks,
+        latency_us=latency,
+        arena_bytes=arena,
+        extra_files=[os.path.join(directory, file) for file in files if file != file_name],
+        stripped_wrappers=stripped,
+        metadata=metadata_status,
+        notes=([precision_note] if precision_note else []) + _notes(info, target, model),
+        inputs=in_ports,
+        outputs=out_ports,
+    )
+    if not result.passed and on_mismatch == "raise":
+        raise ExportVerificationError(
+            "The exported model disagrees with Keras beyond tolerance; no file was written. "
+            "Pass on_mismatch='warn' to write it anyway.\n" + str(result),
+            result,
+        )
+    _files.commit_files(directory, stem, files)
+    return result
