@@ -21,6 +21,7 @@ JOB/error.json; the exit status says whether the step finished.
 import json
 import os
 import select
+import signal
 import sys
 
 import numpy as np
@@ -28,7 +29,7 @@ import numpy as np
 # A conversion server that has had no job for this long exits; the parent starts a new one
 # when it needs it, so an idle process does not hold TensorFlow's memory forever.
 SERVER_IDLE_SECONDS = 600
-MAX_CALIBRATION_SAMPLES = 500
+_CRASH_AT = "KERAS_PRUNE_TEST_CRASH_AT"
 
 
 def _write_json(path, data):
@@ -41,6 +42,13 @@ def _stage(job, name):
     with open(os.path.join(job, "stage"), "w", encoding="utf-8") as handle:
         handle.write(name)
         handle.flush()
+    _crash_if_asked(name)
+
+
+def _crash_if_asked(stage):
+    # Test hook: end this process with SIGSEGV at the named stage, as a native crash would.
+    if os.environ.get(_CRASH_AT) == stage:
+        os.kill(os.getpid(), signal.SIGSEGV)
 
 
 def _redirect_output(path):
@@ -69,7 +77,7 @@ def convert(job):
     if settings["quantize"]:
         names = settings["input_names"]
         with np.load(os.path.join(job, "calibration.npz")) as stored:
-            samples = [stored[f"i{i}"][:MAX_CALIBRATION_SAMPLES] for i in range(len(names))]
+            samples = [stored[f"i{i}"] for i in range(len(names))]
 
         def representative_dataset():
             for row in range(len(samples[0])):
@@ -209,9 +217,12 @@ def tflm(argv):
     with open(model_path, "rb") as handle:
         model = handle.read()
     interpreter = runtime.Interpreter.from_bytes(model, arena_size=arena_bytes)
+    verifying = len(argv) > 4  # The arena search runs without outputs.
+    if verifying:
+        _crash_if_asked("verify-tflm")
     with np.load(inputs_path) as stored:
         inputs = [stored[f"i{i}"] for i in range(len(stored.files))]
-    output_count = int(argv[4]) if len(argv) > 4 else 0
+    output_count = int(argv[4]) if verifying else 0
     outputs = [[] for _ in range(output_count)]
     for row in range(len(inputs[0])):
         for position, values in enumerate(inputs):

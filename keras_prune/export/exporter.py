@@ -275,7 +275,7 @@ def to_tflite(
         before = _keras_outputs(half_precision, signature, samples)
         drift = max(float(np.max(np.abs(expected[k] - before[k]))) for k in expected)
         precision_note += f"; the float32 copy's outputs differ from the original by <= {drift:.3g}"
-    data = _convert.convert(model, target, calibration, signature=signature)
+    data = _convert.convert_checked(model, target, calibration, signature)
     info = read_model(data)
     if target.runtime == "tflm":
         missing = _mcu.unsupported_ops(info.op_names)
