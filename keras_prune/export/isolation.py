@@ -146,7 +146,12 @@ class _ConverterServer:
                 self.stop()
                 raise RuntimeError("TensorFlow's converter server stopped answering.")
             child = int(line.split()[1])
-            line = self._read_line(timeout)
+            try:
+                line = self._read_line(timeout)
+            except BaseException:  # Ctrl-C: the conversion must not outlive the export.
+                os.kill(child, signal.SIGKILL)
+                self.stop()
+                raise
             if line is None:
                 os.kill(child, signal.SIGKILL)
                 line = self._read_line(60)
