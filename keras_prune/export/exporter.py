@@ -319,7 +319,19 @@ def to_tflite(
             {"kind": "latency", "xnnpack": xnnpack, "runs": latency_runs, "warmup": _LATENCY_WARMUP}
             for xnnpack in (True, False)
         ]
-    runs, latency = _verify.run_litert(data, inputs, steps)
+    notes = []
+    try:
+        runs, latency = _verify.run_litert(data, inputs, steps)
+    except _verify.XnnpackRefusedError as error:
+        # Measured: XNNPACK will not delegate int8 FULLY_CONNECTED with unstructured, 1x4 or
+        # 2:4 sparsity; the built-in kernels run such files.
+        steps = [step for step in steps if not step["xnnpack"]]
+        runs, latency = _verify.run_litert(data, inputs, steps)
+        runs = [None, *runs]
+        notes.append(
+            f"XNNPACK refused this file ({str(error).split(': ', 1)[-1][:120]}); checked and "
+            "timed on LiteRT's built-in kernels only"
+        )
     checks = [
         _verify.compare(
             expected,
@@ -329,6 +341,7 @@ def to_tflite(
             output_scale=scales,
         )
         for raw, runtime in zip(runs, ("litert+xnnpack", "litert-builtin"), strict=True)
+        if raw is not None
     ]
     arena = None
     if target.runtime == "tflm":
@@ -367,7 +380,7 @@ def to_tflite(
         extra_files=[os.path.join(directory, file) for file in files if file != file_name],
         stripped_wrappers=stripped,
         metadata=metadata_status,
-        notes=([precision_note] if precision_note else []) + _notes(info, target, model),
+        notes=([precision_note] if precision_note else []) + notes + _notes(info, target, model),
         inputs=in_ports,
         outputs=out_ports,
     )

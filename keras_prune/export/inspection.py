@@ -12,7 +12,7 @@ import os
 import platform
 
 from keras_prune.export.flatbuffer import load_bytes, read_model
-from keras_prune.export.verify import generated_inputs, run_litert
+from keras_prune.export.verify import XnnpackRefusedError, generated_inputs, run_litert
 
 _UNARY = {
     "ABS",
@@ -265,7 +265,15 @@ class InspectReport:
         lines += [f"  note: {note}" for note in self.xnnpack.notes]
         if self.latency_us:
             lines += ["", "latency (LiteRT, 1 thread, median)"]
-            lines.append(f"  with XNNPACK      {self.latency_us['xnnpack']:>10,.1f} us")
+            xnnpack = self.latency_us["xnnpack"]
+            lines.append(
+                "  with XNNPACK      "
+                + (
+                    "  refused (XNNPACK will not delegate this file)"
+                    if xnnpack is None
+                    else f"{xnnpack:>10,.1f} us"
+                )
+            )
             lines.append(f"  built-in kernels  {self.latency_us['builtin']:>10,.1f} us")
         return "\n".join(lines)
 
@@ -300,7 +308,11 @@ def inspect_tflite(model, *, latency_runs=50):
             {"kind": "latency", "xnnpack": xnnpack, "runs": latency_runs, "warmup": 5}
             for xnnpack in (True, False)
         ]
-        _, latency = run_litert(data, generated_inputs(info), steps)
+        try:
+            _, latency = run_litert(data, generated_inputs(info), steps)
+        except XnnpackRefusedError:
+            _, latency = run_litert(data, generated_inputs(info), steps[1:])
+            latency["xnnpack"] = None
     path = os.fspath(model) if isinstance(model, str | os.PathLike) else "<bytes>"
     return InspectReport(
         path=str(path), model=info, xnnpack=check_xnnpack_sparse(info), latency_us=latency

@@ -11,6 +11,7 @@ import keras
 import numpy as np
 
 from keras_prune.export.convert import all_layers
+from keras_prune.export.errors import ConversionError
 
 _HALF = ("float16", "bfloat16")
 
@@ -47,7 +48,7 @@ def float32_copy(model):
         model: A Keras model without keras_prune wrappers.
 
     Raises:
-        ValueError: the model cannot be rebuilt from its config (the message says how to
+        ConversionError: the model cannot be rebuilt from its config (the message says how to
             make the copy by hand).
 
     Example:
@@ -67,7 +68,7 @@ def float32_copy(model):
         copy = type(model).from_config(_float32_config(model.get_config()))
         copy.set_weights([np.asarray(w, dtype=np.float32) for w in model.get_weights()])
     except Exception as error:  # from_config / set_weights of arbitrary user layers.
-        raise ValueError(
+        raise ConversionError(
             f"The model computes in {', '.join(policies)}, which TFLite's float kernels do not "
             "take, and rebuilding it in float32 from its config failed "
             f"({type(error).__name__}: {error}). Build the same model after "
@@ -78,7 +79,7 @@ def float32_copy(model):
         keras.config.set_dtype_policy(previous)
     remaining = _half_precision_policies(copy)
     if remaining:
-        raise ValueError(
+        raise ConversionError(
             f"The model computes in {', '.join(policies)}; its float32 copy still has layers "
             f"in {', '.join(remaining)} (set by the layers themselves). Build it under "
             "`keras.config.set_dtype_policy('float32')` and export that copy."

@@ -18,6 +18,9 @@ import numpy as np
 
 from keras_prune.export.convert import all_layers
 
+# Below this share of zero kernel weights a model was not pruned: an unpruned ResNet50 has a
+# few exact zeros, and reporting "0.0% kept" for it is noise.
+MIN_REPORTED_ZERO_SHARE = 0.01
 _KERNEL_ATTRIBUTES = ("kernel", "depthwise_kernel", "pointwise_kernel", "embeddings")
 # Operand positions that hold a layer's kernel, per op.
 _WEIGHT_OPERANDS = {
@@ -56,8 +59,9 @@ class SparsityComparison:
         return bool(self.lost_sizes)
 
     def note(self):
-        """One line for the export report, or None when the kernels held no zeros."""
-        if not self.compared or not self.keras_zeros:
+        """One line for the export report, or None when the kernels were not pruned (fewer than
+        1% zeros in Keras)."""
+        if not self.compared or self.keras_zeros < MIN_REPORTED_ZERO_SHARE * self.weights:
             return None
         keras_share = 100 * self.keras_zeros / self.weights
         file_share = 100 * self.file_zeros / self.weights

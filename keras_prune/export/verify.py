@@ -162,6 +162,11 @@ def file_inputs(info, x, argument="x"):
     return inputs
 
 
+class XnnpackRefusedError(RuntimeCheckError):
+    """XNNPACK refused to delegate the file (e.g. int8 FULLY_CONNECTED with unstructured
+    sparsity); LiteRT's built-in kernels may still run it."""
+
+
 def _runtime_failure(stage, returncode, error, log):
     what = {
         "verify-litert": "running the file on LiteRT",
@@ -181,7 +186,8 @@ def _runtime_failure(stage, returncode, error, log):
         )
     lines = [line for line in (error or log).strip().splitlines() if line.strip()]
     detail = " ".join(lines[-3:]) if lines else isolation.describe_exit(returncode)
-    return RuntimeCheckError(
+    refused = stage.endswith(":xnnpack") and "XNNPack" in detail
+    return (XnnpackRefusedError if refused else RuntimeCheckError)(
         f"The runtime refused the file while {what}{delegate} "
         f"(stage {stage.split(':')[0]}): {detail}",
         stage=stage.split(":")[0],
