@@ -17,6 +17,7 @@ from keras_prune.export.exporter import ExportVerificationError, to_tflite
 from keras_prune.export.files import recover
 from keras_prune.export.flatbuffer import read_model
 from keras_prune.export.inspection import InspectReport, check_xnnpack_sparse, inspect_tflite
+from keras_prune.export.loading import load_model
 from keras_prune.export.policy import xnnpack_filter
 from keras_prune.export.result import ExportResult
 from keras_prune.export.targets import TARGETS, Target, get_target
@@ -37,6 +38,7 @@ __all__ = [
     "find_min_arena",
     "get_target",
     "inspect_tflite",
+    "load_model",
     "measure_latency",
     "predict",
     "read_model",
