@@ -205,7 +205,7 @@ def _add_inspect(subparsers):
 
 
 def _run_inspect(args):
-    from keras_prune.export.errors import InvalidModelFileError
+    from keras_prune.export.errors import InvalidModelFileError, RuntimeCheckError
     from keras_prune.export.inspection import inspect_tflite
 
     if args.latency_runs < 0:
@@ -219,7 +219,13 @@ def _run_inspect(args):
                 f"first: `keras-prune export {args.model} --out build/`, then inspect the "
                 ".tflite file written there."
             )
-    report = inspect_tflite(args.model, latency_runs=args.latency_runs)
+    try:
+        report = inspect_tflite(args.model, latency_runs=args.latency_runs)
+    except RuntimeCheckError as error:
+        # A file LiteRT cannot run is a bad input file here, not a failed export.
+        raise InvalidModelFileError(
+            f"{error} Pass --latency-runs 0 to see what the file holds without running it."
+        ) from None
     print(json.dumps(report.to_dict(), indent=1, default=str) if args.json else report)
     return EXIT_OK
 

@@ -358,6 +358,60 @@ def _sparse_encoding(block_map, dim_metadata, rank):
     return "sparse CSR, unstructured"
 
 
+def _sparse_indices(meta, what):
+    """`(segments, indices)` arrays of a SPARSE_CSR dimension."""
+    arrays = []
+    for type_slot, value_slot in ((2, 3), (4, 5)):
+        kind = meta.scalar(type_slot, "B")
+        if kind not in _SPARSE_INDEX_DTYPES:
+            raise _Corrupt(f"{what}: sparse dimension without a valid index array")
+        vector = meta.table(value_slot, what)
+        if vector is None:
+            raise _Corrupt(f"{what}: sparse dimension without its index array")
+        arrays.append(vector.vector(0, _SPARSE_INDEX_DTYPES[kind], what).astype(np.int64))
+    return arrays
+
+
+def _check_sparsity(order, block_map, dim_metadata, shape, value_count, what):
+    """Checks that the sparse index arrays describe exactly `value_count` stored values inside
+    the tensor: a kernel follows them without bounds checks, so a corrupted segment array
+    crashes LiteRT (measured: SIGSEGV in the sparse FULLY_CONNECTED kernel)."""
+    rank = len(shape)
+    order, block_map = [int(d) for d in order], [int(d) for d in block_map]
+    expanded = rank + len(block_map)
+    if sorted(order) != list(range(expanded)) or len(dim_metadata) != expanded:
+        raise _Corrupt(f"{what}: inconsistent sparse traversal order")
+    block = [1] * rank
+    for position, dim in enumerate(order):
+        if dim >= rank:
+            original = block_map[dim - rank]
+            size = dim_metadata[position].scalar(1, "i")
+            if not 0 <= original < rank or size <= 0 or shape[original] % size:
+                raise _Corrupt(f"{what}: invalid sparse block size")
+            block[original] = size
+    count = 1
+    for position, dim in enumerate(order):
+        meta = dim_metadata[position]
+        size = shape[dim] // block[dim] if dim < rank else block[block_map[dim - rank]]
+        if meta.scalar(0, "b") == 0:  # DENSE
+            if meta.scalar(1, "i") != size:
+                raise _Corrupt(f"{what}: dense size of sparse dimension {position} is wrong")
+            count *= size
+            continue
+        segments, indices = _sparse_indices(meta, what)
+        if (
+            len(segments) != count + 1
+            or segments[0] != 0
+            or np.any(np.diff(segments) < 0)
+            or segments[-1] != len(indices)
+            or (len(indices) and (indices.min() < 0 or indices.max() >= size))
+        ):
+            raise _Corrupt(f"{what}: sparse index arrays of dimension {position} are out of range")
+        count = len(indices)
+    if count != value_count:
+        raise _Corrupt(f"{what}: sparse indices describe {count} values, {value_count} are stored")
+
+
 def _sparse_index_bytes(meta, what):
     total = 0
     for type_slot, value_slot in ((2, 3), (4, 5)):
@@ -445,6 +499,9 @@ def _parse(data):
                     f"{what} ({dtype_name.lower()}, shape {shape}) stores {raw.size} bytes, "
                     f"which does not match its shape"
                 )
+            if sparsity is not None:
+                order = sparsity.vector(0, np.int32, f"{what} traversal order")
+                _check_sparsity(order, block_map, dim_metadata, shape, raw.size // itemsize, what)
             values = np.frombuffer(raw.tobytes(), dtype=_NUMPY_DTYPES[dtype_name])
             constants[index] = values
             density = float(np.count_nonzero(values)) / size
