@@ -211,6 +211,26 @@ def test_debug_shows_the_traceback_and_bugs_exit_1(saved, capsys, monkeypatch):
     assert "KeyError" in line and "rerun with --debug and report it" in line
 
 
+def test_npz_calibration_feeds_a_model_with_several_inputs(tmp_path, capsys):
+    image, extra = keras.Input((4, 4, 1), name="image"), keras.Input((3,), name="extra")
+    joined = keras.layers.Concatenate()([keras.layers.Flatten()(image), extra])
+    keras.Model([image, extra], keras.layers.Dense(2)(joined)).save(tmp_path / "two.keras")
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "x.npz", image=rng.random((8, 4, 4, 1)), extra=rng.random((8, 3)))
+    argv = ["export", str(tmp_path / "two.keras"), "--target", "mobile-int8", "--json"]
+    argv += [
+        "--calibration",
+        str(tmp_path / "x.npz"),
+        "--out",
+        str(tmp_path),
+        "--latency-runs",
+        "0",
+    ]
+    assert main(argv) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert [port["name"] for port in report["inputs"]] == ["image", "extra"] and report["passed"]
+
+
 def test_a_saved_pruned_model_is_loaded_and_stripped(saved, capsys):
     import keras_prune as kp
 
