@@ -192,7 +192,7 @@ def test_conversion_and_verification_failures_have_their_own_statuses(
     status = main(["export", str(saved / "digits.keras"), "--out", str(tmp_path / "out")])
     line = one_line_error(capsys, "export")
     assert status == 5 and "crashed (signal 11 (SIGSEGV))" in line and "verify-litert" in line
-    assert not os.listdir(tmp_path / "out")
+    assert not (tmp_path / "out").exists()
 
 
 def test_debug_shows_the_traceback_and_bugs_exit_1(saved, capsys, monkeypatch):

@@ -259,136 +259,171 @@ def to_tflite(
         samples = signature.generate(DEFAULT_VERIFICATION_SAMPLES)
     labels = _check_labels(labels, signature)
     normalization = _check_normalization(normalization)
-    path = _files.check_writable(path)
-    directory, file_name = os.path.split(path)
-    stem = file_name[: -len(".tflite")]
-
-    _convert.isolation.start_converter()
-    _files.clean_system_temp()
-    _files.recover(directory)
-    wrapped = model
-    model, stripped = _convert.strip_wrappers(model)
-    half_precision = model
-    model, precision_note = _precision.float32_copy(model)
-    expected = _keras_outputs(model, signature, samples)
-    if precision_note:
-        before = _keras_outputs(half_precision, signature, samples)
-        drift = max(float(np.max(np.abs(expected[k] - before[k]))) for k in expected)
-        precision_note += f"; the float32 copy's outputs differ from the original by <= {drift:.3g}"
-    data = _convert.convert_checked(model, target, calibration, signature)
-    info = read_model(data)
-    if target.runtime == "tflm":
-        missing = _mcu.unsupported_ops(info.op_names)
-        if missing:
-            raise ConversionError(
-                f"Expected only ops TensorFlow Lite Micro implements. The converted model uses "
-                f"{', '.join(missing)}, which TFLM lacks. Replace the layers producing them "
-                "(the op names appear in `keras-prune inspect`)."
+    with _files.removed_if_failed(os.path.dirname(os.path.abspath(os.fspath(path)))):
+        path = _files.check_writable(path)
+        directory, file_name = os.path.split(path)
+        stem = file_name[: -len(".tflite")]
+        _convert.isolation.start_converter()  # TensorFlow's import overlaps the work below.
+        _files.clean_system_temp()
+        _files.recover(directory)
+        plain, stripped = _convert.strip_wrappers(model)
+        plain, precision_note = _float32(plain, signature, samples)
+        data = _convert.convert_checked(plain, target, calibration, signature)
+        if target.runtime == "tflm":
+            missing = _mcu.unsupported_ops(read_model(data).op_names)
+            if missing:
+                raise ConversionError(
+                    "Expected only ops TensorFlow Lite Micro implements. The converted model "
+                    f"uses {', '.join(missing)}, which TFLM lacks. Replace the layers producing "
+                    "them (the op names appear in `keras-prune inspect`)."
+                )
+        data, metadata_status = _metadata.add_metadata(
+            data,
+            name=name or plain.name,
+            version=str(version),
+            description=description,
+            labels=labels,
+            normalization=normalization,
+            record=_metadata.pruning_record(plain, model if stripped else None),
+        )
+        run = _RuntimeChecks(data, signature, target)
+        checks, latency, notes = run.checks(
+            _keras_outputs(plain, signature, samples), samples, latency_runs
+        )
+        files = {file_name: data}
+        if target.runtime == "tflm":
+            symbol = _mcu.c_identifier(f"{stem}_data")
+            files.update(
+                _mcu.c_sources(data, run.info.op_names, symbol=symbol, arena_bytes=run.arena)
             )
-    record = _metadata.pruning_record(model, wrapped if stripped else None)
-    data, metadata_status = _metadata.add_metadata(
-        data,
-        name=name or model.name,
-        version=str(version),
-        description=description,
-        labels=labels,
-        normalization=normalization,
-        record=record,
-    )
-    info = read_model(data)
-    input_tensors, output_tensors = _tensor_map(info, signature)
+        if precision_note:
+            notes.insert(0, precision_note)
+        result = run.result(path, files, checks, latency, notes + _notes(run.info, target, plain))
+        result.stripped_wrappers, result.metadata = stripped, metadata_status
+        if not result.passed and on_mismatch == "raise":
+            raise ExportVerificationError(
+                "The exported model disagrees with Keras beyond tolerance; no file was written. "
+                "Pass on_mismatch='warn' to write it anyway.\n" + str(result),
+                result,
+            )
+        _files.commit_files(directory, stem, files)
+        return result
 
-    inputs = {
-        input_tensors[port.name]: _verify.quantize(array, info.tensors[input_tensors[port.name]])
-        for port, array in zip(signature.inputs, samples, strict=True)
-    }
-    scales = {
-        port.name: (info.tensors[index].quantization or {"scale": [None]})["scale"][0]
-        for port, index in ((p, output_tensors[p.name]) for p in signature.outputs)
-    }
 
-    def outputs_by_name(raw):
+def _float32(model, signature, samples):
+    """`(model, note)`: the model, or its float32 copy and a note with how far the copy's
+    outputs are from the mixed-precision original's."""
+    copy, note = _precision.float32_copy(model)
+    if note:
+        ours = _keras_outputs(copy, signature, samples)
+        theirs = _keras_outputs(model, signature, samples)
+        drift = max(float(np.max(np.abs(ours[name] - theirs[name]))) for name in ours)
+        note += f"; the float32 copy's outputs differ from the original's by <= {drift:.3g}"
+    return copy, note
+
+
+class _RuntimeChecks:
+    """The converted file run on its target's runtimes, by signature name."""
+
+    def __init__(self, data, signature, target):
+        self.data, self.signature, self.target = data, signature, target
+        self.info = read_model(data)
+        self.input_tensors, self.output_tensors = _tensor_map(self.info, signature)
+        self.arena = None
+
+    def _outputs(self, raw):
+        """Raw outputs `{tensor index: array}` -> dequantized `{output name: array}`."""
         return {
-            port.name: _verify.dequantize(raw[output_tensors[port.name]], info.tensors[index])
-            for port, index in ((p, output_tensors[p.name]) for p in signature.outputs)
+            name: _verify.dequantize(raw[index], self.info.tensors[index])
+            for name, index in self.output_tensors.items()
         }
 
-    steps = [{"kind": "predict", "xnnpack": xnnpack} for xnnpack in (True, False)]
-    if latency_runs:
-        steps += [
-            {"kind": "latency", "xnnpack": xnnpack, "runs": latency_runs, "warmup": _LATENCY_WARMUP}
-            for xnnpack in (True, False)
-        ]
-    notes = []
-    try:
-        runs, latency = _verify.run_litert(data, inputs, steps)
-    except _verify.XnnpackRefusedError as error:
-        # Measured: XNNPACK will not delegate int8 FULLY_CONNECTED with unstructured, 1x4 or
-        # 2:4 sparsity; the built-in kernels run such files.
-        steps = [step for step in steps if not step["xnnpack"]]
-        runs, latency = _verify.run_litert(data, inputs, steps)
-        runs = [None, *runs]
-        notes.append(
-            f"XNNPACK refused this file ({str(error).split(': ', 1)[-1][:120]}); checked and "
-            "timed on LiteRT's built-in kernels only"
-        )
-    checks = [
-        _verify.compare(
-            expected,
-            outputs_by_name(raw),
-            runtime=runtime,
-            quantized=target.quantize,
-            output_scale=scales,
-        )
-        for raw, runtime in zip(runs, ("litert+xnnpack", "litert-builtin"), strict=True)
-        if raw is not None
-    ]
-    arena = None
-    if target.runtime == "tflm":
-        arena = _verify.find_min_arena(data)
-        on_tflm = _verify.tflm_outputs(data, [inputs[index] for index in info.inputs], arena)
-        raw = dict(zip(info.outputs, on_tflm, strict=True))
-        checks.append(
-            _verify.compare(
-                expected, outputs_by_name(raw), runtime="tflm", quantized=True, output_scale=scales
+    def checks(self, expected, samples, latency_runs):
+        """`(checks, latency, notes)`: the file against `expected` on LiteRT with and without
+        XNNPACK (and TFLM for `mcu`), and its latency."""
+        info, quantized = self.info, self.target.quantize
+        inputs = {
+            self.input_tensors[port.name]: _verify.quantize(
+                array, info.tensors[self.input_tensors[port.name]]
             )
-        )
+            for port, array in zip(self.signature.inputs, samples, strict=True)
+        }
+        scales = {
+            name: (info.tensors[index].quantization or {"scale": [None]})["scale"][0]
+            for name, index in self.output_tensors.items()
+        }
+        steps = [{"kind": "predict", "xnnpack": xnnpack} for xnnpack in (True, False)]
+        if latency_runs:
+            steps += [
+                dict(kind="latency", xnnpack=xnnpack, runs=latency_runs, warmup=_LATENCY_WARMUP)
+                for xnnpack in (True, False)
+            ]
+        notes, runtimes = [], ["litert+xnnpack", "litert-builtin"]
+        try:
+            runs, latency = _verify.run_litert(self.data, inputs, steps)
+        except _verify.XnnpackRefusedError as error:
+            # Measured: XNNPACK will not delegate int8 FULLY_CONNECTED with unstructured, 1x4
+            # or 2:4 sparsity; the built-in kernels run such files.
+            steps = [step for step in steps if not step["xnnpack"]]
+            runs, latency = _verify.run_litert(self.data, inputs, steps)
+            runtimes = runtimes[1:]
+            notes.append(
+                f"XNNPACK refused this file ({str(error).split(': ', 1)[-1][:120]}); checked "
+                "and timed on LiteRT's built-in kernels only"
+            )
+        checks = [
+            _verify.compare(
+                expected,
+                self._outputs(raw),
+                runtime=runtime,
+                quantized=quantized,
+                output_scale=scales,
+            )
+            for raw, runtime in zip(runs, runtimes, strict=True)
+        ]
+        if self.target.runtime == "tflm":
+            self.arena = _verify.find_min_arena(self.data)
+            ordered = [inputs[index] for index in info.inputs]
+            raw = dict(
+                zip(info.outputs, _verify.tflm_outputs(self.data, ordered, self.arena), strict=True)
+            )
+            checks.append(
+                _verify.compare(
+                    expected,
+                    self._outputs(raw),
+                    runtime="tflm",
+                    quantized=True,
+                    output_scale=scales,
+                )
+            )
+        return checks, latency, notes
 
-    files = {file_name: data}
-    if target.runtime == "tflm":
-        symbol = _mcu.c_identifier(f"{stem}_data")
-        files.update(_mcu.c_sources(data, info.op_names, symbol=symbol, arena_bytes=arena))
-    in_ports = _port_report(signature.inputs, input_tensors, info, target.quantize)
-    out_ports = _port_report(signature.outputs, output_tensors, info, target.quantize)
-    result = ExportResult(
-        path=path,
-        target=target.name,
-        target_description=target.description,
-        file_bytes=info.file_bytes,
-        gzip_bytes=info.gzip_bytes,
-        size_breakdown=info.size_breakdown(),
-        ops=info.op_counts(),
-        sparse_tensors=[
-            {"name": t.name, "shape": list(t.shape), "encoding": t.encoding, "density": t.density}
-            for t in info.sparse_tensors
-        ],
-        input_quantization=in_ports[0]["quantization"] if len(in_ports) == 1 else None,
-        output_quantization=out_ports[0]["quantization"] if len(out_ports) == 1 else None,
-        checks=checks,
-        latency_us=latency,
-        arena_bytes=arena,
-        extra_files=[os.path.join(directory, file) for file in files if file != file_name],
-        stripped_wrappers=stripped,
-        metadata=metadata_status,
-        notes=([precision_note] if precision_note else []) + notes + _notes(info, target, model),
-        inputs=in_ports,
-        outputs=out_ports,
-    )
-    if not result.passed and on_mismatch == "raise":
-        raise ExportVerificationError(
-            "The exported model disagrees with Keras beyond tolerance; no file was written. "
-            "Pass on_mismatch='warn' to write it anyway.\n" + str(result),
-            result,
+    def result(self, path, files, checks, latency, notes):
+        info, quantized = self.info, self.target.quantize
+        inputs = _port_report(self.signature.inputs, self.input_tensors, info, quantized)
+        outputs = _port_report(self.signature.outputs, self.output_tensors, info, quantized)
+        directory = os.path.dirname(path)
+        return ExportResult(
+            path=path,
+            target=self.target.name,
+            target_description=self.target.description,
+            file_bytes=info.file_bytes,
+            gzip_bytes=info.gzip_bytes,
+            size_breakdown=info.size_breakdown(),
+            ops=info.op_counts(),
+            sparse_tensors=[
+                dict(name=t.name, shape=list(t.shape), encoding=t.encoding, density=t.density)
+                for t in info.sparse_tensors
+            ],
+            input_quantization=inputs[0]["quantization"] if len(inputs) == 1 else None,
+            output_quantization=outputs[0]["quantization"] if len(outputs) == 1 else None,
+            checks=checks,
+            latency_us=latency,
+            arena_bytes=self.arena,
+            extra_files=[
+                os.path.join(directory, name) for name in files if name != os.path.basename(path)
+            ],
+            notes=notes,
+            inputs=inputs,
+            outputs=outputs,
         )
-    _files.commit_files(directory, stem, files)
-    return result

@@ -50,6 +50,24 @@ def _checkpoint(stage):
         time.sleep(60)
 
 
+@contextlib.contextmanager
+def removed_if_failed(directory):
+    """Removes the folders of `directory` that did not exist before the block, if the block
+    fails and they hold no files: a failed export leaves no empty folders behind."""
+    directory, created = os.path.abspath(directory), None
+    while not os.path.exists(directory):
+        created, directory = directory, os.path.dirname(directory)
+    try:
+        yield
+    except BaseException:
+        if created is not None:
+            for root, _, names in sorted(os.walk(created), key=lambda entry: -len(entry[0])):
+                if not names:
+                    with contextlib.suppress(OSError):
+                        os.rmdir(root)
+        raise
+
+
 def check_writable(path, *, suffix=".tflite"):
     """Raises a `ValueError` unless a file can be created at `path`; returns its absolute path.
 

@@ -9,10 +9,10 @@ without metadata and says so once per process.
 
 import json
 import os
-import tempfile
 import warnings
 
 from keras_prune.export.convert import all_layers
+from keras_prune.export.files import temporary_directory
 
 INSTALL_HINT = (
     "TFLite metadata needs tflite-support, which pins an old protobuf: install it with "
@@ -138,7 +138,7 @@ def add_metadata(data, *, name, version, description, labels=None, normalization
     labels = labels or {}
     input_types = writer_utils.get_input_tensor_types(bytearray(data))
     output_types = writer_utils.get_output_tensor_types(bytearray(data))
-    with tempfile.TemporaryDirectory(prefix="keras_prune-") as workdir:
+    with temporary_directory() as workdir:
         files = []
         input_md = [
             _input_metadata(

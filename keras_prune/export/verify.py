@@ -94,28 +94,6 @@ def dequantize(values, tensor):
     return ((np.asarray(values, dtype=np.float32) - zero_point) * scale).astype(np.float32)
 
 
-def litert_interpreter(model, *, xnnpack=True):
-    """An allocated `ai_edge_litert` interpreter in this process, with XNNPACK (AUTO) or the
-    built-in kernels only. Only for files you trust: a corrupted file can crash the process
-    (`predict` and `measure_latency` run the interpreter in a child instead).
-
-    Args:
-        model: Path or bytes of a `.tflite` file.
-        xnnpack: True applies the default XNNPACK delegate (`OpResolverType.AUTO`); False runs
-            the built-in kernels (`OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES`).
-    """
-    from ai_edge_litert.interpreter import Interpreter, OpResolverType
-
-    resolver = OpResolverType.AUTO if xnnpack else OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
-    interpreter = Interpreter(
-        model_content=load_bytes(model),
-        experimental_op_resolver_type=resolver,
-        num_threads=1,
-    )
-    interpreter.allocate_tensors()
-    return interpreter
-
-
 def file_inputs(info, x, argument="x"):
     """User inputs for a `.tflite` file -> `{tensor index: array}`, in the tensors' dtypes.
 
