@@ -1,5 +1,7 @@
 """to_tflite with several inputs and outputs: lists, dicts, int token ids, keras-hub backbones."""
 
+import json
+
 import keras
 import numpy as np
 import pytest
@@ -143,3 +145,18 @@ def test_structured_data_errors_name_the_input(tmp_path, data):
     ):
         export.to_tflite(model, path, labels=["a", "b"])
     assert not path.exists()
+
+
+def test_metadata_names_every_input_and_output_and_labels_the_matching_one(tmp_path, data):
+    pytest.importorskip("tensorflow_lite_support.metadata.python.metadata")
+    from tensorflow_lite_support.metadata.python import metadata
+
+    result = export.to_tflite(
+        two_in_two_out(), tmp_path / "m.tflite", labels=["a", "b", "c", "d"], latency_runs=0
+    )
+    displayer = metadata.MetadataDisplayer.with_model_buffer((tmp_path / "m.tflite").read_bytes())
+    described = json.loads(displayer.get_metadata_json())["subgraph_metadata"][0]
+    assert sorted(t["name"] for t in described["input_tensor_metadata"]) == ["extra", "image"]
+    assert sorted(t["name"] for t in described["output_tensor_metadata"]) == ["scores", "value"]
+    assert "scores_labels.txt" in displayer.get_packed_associated_file_list()
+    assert result.metadata.startswith("written (scores_labels.txt")
