@@ -325,8 +325,19 @@ def measure_latency(model, *, xnnpack=True, runs=50, warmup=5, x=None):
 class TFLMError(RuntimeCheckError):
     """TensorFlow Lite Micro could not load or run the model."""
 
-    def __init__(self, message):
-        super().__init__(message, stage="verify-tflm")
+    def __init__(self, message, signal=None):
+        super().__init__(message, stage="verify-tflm", signal=signal)
+
+
+def _tflm_error(summary, run):
+    signal = -run.returncode if run.returncode < 0 else None
+    cause = (
+        " The likely cause is an op or encoding TFLM's reference kernels cannot execute (such "
+        "as block-sparse FULLY_CONNECTED); your process was not affected."
+        if signal and not missing_op_from_log(run.stderr)
+        else ""
+    )
+    return TFLMError(f"{summary} (stage verify-tflm). {_explain(run)}{cause}", signal)
 
 
 def _arena_used(log):
@@ -399,7 +410,7 @@ def find_min_arena(model):
             high *= 4
             first = works(high)
         if first.returncode != 0:
-            raise TFLMError(f"TFLM cannot run this model. {_explain(first)}")
+            raise _tflm_error("TFLM cannot run this model", first)
         low = 0
         used = _arena_used(first.stderr)
         # The recorded total is almost always the answer: try it and one step below it first.
@@ -438,7 +449,7 @@ def tflm_outputs(model, inputs, arena_bytes):
             "tflm", paths[0], str(int(arena_bytes)), paths[1], paths[2], str(len(info.outputs))
         )
         if run.returncode != 0:
-            raise TFLMError(f"TFLM failed to run the model. {_explain(run)}")
+            raise _tflm_error("TFLM failed to run the model", run)
         with np.load(paths[2]) as stored:
             return [stored[f"o{i}"] for i in range(len(info.outputs))]
 
