@@ -308,7 +308,7 @@ def _add_debug(parser, default):
         "--debug",
         action="store_true",
         default=default,
-        help="print tracebacks and TensorFlow's logs on errors",
+        help="on an error, print its traceback too",
     )
 
 
