@@ -91,9 +91,9 @@ def load_model(path, *, custom_objects=None):
     import keras
 
     check_keras_file(path)
-    try:  # Registers keras_prune's classes so wrapped models load.
-        import keras_prune.pruning  # noqa: F401
-    except ImportError:
+    try:  # The exporter's one import from the pruning modules; it registers their classes.
+        from keras_prune.pruning import strip  # noqa: F401
+    except ImportError:  # A plain model still loads without them.
         pass
     try:
         return keras.saving.load_model(path, custom_objects=custom_objects)
