@@ -18,7 +18,7 @@ from keras_prune.export.files import recover
 from keras_prune.export.flatbuffer import read_model
 from keras_prune.export.inspection import InspectReport, check_xnnpack_sparse, inspect_tflite
 from keras_prune.export.loading import load_model
-from keras_prune.export.policy import xnnpack_filter
+from keras_prune.export.policy import check_xnnpack_sparse_model, xnnpack_filter
 from keras_prune.export.result import ExportResult
 from keras_prune.export.targets import TARGETS, Target, get_target
 from keras_prune.export.verify import RuntimeCheck, find_min_arena, measure_latency, predict
@@ -45,4 +45,5 @@ __all__ = [
     "recover",
     "to_tflite",
     "xnnpack_filter",
+    "check_xnnpack_sparse_model",
 ]

@@ -48,14 +48,32 @@ def copy_model(model):
             # A Functional subclass with its own config (keras-hub): rebuild it as loading does.
             copy = model.__class__.from_config(model.get_config())
     except (TypeError, ValueError, NotImplementedError, KeyError) as error:
+        culprit = _first_layer_without_config(model)
+        where = (
+            f"layer {culprit.name!r} ({type(culprit).__name__}) cannot be rebuilt from its "
+            "config; make its `get_config()` return its constructor arguments"
+            if culprit is not None
+            else str(error)
+        )
         raise CannotCopy(
-            f"Keras cannot rebuild model {model.name!r} ({type(model).__name__}) from its config: "
-            f"{error}"
+            f"Keras cannot rebuild model {model.name!r} ({type(model).__name__}) from its "
+            f"config: {where}."
         ) from error
     if model.built and not copy.built:
         copy.build(tuple(model.inputs[0].shape))
     _same_weights(model, copy)
     return copy
+
+
+def _first_layer_without_config(model):
+    for layer in getattr(model, "layers", []):
+        if isinstance(layer, keras.layers.InputLayer):
+            continue
+        try:
+            layer.__class__.from_config(layer.get_config())
+        except (TypeError, ValueError, NotImplementedError, KeyError):
+            return layer
+    return None
 
 
 def has_default_config(model):

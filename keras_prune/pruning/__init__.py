@@ -10,10 +10,11 @@ from keras_prune.pruning.prune_strip import (
     update_masks,
 )
 from keras_prune.pruning.pruned_model import PrunedModel
-from keras_prune.pruning.tfmot_names import PrunableLayer, prune_scope
+from keras_prune.pruning.tfmot_names import PrunableLayer, PruneForLatencyOnXNNPack, prune_scope
 
 __all__ = [
     "PrunableLayer",
+    "PruneForLatencyOnXNNPack",
     "PruneReport",
     "PrunedModel",
     "prune",

@@ -433,10 +433,20 @@ def _unwrapped(model):
 def _strip_graph(model):
     baked = _baked_values(model)
     shared = _unwrapped(model)
-    plain = rewire.copy_model(shared)
-    for original, copy in zip(shared.weights, plain.weights, strict=True):
-        if id(original) in baked:
-            copy.assign(baked[id(original)])
+    try:
+        plain = rewire.copy_model(shared)
+    except rewire.CannotCopy:
+        # The layers cannot be rebuilt from their configs (kp.prune then shared them too): bake
+        # the masks into the layers themselves and take keras_prune's constraints off.
+        _release_constraints(model)
+        for variable in shared.weights:
+            if id(variable) in baked:
+                variable.assign(baked[id(variable)])
+        plain = shared
+    else:
+        for original, copy in zip(shared.weights, plain.weights, strict=True):
+            if id(original) in baked:
+                copy.assign(baked[id(original)])
     if model.compiled:
         plain.compile_from_config(model.get_compile_config())
     return plain
@@ -474,17 +484,26 @@ def _baked_values_of(wrapper):
     }
 
 
+def _release_constraints(model):
+    """Take the constraints holding masked weights at zero off every wrapper's variables."""
+    for wrapper in find_wrappers(model):
+        if not wrapper.built:
+            continue
+        for variable in [t.variable for t in wrapper.targets] + [
+            t.bias for t in wrapper.targets if t.bias is not None
+        ]:
+            if isinstance(variable.constraint, HoldMasked):
+                variable.constraint = variable.constraint.original
+
+
 def _strip_in_place(model):
     for wrapper in find_wrappers(model):
         if not wrapper.built:
             continue
         for variable, value in wrapper.effective_weights():
             variable.assign(value)
-        for variable in [t.variable for t in wrapper.targets] + [
-            t.bias for t in wrapper.targets if t.bias is not None
-        ]:
-            if isinstance(variable.constraint, HoldMasked):
-                variable.constraint = variable.constraint.original
+    _release_constraints(model)
+    for wrapper in find_wrappers(model):
         wrapper.pass_through = True
     if getattr(model, IN_PLACE_ATTRIBUTE, None) is not None:
         setattr(model, IN_PLACE_ATTRIBUTE, None)

@@ -8,6 +8,10 @@
 import abc
 import contextlib
 
+import keras
+
+from keras_prune.export import policy
+
 
 class PrunableLayer(abc.ABC):
     """Mixin for custom layers that say which of their weights to prune (tfmot's protocol).
@@ -42,3 +46,32 @@ def prune_scope():
     ```
     """
     yield
+
+
+class PruneForLatencyOnXNNPack:
+    """tfmot's pruning policy: check that the model has a region XNNPACK runs sparse, and
+    prune only its 1x1 `Conv2D` layers.
+
+    Pass it as `kp.prune_low_magnitude(model, pruning_policy=PruneForLatencyOnXNNPack())`;
+    `filters(model)` raises a ValueError naming what is missing when the model does not qualify
+    (see `kp.export.check_xnnpack_sparse_model`).
+
+    Example:
+
+    ```python
+    policy = kp.pruning.PruneForLatencyOnXNNPack()
+    pruned = kp.prune(model, filters=policy.filters(model))
+    ```
+    """
+
+    def allow_pruning(self, layer):
+        """Only 1x1 Conv2D layers are pruned."""
+        return isinstance(layer, keras.layers.Conv2D) and tuple(layer.kernel_size) == (1, 1)
+
+    def ensure_model_supports_pruning(self, model):
+        policy.check_xnnpack_sparse_model(model)
+
+    def filters(self, model):
+        """The `filters=` predicate for `kp.prune`, after checking `model`."""
+        self.ensure_model_supports_pruning(model)
+        return self.allow_pruning
