@@ -71,7 +71,7 @@ def train(x_train, y_train, epochs, prune_epochs):
         schedule=kp.PolynomialDecay(
             0.0, SPARSITY, begin_step=0, end_step=end_step, frequency=steps_per_epoch // 2
         ),
-        granularity=kp.Block((1, 16)),
+        granularity=kp.granularity.Block((1, 16)),
         filters="dense",
     )
     compile_model(pruned, 5e-4)
@@ -114,7 +114,7 @@ def main():
                     model,
                     os.path.join(workdir, label.split()[0], target, "model.tflite"),
                     target=target,
-                    representative_data=x_train[:300],
+                    calibration_data=x_train[:300],
                     verification_data=x_test[:64],
                 )
                 rows.append(

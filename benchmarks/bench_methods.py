@@ -122,7 +122,7 @@ def sparse_from_scratch(kind, sparsity, x, y, epochs, batch_size):
     total = epochs * steps_per_epoch(x, batch_size)
     model = kp.prune(build_model(seed=1))
     compile_model(model, 2e-3)
-    common = dict(update_every=20, drop_fraction=0.3, end_step=3 * total // 4)
+    common = dict(frequency=20, drop_fraction=0.3, end_step=3 * total // 4)
     if kind == "SET":
         callback = methods.SET(sparsity, **common)
     else:

@@ -45,7 +45,7 @@ def _convert(model, int8_data):
     converter = tf.lite.TFLiteConverter.from_keras_model(model)
     if int8_data is not None:
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        converter.representative_dataset = lambda: ([x[None]] for x in int8_data[:200])
+        converter.calibration_dataset = lambda: ([x[None]] for x in int8_data[:200])
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         converter.inference_input_type = tf.int8
         converter.inference_output_type = tf.int8
@@ -78,9 +78,9 @@ def mobilenet_section(rounds, runs_per_round):
     dense = keras.applications.MobileNetV2(input_shape=(96, 96, 3), alpha=1.0, weights=None)
     half = keras.applications.MobileNetV2(input_shape=(96, 96, 3), alpha=0.5, weights=None)
     start = time.perf_counter()
-    pruned = channel_pruning.prune_channels(dense, fraction=0.5, criterion="l2")
+    pruned = channel_pruning.prune_channels(dense, sparsity=0.5)
     prune_seconds = time.perf_counter() - start
-    pruned8 = channel_pruning.prune_channels(dense, fraction=0.5, criterion="l2", round_to=8)
+    pruned8 = channel_pruning.prune_channels(dense, sparsity=0.5, round_to=8)
     rows = [
         ("MobileNetV2 a=1.0 dense", dense),
         ("  50% channels pruned", pruned),
@@ -224,7 +224,7 @@ def digits_section(epochs, finetune_epochs):
     compile_model(model, 1e-3)
     model.fit(x_train, y_train, epochs=epochs, batch_size=32, verbose=0)
     dense_accuracy = accuracy(model)
-    small = channel_pruning.prune_channels(model, fraction=0.5, criterion="l2")
+    small = channel_pruning.prune_channels(model, sparsity=0.5)
     pruned_accuracy = accuracy_after = None
     compile_model(small, 1e-3)
     pruned_accuracy = accuracy(small)
@@ -238,7 +238,7 @@ def digits_section(epochs, finetune_epochs):
         int8 = to_tflite(net, int8_data=x_train)
         rows.append((name, macs.count(net), acc, len(int8), smallest_arena(int8)))
     print(
-        f"\n== digits CNN: prune_channels(fraction=0.5) then {finetune_epochs} epochs of "
+        f"\n== digits CNN: prune_channels(sparsity=0.5) then {finetune_epochs} epochs of "
         f"fine-tuning ({epochs} epochs dense training); accuracy right after pruning, "
         f"before fine-tuning: {pruned_accuracy:.2f}% =="
     )

@@ -50,7 +50,7 @@ def compile_model(model, learning_rate=1e-3):
 
 
 def report(name, model, x_test, y_test):
-    plain = kp.strip(model) if kp.find_wrappers(model) else model
+    plain = kp.strip(model) if kp.layers.find_wrappers(model) else model
     predictions = np.argmax(plain.predict(x_test, verbose=0), axis=1)
     kernels = [layer.kernel for layer in plain.layers if hasattr(layer, "kernel")]
     zeros = sum(int(np.sum(keras.ops.convert_to_numpy(k) == 0)) for k in kernels)
@@ -100,7 +100,7 @@ def main(argv=None):
     report(f"one-shot global 90% + {epochs(3)} epochs", once, x_test, y_test)
 
     # Iterative prune-retrain cycles.
-    cycles = methods.IterativeSparsity([0.5, 0.8, 0.9], steps_per_round=epochs(2) * steps)
+    cycles = methods.IterativeSparsity([0.5, 0.8, 0.9], frequency=epochs(2) * steps)
     iterative = compile_model(kp.prune(dense, schedule=cycles))
     iterative.fit(x, y, epochs=epochs(8), callbacks=[kp.PruningCallback()], **fit)
     report("iterative 50 -> 80 -> 90%", iterative, x_test, y_test)
@@ -109,7 +109,7 @@ def main(argv=None):
     ticket_model = compile_model(kp.prune(build()))
     ticket = methods.LotteryTicket(
         [0.5, 0.8, 0.9],
-        steps_per_round=epochs(3) * steps,
+        frequency=epochs(3) * steps,
         rewind_step=10,
         allocation=allocation.GlobalAllocation(),
     )
@@ -118,13 +118,13 @@ def main(argv=None):
 
     # Sparse from scratch at 90% (ERK): SET and RigL.
     for name, callback in (
-        ("SET", methods.SET(0.9, update_every=20, end_step=epochs(8) * steps)),
+        ("SET", methods.SET(0.9, frequency=20, end_step=epochs(8) * steps)),
         (
             "RigL",
             methods.RigL(
                 0.9,
                 calibration_data=(x[:256], y[:256]),
-                update_every=20,
+                frequency=20,
                 end_step=epochs(8) * steps,
             ),
         ),
@@ -134,7 +134,7 @@ def main(argv=None):
         report(f"{name} from scratch, 90% ERK", sparse, x_test, y_test)
 
     # Sigmoid-gated learnable masks with an L0 penalty on the gates.
-    gated = kp.prune(dense, schedule=schedule, mask=kp.SigmoidGateMask())
+    gated = kp.prune(dense, schedule=schedule, mask=kp.mask_types.SigmoidGateMask())
     methods.penalize_masks(gated, regularizers.GateL0(1e-5))
     compile_model(gated).fit(x, y, epochs=epochs(6), callbacks=[kp.PruningCallback()], **fit)
     report("sigmoid gates + L0 penalty, 95%", gated, x_test, y_test)

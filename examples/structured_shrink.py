@@ -2,12 +2,12 @@
 
 A small residual CNN on sklearn's bundled digits (offline):
 
-1. `kp.channel_groups` finds which weights share channels (and `--svg` draws them);
+1. `kp.graph.channel_groups` finds which weights share channels (and `--svg` draws them);
 2. `kp.prune(..., granularity="channel")` + `kp.PruningCallback` masks half of every group's
    channels during training, BatchNorm included, so the masked channels are exactly zero;
 3. `kp.shrink` removes them: a smaller plain Keras model with the same outputs;
 4. `kp.prune_channels` does the same in one shot on the trained dense model;
-5. `kp.macs.compare` prints params / MACs / size before and after.
+5. `kp.reporting.compare` prints params / MACs / size before and after.
 
 Run: `python examples/structured_shrink.py [--svg groups.svg]`
 """
@@ -121,7 +121,7 @@ def main():
     print(f"max |pruned - shrunk| on the test set: {difference:.2e}")
 
     # One shot on the trained dense model, then fine-tune the small model directly.
-    one_shot = channel_pruning.prune_channels(model, fraction=0.5, criterion="bn_scale")
+    one_shot = channel_pruning.prune_channels(model, sparsity=0.5, criterion="bn_scale")
     compile_model(one_shot, 5e-4)
     one_shot.fit(x_train, y_train, epochs=5, batch_size=32, verbose=0)
 

@@ -137,3 +137,20 @@ def check_path(name, value):
             f"Received: {name}={_describe(value)}"
         )
     return os.fspath(value)
+
+
+def layer_filter(filters):
+    """A predicate from `filters`: None (all), a regex, a list of regexes, or a callable."""
+    if filters is None:
+        return lambda layer: True
+    if callable(filters):
+        return filters
+    if isinstance(filters, str):
+        filters = [filters]
+    if isinstance(filters, (list, tuple)) and all(isinstance(f, str) for f in filters):
+        patterns = [compile_regex("filters", pattern) for pattern in filters]
+        return lambda layer: any(pattern.search(layer.name) for pattern in patterns)
+    raise TypeError(
+        "Expected `filters` to be None, a regex string, a list of regex strings, or a callable "
+        f"taking a layer and returning a bool. Received: filters={filters!r}"
+    )
