@@ -45,7 +45,7 @@ def _convert(model, int8_data):
     converter = tf.lite.TFLiteConverter.from_keras_model(model)
     if int8_data is not None:
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        converter.calibration_dataset = lambda: ([x[None]] for x in int8_data[:200])
+        converter.representative_dataset = lambda: ([x[None]] for x in int8_data[:200])
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         converter.inference_input_type = tf.int8
         converter.inference_output_type = tf.int8

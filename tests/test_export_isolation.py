@@ -65,9 +65,7 @@ def test_int8_lstm_crashes_the_converter_not_the_process(tmp_path):
     with pytest.raises(
         export.ConversionError, match=r"crashed \(signal 11 \(SIGSEGV\)\).*LSTM"
     ) as error:
-        export.to_tflite(
-            model, tmp_path / "m.tflite", target="mobile-int8", calibration_data=data
-        )
+        export.to_tflite(model, tmp_path / "m.tflite", target="mobile-int8", calibration_data=data)
     assert error.value.stage == "convert"
     assert not os.listdir(tmp_path)
     # The same model converts in float: the crash was the int8 converter's alone.

@@ -365,6 +365,7 @@ class FunctionCriterion(Criterion):
 
 ALIASES = {
     "magnitude": Magnitude,
+    "l1": Magnitude,
     "l2": L2,
     "random": Random,
     "bn_scale": BatchNormScale,

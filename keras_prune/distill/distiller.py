@@ -219,83 +219,81 @@ def _projection_layer(student_shape, teacher_shape, name):
 class Distiller(keras.Model):
     """Trains `student` with `model.fit` on hard labels plus knowledge from a frozen `teacher`.
 
-        The loss is
-        `(1 - alpha) * student_loss(y, s) + alpha * distillation_loss(t, s)
-        + hint_weight * sum(hint_loss(t_i, project_i(s_i)))`, where `s`, `t` are the student's
-        and teacher's outputs and `s_i`, `t_i` the outputs of the `hints` layer pairs. The teacher
-        is frozen (`teacher.trainable = False`) and always run with `training=False`, so its
-        BatchNorm and Dropout layers stay in inference mode and its weights never change.
+    The loss is
+    `(1 - alpha) * student_loss(y, s) + alpha * distillation_loss(t, s)
+    + hint_weight * sum(hint_loss(t_i, project_i(s_i)))`, where `s`, `t` are the student's
+    and teacher's outputs and `s_i`, `t_i` the outputs of the `hints` layer pairs. The teacher
+    is frozen (`teacher.trainable = False`) and always run with `training=False`, so its
+    BatchNorm and Dropout layers stay in inference mode and its weights never change.
 
-        `distiller(x)` (and so `predict` and the compiled metrics) is the student's output.
-        `fit` / `evaluate` log the total `loss`, its parts `student_loss`, `distillation_loss`
-        (and `hint_loss`), the compiled metrics of the student and the same metrics of the
-        teacher prefixed with `teacher_` (e.g. `teacher_accuracy`).
+    `distiller(x)` (and so `predict` and the compiled metrics) is the student's output.
+    `fit` / `evaluate` log the total `loss`, its parts `student_loss`, `distillation_loss`
+    (and `hint_loss`), the compiled metrics of the student and the same metrics of the
+    teacher prefixed with `teacher_` (e.g. `teacher_accuracy`).
 
-        Pruning: wrap the student with `keras_prune.prune` before building the Distiller and pass
-        `keras_prune.PruningCallback()` to `fit`; train with the Distiller only, the student alone
-        is saved or stripped afterwards (`keras_prune.strip(distiller.student)`). The Distiller
-        round-trips through `.keras` files (student, teacher, projections, optimizer, step) so
-        training can resume.
+    Pruning: wrap the student with `keras_prune.prune` before building the Distiller and pass
+    `keras_prune.PruningCallback()` to `fit`; train with the Distiller only, the student alone
+    is saved or stripped afterwards (`keras_prune.strip(distiller.student)`). The Distiller
+    round-trips through `.keras` files (student, teacher, projections, optimizer, step) so
+    training can resume.
 
-        Args:
-            student: the model to train, a built `keras.Model` (e.g. a pruned one).
-            teacher: a built `keras.Model` with the same output shape; it is frozen.
-            distillation_loss: loss between teacher outputs (`y_true`) and student outputs
-                (`y_pred`). Defaults to `keras_prune.distill.SoftTargets(temperature=4.0)`.
-            alpha: weight of the distillation loss in [0, 1]; the hard-label loss gets
-                `1 - alpha`. A float or a `keras_prune.DistillSchedule` (e.g. more
-                distillation as sparsity rises). With `alpha=1` labels are optional.
-            temperature: `None` to use the distillation loss's own temperature, or a float > 0
-                or `DistillSchedule` that overrides it at each step (needs `SoftTargets`).
-            student_loss: hard-label loss. Defaults to sparse categorical cross-entropy with the
-                `from_logits` of `distillation_loss`. (`compile()` takes no `loss`: the Distiller
-                owns its losses.)
-            hints: list of `(teacher_layer_name, student_layer_name)` pairs of top-level layers
-                whose outputs are matched by `hint_loss`. Both models must then be Functional or
-                Sequential. A pruning wrapper answers to its own name and to its inner layer's.
-            hint_loss: loss between teacher (`y_true`) and student (`y_pred`) hint features.
-                Defaults to `keras_prune.distill.losses.FeatureMatching()`.
-            hint_weight: weight of the summed hint losses, a float > 0 or a `DistillSchedule`.
-            projection: `"auto"` adds a learned projection (a 1x1 conv / `Dense` on the last
-                axis, trained with the student, owned by the Distiller) where a student hint is
-                narrower or wider than its teacher hint and `hint_loss` compares channels; `True`
-                projects every hint; `False` never does (mismatched widths are then an error).
-            transfer: `None`, or a Keras layer that perturbs a batch of inputs (e.g.
-                `keras.layers.RandomTranslation`, `keras.layers.GaussianNoise`, or a
-                `keras.Sequential` of such layers). In training, the distillation term is then
-                computed on `transfer(x)`, labelled by the teacher, instead of on `x`: a transfer
-                set beyond the labelled images, where soft targets carry what hard labels cannot.
-                The hard-label loss and hints stay on the clean batch. Costs one more student and
-                teacher pass per step.
-            **kwargs: forwarded to `keras.Model` (e.g. `name`).
+    Args:
+        student: the model to train, a built `keras.Model` (e.g. a pruned one).
+        teacher: a built `keras.Model` with the same output shape; it is frozen.
+        distillation_loss: loss between teacher outputs (`y_true`) and student outputs
+            (`y_pred`). Defaults to `keras_prune.distill.SoftTargets(temperature=4.0)`.
+        alpha: weight of the distillation loss in [0, 1]; the hard-label loss gets
+            `1 - alpha`. A float or a `keras_prune.DistillSchedule` (e.g. more
+            distillation as sparsity rises). With `alpha=1` labels are optional.
+        temperature: `None` to use the distillation loss's own temperature, or a float > 0
+            or `DistillSchedule` that overrides it at each step (needs `SoftTargets`).
+        student_loss: hard-label loss. Defaults to sparse categorical cross-entropy with the
+            `from_logits` of `distillation_loss`. (`compile()` takes no `loss`: the Distiller
+            owns its losses.)
+        hints: list of `(teacher_layer_name, student_layer_name)` pairs of top-level layers
+            whose outputs are matched by `hint_loss`. Both models must then be Functional or
+            Sequential. A pruning wrapper answers to its own name and to its inner layer's.
+        hint_loss: loss between teacher (`y_true`) and student (`y_pred`) hint features.
+            Defaults to `keras_prune.distill.losses.FeatureMatching()`.
+        hint_weight: weight of the summed hint losses, a float > 0 or a `DistillSchedule`.
+        projection: `"auto"` adds a learned projection (a 1x1 conv / `Dense` on the last
+            axis, trained with the student, owned by the Distiller) where a student hint is
+            narrower or wider than its teacher hint and `hint_loss` compares channels; `True`
+            projects every hint; `False` never does (mismatched widths are then an error).
+        transfer: `None`, or a Keras layer that perturbs a batch of inputs (e.g.
+            `keras.layers.RandomTranslation`, `keras.layers.GaussianNoise`, or a
+            `keras.Sequential` of such layers). In training, the distillation term is then
+            computed on `transfer(x)`, labelled by the teacher, instead of on `x`: a transfer
+            set beyond the labelled images, where soft targets carry what hard labels cannot.
+            The hard-label loss and hints stay on the clean batch. Costs one more student and
+            teacher pass per step.
+        **kwargs: forwarded to `keras.Model` (e.g. `name`).
 
-        Example:
+    Example:
 
-        ```python
-        import keras, numpy as np
-        from keras_prune.distill import losses as distill
-    from keras_prune.distill.schedule import DistillSchedule
-        from keras_prune.distill.distiller import Distiller
+    ```python
+    import keras, numpy as np
+    import keras_prune as kp
 
-        x = np.random.rand(64, 8, 8, 1).astype("float32")
-        y = np.random.randint(0, 10, 64)
+    x = np.random.rand(64, 8, 8, 1).astype("float32")
+    y = np.random.randint(0, 10, 64)
 
-        def cnn(width):
-            return keras.Sequential([
-                keras.Input((8, 8, 1)),
-                keras.layers.Conv2D(width, 3, activation="relu", name="conv"),
-                keras.layers.GlobalAveragePooling2D(),
-                keras.layers.Dense(10, name="logits"),
-            ])
+    def cnn(width):
+        return keras.Sequential([
+            keras.Input((8, 8, 1)),
+            keras.layers.Conv2D(width, 3, activation="relu", name="conv"),
+            keras.layers.GlobalAveragePooling2D(),
+            keras.layers.Dense(10, name="logits"),
+        ])
 
-        teacher, student = cnn(16), cnn(4)
-        trainer = Distiller(student, teacher,
-                            distillation_loss=distill.SoftTargets(temperature=4.0),
-                            alpha=0.7, hints=[("conv", "conv")])
-        trainer.compile(optimizer="adam", metrics=["accuracy"])
-        history = trainer.fit(x, y, epochs=1, verbose=0)
-        print(sorted(history.history))  # accuracy, distillation_loss, hint_loss, ...
-        ```
+    teacher, student = cnn(16), cnn(4)
+    trainer = kp.distill.Distiller(student, teacher,
+                        distillation_loss=kp.distill.SoftTargets(temperature=4.0),
+                        alpha=0.7, hints=[("conv", "conv")])
+    trainer.compile(optimizer="adam", metrics=["accuracy"])
+    history = trainer.fit(x, y, epochs=1, verbose=0)
+    print(sorted(history.history))  # accuracy, distillation_loss, hint_loss, ...
+    ```
     """
 
     def __init__(

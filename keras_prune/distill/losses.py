@@ -174,11 +174,11 @@ class SoftTargets(keras.losses.Loss):
 
     ```python
     import keras, numpy as np
-    from keras_prune.distill import losses as distill
+    import keras_prune as kp
 
     teacher_logits = np.random.randn(32, 10).astype("float32")
     student = keras.Sequential([keras.Input((8,)), keras.layers.Dense(10)])
-    student.compile("adam", loss=distill.SoftTargets(temperature=4.0))
+    student.compile("adam", loss=kp.distill.SoftTargets(temperature=4.0))
     student.fit(np.random.randn(32, 8), teacher_logits, verbose=0)
     ```
     """
@@ -222,9 +222,9 @@ class FeatureMatching(keras.losses.Loss):
 
     ```python
     import numpy as np
-    from keras_prune.distill import losses as distill
+    import keras_prune as kp
 
-    loss = distill.FeatureMatching()
+    loss = kp.distill.FeatureMatching()
     print(float(loss(np.ones((2, 4, 4, 8)), np.zeros((2, 4, 4, 8)))))  # 1.0
     ```
     """
@@ -270,11 +270,11 @@ class AttentionTransfer(keras.losses.Loss):
 
     ```python
     import numpy as np
-    from keras_prune.distill import losses as distill
+    import keras_prune as kp
 
     teacher_maps = np.random.rand(2, 8, 8, 32).astype("float32")
     student_maps = np.random.rand(2, 8, 8, 8).astype("float32")
-    print(float(distill.AttentionTransfer()(teacher_maps, student_maps)))
+    print(float(kp.distill.AttentionTransfer()(teacher_maps, student_maps)))
     ```
     """
 

@@ -36,9 +36,9 @@ class DistillSchedule:
     Example:
 
     ```python
-    from keras_prune.distill import losses as distill
+    import keras_prune as kp
 
-    alpha = distill.DistillSchedule(0.2, 0.9, begin_step=0, end_step=1000, power=1)
+    alpha = kp.distill.DistillSchedule(0.2, 0.9, begin_step=0, end_step=1000, power=1)
     print(float(alpha(500)))  # 0.55
     ```
     """

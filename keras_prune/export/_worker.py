@@ -79,14 +79,14 @@ def convert(job):
         with np.load(os.path.join(job, "calibration.npz")) as stored:
             samples = [stored[f"i{i}"] for i in range(len(names))]
 
-        def calibration_dataset():
+        def representative_dataset():
             for row in range(len(samples[0])):
                 yield {
                     name: array[row : row + 1] for name, array in zip(names, samples, strict=True)
                 }
 
         optimizations.append(tf.lite.Optimize.DEFAULT)
-        converter.calibration_dataset = calibration_dataset
+        converter.representative_dataset = representative_dataset
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         converter.inference_input_type = tf.int8
         converter.inference_output_type = tf.int8
