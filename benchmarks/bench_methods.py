@@ -100,7 +100,7 @@ def gradual(dense, sparsity, x, y, epochs, batch_size, **prune_kwargs):
 
 
 def one_shot(dense, sparsity, x, y, epochs, batch_size):
-    pruned = methods.prune_once(dense, sparsity, allocation=allocation.GlobalAllocation())
+    pruned = kp.prune_once(dense, sparsity, allocation=allocation.GlobalAllocation())
     compile_model(pruned)
     pruned.fit(x, y, epochs=epochs, batch_size=batch_size, verbose=0)
     return kp.strip(pruned)

@@ -28,9 +28,9 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from ai_edge_litert.interpreter import Interpreter  # noqa: E402
 
-from keras_prune import macs  # noqa: E402
+import keras_prune as kp  # noqa: E402
 from keras_prune.graph import groups as groups_lib  # noqa: E402
-from keras_prune.surgery import prune_channels as channel_pruning
+from keras_prune.reporting import macs  # noqa: E402
 from keras_prune.surgery.shrink import shrink  # noqa: E402
 
 layers = keras.layers
@@ -78,9 +78,9 @@ def mobilenet_section(rounds, runs_per_round):
     dense = keras.applications.MobileNetV2(input_shape=(96, 96, 3), alpha=1.0, weights=None)
     half = keras.applications.MobileNetV2(input_shape=(96, 96, 3), alpha=0.5, weights=None)
     start = time.perf_counter()
-    pruned = channel_pruning.prune_channels(dense, sparsity=0.5)
+    pruned = kp.prune_channels(dense, sparsity=0.5)
     prune_seconds = time.perf_counter() - start
-    pruned8 = channel_pruning.prune_channels(dense, sparsity=0.5, round_to=8)
+    pruned8 = kp.prune_channels(dense, sparsity=0.5, round_to=8)
     rows = [
         ("MobileNetV2 a=1.0 dense", dense),
         ("  50% channels pruned", pruned),
@@ -224,7 +224,7 @@ def digits_section(epochs, finetune_epochs):
     compile_model(model, 1e-3)
     model.fit(x_train, y_train, epochs=epochs, batch_size=32, verbose=0)
     dense_accuracy = accuracy(model)
-    small = channel_pruning.prune_channels(model, sparsity=0.5)
+    small = kp.prune_channels(model, sparsity=0.5)
     pruned_accuracy = accuracy_after = None
     compile_model(small, 1e-3)
     pruned_accuracy = accuracy(small)

@@ -95,12 +95,12 @@ def main(argv=None):
     report("gradual Taylor, per layer, 95%", taylor, x_test, y_test)
 
     # One shot, then fine-tune with a plain fit.
-    once = methods.prune_once(dense, 0.9, allocation=allocation.GlobalAllocation())
+    once = kp.prune_once(dense, 0.9, allocation=allocation.GlobalAllocation())
     compile_model(once).fit(x, y, epochs=epochs(3), **fit)
     report(f"one-shot global 90% + {epochs(3)} epochs", once, x_test, y_test)
 
     # Iterative prune-retrain cycles.
-    cycles = methods.IterativeSparsity([0.5, 0.8, 0.9], frequency=epochs(2) * steps)
+    cycles = kp.schedules.IterativeSparsity([0.5, 0.8, 0.9], frequency=epochs(2) * steps)
     iterative = compile_model(kp.prune(dense, schedule=cycles))
     iterative.fit(x, y, epochs=epochs(8), callbacks=[kp.PruningCallback()], **fit)
     report("iterative 50 -> 80 -> 90%", iterative, x_test, y_test)
@@ -155,7 +155,7 @@ def main(argv=None):
         ]
     )
     compile_model(lasso).fit(x, y, epochs=epochs(15), **fit)
-    trimmed = methods.prune_once(
+    trimmed = kp.prune_once(
         lasso,
         0.0,
         granularity="channel",

@@ -22,9 +22,8 @@ import numpy as np  # noqa: E402
 from sklearn.datasets import load_digits  # noqa: E402
 
 import keras_prune as kp  # noqa: E402
-from keras_prune import macs  # noqa: E402
 from keras_prune.graph import groups
-from keras_prune.surgery import prune_channels as channel_pruning
+from keras_prune.reporting import macs  # noqa: E402
 from keras_prune.surgery.shrink import shrink  # noqa: E402
 
 layers = keras.layers
@@ -121,7 +120,7 @@ def main():
     print(f"max |pruned - shrunk| on the test set: {difference:.2e}")
 
     # One shot on the trained dense model, then fine-tune the small model directly.
-    one_shot = channel_pruning.prune_channels(model, sparsity=0.5, criterion="bn_scale")
+    one_shot = kp.prune_channels(model, sparsity=0.5, criterion="bn_scale")
     compile_model(one_shot, 5e-4)
     one_shot.fit(x_train, y_train, epochs=5, batch_size=32, verbose=0)
 

@@ -30,7 +30,7 @@ def sizes(model):
 def test_prune_once_then_plain_fit_keeps_the_mask(random_batch):
     x, y = random_batch
     base = small_cnn()
-    pruned = methods.prune_once(base, 0.9, allocation=allocation.GlobalAllocation(0.02))
+    pruned = kp.prune_once(base, 0.9, allocation=allocation.GlobalAllocation(0.02))
     before = kept(pruned)
     assert sum(before.values()) == kp.masks.keep_count(sum(sizes(pruned).values()), 0.9)
     compile_for_digits(pruned)
@@ -47,7 +47,7 @@ def test_prune_once_reloaded_model_trains_with_callback_without_changing_masks(
     tmp_path, random_batch
 ):
     x, y = random_batch
-    pruned = methods.prune_once(small_cnn(), 0.8, allocation="global")
+    pruned = kp.prune_once(small_cnn(), 0.8, allocation="global")
     path = os.path.join(tmp_path, "once.keras")
     pruned.save(path)
     loaded = compile_for_digits(keras.saving.load_model(path))
@@ -62,8 +62,8 @@ def test_prune_once_with_gradient_criterion_needs_calibration(random_batch):
     x, y = random_batch
     base = compile_for_digits(small_cnn())
     with pytest.raises(ValueError, match="calibration_data"):
-        methods.prune_once(base, 0.5, criterion="fisher")
-    pruned = methods.prune_once(base, 0.5, criterion="fisher", calibration_data=(x, y))
+        kp.prune_once(base, 0.5, criterion="fisher")
+    pruned = kp.prune_once(base, 0.5, criterion="fisher", calibration_data=(x, y))
     for name, count in kept(pruned).items():
         assert count == kp.masks.keep_count(sizes(pruned)[name], 0.5)
 
@@ -72,7 +72,7 @@ def test_prune_once_with_gradient_criterion_needs_calibration(random_batch):
 
 
 def test_iterative_schedule_steps_and_values():
-    schedule = methods.IterativeSparsity([0.5, 0.75, 0.9], frequency=4, begin_step=2)
+    schedule = kp.schedules.IterativeSparsity([0.5, 0.75, 0.9], frequency=4, begin_step=2)
     updates = [step for step in range(20) if schedule.should_update(step)]
     assert updates == [2, 6, 10]
     assert [schedule.sparsity_at(step) for step in (0, 2, 5, 6, 10, 100)] == [
@@ -85,14 +85,14 @@ def test_iterative_schedule_steps_and_values():
     ]
     assert float(to_numpy(schedule.sparsity_at(keras.ops.convert_to_tensor(7)))) == 0.75
     with pytest.raises(ValueError, match="non-decreasing"):
-        methods.IterativeSparsity([0.9, 0.5], 10)
+        kp.schedules.IterativeSparsity([0.9, 0.5], 10)
     with pytest.raises(ValueError, match=r"sparsities\[1\]"):
-        methods.IterativeSparsity([0.5, 1.0], 10)
+        kp.schedules.IterativeSparsity([0.5, 1.0], 10)
 
 
 def test_iterative_pruning_reaches_each_stage(random_batch):
     x, y = random_batch
-    schedule = methods.IterativeSparsity([0.5, 0.8], frequency=2)
+    schedule = kp.schedules.IterativeSparsity([0.5, 0.8], frequency=2)
     model = compile_for_digits(kp.prune(small_cnn(), schedule=schedule))
     history = model.fit(
         x, y, epochs=2, batch_size=32, verbose=0, callbacks=[kp.PruningCallback()]
@@ -306,7 +306,7 @@ def test_group_lasso_then_threshold_removes_shrunk_channels(digits, tmp_path):
     model.fit(x, y, epochs=6, batch_size=64, verbose=0)
     norms = regularizers.GroupLasso().group_norms(model.get_layer("hidden").kernel)
     norms = to_numpy(norms)
-    pruned = methods.prune_once(
+    pruned = kp.prune_once(
         model,
         0.0,
         granularity="channel",
@@ -323,10 +323,13 @@ def test_group_lasso_then_threshold_removes_shrunk_channels(digits, tmp_path):
 
 
 def test_schedules_round_trip():
-    for schedule in (methods.OneShotSparsity(0.7), methods.IterativeSparsity([0.2, 0.4], 3, 1)):
+    for schedule in (
+        kp.schedules.OneShotSparsity(0.7),
+        kp.schedules.IterativeSparsity([0.2, 0.4], 3, 1),
+    ):
         config = keras.saving.serialize_keras_object(schedule)
         assert keras.saving.deserialize_keras_object(config) == schedule
-    assert methods.OneShotSparsity(0.7)(5) == (False, 0.7)
+    assert kp.schedules.OneShotSparsity(0.7)(5) == (False, 0.7)
 
 
 def test_prune_once_at_channel_granularity_masks_whole_groups_that_shrink_removes():
@@ -374,7 +377,7 @@ def test_threshold_allocation_at_channel_granularity_is_coupled_across_groups(ho
         model.get_layer(layer).kernel.assign(kernel)
     threshold = allocation.ThresholdAllocation(0.01)
     if how == "prune_once":
-        pruned = methods.prune_once(model, 0.0, granularity="channel", allocation=threshold)
+        pruned = kp.prune_once(model, 0.0, granularity="channel", allocation=threshold)
     else:
         # One update, at the first batch (step 1: fit counts batches from 1, as tfmot does).
         schedule = kp.ConstantSparsity(0.0, begin_step=1, end_step=1)

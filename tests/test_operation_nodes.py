@@ -227,7 +227,7 @@ def test_mobilenet_v3_small_groups_and_exact_shrink():
     zero_every_other(model)
     small = shrink(model)
     assert max_diff(model, small, batch((96, 96, 3))) <= 1e-5
-    from keras_prune import macs
+    from keras_prune.reporting import macs
 
     assert macs.count(small)["macs"] < macs.count(model)["macs"] / 2.5
 

@@ -8,11 +8,11 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from keras_prune import macs  # noqa: E402
+import keras_prune as kp  # noqa: E402
 from keras_prune.engine.gradients import gradient_statistics  # noqa: E402
 from keras_prune.graph import channel_importance  # noqa: E402
 from keras_prune.graph import groups as groups_lib  # noqa: E402
-from keras_prune.surgery import prune_channels as channel_pruning
+from keras_prune.reporting import macs  # noqa: E402
 from keras_prune.surgery import zeros  # noqa: E402
 from keras_prune.surgery.shrink import shrink  # noqa: E402
 
@@ -230,7 +230,7 @@ def test_shrink_rejects_bad_input():
 def test_prune_channels_fraction_removes_lowest_scores_and_keeps_original():
     model = residual_cnn()
     before = [w.copy() for w in model.get_weights()]
-    small = channel_pruning.prune_channels(model, sparsity=0.5, criterion="magnitude", norm="l1")
+    small = kp.prune_channels(model, sparsity=0.5, criterion="magnitude", norm="l1")
     for old, new in zip(before, model.get_weights(), strict=True):
         np.testing.assert_array_equal(old, new)
     groups = groups_lib.channel_groups(model)
@@ -251,9 +251,9 @@ def test_prune_channels_fraction_removes_lowest_scores_and_keeps_original():
 def test_prune_channels_target_macs_and_params():
     model = residual_cnn()
     total = macs.count(model)
-    small = channel_pruning.prune_channels(model, target_macs=total["macs"] // 2)
+    small = kp.prune_channels(model, target_macs=total["macs"] // 2)
     assert macs.count(small)["macs"] <= total["macs"] // 2
-    small = channel_pruning.prune_channels(
+    small = kp.prune_channels(
         model, target_params=total["params"] * 2 // 3, criterion="bn_scale", round_to=2
     )
     assert macs.count(small)["params"] <= total["params"] * 2 // 3
@@ -261,21 +261,21 @@ def test_prune_channels_target_macs_and_params():
 
 def test_prune_channels_refuses_to_empty_a_layer():
     model = residual_cnn()
-    with pytest.raises(ValueError, match=r"largest feasible fraction is 0\.8750"):
-        channel_pruning.prune_channels(model, sparsity=0.95)
+    with pytest.raises(ValueError, match=r"largest feasible sparsity is 0\.8750"):
+        kp.prune_channels(model, sparsity=0.95)
     with pytest.raises(ValueError, match="smallest reachable is"):
-        channel_pruning.prune_channels(model, target_macs=10)
+        kp.prune_channels(model, target_macs=10)
     with pytest.raises(ValueError, match="exactly one of"):
-        channel_pruning.prune_channels(model, sparsity=0.5, target_macs=10)
-    with pytest.raises(ValueError, match="fraction=1.5"):
-        channel_pruning.prune_channels(model, sparsity=1.5)
+        kp.prune_channels(model, sparsity=0.5, target_macs=10)
+    with pytest.raises(ValueError, match="sparsity=1.5"):
+        kp.prune_channels(model, sparsity=1.5)
     with pytest.raises(ValueError, match="criterion='nope'"):
-        channel_pruning.prune_channels(model, sparsity=0.5, criterion="nope")
+        kp.prune_channels(model, sparsity=0.5, criterion="nope")
 
 
 def test_prune_channels_filters_limit_groups():
     model = residual_cnn()
-    small = channel_pruning.prune_channels(model, sparsity=0.5, filters="d1")
+    small = kp.prune_channels(model, sparsity=0.5, filters="d1")
     assert small.get_layer("d1").units == 5
     assert small.get_layer("c1").kernel.shape[-1] == 8
 
@@ -482,12 +482,12 @@ def test_loss_gradients_and_taylor_scores_match_the_analytic_gradient():
 def test_prune_channels_taylor_needs_data_and_runs():
     model = residual_cnn()
     with pytest.raises(ValueError, match="calibration_data"):
-        channel_pruning.prune_channels(model, sparsity=0.5, criterion="taylor")
+        kp.prune_channels(model, sparsity=0.5, criterion="taylor")
     rng = np.random.default_rng(0)
     x = rng.normal(size=(32, 8, 8, 3)).astype("float32")
     y = rng.integers(0, 3, 32)
     loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-    small = channel_pruning.prune_channels(
+    small = kp.prune_channels(
         model, sparsity=0.5, criterion="taylor", calibration_data=(x, y), loss=loss
     )
     assert small.get_layer("c1").kernel.shape[-1] == 4

@@ -102,7 +102,11 @@ def _loss(model, x, y, y_pred, loss):
     """The model's compiled loss, or `loss` plus the model's own losses (regularizers)."""
     if loss is None:
         return model.compute_loss(x=x, y=y, y_pred=y_pred)
+    # A Loss object reduces over the batch itself; a plain function returns one value per
+    # example, averaged here as compiled losses are.
     value = loss(y, y_pred)
+    if not isinstance(loss, keras.losses.Loss):
+        value = keras.ops.mean(value)
     for extra in model.losses:
         value = value + extra
     return value
