@@ -25,7 +25,6 @@ from sklearn.datasets import load_digits  # noqa: E402
 from sklearn.model_selection import train_test_split  # noqa: E402
 
 import keras_prune as kp  # noqa: E402
-from keras_prune import export  # noqa: E402
 
 SPARSITY = 0.9
 TARGETS = ("mobile", "mobile-int8", "mcu")
@@ -92,7 +91,7 @@ def keras_accuracy(model, x, y):
 
 def interpreter_accuracy(result, x, y):
     runtime = "tflm" if result.target == "mcu" else "litert"
-    outputs = export.predict(result.path, x, runtime=runtime, arena_bytes=result.arena_bytes)
+    outputs = kp.export.predict(result.path, x, runtime=runtime, arena_bytes=result.arena_bytes)
     return float(np.mean(np.argmax(outputs, axis=1) == y))
 
 
@@ -110,7 +109,7 @@ def main():
         for label, model in (("dense", dense), ("pruned 90%", pruned)):
             accuracy = keras_accuracy(model, x_test, y_test)
             for target in TARGETS:
-                result = export.to_tflite(
+                result = kp.export.to_tflite(
                     model,
                     os.path.join(workdir, label.split()[0], target, "model.tflite"),
                     target=target,

@@ -29,9 +29,6 @@ import tensorflow as tf  # noqa: E402
 from ai_edge_litert.interpreter import Interpreter  # noqa: E402
 
 import keras_prune as kp  # noqa: E402
-from keras_prune.graph import groups as groups_lib  # noqa: E402
-from keras_prune.reporting import macs  # noqa: E402
-from keras_prune.surgery.shrink import shrink  # noqa: E402
 
 layers = keras.layers
 
@@ -89,7 +86,7 @@ def mobilenet_section(rounds, runs_per_round):
     ]
     flatbuffers = [to_tflite(model) for _, model in rows]
     medians, count = latencies(flatbuffers, (96, 96, 3), rounds, runs_per_round)
-    base = macs.count(dense)
+    base = kp.reporting.macs.count(dense)
     print(
         f"\n== MobileNetV2 96x96, LiteRT float32, XNNPACK 1 thread, median of {count} runs ==\n"
         f"(prune_channels + shrink took {prune_seconds:.1f} s)"
@@ -100,7 +97,7 @@ def mobilenet_section(rounds, runs_per_round):
     )
     print(header + "\n" + "-" * len(header))
     for (name, model), flatbuffer, median in zip(rows, flatbuffers, medians, strict=True):
-        cost = macs.count(model)
+        cost = kp.reporting.macs.count(model)
         reduction = base["macs"] / cost["macs"]
         speedup = medians[0] / median
         print(
@@ -135,18 +132,19 @@ def correctness_section():
     ):
         model = constructor(input_shape=(96, 96, 3), weights=None, classifier_activation=None)
         randomize_batchnorm(model)
-        groups = groups_lib.channel_groups(model)
+        groups = kp.graph.channel_groups(model)
         for group in groups:
             if group.prunable:
-                groups_lib.zero_group_channels(group, np.arange(0, group.size, 2))
+                kp.surgery.zero_group_channels(group, np.arange(0, group.size, 2))
         start = time.perf_counter()
-        small = shrink(model)
+        small = kp.shrink(model)
         seconds = time.perf_counter() - start
         reference = np.asarray(model(x))
         diff = float(np.max(np.abs(reference - np.asarray(small(x)))))
+        before, after = kp.reporting.macs.count(model), kp.reporting.macs.count(small)
         print(
             f"{name:<16} {len(groups):>6} {sum(not g.prunable for g in groups):>10} "
-            f"{macs.count(model)['macs']:>13,} {macs.count(small)['macs']:>12,} {diff:>10.2e} "
+            f"{before['macs']:>13,} {after['macs']:>12,} {diff:>10.2e} "
             f"{np.abs(reference).max():>9.2f} {seconds:>8.1f}"
         )
 
@@ -236,7 +234,7 @@ def digits_section(epochs, finetune_epochs):
         ("half channels, fine-tuned", small, accuracy_after),
     ):
         int8 = to_tflite(net, int8_data=x_train)
-        rows.append((name, macs.count(net), acc, len(int8), smallest_arena(int8)))
+        rows.append((name, kp.reporting.macs.count(net), acc, len(int8), smallest_arena(int8)))
     print(
         f"\n== digits CNN: prune_channels(sparsity=0.5) then {finetune_epochs} epochs of "
         f"fine-tuning ({epochs} epochs dense training); accuracy right after pruning, "

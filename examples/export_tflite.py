@@ -19,7 +19,6 @@ from sklearn.datasets import load_digits  # noqa: E402
 from sklearn.model_selection import train_test_split  # noqa: E402
 
 import keras_prune as kp  # noqa: E402
-import keras_prune.export  # noqa: E402,F401  (makes kp.export available)
 
 
 def main():

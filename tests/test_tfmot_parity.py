@@ -255,7 +255,7 @@ def tfmot_answers():
 
 
 def make_schedule(kind, config):
-    return getattr(kp, kind)(**config)
+    return getattr(kp.tfmot, kind)(**config)
 
 
 @pytest.mark.parametrize("index", range(len(SCHEDULES)), ids=lambda i: f"{SCHEDULES[i][0]}-{i}")
