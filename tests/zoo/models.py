@@ -180,6 +180,45 @@ def transformer_encoder():
     )
 
 
+def rnn_layers():
+    """RNNs without a mask: only Layers in the graph, so RNN support shows apart from mask nodes."""
+    keras.utils.set_random_seed(SEED)
+    tokens = keras.Input((SEQUENCE,), dtype="int32", name="tokens")
+    x = layers.Embedding(VOCABULARY, 16, name="embedding")(tokens)
+    x = layers.Bidirectional(layers.LSTM(8, return_sequences=True), name="bi_lstm")(x)
+    x = layers.GRU(8, return_sequences=True, name="gru")(x)
+    x = layers.SimpleRNN(8, name="simple_rnn")(x)
+    outputs = layers.Dense(2, name="classifier")(x)
+    model = keras.Model(tokens, outputs, name="rnn_layers")
+    return (
+        model,
+        _token_ids(padded=False),
+        "Embedding (no mask) -> Bidirectional(LSTM) -> GRU -> SimpleRNN -> Dense, Layers only",
+    )
+
+
+def transformer_layers():
+    """The Transformer block again with Layers only (Add, positional MHA call, EinsumDense)."""
+    keras.utils.set_random_seed(SEED)
+    dim, heads = 16, 2
+    tokens = keras.Input((SEQUENCE,), dtype="int32", name="tokens")
+    x = layers.Embedding(VOCABULARY, dim, name="token_embedding")(tokens)
+    h = layers.MultiHeadAttention(heads, dim // heads, name="attention")(x, x)
+    x = layers.LayerNormalization(name="attention_norm")(layers.Add(name="residual1")([x, h]))
+    h = layers.EinsumDense("abc,cd->abd", (SEQUENCE, 32), activation="gelu", name="ffn_in")(x)
+    h = layers.EinsumDense("abd,dc->abc", (SEQUENCE, dim), name="ffn_out")(h)
+    x = layers.LayerNormalization(name="ffn_norm")(layers.Add(name="residual2")([x, h]))
+    x = layers.GlobalAveragePooling1D(name="pool")(x)
+    outputs = layers.Dense(2, name="classifier")(x)
+    model = keras.Model(tokens, outputs, name="transformer_layers")
+    return (
+        model,
+        _token_ids(padded=False),
+        "Transformer block with Layers only: MultiHeadAttention(x, x), Add, EinsumDense "
+        "feed-forward, LayerNormalization",
+    )
+
+
 def conv1d_timeseries():
     keras.utils.set_random_seed(SEED)
     series = keras.Input((32, 3), name="series")
@@ -472,7 +511,9 @@ BUILDERS = {
     "lstm_text": lstm_text,
     "gru_text": gru_text,
     "text_sequential": text_sequential,
+    "rnn_layers": rnn_layers,
     "transformer_encoder": transformer_encoder,
+    "transformer_layers": transformer_layers,
     "conv1d_timeseries": conv1d_timeseries,
     "residual_cnn": residual_cnn,
     "nested_model": nested_model,
