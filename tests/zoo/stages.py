@@ -223,7 +223,8 @@ def kernel_variables(model):
     for layer in sublayers(model):
         if isinstance(layer, KERNEL_LAYERS):
             for variable in layer.weights:
-                if len(variable.shape) >= 2:
+                # Biases can be rank 2 too: GRU's with reset_after, MHA's per-head ones.
+                if len(variable.shape) >= 2 and "bias" not in variable.name:
                     kernels.setdefault(id(variable), (variable, layer))
     return kernels
 
