@@ -163,13 +163,25 @@ def layer_macs(model):
 
 
 def export_tflite(model, path, verification_data):
-    return kp.export.to_tflite(
-        model,
-        path,
-        target="mobile",
-        verification_data=verification_data,
-        latency_runs=EXPORT_LATENCY_RUNS,
-    )
+    """The export result, also when the file disagrees with Keras (then nothing is written)."""
+    try:
+        return kp.export.to_tflite(
+            model,
+            path,
+            target="mobile",
+            verification_data=verification_data,
+            latency_runs=EXPORT_LATENCY_RUNS,
+        )
+    except kp.export.ExportVerificationError as error:
+        return error.result
+
+
+def export_checks(result):
+    """`[(runtime, max |error|, tolerance, passed)]` of an export result."""
+    return [
+        (check.runtime, check.max_abs_error, check.tolerance, check.passed)
+        for check in result.checks
+    ]
 
 
 # -- model inspection (harness-owned, so the library is not judged by its own definitions) -----
@@ -516,19 +528,31 @@ def _export_child(model_path, inputs_path, tflite_path, report_path):
     """Body of the export child process: writes a StageResult as JSON to `report_path`."""
     try:
         model = keras.models.load_model(model_path)
-        result = export_tflite(model, tflite_path, np.load(inputs_path))
-        checks = ", ".join(
-            f"{check.runtime} max |err| {check.max_abs_error:.2g}" for check in result.checks
+        inputs = np.load(inputs_path)
+        scale = float(np.max(np.abs(keras.ops.convert_to_numpy(model(inputs, training=False)))))
+        result = export_tflite(model, tflite_path, inputs)
+        checks = export_checks(result)
+        summary = ", ".join(
+            f"{runtime} max |err| {error:.2g} (tolerance {tolerance:.2g})"
+            for runtime, error, tolerance, _ in checks
         )
-        outcome = StageResult(
-            "pass" if result.passed else "fail",
-            f"{result.file_bytes:,} B, {len(result.sparse_tensors)} sparse tensor(s); {checks}",
-            {
-                "file_bytes": result.file_bytes,
-                "sparse_tensors": len(result.sparse_tensors),
-                "max_error": max((check.max_abs_error for check in result.checks), default=0.0),
-            },
-        )
+        metrics = {
+            "file_bytes": result.file_bytes,
+            "sparse_tensors": len(result.sparse_tensors),
+            "max_error": max((error for _, error, _, _ in checks), default=0.0),
+            "output_scale": scale,
+        }
+        if all(ok for *_, ok in checks):
+            outcome = passed(
+                f"{result.file_bytes:,} B, {len(result.sparse_tensors)} sparse tensor(s); "
+                f"{summary}",
+                **metrics,
+            )
+        else:
+            outcome = failed(
+                f"LiteRT disagrees with Keras: {summary}; Keras outputs up to {scale:.3g}",
+                **metrics,
+            )
     except Exception as error:  # noqa: BLE001  (every failure is a reported result)
         outcome = from_exception(error)
     with open(report_path, "w", encoding="utf-8") as file:
