@@ -1,5 +1,11 @@
 """keras_prune: pruning for Keras 3, exported to TFLite / LiteRT.
 
+The everyday calls live here; everything else in named namespaces: `kp.schedules`,
+`kp.granularity`, `kp.mask_types`, `kp.criteria`, `kp.allocation`, `kp.masks`,
+`kp.regularizers` (pure math), `kp.layers`, `kp.graph`, `kp.engine`, `kp.pruning`,
+`kp.callbacks`, `kp.methods`, `kp.surgery`, `kp.distill`, `kp.reporting`, `kp.export` and
+`kp.tfmot` (tfmot's names, for migrating code).
+
 Example:
 
 ```python
@@ -14,57 +20,64 @@ plain = kp.strip(pruned)
 """
 
 from keras_prune import (
-    allocation,
-    channel_pruning,
-    criteria,
+    callbacks,
     distill,
+    engine,
     export,
+    graph,
+    layers,
+    methods,
+    pruning,
+    reporting,
+    surgery,
+    tfmot,
+)
+from keras_prune.callbacks import PruningCallback
+from keras_prune.core import (
+    allocation,
+    criteria,
     granularity,
-    groups,
-    layouts,
-    macs,
     mask_types,
     masks,
-    methods,
     regularizers,
     schedules,
 )
-from keras_prune.allocation import (
-    ERKAllocation,
-    GlobalAllocation,
-    PercentileAllocation,
-    PerLayerAllocation,
-    ThresholdAllocation,
-)
-from keras_prune.callbacks import PruningCallback, PruningSummaries, UpdatePruningStep
-from keras_prune.channel_pruning import loss_gradients, prune_channels
-from keras_prune.criteria import collect_gradients
-from keras_prune.distill import AttentionTransfer, DistillSchedule, FeatureMatching, SoftTargets
-from keras_prune.distiller import Distiller
-from keras_prune.granularity import Block, Channel, NofM, Unstructured
-from keras_prune.groups import Group, Member, channel_groups, group_scores, zero_group_channels
-from keras_prune.mask_types import BinaryMask, LearnableMask, SigmoidGateMask
-from keras_prune.methods import (
-    SET,
-    IterativeSparsity,
-    LotteryTicket,
-    OneShotSparsity,
-    RigL,
-    penalize_masks,
-    prune_once,
-)
-from keras_prune.pruning import (
-    PruneReport,
-    find_wrappers,
-    prune,
-    prune_low_magnitude,
-    strip,
-    strip_pruning,
-    update_masks,
-)
-from keras_prune.schedules import ConstantSparsity, PolynomialDecay, PruningSchedule
-from keras_prune.shrink import ShrinkReport, shrink
-from keras_prune.summary import summary
-from keras_prune.wrapper import PruneWrapper
+from keras_prune.core.schedules import ConstantSparsity, PolynomialDecay, PruningSchedule
+from keras_prune.layers import PruneWrapper
+from keras_prune.pruning import prune, prune_once, strip
+from keras_prune.reporting import summary
+from keras_prune.surgery import prune_channels, shrink
 
 __version__ = "0.1.0"
+
+__all__ = [
+    "ConstantSparsity",
+    "PolynomialDecay",
+    "PruneWrapper",
+    "PruningCallback",
+    "PruningSchedule",
+    "allocation",
+    "callbacks",
+    "criteria",
+    "distill",
+    "engine",
+    "export",
+    "granularity",
+    "graph",
+    "layers",
+    "mask_types",
+    "masks",
+    "methods",
+    "prune",
+    "prune_channels",
+    "prune_once",
+    "pruning",
+    "regularizers",
+    "reporting",
+    "schedules",
+    "shrink",
+    "strip",
+    "summary",
+    "surgery",
+    "tfmot",
+]

@@ -68,7 +68,7 @@ def exports(model, calibration, tmp_path_factory):
             model,
             root / target / "model.tflite",
             target=target,
-            representative_data=calibration,
+            calibration_data=calibration,
             labels=[f"digit {i}" for i in range(10)],
             latency_runs=5,
         )
@@ -203,14 +203,10 @@ def test_metadata_missing_warns_once_with_the_install_command(model, tmp_path):
         pytest.skip("tflite-support is installed here")
     export.metadata._warned_missing = False
     with pytest.warns(UserWarning, match="pip install --no-deps tflite-support"):
-        export.metadata.add_metadata(
-            b"", name="m", version="1", description="", input_shape=(1, 8, 8, 1)
-        )
+        export.metadata.add_metadata(b"", name="m", version="1", description="")
     with warnings.catch_warnings(record=True) as records:
         warnings.simplefilter("always")
-        data, status = export.metadata.add_metadata(
-            b"", name="m", version="1", description="", input_shape=(1, 8, 8, 1)
-        )
+        data, status = export.metadata.add_metadata(b"", name="m", version="1", description="")
     assert not records and data == b"" and status.startswith("not written")
 
 
@@ -233,9 +229,11 @@ def test_wrapped_models_are_stripped_before_conversion(tmp_path):
         [keras.Input((32,)), keras.layers.Dense(64, activation="relu"), keras.layers.Dense(4)]
     )
     wrapped = kp.prune(
-        model, schedule=kp.ConstantSparsity(SPARSITY, begin_step=0), granularity=kp.Block((1, 16))
+        model,
+        schedule=kp.ConstantSparsity(SPARSITY, begin_step=0),
+        granularity=kp.granularity.Block((1, 16)),
     )
-    kp.update_masks(wrapped, 0)
+    kp.pruning.update_masks(wrapped, 0)
     assert export.convert.keras_prune_layers(wrapped)
     result = export.to_tflite(wrapped, tmp_path / "model.tflite", latency_runs=1)
     assert result.stripped_wrappers and result.passed
@@ -261,8 +259,8 @@ def test_unknown_target_lists_the_valid_ones(model, tmp_path):
 
 
 @pytest.mark.parametrize("target", ["mobile-int8", "mcu"])
-def test_int8_needs_representative_data(model, tmp_path, target):
-    with pytest.raises(ValueError, match="Expected `representative_data`"):
+def test_int8_needs_calibration_data(model, tmp_path, target):
+    with pytest.raises(ValueError, match="Expected `calibration_data`"):
         export.to_tflite(model, tmp_path / "m.tflite", target=target)
     assert _no_files(tmp_path)
 
@@ -275,9 +273,9 @@ def test_int8_needs_representative_data(model, tmp_path, target):
         (np.full((4, 8, 8, 1), "a"), r"real numbers.*dtype=<U1"),
     ],
 )
-def test_representative_data_shape_and_dtype(model, tmp_path, data, message):
+def test_calibration_data_shape_and_dtype(model, tmp_path, data, message):
     with pytest.raises(ValueError, match=message):
-        export.to_tflite(model, tmp_path / "m.tflite", target="mcu", representative_data=data)
+        export.to_tflite(model, tmp_path / "m.tflite", target="mcu", calibration_data=data)
     assert _no_files(tmp_path)
 
 
@@ -306,11 +304,11 @@ def test_ops_tflm_lacks_are_named_and_nothing_is_written(tmp_path):
         [keras.Input((16,)), keras.layers.Dense(8, activation="gelu"), keras.layers.Dense(4)]
     )
     data = np.random.default_rng(0).random((16, 16)).astype("float32")
-    with pytest.raises(ValueError, match="uses GELU, which TFLM lacks"):
+    with pytest.raises(export.ConversionError, match="uses GELU, which TFLM lacks"):
         export.to_tflite(
-            model, tmp_path / "out" / "m.tflite", target="mcu", representative_data=data
+            model, tmp_path / "out" / "deeper" / "m.tflite", target="mcu", calibration_data=data
         )
-    assert _no_files(tmp_path / "out")
+    assert os.listdir(tmp_path) == []  # The folders the export created went with it.
 
 
 def test_a_mismatch_raises_and_writes_nothing(model, tmp_path):
@@ -322,7 +320,7 @@ def test_a_mismatch_raises_and_writes_nothing(model, tmp_path):
             model,
             tmp_path / "m.tflite",
             target="mobile-int8",
-            representative_data=calibration,
+            calibration_data=calibration,
             verification_data=far,
             latency_runs=1,
         )
@@ -330,16 +328,26 @@ def test_a_mismatch_raises_and_writes_nothing(model, tmp_path):
     assert _no_files(tmp_path)
 
 
-def test_files_are_written_all_or_none(tmp_path):
-    from keras_prune.export.files import write_atomically
+def test_file_sets_are_committed_whole_and_replace_the_previous_set(tmp_path):
+    from keras_prune.export.files import commit_files, manifest_path
 
-    good = tmp_path / "a.tflite"
-    missing_directory = tmp_path / "missing" / "b.h"
-    with pytest.raises(FileNotFoundError):
-        write_atomically({str(good): b"model", str(missing_directory): "header"})
-    assert os.listdir(tmp_path) == []
-    write_atomically({str(good): b"model", str(tmp_path / "b.h"): "header"})
-    assert good.read_bytes() == b"model" and (tmp_path / "b.h").read_text() == "header"
+    commit_files(tmp_path, "m", {"m.tflite": b"model", "m_data.cc": "source", "m_data.h": "h"})
+    assert sorted(os.listdir(tmp_path)) == [
+        ".m.keras_prune.json",
+        "m.tflite",
+        "m_data.cc",
+        "m_data.h",
+    ]
+    with open(manifest_path(tmp_path, "m")) as handle:
+        assert sorted(json.load(handle)["files"]) == ["m.tflite", "m_data.cc", "m_data.h"]
+    # A mobile export of the same model replaces the set: the stale C sources go too.
+    commit_files(tmp_path, "m", {"m.tflite": b"float model"})
+    assert sorted(os.listdir(tmp_path)) == [".m.keras_prune.json", "m.tflite"]
+    assert (tmp_path / "m.tflite").read_bytes() == b"float model"
+    # A second model shares the folder without touching the first one's files.
+    commit_files(tmp_path, "other", {"other.tflite": b"x", "other_data.cc": "y"})
+    assert (tmp_path / "m.tflite").read_bytes() == b"float model"
+    assert not [name for name in os.listdir(tmp_path) if name.startswith(".keras_prune-")]
 
 
 def test_c_sources_use_valid_identifiers_and_refuse_unknown_ops():

@@ -7,8 +7,9 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 import keras_prune as kp
-from keras_prune import allocation, criteria, methods
-from keras_prune import masks as masks_lib
+from keras_prune import methods
+from keras_prune.core import allocation, criteria
+from keras_prune.core import masks as masks_lib
 
 FAST = settings(max_examples=25, deadline=None)
 

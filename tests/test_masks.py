@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from keras import ops
 
-from keras_prune import masks
+from keras_prune.core import masks
 
 
 def numpy(x):

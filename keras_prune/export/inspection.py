@@ -8,10 +8,11 @@ unary activations and bilinear resizes, and at least 2/3 of all 1x1 conv weights
 """
 
 import dataclasses
+import os
 import platform
 
 from keras_prune.export.flatbuffer import load_bytes, read_model
-from keras_prune.export.verify import measure_latency
+from keras_prune.export.verify import XnnpackRefusedError, generated_inputs, run_litert
 
 _UNARY = {
     "ABS",
@@ -62,7 +63,14 @@ def _layer(info, op):
 
 
 def _is_weight_feeder(info, op):
-    return op.name in _WEIGHT_FEEDERS and info.tensors[op.inputs[0]].constant
+    source = info.operand(op, 0)
+    return op.name in _WEIGHT_FEEDERS and source is not None and source.constant
+
+
+def _weights(info, op):
+    """The rank-4 weight operand of a convolution, or None if the op lacks one."""
+    weights = info.operand(op, 1)
+    return weights if weights is not None and len(weights.shape) == 4 else None
 
 
 def _constant(info, tensor_index):
@@ -76,9 +84,11 @@ def _first_conv_problems(info, compute, position):
     where = _layer(info, op)
     if op.name != "CONV_2D":
         return [f"{where}: the sparse region must start with a 3x3 stride-2 CONV_2D"]
-    weights = info.tensors[op.inputs[1]]
-    _, height, width, channels = weights.shape
+    weights = _weights(info, op)
     options = op.options
+    if weights is None or options is None:
+        return [f"{where}: has no rank-4 weights or no convolution options (malformed op)"]
+    _, height, width, channels = weights.shape
     if (height, width) != (3, 3):
         problems.append(f"{where}: first conv kernel is {height}x{width}, needs 3x3")
     if (options.strideH, options.strideW) != (2, 2):
@@ -90,11 +100,10 @@ def _first_conv_problems(info, compute, position):
     padded = position > 0 and compute[position - 1].name == "PAD"
     if padded:
         pad = compute[position - 1]
-        amounts = (
-            info.values(pad.inputs[1]).reshape(-1, 2).tolist()
-            if _constant(info, pad.inputs[1])
-            else None
-        )
+        amounts = None
+        paddings = info.operand(pad, 1)
+        if paddings is not None and _constant(info, paddings.index) and paddings.size % 2 == 0:
+            amounts = info.values(paddings.index).reshape(-1, 2).tolist()
         if amounts is None or amounts[1:3] != [[1, 1], [1, 1]]:
             problems.append(
                 f"{_layer(info, pad)}: explicit padding must be 1 on every spatial side, "
@@ -126,7 +135,7 @@ def check_xnnpack_sparse(model):
     """
     info = model if hasattr(model, "ops") else read_model(model)
     reasons, notes = [], []
-    input_dtype = info.tensors[info.inputs[0]].dtype
+    input_dtype = info.tensors[info.inputs[0]].dtype if info.inputs else "none"
     if input_dtype != "float32" or any(op.name == "QUANTIZE" for op in info.ops):
         reasons.append(
             f"model is quantized (input {input_dtype}): XNNPACK's sparse inference is float only"
@@ -155,20 +164,23 @@ def check_xnnpack_sparse(model):
                     "closed by a spatial MEAN (GlobalAveragePooling2D) or DEPTH_TO_SPACE first"
                 )
                 break
+            if op.name in ("CONV_2D", "DEPTHWISE_CONV_2D") and _weights(info, op) is None:
+                reasons.append(f"{where}: has no rank-4 weights (malformed op)")
+                continue
             if op.name == "CONV_2D":
-                weights = info.tensors[op.inputs[1]]
+                weights = _weights(info, op)
                 if weights.shape[1:3] != (1, 1):
                     reasons.append(
                         f"{where}: only 1x1 convolutions run sparse; kernel is "
                         f"{weights.shape[1]}x{weights.shape[2]}"
                     )
                     continue
-                source = info.constant_source(op.inputs[1])
+                source = info.constant_source(weights.index)
                 if source is not None and source.density is not None:
                     total += source.size
                     zeros += source.size - round(source.density * source.size)
             if op.name == "DEPTHWISE_CONV_2D":
-                kernel = info.tensors[op.inputs[1]].shape[1:3]
+                kernel = _weights(info, op).shape[1:3]
                 if kernel not in ((3, 3), (5, 5)):
                     reasons.append(
                         f"{where}: depthwise kernel {kernel[0]}x{kernel[1]}, needs 3x3 or 5x5"
@@ -253,7 +265,15 @@ class InspectReport:
         lines += [f"  note: {note}" for note in self.xnnpack.notes]
         if self.latency_us:
             lines += ["", "latency (LiteRT, 1 thread, median)"]
-            lines.append(f"  with XNNPACK      {self.latency_us['xnnpack']:>10,.1f} us")
+            xnnpack = self.latency_us["xnnpack"]
+            lines.append(
+                "  with XNNPACK      "
+                + (
+                    "  refused (XNNPACK will not delegate this file)"
+                    if xnnpack is None
+                    else f"{xnnpack:>10,.1f} us"
+                )
+            )
             lines.append(f"  built-in kernels  {self.latency_us['builtin']:>10,.1f} us")
         return "\n".join(lines)
 
@@ -262,9 +282,15 @@ def inspect_tflite(model, *, latency_runs=50):
     """Reports a `.tflite` file's ops, per-tensor sparsity and encoding, sizes, XNNPACK
     eligibility (with reasons) and latency with and without XNNPACK.
 
+    The file is read by a parser that checks every offset, so a corrupted file raises
+    `InvalidModelFileError`; latency is measured in a child process, so a file that crashes
+    LiteRT raises `RuntimeCheckError` (stage `"latency"`) instead of ending this process.
+
     Args:
         model: Path or bytes of a `.tflite` file.
         latency_runs: Timed invocations per latency figure; 0 skips the latency measurement.
+            Inputs are generated (`verify.generated_inputs`): normal floats, int8 values over
+            their range, zeros for token ids.
 
     Example:
 
@@ -272,17 +298,22 @@ def inspect_tflite(model, *, latency_runs=50):
     print(inspect_tflite("model.tflite"))
     ```
     """
-    if not isinstance(latency_runs, int) or latency_runs < 0:
+    if isinstance(latency_runs, bool) or not isinstance(latency_runs, int) or latency_runs < 0:
         raise ValueError(f"Expected `latency_runs` >= 0. Received: latency_runs={latency_runs!r}")
     data = load_bytes(model)
-    info = read_model(data)
+    info = read_model(model if isinstance(model, str | os.PathLike) else data)
     latency = {}
     if latency_runs:
-        latency = {
-            "xnnpack": measure_latency(data, xnnpack=True, runs=latency_runs),
-            "builtin": measure_latency(data, xnnpack=False, runs=latency_runs),
-        }
-    path = model if isinstance(model, str) else "<bytes>"
+        steps = [
+            {"kind": "latency", "xnnpack": xnnpack, "runs": latency_runs, "warmup": 5}
+            for xnnpack in (True, False)
+        ]
+        try:
+            _, latency = run_litert(data, generated_inputs(info), steps)
+        except XnnpackRefusedError:
+            _, latency = run_litert(data, generated_inputs(info), steps[1:])
+            latency["xnnpack"] = None
+    path = os.fspath(model) if isinstance(model, str | os.PathLike) else "<bytes>"
     return InspectReport(
         path=str(path), model=info, xnnpack=check_xnnpack_sparse(info), latency_us=latency
     )

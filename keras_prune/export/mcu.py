@@ -3,7 +3,7 @@
 TensorFlow Lite Micro reads the model in place from flash, so the array must be aligned (16
 bytes covers every tensor type and the CMSIS-NN / Arm Ethos requirements), and the app must
 register each builtin op the graph uses with a `tflite::MicroMutableOpResolver<N>`, N being the
-number of distinct ops. `model_ops.h` does that registration, so a model change needs no
+number of distinct ops. `<name>_data_ops.h` does that registration, so a model change needs no
 hand-edited resolver.
 """
 

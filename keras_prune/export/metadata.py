@@ -9,8 +9,10 @@ without metadata and says so once per process.
 
 import json
 import os
-import tempfile
 import warnings
+
+from keras_prune.export.convert import all_layers
+from keras_prune.export.files import temporary_directory
 
 INSTALL_HINT = (
     "TFLite metadata needs tflite-support, which pins an old protobuf: install it with "
@@ -54,9 +56,9 @@ def pruning_record(model, wrapped_model=None):
     ```
     """
     layers = {}
-    for layer in _all_layers(model):
+    for layer in all_layers(model):
         kernel = getattr(layer, "kernel", None)
-        if kernel is None or isinstance(layer, _keras_model_class()):
+        if kernel is None or hasattr(layer, "layers"):
             continue
         values = kernel.numpy() if hasattr(kernel, "numpy") else kernel
         count = int(values.size)
@@ -65,7 +67,7 @@ def pruning_record(model, wrapped_model=None):
     record = {"layers": layers}
     if wrapped_model is not None:
         wrappers = {}
-        for layer in _all_layers(wrapped_model):
+        for layer in all_layers(wrapped_model):
             if type(layer).__module__.split(".")[0] != "keras_prune":
                 continue
             config = dict(layer.get_config())
@@ -75,33 +77,19 @@ def pruning_record(model, wrapped_model=None):
     return record
 
 
-def _keras_model_class():
-    import keras
-
-    return keras.Model
-
-
-def _all_layers(model):
-    for layer in model.layers:
-        yield layer
-        if isinstance(layer, _keras_model_class()):
-            yield from _all_layers(layer)
-
-
-def _input_metadata(metadata_info, writer_utils, data, input_shape, normalization):
-    tensor_type = writer_utils.get_input_tensor_types(data)[0]
-    if len(input_shape) == 4 and input_shape[-1] in (1, 3) and normalization is not None:
+def _input_metadata(metadata_info, tensor_type, name, shape, normalization):
+    if len(shape) == 4 and shape[-1] in (1, 3) and normalization is not None:
         mean, std = normalization
-        channels = input_shape[-1]
+        channels = shape[-1]
         return metadata_info.InputImageTensorMd(
-            name="image",
+            name=name,
             description="Input image; normalized as (pixel - mean) / std.",
             norm_mean=_per_channel(mean, channels),
             norm_std=_per_channel(std, channels),
             color_space_type=2 if channels == 1 else 1,  # GRAYSCALE / RGB
             tensor_type=tensor_type,
         )
-    return metadata_info.TensorMd(name="input", description="Model input.")
+    return metadata_info.TensorMd(name=name, description="Model input.")
 
 
 def _per_channel(value, channels):
@@ -109,19 +97,21 @@ def _per_channel(value, channels):
     return values * channels if len(values) == 1 else values
 
 
-def add_metadata(
-    data, *, name, version, description, input_shape, labels=None, normalization=None, record=None
-):
+def add_metadata(data, *, name, version, description, labels=None, normalization=None, record=None):
     """Returns `(bytes, status)`: `data` with TFLite metadata when tflite-support is present.
+
+    Inputs and outputs are described in the file's tensor order under their signature names
+    (the Keras names for files from `to_tflite`).
 
     Args:
         data: The `.tflite` bytes.
         name: Model name.
         version: Model version string.
         description: One-paragraph description.
-        input_shape: Input shape with batch, e.g. `(1, 8, 8, 1)`.
-        labels: Class names, one per output unit, packed as `labels.txt`.
-        normalization: `(mean, std)` applied to inputs, scalars or per channel.
+        labels: `{output name: class names}`; each list is packed as a label file attached to
+            its output (`labels.txt` for a single-output model, `<output>_labels.txt` else).
+        normalization: `(mean, std)` applied to image inputs (rank 4, 1 or 3 channels),
+            scalars or per channel.
         record: Dict packed as `pruning_record.json` (see `pruning_record`).
 
     Without tflite-support, returns `data` unchanged and a status naming how to install it
@@ -131,7 +121,7 @@ def add_metadata(
 
     ```python
     data, status = add_metadata(data, name="digits", version="1", description="",
-                                input_shape=(1, 8, 8, 1), labels=[str(i) for i in range(10)])
+                                labels={"output": [str(i) for i in range(10)]})
     ```
     """
     global _warned_missing
@@ -141,22 +131,41 @@ def add_metadata(
             warnings.warn(f"No TFLite metadata written ({reason}). {INSTALL_HINT}", stacklevel=3)
             _warned_missing = True
         return data, "not written: tflite-support is not importable"
+    from keras_prune.export.flatbuffer import read_model
+
     metadata_info, metadata_writer, writer_utils = _writers()
-    with tempfile.TemporaryDirectory() as workdir:
+    info = read_model(data)
+    labels = labels or {}
+    input_types = writer_utils.get_input_tensor_types(bytearray(data))
+    output_types = writer_utils.get_output_tensor_types(bytearray(data))
+    with temporary_directory() as workdir:
         files = []
-        output_tensor_type = writer_utils.get_output_tensor_types(data)[0]
-        if labels:
-            labels_path = os.path.join(workdir, "labels.txt")
-            with open(labels_path, "w", encoding="utf-8") as handle:
-                handle.write("\n".join(labels) + "\n")
-            files.append(labels_path)
-            output_md = metadata_info.ClassificationTensorMd(
-                name="probabilities",
-                label_files=[metadata_info.LabelFileMd(labels_path)],
-                tensor_type=output_tensor_type,
+        input_md = [
+            _input_metadata(
+                metadata_info, tensor_type, input_name, info.tensors[index].shape, normalization
             )
-        else:
-            output_md = metadata_info.TensorMd(name="output", description="Model output.")
+            for input_name, index, tensor_type in zip(
+                info.input_names(), info.inputs, input_types, strict=True
+            )
+        ]
+        output_md = []
+        output_names = info.output_names()
+        for output_name, tensor_type in zip(output_names, output_types, strict=True):
+            if output_name not in labels:
+                output_md.append(metadata_info.TensorMd(name=output_name, description="Output."))
+                continue
+            file_name = "labels.txt" if len(output_names) == 1 else f"{output_name}_labels.txt"
+            labels_path = os.path.join(workdir, file_name)
+            with open(labels_path, "w", encoding="utf-8") as handle:
+                handle.write("\n".join(labels[output_name]) + "\n")
+            files.append(labels_path)
+            output_md.append(
+                metadata_info.ClassificationTensorMd(
+                    name=output_name,
+                    label_files=[metadata_info.LabelFileMd(labels_path)],
+                    tensor_type=tensor_type,
+                )
+            )
         record_path = os.path.join(workdir, "pruning_record.json")
         with open(record_path, "w", encoding="utf-8") as handle:
             json.dump({"normalization": normalization, **(record or {})}, handle, indent=1)
@@ -164,12 +173,8 @@ def add_metadata(
         writer = metadata_writer.MetadataWriter.create_from_metadata_info(
             bytearray(data),
             general_md=metadata_info.GeneralMd(name=name, version=version, description=description),
-            input_md=[
-                _input_metadata(
-                    metadata_info, writer_utils, bytearray(data), input_shape, normalization
-                )
-            ],
-            output_md=[output_md],
+            input_md=input_md,
+            output_md=output_md,
             associated_files=files,
         )
         with warnings.catch_warnings():

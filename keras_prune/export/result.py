@@ -33,6 +33,9 @@ class ExportResult:
         stripped_wrappers: Whether keras_prune wrappers were stripped before conversion.
         metadata: What happened to TFLite metadata.
         notes: Anything else worth knowing about this file.
+        inputs: One dict per model input, in `model.inputs` order: Keras name, shape in the
+            file, dtype and quantization (`{"scale", "zero_point"}` for int8 inputs).
+        outputs: The same per model output.
     """
 
     path: str
@@ -52,6 +55,8 @@ class ExportResult:
     stripped_wrappers: bool = False
     metadata: str = "not requested"
     notes: list = dataclasses.field(default_factory=list)
+    inputs: list = dataclasses.field(default_factory=list)
+    outputs: list = dataclasses.field(default_factory=list)
 
     @property
     def passed(self):
@@ -77,6 +82,19 @@ class ExportResult:
                 f"{_bytes(breakdown['graph_and_metadata'])}",
             )
         )
+        for kind, ports in (("input", self.inputs), ("output", self.outputs)):
+            if len(self.inputs) + len(self.outputs) <= 2:
+                break
+            for port in ports:
+                quantization = port.get("quantization")
+                scale = (
+                    f", scale {quantization['scale'][0]:.6g}, zero point "
+                    f"{quantization['zero_point'][0]}"
+                    if quantization
+                    else ""
+                )
+                shape = "x".join(str(d) for d in port["shape"])
+                rows.append((kind, f"{port['name']}: {shape} {port['dtype']}{scale}"))
         rows.append(("ops", ", ".join(f"{name} x{count}" for name, count in self.ops.items())))
         rows.append(("sparse tensors", str(len(self.sparse_tensors))))
         for tensor in self.sparse_tensors:
@@ -106,6 +124,8 @@ class ExportResult:
                 if check.top1_agreement is None
                 else f", top-1 agreement {100 * check.top1_agreement:.1f}%"
             )
+            if check.outputs:
+                top1 += f" (worst of {len(check.outputs)} outputs)"
             verdict = "PASS" if check.passed else "FAIL"
             rows.append(
                 (
@@ -114,13 +134,16 @@ class ExportResult:
                     f"(tolerance {check.tolerance:.3g}) on {check.samples} samples{top1}",
                 )
             )
-        rows.append(
-            (
-                "latency",
-                f"XNNPACK {_micros(self.latency_us.get('xnnpack'))} | built-in "
-                f"{_micros(self.latency_us.get('builtin'))} (LiteRT, median, 1 thread)",
+        if self.latency_us:
+            rows.append(
+                (
+                    "latency",
+                    f"XNNPACK {_micros(self.latency_us.get('xnnpack'))} | built-in "
+                    f"{_micros(self.latency_us.get('builtin'))} (LiteRT, median, 1 thread)",
+                )
             )
-        )
+        else:
+            rows.append(("latency", "not measured (latency_runs=0)"))
         if self.arena_bytes is not None:
             rows.append(("TFLM arena", _bytes(self.arena_bytes)))
         for path in self.extra_files:

@@ -1,0 +1,148 @@
+"""How a mask is held during training: fixed binary masks, or masks learnt from trainable scores.
+
+- `BinaryMask`: 0/1 non-trainable masks recomputed from importance scores when the schedule says
+  so; masked weights are held at exactly zero after every optimizer step.
+- `LearnableMask`: trainable scores; the forward pass keeps the top-scored weights at the scheduled
+  sparsity and passes gradients straight through to the scores (movement pruning, Sanh et al.
+  2020: the scores' gradient is `dL/dW' * W`).
+- `SigmoidGateMask`: like `LearnableMask`, but surviving weights are scaled by a soft gate
+  `sigmoid(score / temperature)` that the gradient shapes too.
+"""
+
+import keras
+from keras import ops
+
+from keras_prune.core import registry
+from keras_prune.core.config_object import ConfigObject
+
+
+class MaskType(ConfigObject):
+    """Base class. `learnable` mask types own trainable scores and mask in the forward pass."""
+
+    learnable = False
+
+    def initial_scores(self, weight_value):
+        """Initial trainable scores for a weight (learnable masks only)."""
+        raise NotImplementedError
+
+    def forward_mask(self, hard_mask, scores):
+        """Differentiable mask used in the forward pass, given the hard top-k mask of `scores`."""
+        raise NotImplementedError
+
+
+@keras.saving.register_keras_serializable(package="keras_prune")
+class BinaryMask(MaskType):
+    """Non-trainable 0/1 masks from importance scores (magnitude by default).
+
+    Example:
+
+    ```python
+    kp.prune(model, schedule=kp.ConstantSparsity(0.8), mask=kp.mask_types.BinaryMask())  # or
+    mask="binary"
+    ```
+    """
+
+
+@keras.saving.register_keras_serializable(package="keras_prune")
+class LearnableMask(MaskType):
+    """Top-k of trainable scores with a straight-through estimator (movement pruning).
+
+    Scores start at |w| so training begins from the magnitude mask; weights outside the top-k
+    keep their values and may come back if their scores grow.
+
+    Example:
+
+    ```python
+    kp.prune(model, schedule=kp.PolynomialDecay(0.0, 0.9, 0, 1000), mask="learnable")
+    ```
+    """
+
+    learnable = True
+
+    def initial_scores(self, weight_value):
+        return ops.abs(weight_value)
+
+    def forward_mask(self, hard_mask, scores):
+        # Forward: the hard mask. Backward: d mask / d scores = 1.
+        return hard_mask + scores - ops.stop_gradient(scores)
+
+
+@keras.saving.register_keras_serializable(package="keras_prune")
+class SigmoidGateMask(MaskType):
+    """Soft gates `sigmoid(score / temperature)` on the weights kept by the top-k of the scores.
+
+    Gates start near 1 (about 0.95-0.98, larger for larger |w|), so the wrapped layer starts close
+    to the original. A lower temperature makes the gates sharper.
+
+    Args:
+        temperature: > 0; divides the scores inside the sigmoid.
+
+    Example:
+
+    ```python
+    kp.prune(model, schedule=kp.ConstantSparsity(0.8),
+    mask=kp.mask_types.SigmoidGateMask(temperature=0.5))
+    ```
+    """
+
+    learnable = True
+
+    def __init__(self, temperature=1.0):
+        if (
+            isinstance(temperature, bool)
+            or not isinstance(temperature, (int, float))
+            or temperature <= 0
+        ):
+            raise ValueError(f"Expected `temperature` > 0. Received: temperature={temperature!r}")
+        self.temperature = float(temperature)
+
+    def initial_scores(self, weight_value):
+        magnitude = ops.abs(weight_value)
+        relative = magnitude / (ops.max(magnitude) + 1e-12)
+        return self.temperature * (3.0 + relative)
+
+    def forward_mask(self, hard_mask, scores):
+        gate = ops.sigmoid(scores / self.temperature)
+        # Forward: hard * gate. Backward also reaches pruned entries (through the
+        # straight-through term), so a gate outside the top-k can grow back in.
+        return (hard_mask + gate - ops.stop_gradient(gate)) * gate
+
+    def get_config(self):
+        return {"temperature": self.temperature}
+
+
+ALIASES = {
+    "binary": BinaryMask,
+    "learnable": LearnableMask,
+    "sigmoid": SigmoidGateMask,
+}
+
+REGISTRY = registry.Registry(
+    "mask",
+    MaskType,
+    ALIASES,
+    examples="kp.mask_types.SigmoidGateMask(temperature=0.5)",
+)
+
+
+def get(identifier):
+    """A mask type from an instance, a name ("binary", "learnable", "sigmoid"),
+    `(name, {arguments})` or a serialized dict.
+
+    Example:
+
+    ```python
+    kp.mask_types.get("learnable")  # LearnableMask()
+    ```
+    """
+    return REGISTRY.get(identifier)
+
+
+def serialize(mask_type):
+    """A JSON-able config of `mask_type`."""
+    return REGISTRY.serialize(mask_type)
+
+
+def deserialize(config, custom_objects=None):
+    """The mask type `serialize` described."""
+    return REGISTRY.deserialize(config, custom_objects)

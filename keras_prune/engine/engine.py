@@ -1,0 +1,207 @@
+"""The mask engine: the one owner of mask state.
+
+Everything that changes masks goes through `MaskEngine`: `kp.PruningCallback` and
+`kp.pruning.update_masks` (schedules), `kp.prune_once` (one shot), `kp.methods.LotteryTicket`,
+`kp.methods.SET` and
+`kp.methods.RigL` (masks they compute themselves), allocations (which only compute). The engine
+decides
+which wrappers are due, scores their weights by their criterion, spreads the sparsity with the
+allocation, couples channel masks by dependency group so that `kp.shrink` removes exactly what
+is masked, and installs the result through `PruneWrapper.install`, the only writer of a
+wrapper's masks and pruning state.
+"""
+
+import warnings
+import weakref
+
+import keras
+import numpy as np
+from keras import ops
+
+from keras_prune.core import allocation as allocation_lib
+from keras_prune.core import granularity as granularity_lib
+from keras_prune.core import schedules as schedules_lib
+from keras_prune.engine.coupling import ChannelCoupling
+from keras_prune.graph import tracing as trace_lib
+from keras_prune.layers.wrapper import find_wrappers
+
+
+def wrappers_or_raise(model, caller, how="kp.prune(model, schedule=...)"):
+    """The model's wrappers; raises naming `caller` and the fix (`how`) if it has none."""
+    wrappers = find_wrappers(model)
+    if not wrappers:
+        raise ValueError(
+            f"{caller} found no kp.PruneWrapper in model {model.name!r}. Make the model prunable "
+            f"first: `model = {how}`."
+        )
+    return wrappers
+
+
+def wrappers_or_warn(model, caller):
+    """The model's wrappers; warns (and returns []) if there are none: a training script shared
+    by pruned and unpruned models keeps working, as with tfmot, but the slip is visible."""
+    wrappers = find_wrappers(model)
+    if not wrappers:
+        warnings.warn(
+            f"{caller} found no kp.PruneWrapper in model {model.name!r}, so it does nothing. "
+            "To prune, make the model prunable first: `model = kp.prune(model, schedule=...)`.",
+            stacklevel=3,
+        )
+    return wrappers
+
+
+def is_follower(wrapper):
+    """Whether `wrapper` only follows its channel group (a BatchNormalization's scales at
+    channel granularity): it is never ranked on its own."""
+    return isinstance(wrapper.granularity, granularity_lib.Channel) and isinstance(
+        wrapper.layer, keras.layers.BatchNormalization
+    )
+
+
+def is_coupled(wrapper):
+    """Whether `wrapper`'s masks are set per channel dependency group."""
+    return isinstance(wrapper.granularity, granularity_lib.Channel) and not (
+        wrapper.mask_type.learnable
+    )
+
+
+def check_finite(wrapper, step):
+    """Raise, naming the layer and weight, if a pruned weight holds NaN or inf: ranking would
+    keep them as the most important and the logged sparsity would be meaningless."""
+    for target in wrapper.targets:
+        if not bool(ops.convert_to_numpy(ops.all(ops.isfinite(target.variable)))):
+            raise ValueError(
+                f"Layer {wrapper.name!r}: weight {target.variable.path!r} holds NaN or inf at "
+                f"step {step}, so its mask cannot be ranked. Training diverged before this mask "
+                "update: lower the learning rate, clip gradients (`clipnorm=`), or check the "
+                "data for non-finite values."
+            )
+
+
+class MaskEngine:
+    """Computes and installs the masks of one model's wrappers.
+
+    Args:
+        model: the model holding the `kp.PruneWrapper`s.
+        wrappers: the wrappers to drive (default: all of the model's).
+
+    Example:
+
+    ```python
+    engine = kp.engine.MaskEngine(pruned)
+    engine.update(step=0)            # what kp.PruningCallback does before each batch
+    engine.prune_to(0.8)             # what kp.prune_once does
+    ```
+    """
+
+    def __init__(self, model, wrappers=None):
+        self.model = model
+        self.wrappers = find_wrappers(model) if wrappers is None else list(wrappers)
+        self._coupling = None
+
+    @property
+    def coupling(self):
+        """The channel coupling of the model (None if no wrapper prunes channels, or if the
+        model is subclassed and has no graph to read groups from)."""
+        if self._coupling is None:
+            channel = [w for w in self.wrappers if is_coupled(w) and w.built]
+            if channel and trace_lib.is_graph_model(self.model):
+                self._coupling = ChannelCoupling(self.model, channel)
+            else:
+                self._coupling = False
+        return self._coupling or None
+
+    def attach(self):
+        """Tell the wrappers that something drives their masks (training is then allowed)."""
+        for wrapper in self.wrappers:
+            wrapper.driven = True
+
+    def due(self, step, wrappers=None):
+        """The built, non-follower wrappers whose schedule updates masks at `step`."""
+        candidates = self.wrappers if wrappers is None else wrappers
+        return [
+            wrapper
+            for wrapper in candidates
+            if wrapper.built
+            and not is_follower(wrapper)
+            and schedules_lib.decide(wrapper.schedule, step)[0]
+        ]
+
+    def update(self, step, allocation=None, wrappers=None):
+        """Apply the schedules at optimizer step `step`; returns the wrappers updated."""
+        step = int(step)
+        due = self.due(step, wrappers)
+        if not due:
+            return []
+        sparsities = {id(w): schedules_lib.decide(w.schedule, step)[1] for w in due}
+        return self._install_all(due, sparsities, step, allocation)
+
+    def prune_to(self, sparsity, allocation=None, step=0):
+        """Set every wrapper's masks now at `sparsity`, whatever the schedules say."""
+        wrappers = [w for w in self.wrappers if w.built and not is_follower(w)]
+        sparsities = {id(w): float(sparsity) for w in wrappers}
+        return self._install_all(wrappers, sparsities, int(step), allocation)
+
+    def install(self, wrapper, masks, sparsity, step=None):
+        """Install masks a method computed itself (drop-and-grow, lottery tickets)."""
+        wrapper.install(masks, sparsity, step)
+
+    # -- internals -------------------------------------------------------------------------
+
+    def _install_all(self, wrappers, sparsities, step, allocation):
+        for wrapper in wrappers:
+            check_finite(wrapper, step)
+        allocation = allocation_lib.get(allocation or "per_layer")
+        coupling = self.coupling
+        coupled = [w for w in wrappers if coupling is not None and coupling.covers(w)]
+        coupled_ids = {id(w) for w in coupled}
+        alone = [w for w in wrappers if id(w) not in coupled_ids]
+        updated = []
+        if alone:
+            if any(w.mask_type.learnable for w in alone) and not isinstance(
+                allocation, allocation_lib.PerLayerAllocation
+            ):
+                learnable = next(w for w in alone if w.mask_type.learnable)
+                raise ValueError(
+                    f"Layer {learnable.name!r} uses a learnable mask, whose top-k is chosen in "
+                    "the forward pass per layer; allocations install binary masks. Use "
+                    "mask='binary' with an allocation, or drop `allocation=` for learnable masks."
+                )
+            per_layer = allocation.allocate(
+                [w.layer_scores() for w in alone], [sparsities[id(w)] for w in alone]
+            )
+            for wrapper, masks in zip(alone, per_layer, strict=True):
+                wrapper.install(masks, sparsities[id(wrapper)], step)
+            updated += alone
+        if coupled:
+            updated += coupling.update(coupled, sparsities, step, allocation)
+        return updated
+
+
+_ENGINES = weakref.WeakKeyDictionary()
+
+
+def engine_for(model):
+    """The `MaskEngine` of `model`, made once and kept while the model lives."""
+    wrappers = find_wrappers(model)
+    engine = _ENGINES.get(model)
+    if engine is None or [id(w) for w in engine.wrappers] != [id(w) for w in wrappers]:
+        engine = MaskEngine(model, wrappers)
+        _ENGINES[model] = engine
+    return engine
+
+
+def realised_sparsity(wrappers):
+    """The true fraction of zeros among the weights `wrappers` prune, masks applied (0.0 if
+    none). Weights that are NaN or inf count as not zero."""
+    total = zeros = 0
+    for wrapper in wrappers:
+        if not wrapper.built or is_follower(wrapper):
+            continue
+        for variable, value in wrapper.effective_weights():
+            if not any(variable is target.variable for target in wrapper.targets):
+                continue
+            array = np.asarray(ops.convert_to_numpy(value))
+            total += array.size
+            zeros += int(np.count_nonzero(array == 0))
+    return zeros / total if total else 0.0

@@ -1,0 +1,15 @@
+"""Whole-model pruning: `prune`, `strip`, `prune_once`, `update_masks`, and the report and
+model class they return."""
+
+from keras_prune.pruning.one_shot import prune_once
+from keras_prune.pruning.prune_strip import PruneReport, prune, strip, update_masks
+from keras_prune.pruning.pruned_model import PrunedModel
+
+__all__ = [
+    "PruneReport",
+    "PrunedModel",
+    "prune",
+    "prune_once",
+    "strip",
+    "update_masks",
+]

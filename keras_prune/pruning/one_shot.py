@@ -1,0 +1,69 @@
+"""`prune_once`: prune a trained model in one shot, ready to fine-tune."""
+
+from keras_prune.core import allocation as allocation_lib
+from keras_prune.core import criteria as criteria_lib
+from keras_prune.core import validation
+from keras_prune.core.schedules import OneShotSparsity
+from keras_prune.engine.engine import engine_for
+from keras_prune.engine.gradients import collect_gradients
+from keras_prune.pruning.prune_strip import prune
+
+
+def prune_once(
+    model,
+    sparsity,
+    granularity="unstructured",
+    criterion="magnitude",
+    allocation=None,
+    filters=None,
+    calibration_data=None,
+):
+    """Prune a (trained) model in one shot; returns the pruned copy, ready to fine-tune.
+
+    Masks are computed now, with the criterion and allocation given, and never recomputed (the
+    wrappers get a `OneShotSparsity` schedule), so fine-tune with a plain `fit`.
+
+    Args:
+        model: a built Sequential or Functional model; left untouched.
+        sparsity: target sparsity in [0, 1) (for `ThresholdAllocation` it is only recorded).
+        granularity: see `kp.prune`.
+        criterion: see `kp.criteria`; gradient criteria need `calibration_data` and a compiled
+            `model` (its loss is used).
+        allocation: a `kp.allocation.Allocation` or name. Default: every tensor at
+            `sparsity`, and at channel granularity the channels of each dependency group ranked
+            together (BatchNormalization held at zero), so `kp.shrink` removes them. An explicit
+            allocation ranks channels layer by layer; then each group keeps a channel if any
+            of its layers kept it.
+        filters: which layers to prune (see `kp.prune`).
+        calibration_data: `(x, y)` for gradient criteria.
+
+    Example:
+
+    ```python
+    pruned = kp.prune_once(trained, 0.9, allocation=kp.allocation.GlobalAllocation())
+    pruned.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
+    pruned.fit(x, y, epochs=2)
+    ```
+    """
+    validation.check_sparsity("sparsity", sparsity)
+    chosen = criteria_lib.get(criterion)
+    allocation = None if allocation is None else allocation_lib.get(allocation)
+    pruned = prune(
+        model,
+        schedule=OneShotSparsity(sparsity),
+        granularity=granularity,
+        criterion=chosen,
+        filters=filters,
+    )
+    engine = engine_for(pruned)
+    if chosen.needs_gradients:
+        if calibration_data is None or not getattr(model, "compiled", False):
+            raise ValueError(
+                f"Criterion {chosen!r} ranks by gradients: pass `calibration_data=(x, y)` and "
+                "compile `model` first (its loss is used to compute the gradients)."
+            )
+        pruned.compile(optimizer="sgd", loss=model.loss)
+        collect_gradients(pruned, calibration_data)
+    engine.attach()
+    engine.prune_to(sparsity, allocation=allocation, step=0)
+    return pruned
