@@ -3,7 +3,7 @@
 Stages (tests/zoo/stages.py): prune (unstructured 50%, a few `fit` steps with
 `kp.PruningCallback`, sparsity and kernel coverage checked), strip (same outputs, no
 keras_prune class left), save/load (`.keras`, pruned and stripped), shrink (channel pruning,
-`kp.shrink`, same outputs, fewer MACs), MACs (`kp.macs.count` nonzero for every layer that
+`kp.shrink`, same outputs, fewer MACs), MACs (`kp.reporting.macs.count` nonzero for every layer that
 multiplies), export (`kp.export.to_tflite(target="mobile")` verified on LiteRT, in a child
 process). Prints one line per model as it finishes, then the table and the failure reasons.
 
@@ -254,7 +254,7 @@ def markdown(rows, seconds=None):
         '- **shrink**: `kp.prune_once(..., granularity="channel")` then `kp.shrink`: outputs '
         f"within {stages.SHRINK_TOLERANCE:g} (relative) of the masked model and fewer MACs; "
         "**MACs ratio** is MACs before / after.",
-        "- **MACs**: `kp.macs.count`, nonzero for every layer that multiplies.",
+        "- **MACs**: `kp.reporting.macs.count`, nonzero for every layer that multiplies.",
         '- **export**: `kp.export.to_tflite(stripped, target="mobile")`, verified on LiteRT '
         "(in a child process; the size is the `.tflite` file).",
         "",

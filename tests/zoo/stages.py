@@ -125,13 +125,13 @@ def pruned_variables(model):
     """`{id(variable): variable}` of every weight keras_prune prunes in `model`."""
     return {
         id(variable): variable
-        for wrapper in kp.find_wrappers(model)
+        for wrapper in kp.layers.find_wrappers(model)
         for variable in wrapper.prunable_weights
     }
 
 
 def wrapper_count(model):
-    return len(kp.find_wrappers(model))
+    return len(kp.layers.find_wrappers(model))
 
 
 def strip_model(model):
@@ -140,7 +140,7 @@ def strip_model(model):
 
 def channel_groups(model):
     """`([(prunable, reason)] per channel group, {layer name: reason} for unsupported layers)`."""
-    analysis = kp.groups.analyze(model)
+    analysis = kp.graph.analyze(model)
     groups = [(group.prunable, group.reason) for group in analysis.groups()]
     return groups, dict(analysis.unsupported)
 
@@ -154,12 +154,12 @@ def shrink_model(model):
 
 
 def total_macs(model):
-    return kp.macs.count(model)["macs"]
+    return kp.reporting.macs.count(model)["macs"]
 
 
 def layer_macs(model):
     """`[(layer name, MACs)]` per layer as keras_prune counts them."""
-    return [(cost.name, cost.macs) for cost in kp.macs.layer_costs(model)]
+    return [(cost.name, cost.macs) for cost in kp.reporting.macs.layer_costs(model)]
 
 
 def export_tflite(model, path, verification_data):
@@ -431,7 +431,7 @@ def shrink(model, inputs):
 
 
 def macs(model, inputs):
-    """`kp.macs.count` is nonzero, and so is every layer that does multiply-accumulates."""
+    """`kp.reporting.macs.count` is nonzero, and so is every layer that does multiply-accumulates."""
     total = total_macs(model)
     by_name = {layer.name: layer for layer in sublayers(model)}
     zero, lookups = [], []
@@ -452,7 +452,7 @@ def macs(model, inputs):
             **metrics,
         )
     if not total:
-        return failed("kp.macs.count returned 0 MACs", **metrics)
+        return failed("kp.reporting.macs.count returned 0 MACs", **metrics)
     note = f"; Embedding lookups (0 MACs by definition): {', '.join(lookups)}" if lookups else ""
     return passed(f"{total:,} MACs{note}", **metrics)
 
