@@ -50,3 +50,27 @@ def compile_for_digits(model, learning_rate=1e-2):
 def random_batch():
     rng = np.random.default_rng(0)
     return rng.random((64, 8, 8, 1), dtype=np.float32), rng.integers(0, 10, 64)
+
+
+# -- slow tests: deselected unless asked for -----------------------------------------------------
+
+
+def pytest_addoption(parser):
+    parser.addoption(
+        "--runslow",
+        action="store_true",
+        default=False,
+        help="also run tests marked slow (the whole model zoo); `-m slow` runs only those",
+    )
+
+
+def pytest_collection_modifyitems(config, items):
+    # An explicit `-m` expression that names `slow` ("slow", "not slow", ...) decides by itself.
+    if config.getoption("--runslow") or "slow" in (config.getoption("markexpr") or ""):
+        return
+    kept, deselected = [], []
+    for item in items:
+        (deselected if item.get_closest_marker("slow") else kept).append(item)
+    if deselected:
+        config.hook.pytest_deselected(items=deselected)
+        items[:] = kept

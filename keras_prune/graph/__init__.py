@@ -2,16 +2,18 @@
 important their channels are."""
 
 from keras_prune.graph.channel_importance import channel_scores
-from keras_prune.graph.groups import Group, Member, channel_groups
+from keras_prune.graph.groups import Analysis, Group, Member, analyze, channel_groups
 from keras_prune.graph.rewire import CannotCopy, copy_model, replace_layers
 from keras_prune.graph.tracing import Call, Graph, NotTraceable, trace
 
 __all__ = [
+    "Analysis",
     "Call",
     "CannotCopy",
     "Graph",
     "Group",
     "Member",
+    "analyze",
     "NotTraceable",
     "channel_groups",
     "channel_scores",

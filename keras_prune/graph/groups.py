@@ -342,6 +342,14 @@ class Analysis:
         unsupported: `{layer or operation name: reason}` for the calls the analysis could not see
             through (their channels are kept).
         unsupported_calls: ids of those `Call`s.
+
+    Example:
+
+    ```python
+    analysis = kp.graph.analyze(model)
+    for group in analysis.groups():
+        print(group.size, group.reason)
+    ```
     """
 
     def __init__(self, model):
