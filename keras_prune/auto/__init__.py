@@ -9,12 +9,25 @@ runtime, and a multi-objective search for the best pruned model under deployment
   sparsities searched with Optuna; returns the Pareto front, each point one call from a model.
 """
 
-from keras_prune.auto.sensitivity import Sensitivity, sensitivity
+from keras_prune.auto.constraints import Constraint
+from keras_prune.auto.latency_profile import BlockCost, Profile, profile
+from keras_prune.auto.objectives import Objective
+from keras_prune.auto.pareto_search import search
+from keras_prune.auto.search_result import Candidate, SearchResult
 from keras_prune.auto.sensitivity_allocation import SensitivityAllocation, equal_drop_sparsities
+from keras_prune.auto.sensitivity_analysis import Sensitivity, sensitivity
 
 __all__ = [
+    "BlockCost",
+    "Candidate",
+    "Constraint",
+    "Objective",
+    "Profile",
+    "SearchResult",
     "Sensitivity",
     "SensitivityAllocation",
     "equal_drop_sparsities",
+    "profile",
+    "search",
     "sensitivity",
 ]

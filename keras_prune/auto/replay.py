@@ -143,7 +143,9 @@ def predict(model, x, batch_size=128):
     count = len(keras.tree.flatten(x)[0])
     chunks = []
     for start in range(0, count, batch_size):
-        batch = keras.tree.map_structure(lambda array: array[start : start + batch_size], x)
+        batch = keras.tree.map_structure(
+            lambda array, start=start: array[start : start + batch_size], x
+        )
         outputs = model(batch, training=False)
         chunks.append(
             keras.tree.map_structure(lambda t: np.asarray(keras.ops.convert_to_numpy(t)), outputs)

@@ -132,7 +132,9 @@ class SensitivityAllocation(Allocation):
         self.curves = {str(name): [float(d) for d in drops] for name, drops in curves.items()}
         self.grid = grid
         self.max_sparsity = (
-            None if max_sparsity is None else validation.check_sparsity("max_sparsity", max_sparsity)
+            None
+            if max_sparsity is None
+            else validation.check_sparsity("max_sparsity", max_sparsity)
         )
 
     def sparsities_for(self, sparsity, sizes):

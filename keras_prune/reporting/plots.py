@@ -169,7 +169,9 @@ def scatter_front(points, front, path, *, title="", xlabel="", ylabel="", labels
     for x, y, text in marked:
         axes.scatter([x], [y], marker="*", s=140, color=_PALETTE[0], zorder=4, label=text)
     for index, text in (labels or {}).items():
-        axes.annotate(str(text), points[index], fontsize=7, xytext=(4, 4), textcoords="offset points")
+        axes.annotate(
+            str(text), points[index], fontsize=7, xytext=(4, 4), textcoords="offset points"
+        )
     axes.set_title(title)
     axes.set_xlabel(xlabel)
     axes.set_ylabel(ylabel)

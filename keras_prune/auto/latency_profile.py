@@ -287,8 +287,8 @@ class Profile:
         if self.unsupported_ops:
             lines.append(f"ops TFLM lacks: {', '.join(self.unsupported_ops)}")
         lines.append(
-            f"{len(self.blocks)} blocks ({self.measured_blocks} measured, {self.cached_blocks} from "
-            f"the cache) in {self.seconds:.1f} s"
+            f"{len(self.blocks)} blocks ({self.measured_blocks} measured, "
+            f"{self.cached_blocks} from the cache) in {self.seconds:.1f} s"
         )
         return "\n".join(lines)
 
@@ -459,7 +459,9 @@ def profile(
     for fraction in fractions:
         for block in plans[fraction]:
             signatures.setdefault(block.signature(), block)
-    keys = {signature: cache_lib.key(_CACHE_VERSION, signature, settings) for signature in signatures}
+    keys = {
+        signature: cache_lib.key(_CACHE_VERSION, signature, settings) for signature in signatures
+    }
     measured = {}
     for signature, name in keys.items():
         cached = cache_lib.load(cache_dir, _CACHE_KIND, name)

@@ -10,7 +10,6 @@ sample and the settings.
 """
 
 import dataclasses
-import re
 import time
 
 import keras
@@ -18,15 +17,15 @@ import numpy as np
 
 from keras_prune.auto import cache as cache_lib
 from keras_prune.auto import data as data_lib
+from keras_prune.auto import selection
 from keras_prune.auto.replay import Replay
 from keras_prune.auto.sensitivity_allocation import SensitivityAllocation
 from keras_prune.core import criteria as criteria_lib
 from keras_prune.core import masks as masks_lib
 from keras_prune.core import validation
 from keras_prune.graph import groups as groups_lib
-from keras_prune.graph import rewire, tracing
+from keras_prune.graph import tracing
 from keras_prune.layers import layouts
-from keras_prune.layers.wrapper import find_wrappers
 from keras_prune.surgery import channel_importance
 
 DEFAULT_SPARSITIES = {
@@ -98,7 +97,9 @@ def _identity_head(model):
     outputs = [tuple(tensor.shape)[1:] for tensor in model.outputs]
     inputs = [keras.Input(shape) for shape in outputs]
     passed = [keras.layers.Identity()(tensor) for tensor in inputs]
-    head = keras.Model(inputs if len(inputs) > 1 else inputs[0], passed if len(passed) > 1 else passed[0])
+    head = keras.Model(
+        inputs if len(inputs) > 1 else inputs[0], passed if len(passed) > 1 else passed[0]
+    )
     head.compile_from_config(model.get_compile_config())
     return head
 
@@ -135,7 +136,9 @@ def _layer_units(model, selected, criterion):
             for weight in weights:
                 scores = criterion(weight.variable, None)
                 mask = masks_lib.sparsity_mask(scores, sparsity)
-                weight.variable.assign(weight.variable * keras.ops.cast(mask, weight.variable.dtype))
+                weight.variable.assign(
+                    weight.variable * keras.ops.cast(mask, weight.variable.dtype)
+                )
 
         units.append(
             _Unit(
@@ -180,20 +183,6 @@ def _group_units(model, selected):
             )
         )
     return units
-
-
-def _working_copy(model):
-    if find_wrappers(model):
-        from keras_prune.pruning import strip
-
-        return strip(model)
-    return rewire.copy_model(model)
-
-
-def _layer_filter(filters):
-    from keras_prune.pruning.prune_strip import layer_filter
-
-    return layer_filter(filters)
 
 
 @dataclasses.dataclass
@@ -391,8 +380,8 @@ def sensitivity(
         if cached is not None:
             return Sensitivity.from_dict(cached)
     start = time.perf_counter()
-    working = _working_copy(model)
-    selected = _layer_filter(filters)
+    working = selection.working_copy(model)
+    selected = selection.layer_filter(filters)
     units = (
         _layer_units(working, selected, chosen)
         if granularity == "unstructured"
@@ -444,8 +433,3 @@ def sensitivity(
     if key is not None:
         cache_lib.store(cache_dir, _CACHE_KIND, key, result.to_dict())
     return result
-
-
-def layer_pattern(names):
-    """A `filters` regex matching exactly the layers `names`."""
-    return "^(" + "|".join(re.escape(name) for name in names) + ")$"
