@@ -4,7 +4,11 @@ from setuptools import find_packages, setup
 
 EXPORT = ["ai-edge-litert>=2.0", "tflite-micro"]
 EXAMPLES = ["scikit-learn"]
-TEST = EXPORT + EXAMPLES + [
+# kp.auto.search runs its studies with Optuna (NSGA-II, TPE; its GP sampler also needs torch).
+AUTO = ["optuna>=5.0"]
+# PNG charts (sensitivity curves, latency bottlenecks, Pareto fronts).
+PLOTS = ["matplotlib"]
+TEST = EXPORT + EXAMPLES + AUTO + PLOTS + [
     "pytest",
     "hypothesis",
     # Parity oracle only: keras_prune never imports these.
@@ -28,6 +32,8 @@ setup(
     extras_require={
         "export": EXPORT,
         "examples": EXAMPLES,
+        "auto": AUTO + EXPORT,
+        "plots": PLOTS,
         "test": TEST,
         "lint": ["ruff"],
     },
