@@ -95,7 +95,9 @@ def test_profile_at_several_channel_fractions(cache):
 
 @pytest.mark.slow
 def test_profile_for_microcontrollers(tmp_path):
-    table = auto.profile(block_cnn(), "mcu", channel_fractions=(1.0,), cache_dir=tmp_path, verbose=0)
+    table = auto.profile(
+        block_cnn(), "mcu", channel_fractions=(1.0,), cache_dir=tmp_path, verbose=0
+    )
     assert table.arena_bytes > 0 and table.unsupported_ops == []
     assert all(row.latency_us is None for row in table.blocks)
     predicted = table.predict(block_cnn(), {0: 8})
