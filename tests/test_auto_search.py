@@ -8,7 +8,6 @@ import sys
 import textwrap
 import time
 
-import keras
 import numpy as np
 import pytest
 from conftest import compile_for_digits, small_cnn
