@@ -6,7 +6,7 @@ the choice without building it (MACs and parameters counted, latency / file byte
 from the `kp.auto.profile` lookup table), builds the pruned model, fine-tunes it briefly (or
 runs the user's `evaluate` proxy) and measures the compiled metrics. NSGA-II searches several
 objectives at once; TPE or a Gaussian process one objective. Constraints steer every sampler
-(Optuna's `constraints_func`). At the end the front's points are exported and re-measured end
+(`Trial.set_constraint`). At the end the front's points are exported and re-measured end
 to end on the runtime.
 
 The study lives in a store (`keras_prune.auto.study`): a killed search resumes where it
@@ -367,7 +367,9 @@ def search(
     recovered = study_lib.recover_abandoned(study)
     if recovered and verbose:
         print(f"Resuming study {study_name!r}: trials {recovered} were interrupted, queued again.")
-    joined = study_lib.other_workers_running(study)
+    # A worker joining or resuming a study draws from its own stream, so that two processes
+    # do not propose the same sparsities.
+    joined = bool(study.trials) or study_lib.other_workers_running(study)
     sampler_seed = seed + os.getpid() if joined and seed is not None else seed
     study.sampler = _choose_sampler(
         optuna,
