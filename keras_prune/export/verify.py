@@ -366,9 +366,7 @@ def measure_latencies(models, *, xnnpack=True, runs=50, warmup=5, threads=1, rou
             with open(os.path.join(job, f"m{number}.tflite"), "wb") as handle:
                 handle.write(data)
             inputs = generated_inputs(read_model(data))
-            np.savez(
-                os.path.join(job, f"x{number}.npz"), **{f"t{k}": v for k, v in inputs.items()}
-            )
+            np.savez(os.path.join(job, f"x{number}.npz"), **{f"t{k}": v for k, v in inputs.items()})
         for round_number in range(rounds):
             for number in range(len(models)):
                 plan.append(
