@@ -201,3 +201,45 @@ def test_killed_worker_resumes_and_two_workers_share_one_study(trained, digits, 
     for trial in interrupted:  # the trial the kill cut short ran again with its sparsities
         retried = [t for t in finished if t.user_attrs.get("retry_of") == trial.number]
         assert retried and retried[0].params == trial.params
+
+
+@pytest.mark.slow
+def test_latency_search_remeasures_the_front(trained, digits, tmp_path):
+    _, validation = digits
+    table = auto.profile(trained, channel_fractions=(1.0,), runs=10, cache_dir=tmp_path, verbose=0)
+    budget = 0.8 * table.latency_us
+    common = dict(profile=table, samples=200, storage=tmp_path / "latency.journal", verbose=0)
+    with pytest.raises(ValueError, match=r"'latency <= 0.001 us' cannot be met.*smallest latency"):
+        auto.search(trained, validation, constraints=["latency <= 0.001 us"], n_trials=1, **common)
+    result = auto.search(
+        trained,
+        validation,
+        objectives=["accuracy", "latency"],
+        constraints=[f"latency <= {budget} us"],
+        n_trials=4,
+        remeasure=2,
+        **common,
+    )
+    measured = [c for c in result.front if c.measured]
+    assert measured and all(c.measured["latency"] > 0 and c.measured["size"] > 0 for c in measured)
+    assert "latency measured" in result.table()
+
+
+@pytest.mark.slow
+def test_arena_search_for_microcontrollers(trained, digits, tmp_path):
+    _, validation = digits
+    table = auto.profile(trained, "mcu", channel_fractions=(1.0,), cache_dir=tmp_path, verbose=0)
+    common = dict(target="mcu", profile=table, samples=200, verbose=0)
+    common["storage"] = tmp_path / "mcu.journal"
+    with pytest.raises(ValueError, match=r"smallest arena reachable is [\d.]+ (B|KB)"):
+        auto.search(trained, validation, constraints=["arena <= 10 B"], n_trials=1, **common)
+    result = auto.search(
+        trained,
+        validation,
+        objectives=["accuracy", "arena"],
+        n_trials=3,
+        remeasure=1,
+        **common,
+    )
+    assert result.front[0].measured["arena"] > 0
+    assert result.front[-1].values["arena"] < table.arena_bytes

@@ -29,7 +29,9 @@ from keras_prune.layers import layouts
 from keras_prune.surgery import channel_importance
 
 DEFAULT_SPARSITIES = {
-    "unstructured": (0.3, 0.5, 0.7, 0.8, 0.9, 0.95, 0.99),
+    # Dense near the top: an allocation can give a layer at most the grid's largest value,
+    # so reaching 99% overall needs the robust layers above 99%.
+    "unstructured": (0.3, 0.5, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99, 0.995),
     "channel": (0.125, 0.25, 0.5, 0.75),
 }
 _CACHE_KIND = "sensitivity"
@@ -316,8 +318,9 @@ def sensitivity(
         granularity: "unstructured" (one curve per prunable layer, weights ranked by
             `criterion`) or "channel" (one curve per removable channel group, channels ranked
             by the L2 norm of every weight they own, as `kp.prune_channels`).
-        sparsities: the grid, increasing, in (0, 1). Default: 0.3 ... 0.99 (unstructured),
-            1/8, 1/4, 1/2, 3/4 (channel).
+        sparsities: the grid, increasing, in (0, 1). Default: 0.3 ... 0.995 (unstructured),
+            1/8, 1/4, 1/2, 3/4 (channel). The allocation prunes no layer beyond the largest
+            value, so an overall target needs a grid reaching above it.
         metric: None (the compiled loss; every compiled metric is recorded too), the name of a
             compiled metric ("accuracy"), or a callable `(y_true, y_pred) -> float`.
         higher_is_better: the metric's direction; inferred for names (losses and errors are
