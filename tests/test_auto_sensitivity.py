@@ -148,3 +148,11 @@ def test_sensitivity_errors_name_the_argument(trained, digits):
         auto.sensitivity(trained, (x, y), metric=lambda a, b: 0.0, verbose=0, cache_dir=False)
     with pytest.raises(ValueError, match="metric"):
         auto.sensitivity(trained, (x, y), metric="f1", verbose=0, cache_dir=False)
+
+
+def test_plots_say_how_to_install_matplotlib(monkeypatch, tmp_path):
+    from keras_prune.reporting import plots
+
+    monkeypatch.setitem(__import__("sys").modules, "matplotlib", None)
+    with pytest.raises(ImportError, match=r"pip install keras-prune\[plots\]"):
+        plots.bar_chart(["a"], [1.0], tmp_path / "bars.png")
