@@ -89,7 +89,7 @@ def timed(files, rounds=7, runs=40):
     return result
 
 
-def compare_with_uniform(title, model, train, test, args, fine_tune_epochs, search_kwargs):
+def compare_with_uniform(title, model, train, test, args, fine_tune_epochs, search_kwargs, seeds=3):
     print(f"\n== {title} ==")
     start = time.perf_counter()
     table = kp.auto.profile(
@@ -134,31 +134,34 @@ def compare_with_uniform(title, model, train, test, args, fine_tune_epochs, sear
     files, accuracies, params = [], [], []
     target = get_target("mobile")
     for _, candidate in rows:
-        small = compiled(candidate.materialize())
-        keras.utils.set_random_seed(1)
-        small.fit(*train, epochs=fine_tune_epochs, batch_size=32, verbose=0)
-        accuracies.append(small.evaluate(*test, verbose=0, return_dict=True)["accuracy"])
+        runs = []
+        for seed in range(seeds):
+            small = compiled(candidate.materialize())
+            keras.utils.set_random_seed(seed + 1)
+            small.fit(*train, epochs=fine_tune_epochs, batch_size=32, verbose=0)
+            runs.append(small.evaluate(*test, verbose=0, return_dict=True)["accuracy"])
+        accuracies.append((statistics.mean(runs), statistics.pstdev(runs)))
         params.append(small.count_params())
         files.append(convert_lib.convert(small, target))
     latencies = timed(files)
     print(
-        f"\nsame final fine-tune ({fine_tune_epochs} epochs) for every row; latency end to end "
-        "(LiteRT XNNPACK, 1 thread, median [p25-p75] of 7 interleaved rounds)"
+        f"\nsame final fine-tune ({fine_tune_epochs} epochs, {seeds} seeds: mean +- std test "
+        "accuracy) for every row; latency end to end (LiteRT XNNPACK, 1 thread, median "
+        "[p25-p75] of 7 interleaved rounds); search acc: after the search's 1-epoch fine-tune"
     )
     header = (
-        f"{'model':<38} {'trial':>5} {'params':>9} {'table us':>9} {'measured us':>22} "
-        f"{'test acc':>9} {'mean sparsity':>14}"
+        f"{'model':<36} {'trial':>5} {'params':>9} {'search acc':>10} {'table us':>9} "
+        f"{'measured us':>20} {'test acc':>16}"
     )
     print(header)
     print("-" * len(header))
-    for (label, candidate), accuracy, count, (median, low, high) in zip(
+    for (label, candidate), (mean, spread), count, (median, low, high) in zip(
         rows, accuracies, params, latencies, strict=True
     ):
         print(
-            f"{label:<38} {candidate.number:>5} {count:>9,} "
-            f"{candidate.values['latency']:>9.1f} "
-            f"{f'{median:.1f} [{low:.1f}-{high:.1f}]':>22} {accuracy:>9.4f} "
-            f"{candidate.mean_sparsity:>14.2f}"
+            f"{label:<36} {candidate.number:>5} {count:>9,} "
+            f"{candidate.values['accuracy']:>10.4f} {candidate.values['latency']:>9.1f} "
+            f"{f'{median:.1f} [{low:.1f}-{high:.1f}]':>20} {f'{mean:.4f} +- {spread:.4f}':>16}"
         )
     return table
 
@@ -225,7 +228,11 @@ def main(argv=None):
     keras.utils.set_random_seed(0)
     train, test = digits_data(96)
     mobilenet = keras.applications.MobileNetV2(
-        input_shape=(96, 96, 3), weights=None, classes=10, name="mobilenetv2_96"
+        input_shape=(96, 96, 3),
+        weights=None,
+        classes=10,
+        classifier_activation=None,
+        name="mobilenetv2_96",
     )
     compiled(mobilenet, 2e-3)
     start = time.perf_counter()
@@ -243,6 +250,7 @@ def main(argv=None):
         test,
         args,
         fine_tune_epochs=2,
+        seeds=2,
         search_kwargs=dict(
             n_trials=args.mnv2_trials,
             fine_tune_data=small_train,

@@ -299,7 +299,7 @@ def search(
             o.name: baseline_metrics[_metric_key(o.name, baseline_metrics)]
             for o in objectives
             if not o.is_cost
-        }  # fmt: skip
+        }
     )
 
     def value_of(name, costs, metrics):
