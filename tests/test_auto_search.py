@@ -3,6 +3,7 @@ by worker processes after one of them was killed mid-trial."""
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -38,8 +39,8 @@ def test_channel_search_front_resume_and_materialize(trained, digits, tmp_path):
         study_name="digits",
         verbose=0,
     )
-    result = auto.search(trained, validation, n_trials=6, **arguments)
-    assert len(result.candidates) == 6
+    result = auto.search(trained, validation, n_trials=4, **arguments)
+    assert len(result.candidates) == 4
     assert result.front and all(c.feasible for c in result.front)
     for candidate in result.front:
         assert candidate.costs["macs"] <= 30_000
@@ -48,8 +49,8 @@ def test_channel_search_front_resume_and_materialize(trained, digits, tmp_path):
         )
     assert result.baseline["macs"] > 30_000
     first = {c.number: c.values for c in result.candidates}
-    resumed = auto.search(trained, validation, n_trials=8, **arguments)
-    assert len(resumed.candidates) == 8
+    resumed = auto.search(trained, validation, n_trials=5, **arguments)
+    assert len(resumed.candidates) == 5
     assert {
         n: c.values for n, c in ((c.number, c) for c in resumed.candidates) if n in first
     } == first
@@ -72,7 +73,7 @@ def test_unstructured_single_objective_with_fine_tune(trained, digits, tmp_path)
         constraints=["params <= 12K"],
         granularity="unstructured",
         fine_tune_data=(train[0][:300], train[1][:300]),
-        n_trials=4,
+        n_trials=3,
         samples=200,
         storage=tmp_path / "study.db",
         verbose=0,
@@ -163,6 +164,40 @@ def _trials(storage, states=None):
     return study.get_trials(deepcopy=False, states=states)
 
 
+def test_a_trial_cut_short_is_run_again(trained, digits, tmp_path):
+    _, validation = digits
+    storage = tmp_path / "cut.journal"
+    arguments = dict(objectives=["accuracy", "macs"], samples=200, verbose=0)
+    arguments.update(storage=storage, study_name="cut")
+    first = auto.search(trained, validation, n_trials=2, **arguments)
+    # A worker that died in the middle of a trial: its trial stays RUNNING in the journal.
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    study = optuna.load_study(study_name="cut", storage=_journal(storage))
+    trial = study.ask()
+    for name in first.space.names:
+        trial.suggest_float(f"s:{name}", 0.0, 0.75, step=0.125)
+    trial.set_user_attr("worker", {"host": socket.gethostname(), "pid": dead.pid})
+    resumed = auto.search(trained, validation, n_trials=3, **arguments)
+    assert len(resumed.candidates) == 3
+    before = {c.number: c.values for c in first.candidates}
+    assert {c.number: c.values for c in resumed.candidates if c.number in before} == before
+    cut = study.get_trials(deepcopy=False)[trial.number]
+    assert cut.state == optuna.trial.TrialState.FAIL
+    retried = [
+        t for t in study.get_trials(deepcopy=False) if t.user_attrs.get("retry_of") == cut.number
+    ]
+    assert len(retried) == 1 and retried[0].params == cut.params
+    assert retried[0].state == optuna.trial.TrialState.COMPLETE
+
+
+def _journal(path):
+    from optuna.storages.journal import JournalFileBackend
+
+    return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
+
+
+@pytest.mark.slow
 def test_killed_worker_resumes_and_two_workers_share_one_study(trained, digits, tmp_path):
     _, (x, y) = digits
     model_path, data_path = tmp_path / "model.keras", tmp_path / "data.npz"
