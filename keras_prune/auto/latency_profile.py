@@ -490,7 +490,7 @@ def profile(
         if progress is not None:
             progress.add(1)
     new_whole = [f for f in fractions if "data" in whole[f]]
-    empty = _empty_file(chosen)
+    empty = _empty_file(chosen) if missing or new_whole else b""
     if timed and (missing or new_whole):
         # The empty file's time is the interpreter's fixed cost per invoke, paid once by the
         # whole model but once per block by the table: it is taken off every block.
