@@ -265,13 +265,12 @@ def test_arena_search_for_microcontrollers(trained, digits, tmp_path):
     _, validation = digits
     table = auto.profile(trained, "mcu", channel_fractions=(1.0,), cache_dir=tmp_path, verbose=0)
     common = dict(target="mcu", profile=table, samples=200, verbose=0)
-    common["storage"] = tmp_path / "mcu.journal"
+    common.update(storage=tmp_path / "mcu.journal", objectives=["accuracy", "arena"])
     with pytest.raises(ValueError, match=r"smallest arena reachable is [\d.]+ (B|KB)"):
         auto.search(trained, validation, constraints=["arena <= 10 B"], n_trials=1, **common)
     result = auto.search(
         trained,
         validation,
-        objectives=["accuracy", "arena"],
         n_trials=3,
         remeasure=1,
         **common,
