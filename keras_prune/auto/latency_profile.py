@@ -153,6 +153,14 @@ class Profile:
         arena_bytes: the whole model's smallest TFLM arena (`mcu`), else None.
         unsupported_ops: TFLite ops of the model TFLM lacks (`mcu`).
         seconds: time the profile took; `cached_blocks`: blocks read from the cache.
+
+    Example:
+
+    ```python
+    table = kp.auto.profile(model)
+    print(table.error, table.latency_us)
+    kp.auto.Profile.from_dict(table.to_dict())  # a JSON-friendly round trip
+    ```
     """
 
     target: str

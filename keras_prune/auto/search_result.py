@@ -20,6 +20,14 @@ class Candidate:
         violations: one per constraint, <= 0 where met.
         measured: after `remeasure`: `{"latency", "size", "arena"}` of the exported file, end
             to end.
+
+    Example:
+
+    ```python
+    point = result.best()
+    point.value("latency"), point.mean_sparsity
+    model = point.materialize()
+    ```
     """
 
     number: int
@@ -88,6 +96,15 @@ class SearchResult:
         baseline: the unpruned model's values (`{objective: value}`).
         study: the Optuna study; `storage`: where it is kept.
         space: the `SearchSpace` (variables, costs, materialization).
+
+    Example:
+
+    ```python
+    result = kp.auto.search(model, (x_val, y_val), objectives=["accuracy", "macs"])
+    for point in result.front:
+        print(point.number, point.values, point.sparsities)
+    small = result.materialize(result.front[0])
+    ```
     """
 
     def __init__(self, model, space, objectives, constraints, candidates, baseline, study,

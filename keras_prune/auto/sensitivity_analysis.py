@@ -200,6 +200,13 @@ class Sensitivity:
             uses), `size` (weights), `values` (metric at each sparsity) and `drops` (how much
             worse than the baseline, positive = worse).
         samples: examples the metric was measured on; `seconds`: time the scan took.
+
+    Example:
+
+    ```python
+    scan = kp.auto.sensitivity(model, (x_val, y_val))
+    scan.sparsities_for(0.9)  # {"conv1": 0.71, "dense": 0.93, ...}
+    ```
     """
 
     granularity: str
