@@ -122,3 +122,18 @@ def test_constraints_parse_units_and_name_mistakes():
     assert objectives.get("accuracy").maximize is True
     assert objectives.format_value(1500.0, "us") == "1.5 ms"
     assert objectives.format_value(65536, "bytes") == "64.0 KB"
+
+
+def test_latencies_on_the_thread_clock():
+    from keras_prune.export import convert as convert_lib
+    from keras_prune.export.targets import get_target
+
+    inputs = keras.Input((16,))
+    model = keras.Model(inputs, keras.layers.Dense(64)(inputs))
+    data = convert_lib.convert(model, get_target("mobile"))
+    first, second = kp.export.measure_latencies([data, data], runs=5, rounds=2, clock="thread")
+    assert first > 0 and second > 0
+    with pytest.raises(ValueError, match="clock"):
+        kp.export.measure_latencies([data], clock="thread", threads=2)
+    with pytest.raises(ValueError, match="clock"):
+        auto.profile(model, clock="cpu", verbose=0, cache_dir=False)

@@ -440,7 +440,10 @@ def _remeasure(result, candidates, target, threads, x):
         files.append(convert_lib.convert(model, chosen, calibration))
     latencies = [None] * len(files)
     if chosen.runtime == "litert" and files:
-        latencies = verify_lib.measure_latencies(files, threads=threads, runs=30, rounds=3)
+        clock = result.space.profile.clock if result.space.profile is not None else "wall"
+        latencies = verify_lib.measure_latencies(
+            files, threads=threads, runs=30, rounds=3, clock=clock
+        )
     for candidate, data, latency in zip(candidates, files, latencies, strict=True):
         candidate.measured = {"latency": latency, "size": len(data)}
         if chosen.runtime == "tflm":

@@ -329,7 +329,9 @@ def _threads(threads):
     return threads
 
 
-def measure_latencies(models, *, xnnpack=True, runs=50, warmup=5, threads=1, rounds=1):
+def measure_latencies(
+    models, *, xnnpack=True, runs=50, warmup=5, threads=1, rounds=1, clock="wall"
+):
     """Median `invoke()` time in microseconds of each of several `.tflite` files, timed one
     after the other in one child process (a latency table of many small models costs one
     process start, not one per model).
@@ -343,6 +345,9 @@ def measure_latencies(models, *, xnnpack=True, runs=50, warmup=5, threads=1, rou
         rounds: Times the whole list is timed, interleaved (model 1, 2, ..., 1, 2, ...): the
             median over every round's timings is returned, so a burst of load on a shared
             machine does not fall on one model only.
+        clock: "wall" (elapsed time) or "thread" (CPU time of the invoking thread: on a
+            machine busy with other processes, preemption inflates the wall time of long
+            invocations far more than of short ones; `threads=1` only).
 
     Returns:
         A list of medians in microseconds, one per model.
@@ -358,6 +363,11 @@ def measure_latencies(models, *, xnnpack=True, runs=50, warmup=5, threads=1, rou
     if not isinstance(rounds, int) or rounds < 1:
         raise ValueError(f"Expected `rounds` >= 1. Received: rounds={rounds}")
     threads = _threads(threads)
+    if clock not in ("wall", "thread") or (clock == "thread" and threads != 1):
+        raise ValueError(
+            'Expected `clock` "wall", or "thread" with threads=1 (the CPU time of one thread). '
+            f"Received: clock={clock!r}, threads={threads}"
+        )
     delegate = "xnnpack" if xnnpack else "builtin"
     with temporary_directory() as job:
         plan = []
@@ -376,6 +386,7 @@ def measure_latencies(models, *, xnnpack=True, runs=50, warmup=5, threads=1, rou
                         "runs": runs,
                         "warmup": warmup,
                         "threads": threads,
+                        "clock": clock,
                         "stage": f"latency:{delegate}",
                         "name": f"m{number}r{round_number}",
                         "model": f"m{number}.tflite",
