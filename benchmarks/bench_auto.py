@@ -16,8 +16,9 @@ Measured in one run, printed side by side:
    (`kp.auto.sensitivity(...).allocation()`) against the same sparsity in every layer, before
    and after the same fine-tune.
 
-Run: `python benchmarks/bench_auto.py [--trials 30] [--mnv2-trials 14] [--skip-mobilenet]`
-(about 25-40 minutes on 2 shared cores: MobileNetV2's table converts ~100 block files).
+Run: `python benchmarks/bench_auto.py [--trials 30] [--mnv2-trials 8] [--skip-mobilenet]`
+(about 45-60 minutes on 2 busy shared cores: MobileNetV2's table converts 160 block files, 13 min;
+its trials fine-tune on 512 images, 1-2 min each).
 Results are cached (`~/.cache/keras_prune`) and studies kept in `--out`, so a second run is
 faster.
 """
@@ -196,7 +197,7 @@ def sensitivity_vs_uniform(model, train, test, args):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=30)
-    parser.add_argument("--mnv2-trials", type=int, default=14)
+    parser.add_argument("--mnv2-trials", type=int, default=8)
     parser.add_argument("--skip-mobilenet", action="store_true")
     parser.add_argument("--skip-digits", action="store_true")
     parser.add_argument("--out", default="bench_auto_out")
@@ -260,11 +261,11 @@ def mobilenet_benchmarks(args):
     table = compare_with_uniform(
         "MobileNetV2 96x96: search vs uniform 50% channel pruning",
         mobilenet,
-        train,
+        small_train,
         test,
         args,
         fine_tune_epochs=2,
-        seeds=2,
+        seeds=1,
         search_kwargs=dict(
             n_trials=args.mnv2_trials,
             fine_tune_data=small_train,
