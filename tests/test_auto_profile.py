@@ -53,7 +53,7 @@ def test_profile_table_check_cache_and_prediction(cache, tmp_path):
     assert table.file_bytes > 0 and table.measured_blocks > 0
     text = table.table()
     assert "stem" in text and "whole model" in text and "error" in text
-    groups = kp.channel_groups(model)
+    groups = kp.graph.channel_groups(model)
     half = {g.index: g.size // 2 for g in groups if g.prunable}
     full = table.predict(model)
     smaller = table.predict(model, half)
@@ -88,7 +88,7 @@ def test_profile_at_several_channel_fractions(cache):
     assert [check["fraction"] for check in table.checks] == [1.0, 0.5]
     assert table.checks[1]["measured_us"] < table.checks[0]["measured_us"]
     assert [len(row.points) for row in table.blocks] == [2] * 5
-    groups = kp.channel_groups(model)
+    groups = kp.graph.channel_groups(model)
     half = table.predict(model, {g.index: g.size // 2 for g in groups if g.prunable}, False)
     assert half["latency_us"] == pytest.approx(table.checks[1]["table_us"], rel=0.2)
 

@@ -51,7 +51,7 @@ def _shrunk(model, fraction):
         return rewire.copy_model(model)
     from keras_prune.surgery.prune_channels import prune_channels
 
-    return prune_channels(model, fraction=1.0 - fraction)
+    return prune_channels(model, sparsity=1.0 - fraction)
 
 
 def _convert(model, target):
@@ -203,7 +203,7 @@ class Profile:
     def predict(self, model, kept=None, calibrated=True):
         """Predicted `{"latency_us", "file_bytes", "arena_bytes"}` of `model` (the profiled
         model or an equal copy) with `kept[group index]` channels kept per channel group
-        (`kp.channel_groups(model)` order; None or missing groups: all channels).
+        (`kp.graph.channel_groups(model)` order; None or missing groups: all channels).
 
         `calibrated` scales the latency sum by measured / table at full size, so the
         prediction agrees with the whole model where it was measured.

@@ -2,6 +2,7 @@
 
 import re
 
+from keras_prune.core import validation
 from keras_prune.graph import rewire
 from keras_prune.layers.wrapper import find_wrappers
 
@@ -17,9 +18,7 @@ def working_copy(model):
 
 def layer_filter(filters):
     """A predicate on layers from `filters` (None, a regex, a list of regexes, a callable)."""
-    from keras_prune.pruning.prune_strip import layer_filter as make_filter
-
-    return make_filter(filters)
+    return validation.layer_filter(filters)
 
 
 def layer_pattern(names):

@@ -23,10 +23,11 @@ from keras_prune.auto.sensitivity_allocation import SensitivityAllocation
 from keras_prune.core import criteria as criteria_lib
 from keras_prune.core import masks as masks_lib
 from keras_prune.core import validation
+from keras_prune.graph import channel_importance
 from keras_prune.graph import groups as groups_lib
 from keras_prune.graph import tracing
 from keras_prune.layers import layouts
-from keras_prune.surgery import channel_importance
+from keras_prune.surgery import zeros
 
 DEFAULT_SPARSITIES = {
     # Dense near the top: an allocation can give a layer at most the grid's largest value,
@@ -155,7 +156,7 @@ def _layer_units(model, selected, criterion):
     return units
 
 
-def _group_units(model, selected):
+def _group_units(model, selected, criterion):
     units = []
     for group in groups_lib.channel_groups(model):
         creators = [m for m in group.members if m.role == "output" and len(m.variable.shape) > 1]
@@ -165,13 +166,13 @@ def _group_units(model, selected):
             continue
         touched = [m for m in group.members if m.role != "input"]
         variables = list({id(m.variable): m.variable for m in touched}.values())
-        scores = channel_importance.group_scores(group, "l2")
+        scores = channel_importance.channel_scores(group, criterion)
 
         def prune(sparsity, group=group, scores=scores):
             count = min(int(round(group.size * sparsity)), group.size - 1)
             if count > 0:
                 channels = np.sort(np.argsort(scores, kind="stable")[:count])
-                channel_importance.zero_group_channels(group, channels)
+                zeros.zero_group_channels(group, channels)
 
         names = list(dict.fromkeys(m.layer.name for m in creators))
         units.append(
@@ -232,7 +233,7 @@ class Sensitivity:
 
     def allocation(self, max_sparsity=None):
         """A `SensitivityAllocation` (equal drop per layer) for `kp.prune_once`,
-        `kp.PruningCallback` or `kp.update_masks` (`allocation=`)."""
+        `kp.PruningCallback` or `kp.pruning.update_masks` (`allocation=`)."""
         return SensitivityAllocation(self.layer_curves(), list(self.sparsities), max_sparsity)
 
     def sparsities_for(self, sparsity, max_sparsity=None):
@@ -324,7 +325,7 @@ def sensitivity(
             measured on (at most `samples` examples of it, a fixed random subset).
         granularity: "unstructured" (one curve per prunable layer, weights ranked by
             `criterion`) or "channel" (one curve per removable channel group, channels ranked
-            by the L2 norm of every weight they own, as `kp.prune_channels`).
+            by `criterion` over every weight they own, as `kp.prune_channels`).
         sparsities: the grid, increasing, in (0, 1). Default: 0.3 ... 0.995 (unstructured),
             1/8, 1/4, 1/2, 3/4 (channel). The allocation prunes no layer beyond the largest
             value, so an overall target needs a grid reaching above it.
@@ -332,8 +333,8 @@ def sensitivity(
             compiled metric ("accuracy"), or a callable `(y_true, y_pred) -> float`.
         higher_is_better: the metric's direction; inferred for names (losses and errors are
             lower-better), required for a callable.
-        criterion: how weights are ranked at unstructured granularity (a `kp.criteria` name
-            that needs no gradients: "magnitude", "l2", "random").
+        criterion: how weights (or channels) are ranked: a `kp.criteria` name or instance
+            that needs no gradients ("magnitude", the default, "l2", "random", "bn_scale").
         filters: which layers to scan (see `kp.prune`); a group is scanned when every layer
             creating its channels matches.
         samples: at most this many examples are evaluated.
@@ -395,7 +396,7 @@ def sensitivity(
     units = (
         _layer_units(working, selected, chosen)
         if granularity == "unstructured"
-        else _group_units(working, selected)
+        else _group_units(working, selected, chosen)
     )
     if not units:
         what = "prunable layer" if granularity == "unstructured" else "removable channel group"

@@ -17,11 +17,12 @@ import numpy as np
 
 from keras_prune.auto import latency_profile as profile_lib
 from keras_prune.auto import selection
+from keras_prune.graph import channel_importance
 from keras_prune.graph import groups as groups_lib
 from keras_prune.graph import tracing
 from keras_prune.layers import layouts
 from keras_prune.reporting import macs as macs_lib
-from keras_prune.surgery import channel_importance
+from keras_prune.surgery import zeros
 from keras_prune.surgery.prune_channels import _Estimator
 from keras_prune.surgery.shrink import shrink
 
@@ -199,7 +200,7 @@ class SearchSpace:
         return unstructured_model(model, {name: sparsities.get(name, 0.0) for name in self.names})
 
 
-def channel_model(model, sparsities, criterion="l2"):
+def channel_model(model, sparsities, criterion="magnitude"):
     """`model` with `sparsities[group index]` of each channel group's channels removed (the
     lowest-scoring by `criterion`), shrunk; `model` is not changed.
 
@@ -216,9 +217,9 @@ def channel_model(model, sparsities, criterion="l2"):
         count = removed_channels(group.size, sparsities.get(group.index, 0.0))
         if count <= 0 or not group.prunable:
             continue
-        scores = channel_importance.group_scores(group, criterion)
+        scores = channel_importance.channel_scores(group, criterion)
         channels = np.sort(np.argsort(scores, kind="stable")[:count])
-        channel_importance.zero_group_channels(group, channels)
+        zeros.zero_group_channels(group, channels)
         removed[group.index] = channels
     small = shrink(working)
     small.pruned_channels = removed
