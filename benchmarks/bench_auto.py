@@ -10,7 +10,7 @@ Measured in one run, printed side by side:
    search) as uniform 50%. All three get the same final fine-tune; accuracy on the test split
    and latency measured end to end (XNNPACK, 1 thread, interleaved rounds, median [p25-p75]).
 2. MobileNetV2 (alpha 1.0, 96x96x3, weights=None) on digits upscaled to 96x96 RGB: the same
-   comparison, and the lookup table's error against the whole model at each channel fraction.
+   comparison, and the lookup table's error against the whole model at each channel sparsity.
    The sensitivity scan's time on its 53 prunable layers.
 3. Digits CNN: one-shot unstructured pruning at 95% and 99% with the sensitivity allocation
    (`kp.auto.sensitivity(...).allocation()`) against the same sparsity in every layer, before
@@ -94,7 +94,7 @@ def compare_with_uniform(title, model, train, test, args, fine_tune_epochs, sear
     print(f"\n== {title} ==")
     start = time.perf_counter()
     table = kp.auto.profile(
-        model, "mobile", channel_fractions=(1.0, 0.75, 0.5, 0.25), runs=30, rounds=3, verbose=0
+        model, "mobile", sparsities=(0.25, 0.5, 0.75), runs=30, rounds=3, verbose=0
     )
     print(table.table(limit=12))
     print(f"lookup table: {time.perf_counter() - start:.0f} s")
@@ -286,10 +286,10 @@ def mobilenet_benchmarks(args):
     for unit in sorted(scan.units, key=lambda u: -u["drops"][-1])[:5]:
         print(f"  {unit['name']:<28} loss +{unit['drops'][-1]:.3f}")
     print("\nlookup table vs whole model (sum of blocks, no calibration)")
-    print(f"{'fraction kept':>13} {'table us':>10} {'measured us':>12} {'error':>8}")
+    print(f"{'channels removed':>16} {'table us':>10} {'measured us':>12} {'error':>8}")
     for check in table.checks:
         print(
-            f"{check['fraction']:>13.2f} {check['table_us']:>10.1f} "
+            f"{check['sparsity']:>16.0%} {check['table_us']:>10.1f} "
             f"{check['measured_us']:>12.1f} {100 * check['error']:>+7.1f}%"
         )
 

@@ -101,8 +101,8 @@ def main(argv=None):
         )
 
     # 2. The latency table on LiteRT with XNNPACK, one thread.
-    fractions = (1.0,) if args.quick else (1.0, 0.5)
-    table = kp.auto.profile(model, "mobile", channel_fractions=fractions, verbose=0)
+    sparsities = () if args.quick else (0.5,)
+    table = kp.auto.profile(model, "mobile", sparsities=sparsities, verbose=0)
     print(table.table(limit=8))
     if charts:
         table.plot(os.path.join(args.out, "bottlenecks.png"))

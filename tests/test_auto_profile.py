@@ -42,13 +42,11 @@ def cache(tmp_path_factory):
 
 def test_profile_table_check_cache_and_prediction(cache, tmp_path):
     model = block_cnn()
-    table = auto.profile(
-        model, channel_fractions=(1.0,), runs=5, rounds=1, cache_dir=cache, verbose=0
-    )
+    table = auto.profile(model, sparsities=(), runs=5, rounds=1, cache_dir=cache, verbose=0)
     assert [row.name for row in table.blocks] == ["stem", "branch", "residual", "pool", "logits"]
     assert table.blocks[0].ops == ["CONV_2D"]  # BatchNorm folded, ReLU fused
     assert all(row.latency_us is not None and row.latency_us >= 0 for row in table.blocks)
-    assert [check["fraction"] for check in table.checks] == [1.0]
+    assert [check["sparsity"] for check in table.checks] == [0.0]
     assert table.latency_us > 0 and table.error is not None
     assert table.file_bytes > 0 and table.measured_blocks > 0
     text = table.table()
@@ -60,9 +58,7 @@ def test_profile_table_check_cache_and_prediction(cache, tmp_path):
     assert full["latency_us"] == pytest.approx(table.latency_us)
     assert smaller["latency_us"] < full["latency_us"]
     assert smaller["file_bytes"] < full["file_bytes"]
-    again = auto.profile(
-        model, channel_fractions=(1.0,), runs=5, rounds=1, cache_dir=cache, verbose=0
-    )
+    again = auto.profile(model, sparsities=(), runs=5, rounds=1, cache_dir=cache, verbose=0)
     assert again.measured_blocks == 0 and again.cached_blocks == table.measured_blocks
     assert again.latency_us == table.latency_us
     restored = auto.Profile.from_dict(table.to_dict())
@@ -82,10 +78,10 @@ def test_profile_refuses_open_shapes_and_unknown_targets():
 
 
 @pytest.mark.slow
-def test_profile_at_several_channel_fractions(cache):
+def test_profile_at_several_channel_sparsities(cache):
     model = block_cnn()
-    table = auto.profile(model, channel_fractions=(0.5,), runs=10, cache_dir=cache, verbose=0)
-    assert [check["fraction"] for check in table.checks] == [1.0, 0.5]
+    table = auto.profile(model, sparsities=(0.5,), runs=10, cache_dir=cache, verbose=0)
+    assert [check["sparsity"] for check in table.checks] == [0.0, 0.5]
     assert table.checks[1]["measured_us"] < table.checks[0]["measured_us"]
     assert [len(row.points) for row in table.blocks] == [2] * 5
     groups = kp.graph.channel_groups(model)
@@ -95,9 +91,7 @@ def test_profile_at_several_channel_fractions(cache):
 
 @pytest.mark.slow
 def test_profile_for_microcontrollers(tmp_path):
-    table = auto.profile(
-        block_cnn(), "mcu", channel_fractions=(1.0,), cache_dir=tmp_path, verbose=0
-    )
+    table = auto.profile(block_cnn(), "mcu", sparsities=(), cache_dir=tmp_path, verbose=0)
     assert table.arena_bytes > 0 and table.unsupported_ops == []
     assert all(row.latency_us is None for row in table.blocks)
     predicted = table.predict(block_cnn(), {0: 8})

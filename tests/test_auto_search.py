@@ -241,7 +241,7 @@ def test_killed_worker_resumes_and_two_workers_share_one_study(trained, digits, 
 @pytest.mark.slow
 def test_latency_search_remeasures_the_front(trained, digits, tmp_path):
     _, validation = digits
-    table = auto.profile(trained, channel_fractions=(1.0,), runs=10, cache_dir=tmp_path, verbose=0)
+    table = auto.profile(trained, sparsities=(), runs=10, cache_dir=tmp_path, verbose=0)
     budget = 0.8 * table.latency_us
     common = dict(profile=table, samples=200, storage=tmp_path / "latency.journal", verbose=0)
     with pytest.raises(ValueError, match=r"'latency <= 0.001 us' cannot be met.*smallest latency"):
@@ -263,7 +263,7 @@ def test_latency_search_remeasures_the_front(trained, digits, tmp_path):
 @pytest.mark.slow
 def test_arena_search_for_microcontrollers(trained, digits, tmp_path):
     _, validation = digits
-    table = auto.profile(trained, "mcu", channel_fractions=(1.0,), cache_dir=tmp_path, verbose=0)
+    table = auto.profile(trained, "mcu", sparsities=(), cache_dir=tmp_path, verbose=0)
     common = dict(target="mcu", profile=table, samples=200, verbose=0)
     common.update(storage=tmp_path / "mcu.journal", objectives=["accuracy", "arena"])
     with pytest.raises(ValueError, match=r"smallest arena reachable is [\d.]+ (B|KB)"):

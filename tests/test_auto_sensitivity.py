@@ -123,7 +123,7 @@ def test_allocation_prunes_and_round_trips(trained, digits):
     callback = kp.PruningCallback(allocation=allocation)
     assert kp.PruningCallback(**callback.get_config()).allocation == allocation
     pruned = kp.prune_once(trained, 0.9, allocation=allocation)
-    rows = [row for row in kp.reporting.summary.weight_rows(pruned)]
+    rows = [row for row in kp.reporting.weight_rows(pruned)]
     total = sum(row.params for row in rows)
     zeros = sum(row.params - row.nonzeros for row in rows)
     assert zeros / total == pytest.approx(0.9, abs=0.01)

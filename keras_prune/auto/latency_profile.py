@@ -3,13 +3,13 @@
 Each block (a convolution with its folded BatchNormalization and fused activation, or any other
 op; see `keras_prune.auto.blocks`) is converted to a `.tflite` file of its own at its real input
 shape and timed in the LiteRT interpreter (XNNPACK or built-in kernels, a given thread count),
-at a few channel counts: the model is shrunk to each fraction of its channels
-(`kp.prune_channels`) and every block of the shrunk copy is timed too. This is the latency
+at a few channel counts: `kp.prune_channels` removes each of a few `sparsities` of every
+group's channels and every block of the shrunk copy is timed too. This is the latency
 lookup table of NetAdapt (Yang et al. 2018) and HALP (Shen et al. 2022): the latency of any
 per-group channel count is read from it by interpolating each block's latency over its
 multiply-accumulates and activation traffic, and summed.
 
-The table is checked against the whole model converted and timed end to end at each fraction
+The table is checked against the whole model converted and timed end to end at each sparsity
 (`Profile.error`). Block timings are cached on disk, keyed by the block's layer configs and
 shapes and the runtime settings, so equal blocks (repeated stages) and later runs cost nothing.
 For `target="mcu"` the files are int8 and the table holds file bytes, TensorFlow Lite Micro op
@@ -45,13 +45,13 @@ def _runtime_version():
         return "unknown"
 
 
-def _shrunk(model, fraction):
-    """`model` with `1 - fraction` of every removable group's channels removed."""
-    if fraction >= 1.0:
+def _shrunk(model, sparsity):
+    """`model` with `sparsity` of every removable group's channels removed."""
+    if sparsity <= 0.0:
         return rewire.copy_model(model)
     from keras_prune.surgery.prune_channels import prune_channels
 
-    return prune_channels(model, sparsity=1.0 - fraction)
+    return prune_channels(model, sparsity=sparsity)
 
 
 def _convert(model, target):
@@ -101,8 +101,8 @@ class BlockCost:
         latency_us: measured latency at full size (None for `mcu`).
         bytes: its weights' share of the file.
         ops: the TFLite ops of its file; `unsupported`: those TFLM lacks (for `mcu`).
-        points: `[{"fraction", "work", "params", "latency_us", "bytes"}]`, one per measured
-            channel fraction: the lookup table.
+        points: `[{"sparsity", "work", "params", "latency_us", "bytes"}]`, one per measured
+            channel sparsity: the lookup table.
         mixing: MACs scale with input x output channels (Conv, Dense).
     """
 
@@ -148,7 +148,7 @@ class Profile:
     Attributes:
         target: "mobile", "mobile-int8" or "mcu"; `threads`, `xnnpack`: the LiteRT settings.
         blocks: `BlockCost` rows in graph order.
-        checks: one per measured fraction: `{"fraction", "table_us", "measured_us", "error",
+        checks: one per measured sparsity: `{"sparsity", "table_us", "measured_us", "error",
             "file_bytes"}` (latency keys None for `mcu`).
         arena_bytes: the whole model's smallest TFLM arena (`mcu`), else None.
         unsupported_ops: TFLite ops of the model TFLM lacks (`mcu`).
@@ -287,7 +287,7 @@ class Profile:
         for check in self.checks:
             if check["measured_us"] is not None:
                 lines.append(
-                    f"fraction {check['fraction']:.2f} of the channels: table sum "
+                    f"{check['sparsity']:.0%} of the channels removed: table sum "
                     f"{check['table_us']:.1f} us, whole model {check['measured_us']:.1f} us "
                     f"(error {100 * check['error']:+.1f}%), file {check['file_bytes']:,} bytes"
                 )
@@ -395,7 +395,7 @@ def profile(
     *,
     threads=1,
     xnnpack=True,
-    channel_fractions=(1.0, 0.75, 0.5, 0.25),
+    sparsities=(0.25, 0.5, 0.75),
     runs=30,
     rounds=3,
     clock="wall",
@@ -412,8 +412,9 @@ def profile(
             TFLM: bytes, arena and op support, no timing).
         threads: LiteRT's thread count.
         xnnpack: time with the XNNPACK delegate (True) or LiteRT's built-in kernels.
-        channel_fractions: fractions of every removable group's channels kept at which every
-            block (and the whole model) is measured; 1.0 is always included.
+        sparsities: shares of every removable group's channels removed (`kp.prune_channels`)
+            at which every block (and the whole model) is measured; 0 (the model as it is) is
+            always included.
         runs: timed invocations per block and round (median).
         rounds: the list of files is timed this many times, interleaved.
         clock: "wall" (elapsed time) or "thread" (the invoking thread's CPU time, with
@@ -458,24 +459,19 @@ def profile(
             f"shape {[tuple(t.shape) for t in open_inputs]}. Rebuild the model with "
             "keras.Input(shape=...) giving every dimension."
         )
-    fractions = sorted(
-        {1.0}
-        | {
-            validation.check_real(f"channel_fractions[{i}]", f, low=0, high=1, low_open=True)
-            for i, f in enumerate(channel_fractions)
-        },
-        reverse=True,
+    levels = sorted(
+        {0.0} | {validation.check_sparsity(f"sparsities[{i}]", s) for i, s in enumerate(sparsities)}
     )
     timed = chosen.runtime == "litert"
     validation.check_choice("clock", clock, {"wall", "thread"})
     settings = [chosen.name, threads, bool(xnnpack), _runtime_version(), platform.machine()]
     if clock != "wall":
         settings.append(clock)
-    models = {fraction: _shrunk(model, fraction) for fraction in fractions}
-    plans = {fraction: blocks_lib.blocks(models[fraction]) for fraction in fractions}
+    models = {sparsity: _shrunk(model, sparsity) for sparsity in levels}
+    plans = {sparsity: blocks_lib.blocks(models[sparsity]) for sparsity in levels}
     signatures = {}
-    for fraction in fractions:
-        for block in plans[fraction]:
+    for sparsity in levels:
+        for block in plans[sparsity]:
             signatures.setdefault(block.signature(), block)
     keys = {
         signature: cache_lib.key(_CACHE_VERSION, signature, settings) for signature in signatures
@@ -486,28 +482,28 @@ def profile(
         if cached is not None:
             measured[signature] = cached
     missing = [signature for signature in signatures if signature not in measured]
-    progress = keras.utils.Progbar(len(missing) + len(fractions)) if verbose else None
+    progress = keras.utils.Progbar(len(missing) + len(levels)) if verbose else None
     files = {}
     for signature in missing:
         files[signature] = _convert(signatures[signature].small_model(), chosen)
         if progress is not None:
             progress.add(1)
     whole_keys = {
-        fraction: cache_lib.key(_CACHE_VERSION, "whole", cache_lib.model_digest(m), settings)
-        for fraction, m in models.items()
+        sparsity: cache_lib.key(_CACHE_VERSION, "whole", cache_lib.model_digest(m), settings)
+        for sparsity, m in models.items()
     }
     whole = {}
-    for fraction in fractions:
-        cached = cache_lib.load(cache_dir, _CACHE_KIND, whole_keys[fraction])
-        complete = fraction != 1.0 or not arena_needed(chosen) or cached and cached["arena_bytes"]
+    for sparsity in levels:
+        cached = cache_lib.load(cache_dir, _CACHE_KIND, whole_keys[sparsity])
+        complete = sparsity != 0.0 or not arena_needed(chosen) or cached and cached["arena_bytes"]
         if cached is not None and complete:
-            whole[fraction] = cached
+            whole[sparsity] = cached
         else:
-            data = _convert(models[fraction], chosen)
-            whole[fraction] = {"data": data, "bytes": len(data), "latency_us": None}
+            data = _convert(models[sparsity], chosen)
+            whole[sparsity] = {"data": data, "bytes": len(data), "latency_us": None}
         if progress is not None:
             progress.add(1)
-    new_whole = [f for f in fractions if "data" in whole[f]]
+    new_whole = [f for f in levels if "data" in whole[f]]
     empty = _empty_file(chosen) if missing or new_whole else b""
     if timed and (missing or new_whole):
         # The empty file's time is the interpreter's fixed cost per invoke, paid once by the
@@ -519,8 +515,8 @@ def profile(
         overhead = latencies[-1]
         for signature, latency in zip(missing, latencies, strict=False):
             measured.setdefault(signature, {})["latency_us"] = max(latency - overhead, 0.0)
-        for fraction, latency in zip(new_whole, latencies[len(missing) :], strict=False):
-            whole[fraction]["latency_us"] = latency
+        for sparsity, latency in zip(new_whole, latencies[len(missing) :], strict=False):
+            whole[sparsity]["latency_us"] = latency
     for signature in missing:
         info = read_model(files[signature])
         entry = measured.setdefault(signature, {"latency_us": None})
@@ -528,17 +524,17 @@ def profile(
         cache_lib.store(cache_dir, _CACHE_KIND, keys[signature], entry)
     rows = []
     by_name = {}
-    for fraction in fractions:
-        for block in plans[fraction]:
+    for sparsity in levels:
+        for block in plans[sparsity]:
             entry = measured[block.signature()]
             point = {
-                "fraction": fraction,
+                "sparsity": sparsity,
                 "work": float(block.macs() + block.elements()),
                 "params": float(block.params()),
                 "latency_us": entry["latency_us"],
                 "bytes": entry["bytes"],
             }
-            if fraction == 1.0:
+            if sparsity == 0.0:
                 ops = entry["ops"]
                 row = BlockCost(
                     name=block.name,
@@ -562,48 +558,48 @@ def profile(
             if block.name in by_name:
                 by_name[block.name].points.append(point)
     checks = []
-    for fraction in fractions:
+    for sparsity in levels:
         table_sum = None
         if timed:
-            table_sum = sum(measured[b.signature()]["latency_us"] for b in plans[fraction])
-        measured_us = whole[fraction]["latency_us"]
+            table_sum = sum(measured[b.signature()]["latency_us"] for b in plans[sparsity])
+        measured_us = whole[sparsity]["latency_us"]
         checks.append(
             {
-                "fraction": fraction,
+                "sparsity": sparsity,
                 "table_us": table_sum,
                 "measured_us": measured_us,
                 "error": (table_sum - measured_us) / measured_us if measured_us else None,
-                "file_bytes": whole[fraction]["bytes"],
+                "file_bytes": whole[sparsity]["bytes"],
             }
         )
-    for fraction in new_whole:
-        entry = whole[fraction]
+    for sparsity in new_whole:
+        entry = whole[sparsity]
         entry["unsupported"], entry["arena_bytes"] = [], None
         if chosen.runtime == "tflm":
             entry["unsupported"] = mcu_lib.unsupported_ops(read_model(entry["data"]).op_names)
-            if not entry["unsupported"] and fraction == 1.0:
+            if not entry["unsupported"] and sparsity == 0.0:
                 entry["arena_bytes"] = verify_lib.find_min_arena(entry["data"])
         cache_lib.store(
             cache_dir,
             _CACHE_KIND,
-            whole_keys[fraction],
+            whole_keys[sparsity],
             {key: value for key, value in entry.items() if key != "data"},
         )
-    arena, unsupported = whole[1.0]["arena_bytes"], whole[1.0]["unsupported"]
+    arena, unsupported = whole[0.0]["arena_bytes"], whole[0.0]["unsupported"]
     result = Profile(
         target=chosen.name,
         threads=threads,
         xnnpack=bool(xnnpack),
         blocks=rows,
         checks=checks,
-        file_bytes=whole[1.0]["bytes"],
+        file_bytes=whole[0.0]["bytes"],
         arena_bytes=arena,
         unsupported_ops=unsupported,
         seconds=time.perf_counter() - start,
         clock=clock,
         cached_blocks=len(signatures) - len(missing),
         measured_blocks=len(missing),
-        peak_activation_bytes=peak_activation_bytes(models[1.0], None, _itemsize(chosen.name)),
+        peak_activation_bytes=peak_activation_bytes(models[0.0], None, _itemsize(chosen.name)),
     )
     if not result.within_tolerance:
         warnings.warn(

@@ -151,7 +151,7 @@ def search(
             `target="mcu"`), "macs", "params". At least one.
         constraints: budgets as text: "latency <= 20 ms", "arena <= 64 KB", "size <= 1 MB",
             "macs <= 5M", "accuracy >= 0.9".
-        granularity: "channel" (one fraction of channels per removable channel group; the
+        granularity: "channel" (one sparsity, the share of channels removed, per group; the
             model is shrunk) or "unstructured" (one sparsity per layer).
         n_trials: finished trials the study should hold (resumed studies count theirs).
         fine_tune_data: `(x, y)` training arrays for the short fine-tune of every candidate
@@ -257,7 +257,7 @@ def search(
             working,
             target,
             threads=threads,
-            channel_fractions=(1.0, 0.5),
+            sparsities=(0.5,),
             cache_dir=cache_dir,
             verbose=verbose,
         )
@@ -380,9 +380,9 @@ def search(
     )
     complete = optuna.trial.TrialState.COMPLETE
     if not study.trials:
-        for fraction in (0.25, 0.5):
-            if fraction <= max_sparsity:
-                study.enqueue_trial({f"s:{k}": v for k, v in space.uniform(fraction).items()})
+        for sparsity in (0.25, 0.5):
+            if sparsity <= max_sparsity:
+                study.enqueue_trial({f"s:{k}": v for k, v in space.uniform(sparsity).items()})
     done = len(study.get_trials(deepcopy=False, states=(complete,)))
     remaining = n_trials - done
     if remaining > 0:

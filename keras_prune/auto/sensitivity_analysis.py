@@ -23,9 +23,8 @@ from keras_prune.auto.sensitivity_allocation import SensitivityAllocation
 from keras_prune.core import criteria as criteria_lib
 from keras_prune.core import masks as masks_lib
 from keras_prune.core import validation
-from keras_prune.graph import channel_importance
+from keras_prune.graph import channel_importance, tracing
 from keras_prune.graph import groups as groups_lib
-from keras_prune.graph import tracing
 from keras_prune.layers import layouts
 from keras_prune.surgery import zeros
 

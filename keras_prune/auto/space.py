@@ -1,8 +1,8 @@
 """What a search chooses: one sparsity per removable channel group or per prunable layer, the
 costs that follow from a choice without running the model, and the pruned model itself.
 
-- `granularity="channel"`: variable `i` is the fraction of channel group `i`'s channels
-  removed (ranked by the L2 norm of every weight a channel owns, as `kp.prune_channels`);
+- `granularity="channel"`: variable `i` is the sparsity of channel group `i` (the share of its
+  channels removed, the lowest ranked by the "magnitude" criterion, as `kp.prune_channels`);
   the model is then shrunk (`kp.shrink`): fewer MACs, parameters, bytes and milliseconds.
 - `granularity="unstructured"`: variable `i` is the sparsity of layer `i`'s weights (magnitude,
   `kp.prune_once`). Latency does not change on LiteRT's dense kernels (XNNPACK's sparse path
@@ -17,9 +17,8 @@ import numpy as np
 
 from keras_prune.auto import latency_profile as profile_lib
 from keras_prune.auto import selection
-from keras_prune.graph import channel_importance
+from keras_prune.graph import channel_importance, tracing
 from keras_prune.graph import groups as groups_lib
-from keras_prune.graph import tracing
 from keras_prune.layers import layouts
 from keras_prune.reporting import macs as macs_lib
 from keras_prune.surgery import zeros
