@@ -72,6 +72,7 @@ def test_unstructured_single_objective_with_fine_tune(trained, digits, tmp_path)
         objectives="loss",
         constraints=["params <= 12K"],
         granularity="unstructured",
+        criterion="l2",
         fine_tune_data=(train[0][:300], train[1][:300]),
         n_trials=3,
         samples=200,
@@ -108,6 +109,8 @@ def test_search_errors_name_what_is_wrong(trained, digits, tmp_path):
         auto.search(trained, (x, y), objectives=["f1"], **common)
     with pytest.raises(ValueError, match="Could not read the constraint"):
         auto.search(trained, (x, y), constraints=["fast please"], **common)
+    with pytest.raises(ValueError, match="criterion='taylor'"):
+        auto.search(trained, (x, y), objectives=["macs"], criterion="taylor", **common)
     with pytest.raises(ValueError, match="sampler"):
         auto.search(trained, (x, y), objectives=["macs"], sampler="annealing", **common)
     with pytest.warns(UserWarning, match="No trial met the constraints"):

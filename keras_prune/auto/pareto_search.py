@@ -29,6 +29,7 @@ from keras_prune.auto import selection
 from keras_prune.auto import study as study_lib
 from keras_prune.auto.search_result import Candidate, SearchResult
 from keras_prune.auto.space import SearchSpace
+from keras_prune.core import criteria as criteria_lib
 from keras_prune.core import validation
 
 SAMPLERS = ("nsga2", "tpe", "gp", "random")
@@ -119,6 +120,7 @@ def search(
     objectives=("accuracy", "latency"),
     constraints=(),
     granularity="channel",
+    criterion="magnitude",
     n_trials=40,
     fine_tune_data=None,
     fine_tune_epochs=1,
@@ -153,6 +155,9 @@ def search(
             "macs <= 5M", "accuracy >= 0.9".
         granularity: "channel" (one sparsity, the share of channels removed, per group; the
             model is shrunk) or "unstructured" (one sparsity per layer).
+        criterion: how the weights (or channels) a candidate prunes are ranked: a
+            `kp.criteria` name or instance that needs no gradients ("magnitude", the default,
+            "l2", "bn_scale" for channels, ...).
         n_trials: finished trials the study should hold (resumed studies count theirs).
         fine_tune_data: `(x, y)` training arrays for the short fine-tune of every candidate
             (None: candidates are evaluated one-shot).
@@ -213,6 +218,12 @@ def search(
         constraints = [constraints]
     constraints = [constraints_lib.parse(text) for text in constraints]
     validation.check_choice("granularity", granularity, set(DEFAULTS))
+    chosen_criterion = criteria_lib.get(criterion)
+    if chosen_criterion.needs_gradients:
+        raise ValueError(
+            "Expected a `criterion` that needs no gradients (e.g. 'magnitude'): candidates are "
+            f"pruned without calibration data. Received: criterion={criterion!r}"
+        )
     n_trials = validation.check_int("n_trials", n_trials, minimum=1)
     fine_tune_epochs = validation.check_int("fine_tune_epochs", fine_tune_epochs, minimum=0)
     batch_size = validation.check_int("batch_size", batch_size, minimum=1)
@@ -266,7 +277,9 @@ def search(
             f"Expected a `profile` measured for target={target!r}. Received a profile for "
             f"{profile.target!r}."
         )
-    space = SearchSpace(working, granularity, filters, max_sparsity, step, profile, target)
+    space = SearchSpace(
+        working, granularity, filters, max_sparsity, step, profile, target, chosen_criterion
+    )
 
     full = space.costs({})
     smallest = space.smallest()
@@ -341,6 +354,7 @@ def search(
             [o.name for o in objectives],
             [c.text for c in constraints],
             granularity,
+            repr(chosen_criterion),
             max_sparsity,
             step,
             str(filters),

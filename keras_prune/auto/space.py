@@ -53,10 +53,22 @@ class SearchSpace:
             `max_sparsity`.
         profile: a `Profile` of `model` for latency, file bytes and arena, or None.
         target: the deployment target's name (its weight width sizes the file estimate).
+        criterion: how the pruned model ranks weights or channels (a `kp.criteria` name or
+            instance that needs no gradients).
     """
 
-    def __init__(self, model, granularity, filters, max_sparsity, step, profile, target):
-        self.model, self.granularity = model, granularity
+    def __init__(
+        self,
+        model,
+        granularity,
+        filters,
+        max_sparsity,
+        step,
+        profile,
+        target,
+        criterion="magnitude",
+    ):
+        self.model, self.granularity, self.criterion = model, granularity, criterion
         self.max_sparsity, self.step, self.profile = max_sparsity, step, profile
         self.itemsize = 1 if target in ("mcu", "mobile-int8") else 4
         self.sparse_encoding = target in ("mobile", "mobile-int8")
@@ -194,9 +206,13 @@ class SearchSpace:
         (unstructured, ready to fine-tune; `kp.strip` it afterwards)."""
         if self.granularity == "channel":
             return channel_model(
-                model, {v.index: sparsities.get(v.name, 0.0) for v in self.variables}
+                model,
+                {v.index: sparsities.get(v.name, 0.0) for v in self.variables},
+                self.criterion,
             )
-        return unstructured_model(model, {name: sparsities.get(name, 0.0) for name in self.names})
+        return unstructured_model(
+            model, {name: sparsities.get(name, 0.0) for name in self.names}, self.criterion
+        )
 
 
 def channel_model(model, sparsities, criterion="magnitude"):
@@ -225,9 +241,9 @@ def channel_model(model, sparsities, criterion="magnitude"):
     return small
 
 
-def unstructured_model(model, sparsities):
-    """`model` pruned one-shot (magnitude) with `sparsities[layer name]` per layer: a model
-    with `kp.PruneWrapper`s holding the masks (fine-tune it, then `kp.strip`).
+def unstructured_model(model, sparsities, criterion="magnitude"):
+    """`model` pruned one-shot (ranked by `criterion`) with `sparsities[layer name]` per layer:
+    a model with `kp.PruneWrapper`s holding the masks (fine-tune it, then `kp.strip`).
 
     Example:
 
@@ -243,6 +259,7 @@ def unstructured_model(model, sparsities):
     return prune_once(
         model,
         top,
+        criterion=criterion,
         allocation=PerLayerAllocation(overrides),
         filters=selection.layer_pattern(list(sparsities)),
     )
