@@ -9,8 +9,11 @@ from setuptools import find_packages, setup
 # TFLite conversion (TensorFlow) and the runtimes every export is checked on.
 EXPORT = ["tensorflow>=2.16", "ai-edge-litert>=2.0", "tflite-micro"]
 PLOTS = ["matplotlib"]
+# kp.auto.search runs its studies with Optuna (NSGA-II, TPE; its GP sampler also needs torch);
+# kp.auto.profile measures on the export runtimes; charts need matplotlib.
+AUTO = EXPORT + PLOTS + ["optuna>=5.0"]
 # What the README's first command needs: the demo and every script in examples/.
-EXAMPLES = EXPORT + PLOTS + ["scikit-learn"]
+EXAMPLES = AUTO + ["scikit-learn"]
 DOCS = ["mkdocs", "mkdocs-material", "mkdocstrings[python]"]
 LINT = ["ruff", "import-linter"]
 TEST = EXAMPLES + LINT + DOCS + [
@@ -40,6 +43,7 @@ setup(
         "export": EXPORT,
         "plots": PLOTS,
         "examples": EXAMPLES,
+        "auto": AUTO,
         "docs": DOCS,
         "lint": LINT,
         "test": TEST,

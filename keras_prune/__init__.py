@@ -3,7 +3,8 @@
 The everyday calls live here; everything else in named namespaces: `kp.schedules`,
 `kp.granularity`, `kp.mask_types`, `kp.criteria`, `kp.allocation`, `kp.masks`,
 `kp.regularizers` (pure math), `kp.layers`, `kp.graph`, `kp.engine`, `kp.pruning`,
-`kp.callbacks`, `kp.methods`, `kp.surgery`, `kp.distill`, `kp.reporting`, `kp.export` and
+`kp.callbacks`, `kp.methods`, `kp.surgery`, `kp.distill`, `kp.reporting`, `kp.export`,
+`kp.auto` (sensitivity, latency profiles, search) and
 `kp.tfmot` (tfmot's names, for migrating code).
 
 Example:
@@ -20,6 +21,7 @@ plain = kp.strip(pruned)
 """
 
 from keras_prune import (
+    auto,
     callbacks,
     distill,
     engine,
@@ -57,6 +59,7 @@ __all__ = [
     "PruningCallback",
     "PruningSchedule",
     "allocation",
+    "auto",
     "callbacks",
     "criteria",
     "distill",

@@ -15,6 +15,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 EXAMPLES = {
     # script, arguments, a line the finished run prints
+    "auto_compress": (["--quick", "--out", "out"], "auto-compressed test accuracy"),
     "digits_demo": (["--epochs", "1", "--out", "out"], "Stripped model (plain Keras"),
     "distill_pruning": (
         ["--epochs", "2", "--teacher-epochs", "2", "--out", "out"],

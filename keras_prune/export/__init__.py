@@ -21,7 +21,13 @@ from keras_prune.export.loading import load_model
 from keras_prune.export.policy import check_xnnpack_sparse_model, xnnpack_filter
 from keras_prune.export.result import ExportResult
 from keras_prune.export.targets import TARGETS, Target, get_target
-from keras_prune.export.verify import RuntimeCheck, find_min_arena, measure_latency, predict
+from keras_prune.export.verify import (
+    RuntimeCheck,
+    find_min_arena,
+    measure_latencies,
+    measure_latency,
+    predict,
+)
 
 __all__ = [
     "TARGETS",
@@ -39,6 +45,7 @@ __all__ = [
     "get_target",
     "inspect_tflite",
     "load_model",
+    "measure_latencies",
     "measure_latency",
     "predict",
     "read_model",

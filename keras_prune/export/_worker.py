@@ -141,12 +141,12 @@ def serve():
         print(f"done {status}", flush=True)
 
 
-def _litert_interpreter(model, xnnpack):
+def _litert_interpreter(model, xnnpack, threads=1):
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
     resolver = OpResolverType.AUTO if xnnpack else OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
     interpreter = Interpreter(
-        model_content=model, experimental_op_resolver_type=resolver, num_threads=1
+        model_content=model, experimental_op_resolver_type=resolver, num_threads=threads
     )
     interpreter.allocate_tensors()
     return interpreter
@@ -161,21 +161,36 @@ def _set_inputs(interpreter, sample_inputs, row):
 def litert(job):
     """Runs the steps of JOB/job.json on LiteRT: `predict` (every sample of JOB/inputs.npz,
     outputs to JOB/<name>.npz) and `latency` (median microseconds of timed invocations on the
-    first sample, to JOB/latency.json)."""
+    first sample, to JOB/latency.json). A step may name its own `model` and `inputs` files in
+    JOB (default model.tflite, inputs.npz), so one process can time many small models, and
+    its `threads` (default 1)."""
     import statistics
     import time
 
     with open(os.path.join(job, "job.json"), encoding="utf-8") as handle:
         steps = json.load(handle)["steps"]
-    with open(os.path.join(job, "model.tflite"), "rb") as handle:
-        model = handle.read()
-    with np.load(os.path.join(job, "inputs.npz")) as stored:
-        inputs = {key: stored[key] for key in stored.files}
+    files = {}
+
+    def read(name, loader):
+        if name not in files:
+            files[name] = loader(os.path.join(job, name))
+        return files[name]
+
+    def model_bytes(path):
+        with open(path, "rb") as handle:
+            return handle.read()
+
+    def arrays(path):
+        with np.load(path) as stored:
+            return {key: stored[key] for key in stored.files}
+
     latency = {}
     for step in steps:
         _stage(job, step["stage"])
+        model = read(step.get("model", "model.tflite"), model_bytes)
+        inputs = read(step.get("inputs", "inputs.npz"), arrays)
         try:
-            interpreter = _litert_interpreter(model, step["xnnpack"])
+            interpreter = _litert_interpreter(model, step["xnnpack"], step.get("threads", 1))
         except (ValueError, RuntimeError) as error:
             message = {"stage": step["stage"], "message": str(error)}
             _write_json(os.path.join(job, "error.json"), message)
@@ -197,11 +212,14 @@ def litert(job):
             _set_inputs(interpreter, inputs, 0)
             for _ in range(step["warmup"]):
                 interpreter.invoke()
+            # "thread": CPU time of this thread, which preemption by other processes on a
+            # busy machine does not inflate (single-threaded runs only).
+            clock = time.thread_time_ns if step.get("clock") == "thread" else time.perf_counter_ns
             timings = []
             for _ in range(step["runs"]):
-                start = time.perf_counter_ns()
+                start = clock()
                 interpreter.invoke()
-                timings.append(time.perf_counter_ns() - start)
+                timings.append(clock() - start)
             latency[step["name"]] = statistics.median(timings) / 1000.0
     _write_json(os.path.join(job, "latency.json"), latency)
     return 0

@@ -305,9 +305,9 @@ def generated_inputs(info, count=1, seed=0):
     return inputs
 
 
-def measure_latency(model, *, xnnpack=True, runs=50, warmup=5, x=None):
-    """Median wall time of one `invoke()` in microseconds, on LiteRT, single thread, measured
-    in a child process.
+def measure_latency(model, *, xnnpack=True, runs=50, warmup=5, x=None, threads=1):
+    """Median wall time of one `invoke()` in microseconds, on LiteRT, measured in a child
+    process.
 
     Args:
         model: Path or bytes of a `.tflite` file.
@@ -316,6 +316,7 @@ def measure_latency(model, *, xnnpack=True, runs=50, warmup=5, x=None):
         warmup: Untimed invocations first (XNNPACK packs weights on the first run).
         x: One sample to time (as for `predict`, batch of 1); default: generated
             (`generated_inputs`).
+        threads: The interpreter's thread count (default 1).
 
     Example:
 
@@ -329,8 +330,95 @@ def measure_latency(model, *, xnnpack=True, runs=50, warmup=5, x=None):
     info = read_model(data)
     inputs = generated_inputs(info) if x is None else file_inputs(info, x)
     step = {"kind": "latency", "xnnpack": xnnpack, "runs": runs, "warmup": warmup}
-    _, latency = run_litert(data, inputs, [step])
+    _, latency = run_litert(data, inputs, [{**step, "threads": _threads(threads)}])
     return latency["xnnpack" if xnnpack else "builtin"]
+
+
+def _threads(threads):
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise ValueError(f"Expected `threads` to be an integer >= 1. Received: threads={threads!r}")
+    return threads
+
+
+def measure_latencies(
+    models, *, xnnpack=True, runs=50, warmup=5, threads=1, rounds=1, clock="wall"
+):
+    """Median `invoke()` time in microseconds of each of several `.tflite` files, timed one
+    after the other in one child process (a latency table of many small models costs one
+    process start, not one per model).
+
+    Args:
+        models: A list of paths or bytes of `.tflite` files (generated inputs are used).
+        xnnpack: With the XNNPACK delegate (True) or built-in kernels only (False).
+        runs: Timed invocations per model and round.
+        warmup: Untimed invocations first.
+        threads: The interpreter's thread count.
+        rounds: Times the whole list is timed, interleaved (model 1, 2, ..., 1, 2, ...): the
+            median over every round's timings is returned, so a burst of load on a shared
+            machine does not fall on one model only.
+        clock: "wall" (elapsed time) or "thread" (CPU time of the invoking thread: on a
+            machine busy with other processes, preemption inflates the wall time of long
+            invocations far more than of short ones; `threads=1` only).
+
+    Returns:
+        A list of medians in microseconds, one per model.
+
+    Example:
+
+    ```python
+    small, large = measure_latencies(["small.tflite", "large.tflite"], threads=2)
+    ```
+    """
+    if not isinstance(runs, int) or runs < 1:
+        raise ValueError(f"Expected `runs` >= 1. Received: runs={runs}")
+    if not isinstance(rounds, int) or rounds < 1:
+        raise ValueError(f"Expected `rounds` >= 1. Received: rounds={rounds}")
+    threads = _threads(threads)
+    if clock not in ("wall", "thread") or (clock == "thread" and threads != 1):
+        raise ValueError(
+            'Expected `clock` "wall", or "thread" with threads=1 (the CPU time of one thread). '
+            f"Received: clock={clock!r}, threads={threads}"
+        )
+    delegate = "xnnpack" if xnnpack else "builtin"
+    with temporary_directory() as job:
+        plan = []
+        for number, model in enumerate(models):
+            data = load_bytes(model)
+            with open(os.path.join(job, f"m{number}.tflite"), "wb") as handle:
+                handle.write(data)
+            inputs = generated_inputs(read_model(data))
+            np.savez(os.path.join(job, f"x{number}.npz"), **{f"t{k}": v for k, v in inputs.items()})
+        for round_number in range(rounds):
+            for number in range(len(models)):
+                plan.append(
+                    {
+                        "kind": "latency",
+                        "xnnpack": xnnpack,
+                        "runs": runs,
+                        "warmup": warmup,
+                        "threads": threads,
+                        "clock": clock,
+                        "stage": f"latency:{delegate}",
+                        "name": f"m{number}r{round_number}",
+                        "model": f"m{number}.tflite",
+                        "inputs": f"x{number}.npz",
+                    }
+                )
+        with open(os.path.join(job, "job.json"), "w", encoding="utf-8") as handle:
+            json.dump({"steps": plan}, handle)
+        run = isolation.run_worker("litert", job)
+        if run.returncode != 0:
+            error = None
+            if os.path.exists(os.path.join(job, "error.json")):
+                with open(os.path.join(job, "error.json"), encoding="utf-8") as handle:
+                    error = json.load(handle)["message"]
+            raise _runtime_failure(f"latency:{delegate}", run.returncode, error, run.stderr)
+        with open(os.path.join(job, "latency.json"), encoding="utf-8") as handle:
+            latency = json.load(handle)
+    return [
+        float(np.median([latency[f"m{number}r{r}"] for r in range(rounds)]))
+        for number in range(len(models))
+    ]
 
 
 class TFLMError(RuntimeCheckError):

@@ -1,0 +1,298 @@
+"""Automated compression benchmark: does the search beat uniform channel pruning, does the
+sensitivity allocation beat uniform sparsity, and how good is the latency table?
+
+Measured in one run, printed side by side:
+
+1. Digits CNN (sklearn digits, 8x8): `kp.auto.search` over channel sparsities per group
+   (accuracy after a one-epoch fine-tune vs LiteRT latency from the lookup table), against
+   uniform 50% channel pruning. Two rows are picked from the front: the most accurate point no
+   slower (by the table) than uniform 50%, and the fastest point at least as accurate (in the
+   search) as uniform 50%. All three get the same final fine-tune; accuracy on the test split
+   and latency measured end to end (XNNPACK, 1 thread, interleaved rounds, median [p25-p75]).
+2. MobileNetV2 (alpha 1.0, 96x96x3, weights=None) on digits upscaled to 96x96 RGB: the same
+   comparison, and the lookup table's error against the whole model at each channel sparsity.
+   The sensitivity scan's time on its 53 prunable layers.
+3. Digits CNN: one-shot unstructured pruning at 95% and 99% with the sensitivity allocation
+   (`kp.auto.sensitivity(...).allocation()`) against the same sparsity in every layer, before
+   and after the same fine-tune.
+
+Run: `python benchmarks/bench_auto.py [--trials 30] [--mnv2-trials 8] [--skip-mobilenet]`
+(about 45-60 minutes on 2 busy shared cores: MobileNetV2's table converts 160 block files, 13 min;
+its trials fine-tune on 512 images, 1-2 min each).
+Results are cached (`~/.cache/keras_prune`) and studies kept in `--out`, so a second run is
+faster.
+"""
+
+import argparse
+import os
+import statistics
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+from sklearn.datasets import load_digits  # noqa: E402
+
+import keras_prune as kp  # noqa: E402
+from keras_prune.export import convert as convert_lib  # noqa: E402
+from keras_prune.export.targets import get_target  # noqa: E402
+
+
+def digits_data(size=None):
+    digits = load_digits()
+    images = (digits.images / 16.0).astype("float32")[..., None]
+    labels = digits.target.astype("int32")
+    order = np.random.default_rng(0).permutation(len(images))
+    images, labels = images[order], labels[order]
+    if size is not None:
+        images = np.repeat(np.asarray(keras.ops.image.resize(images, (size, size))), 3, axis=-1)
+    split = int(0.8 * len(images))
+    return (images[:split], labels[:split]), (images[split:], labels[split:])
+
+
+def digits_cnn():
+    return keras.Sequential(
+        [
+            keras.Input((8, 8, 1)),
+            keras.layers.Conv2D(32, 3, padding="same", activation="relu", name="conv1"),
+            keras.layers.Conv2D(64, 3, padding="same", activation="relu", name="conv2"),
+            keras.layers.MaxPooling2D(name="pool"),
+            keras.layers.Flatten(name="flatten"),
+            keras.layers.Dense(128, activation="relu", name="dense"),
+            keras.layers.Dense(10, name="logits"),
+        ],
+        name="digits_cnn",
+    )
+
+
+def compiled(model, learning_rate=1e-3):
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+    )
+    return model
+
+
+def timed(files, rounds=7, runs=40):
+    """Median and quartiles (us) per file, rounds interleaved in one process."""
+    from keras_prune.export import verify
+
+    per_round = [
+        verify.measure_latencies(files, runs=runs, rounds=1, threads=1) for _ in range(rounds)
+    ]
+    result = []
+    for index in range(len(files)):
+        values = sorted(r[index] for r in per_round)
+        quartiles = statistics.quantiles(values, n=4) if len(values) > 1 else [values[0]] * 3
+        result.append((statistics.median(values), quartiles[0], quartiles[2]))
+    return result
+
+
+def compare_with_uniform(title, model, train, test, args, fine_tune_epochs, search_kwargs, seeds=3):
+    print(f"\n== {title} ==")
+    start = time.perf_counter()
+    table = kp.auto.profile(
+        model, "mobile", sparsities=(0.25, 0.5, 0.75), runs=30, rounds=3, verbose=0
+    )
+    print(table.table(limit=12))
+    print(f"lookup table: {time.perf_counter() - start:.0f} s")
+    if args.plots:
+        table.plot(os.path.join(args.out, f"{model.name}_bottlenecks.png"))
+    start = time.perf_counter()
+    result = kp.auto.search(
+        model,
+        test,
+        objectives=["accuracy", "latency"],
+        profile=table,
+        storage=os.path.join(args.out, "bench_auto.journal"),
+        remeasure=0,
+        verbose=1,
+        **search_kwargs,
+    )
+    print(f"search: {len(result.candidates)} trials in {time.perf_counter() - start:.0f} s")
+    print(result.table())
+    if args.plots:
+        result.plot(os.path.join(args.out, f"{model.name}_pareto.png"))
+    names = result.space.names
+    uniform = next(c for c in result.candidates if all(c.sparsities[n] == 0.5 for n in names))
+    same_latency = max(
+        (c for c in result.front if c.values["latency"] <= uniform.values["latency"] * 1.0001),
+        key=lambda c: c.values["accuracy"],
+        default=None,
+    )
+    same_accuracy = min(
+        (c for c in result.front if c.values["accuracy"] >= uniform.values["accuracy"]),
+        key=lambda c: c.values["latency"],
+        default=None,
+    )
+    rows = [("uniform 50% channels", uniform)]
+    if same_latency is not None:
+        rows.append(("front: same latency, best accuracy", same_latency))
+    if same_accuracy is not None:
+        rows.append(("front: same accuracy, fastest", same_accuracy))
+    files, accuracies, params = [], [], []
+    target = get_target("mobile")
+    for _, candidate in rows:
+        runs = []
+        for seed in range(seeds):
+            small = compiled(candidate.materialize())
+            keras.utils.set_random_seed(seed + 1)
+            small.fit(*train, epochs=fine_tune_epochs, batch_size=32, verbose=0)
+            runs.append(small.evaluate(*test, verbose=0, return_dict=True)["accuracy"])
+        accuracies.append((statistics.mean(runs), statistics.pstdev(runs)))
+        params.append(small.count_params())
+        files.append(convert_lib.convert(small, target))
+    latencies = timed(files)
+    print(
+        f"\nsame final fine-tune ({fine_tune_epochs} epochs, {seeds} seeds: mean +- std test "
+        "accuracy) for every row; latency end to end (LiteRT XNNPACK, 1 thread, median "
+        "[p25-p75] of 7 interleaved rounds); search acc: after the search's 1-epoch fine-tune"
+    )
+    header = (
+        f"{'model':<36} {'trial':>5} {'params':>9} {'search acc':>10} {'table us':>9} "
+        f"{'measured us':>20} {'test acc':>16}"
+    )
+    print(header)
+    print("-" * len(header))
+    for (label, candidate), (mean, spread), count, (median, low, high) in zip(
+        rows, accuracies, params, latencies, strict=True
+    ):
+        print(
+            f"{label:<36} {candidate.number:>5} {count:>9,} "
+            f"{candidate.values['accuracy']:>10.4f} {candidate.values['latency']:>9.1f} "
+            f"{f'{median:.1f} [{low:.1f}-{high:.1f}]':>20} {f'{mean:.4f} +- {spread:.4f}':>16}"
+        )
+    return table
+
+
+def sensitivity_vs_uniform(model, train, test, args):
+    print("\n== Digits CNN: sensitivity allocation vs uniform per-layer sparsity ==")
+    start = time.perf_counter()
+    scan = kp.auto.sensitivity(model, test, metric="accuracy", verbose=0)
+    print(f"sensitivity scan: {len(scan.units)} layers x {len(scan.sparsities)} sparsities "
+          f"in {time.perf_counter() - start:.1f} s")  # fmt: skip
+    print(scan.table())
+    if args.plots:
+        scan.plot(os.path.join(args.out, "digits_sensitivity.png"))
+    header = f"{'sparsity':>8} {'allocation':<12} {'one-shot acc':>13} {'after 2 epochs':>15}"
+    print(header)
+    print("-" * len(header))
+    for sparsity in (0.95, 0.99):
+        print("per-layer:", {k: round(v, 3) for k, v in scan.sparsities_for(sparsity).items()})
+        for label, allocation in (("uniform", None), ("sensitivity", scan.allocation())):
+            pruned = kp.prune_once(model, sparsity, allocation=allocation)
+            one_shot = compiled(kp.strip(pruned)).evaluate(*test, verbose=0, return_dict=True)
+            compiled(pruned)
+            keras.utils.set_random_seed(1)
+            pruned.fit(*train, epochs=2, batch_size=32, verbose=0)
+            tuned = compiled(kp.strip(pruned)).evaluate(*test, verbose=0, return_dict=True)
+            print(
+                f"{sparsity:>8.2f} {label:<12} {one_shot['accuracy']:>13.4f} "
+                f"{tuned['accuracy']:>15.4f}"
+            )
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--trials", type=int, default=30)
+    parser.add_argument("--mnv2-trials", type=int, default=8)
+    parser.add_argument("--skip-mobilenet", action="store_true")
+    parser.add_argument("--skip-digits", action="store_true")
+    parser.add_argument("--out", default="bench_auto_out")
+    parser.add_argument("--no-plots", dest="plots", action="store_false")
+    args = parser.parse_args(argv)
+    os.makedirs(args.out, exist_ok=True)
+
+    if not args.skip_digits:
+        digits_benchmarks(args)
+    if not args.skip_mobilenet:
+        mobilenet_benchmarks(args)
+
+
+def digits_benchmarks(args):
+    keras.utils.set_random_seed(0)
+    train, test = digits_data()
+    model = compiled(digits_cnn())
+    model.fit(*train, epochs=10, batch_size=32, verbose=0)
+    print(f"digits CNN dense test accuracy: {model.evaluate(*test, verbose=0)[1]:.4f}")
+    sensitivity_vs_uniform(model, train, test, args)
+    compare_with_uniform(
+        "Digits CNN: search vs uniform 50% channel pruning",
+        model,
+        train,
+        test,
+        args,
+        fine_tune_epochs=3,
+        search_kwargs=dict(
+            n_trials=args.trials,
+            fine_tune_data=train,
+            fine_tune_epochs=1,
+            study_name=f"digits-{args.trials}",
+        ),
+    )
+
+
+def mobilenet_benchmarks(args):
+    keras.utils.set_random_seed(0)
+    train, test = digits_data(96)
+    mobilenet = keras.applications.MobileNetV2(
+        input_shape=(96, 96, 3),
+        weights=None,
+        classes=10,
+        classifier_activation=None,
+        name="mobilenetv2_96",
+    )
+    for layer in mobilenet.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            # Keras's 0.999 needs thousands of steps before the moving statistics are usable;
+            # this benchmark trains and fine-tunes for a few hundred.
+            layer.momentum = 0.9
+    compiled(mobilenet, 1e-3)
+    start = time.perf_counter()
+    mobilenet.fit(*train, epochs=4, batch_size=32, verbose=0)
+    accuracy = mobilenet.evaluate(*test, verbose=0, return_dict=True)["accuracy"]
+    print(
+        f"\nMobileNetV2 96x96 on upscaled digits: test accuracy {accuracy:.4f} after 4 epochs "
+        f"({time.perf_counter() - start:.0f} s)"
+    )
+    small_train = (train[0][:512], train[1][:512])
+    table = compare_with_uniform(
+        "MobileNetV2 96x96: search vs uniform 50% channel pruning",
+        mobilenet,
+        small_train,
+        test,
+        args,
+        fine_tune_epochs=2,
+        seeds=1,
+        search_kwargs=dict(
+            n_trials=args.mnv2_trials,
+            fine_tune_data=small_train,
+            fine_tune_epochs=1,
+            samples=256,
+            study_name=f"mobilenetv2-{args.mnv2_trials}",
+        ),
+    )
+    start = time.perf_counter()
+    scan = kp.auto.sensitivity(
+        mobilenet, test, sparsities=(0.5, 0.9), samples=128, cache_dir=False, verbose=0
+    )
+    print(
+        f"\nMobileNetV2 sensitivity scan: {len(scan.units)} prunable layers x "
+        f"{len(scan.sparsities)} sparsities on {scan.samples} samples in "
+        f"{time.perf_counter() - start:.0f} s; the five most sensitive at 90%:"
+    )
+    for unit in sorted(scan.units, key=lambda u: -u["drops"][-1])[:5]:
+        print(f"  {unit['name']:<28} loss +{unit['drops'][-1]:.3f}")
+    print("\nlookup table vs whole model (sum of blocks, no calibration)")
+    print(f"{'channels removed':>16} {'table us':>10} {'measured us':>12} {'error':>8}")
+    for check in table.checks:
+        print(
+            f"{check['sparsity']:>16.0%} {check['table_us']:>10.1f} "
+            f"{check['measured_us']:>12.1f} {100 * check['error']:>+7.1f}%"
+        )
+
+
+if __name__ == "__main__":
+    main()

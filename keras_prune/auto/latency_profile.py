@@ -1,0 +1,629 @@
+"""`profile`: per-layer cost of a model on the runtime that will run it, as a lookup table.
+
+Each block (a convolution with its folded BatchNormalization and fused activation, or any other
+op; see `keras_prune.auto.blocks`) is converted to a `.tflite` file of its own at its real input
+shape and timed in the LiteRT interpreter (XNNPACK or built-in kernels, a given thread count),
+at a few channel counts: `kp.prune_channels` removes each of a few `sparsities` of every
+group's channels and every block of the shrunk copy is timed too. This is the latency
+lookup table of NetAdapt (Yang et al. 2018) and HALP (Shen et al. 2022): the latency of any
+per-group channel count is read from it by interpolating each block's latency over its
+multiply-accumulates and activation traffic, and summed.
+
+The table is checked against the whole model converted and timed end to end at each sparsity
+(`Profile.error`). Block timings are cached on disk, keyed by the block's layer configs and
+shapes and the runtime settings, so equal blocks (repeated stages) and later runs cost nothing.
+For `target="mcu"` the files are int8 and the table holds file bytes, TensorFlow Lite Micro op
+support and the whole model's smallest arena instead of latency.
+"""
+
+import dataclasses
+import platform
+import time
+import warnings
+
+import keras
+import numpy as np
+
+from keras_prune.auto import blocks as blocks_lib
+from keras_prune.auto import cache as cache_lib
+from keras_prune.core import validation
+from keras_prune.graph import groups as groups_lib
+from keras_prune.graph import rewire, tracing
+
+TOLERANCE = 0.25
+_CACHE_KIND = "latency"
+_CACHE_VERSION = 1
+_CALIBRATION_SAMPLES = 32
+
+
+def _runtime_version():
+    try:
+        from importlib.metadata import version
+
+        return version("ai-edge-litert")
+    except Exception:  # noqa: BLE001 - the version only keys the cache
+        return "unknown"
+
+
+def _shrunk(model, sparsity):
+    """`model` with `sparsity` of every removable group's channels removed."""
+    if sparsity <= 0.0:
+        return rewire.copy_model(model)
+    from keras_prune.surgery.prune_channels import prune_channels
+
+    return prune_channels(model, sparsity=sparsity)
+
+
+def _convert(model, target):
+    from keras_prune.export import convert as convert_lib
+
+    calibration = None
+    if target.quantize:
+        rng = np.random.default_rng(0)
+        calibration = [
+            rng.standard_normal((_CALIBRATION_SAMPLES, *tuple(t.shape)[1:])).astype("float32")
+            for t in model.inputs
+        ]
+        calibration = calibration[0] if len(calibration) == 1 else calibration
+    return convert_lib.convert(model, target, calibration)
+
+
+class _Channels:
+    """Channel counts of a model's tensors for given kept counts per channel group."""
+
+    def __init__(self, model):
+        self.analysis = groups_lib.analyze(model)
+        self.groups = self.analysis.groups()
+        self.by_root = {group.root: group for group in self.groups if group.prunable}
+
+    def ratio(self, tensor, kept):
+        layout = self.analysis.layouts.get(id(tensor))
+        if layout is None or not kept:
+            return 1.0
+        full = now = 0
+        for atom, size, _ in layout.offsets():
+            group = self.by_root.get(self.analysis.atoms.root(atom))
+            full += size
+            now += size if group is None else kept.get(group.index, size)
+        return now / full if full else 1.0
+
+
+@dataclasses.dataclass
+class BlockCost:
+    """One block's row of the table.
+
+    Attributes:
+        name: the block's first layer (or operation).
+        kinds: the layer classes it fuses, e.g. `["Conv2D", "BatchNormalization", "ReLU"]`.
+        input_shapes, output_shape: at batch size 1.
+        macs, params, elements: multiply-accumulates, weights and activation elements (read
+            and written) at full size.
+        latency_us: measured latency at full size (None for `mcu`).
+        bytes: its weights' share of the file.
+        ops: the TFLite ops of its file; `unsupported`: those TFLM lacks (for `mcu`).
+        points: `[{"sparsity", "work", "params", "latency_us", "bytes"}]`, one per measured
+            channel sparsity: the lookup table.
+        mixing: MACs scale with input x output channels (Conv, Dense).
+    """
+
+    name: str
+    kinds: list
+    input_shapes: list
+    output_shape: list
+    macs: int
+    params: int
+    elements: int
+    latency_us: float | None
+    bytes: int
+    ops: list
+    unsupported: list
+    points: list
+    mixing: bool
+    input_names: list = dataclasses.field(default_factory=list)
+    output_names: list = dataclasses.field(default_factory=list)
+
+
+def _interpolate(points, key, x_key, x):
+    """The block's `key` at `x_key == x`: linear between measured points, proportional below
+    a single point, linear extrapolation below the lowest two (never negative)."""
+    usable = sorted(
+        ((p[x_key], p[key]) for p in points if p.get(key) is not None), key=lambda p: p[0]
+    )
+    if not usable:
+        return None
+    xs = np.array([p[0] for p in usable], np.float64)
+    ys = np.array([p[1] for p in usable], np.float64)
+    if len(xs) == 1 or xs[-1] == xs[0]:
+        return float(ys[-1] * (x / xs[-1])) if xs[-1] else float(ys[-1])
+    if x < xs[0]:
+        slope = (ys[1] - ys[0]) / (xs[1] - xs[0]) if xs[1] != xs[0] else 0.0
+        return float(max(ys[0] + slope * (x - xs[0]), 0.0))
+    return float(np.interp(x, xs, ys))
+
+
+@dataclasses.dataclass
+class Profile:
+    """A model's per-block cost table on one runtime, checked against the whole model.
+
+    Attributes:
+        target: "mobile", "mobile-int8" or "mcu"; `threads`, `xnnpack`: the LiteRT settings.
+        blocks: `BlockCost` rows in graph order.
+        checks: one per measured sparsity: `{"sparsity", "table_us", "measured_us", "error",
+            "file_bytes"}` (latency keys None for `mcu`).
+        arena_bytes: the whole model's smallest TFLM arena (`mcu`), else None.
+        unsupported_ops: TFLite ops of the model TFLM lacks (`mcu`).
+        seconds: time the profile took; `cached_blocks`: blocks read from the cache.
+
+    Example:
+
+    ```python
+    table = kp.auto.profile(model)
+    print(table.error, table.latency_us)
+    kp.auto.Profile.from_dict(table.to_dict())  # a JSON-friendly round trip
+    ```
+    """
+
+    target: str
+    threads: int
+    xnnpack: bool
+    blocks: list
+    checks: list
+    file_bytes: int
+    arena_bytes: int | None = None
+    unsupported_ops: list = dataclasses.field(default_factory=list)
+    seconds: float = 0.0
+    clock: str = "wall"
+    cached_blocks: int = 0
+    measured_blocks: int = 0
+    peak_activation_bytes: int = 0
+
+    # -- the check -----------------------------------------------------------------------
+
+    @property
+    def latency_us(self):
+        """The whole model's measured latency at full size (None for `mcu`)."""
+        return self.checks[0]["measured_us"] if self.checks else None
+
+    @property
+    def table_latency_us(self):
+        return self.checks[0]["table_us"] if self.checks else None
+
+    @property
+    def error(self):
+        """Largest relative error of the table's sum against the measured whole model."""
+        errors = [abs(c["error"]) for c in self.checks if c["error"] is not None]
+        return max(errors) if errors else None
+
+    @property
+    def within_tolerance(self):
+        return self.error is None or self.error <= TOLERANCE
+
+    # -- predictions ---------------------------------------------------------------------
+
+    def predict(self, model, kept=None, calibrated=True):
+        """Predicted `{"latency_us", "file_bytes", "arena_bytes"}` of `model` (the profiled
+        model or an equal copy) with `kept[group index]` channels kept per channel group
+        (`kp.graph.channel_groups(model)` order; None or missing groups: all channels).
+
+        `calibrated` scales the latency sum by measured / table at full size, so the
+        prediction agrees with the whole model where it was measured.
+        """
+        channels = _channels_of(model)
+        graph_blocks = {block.name: block for block in blocks_lib.blocks(model)}
+        latency, weights = 0.0, 0.0
+        for row in self.blocks:
+            block = graph_blocks.get(row.name)
+            if block is None:
+                continue
+            r_in = (
+                float(np.mean([channels.ratio(t, kept) for t in block.inputs]))
+                if block.inputs
+                else 1.0
+            )
+            r_out = channels.ratio(block.outputs[0], kept) if block.outputs else 1.0
+            scale = r_in * r_out if row.mixing else r_out
+            in_elements = sum(blocks_lib.elements_of(t) for t in block.inputs)
+            work = row.macs * scale + in_elements * r_in + (row.elements - in_elements) * r_out
+            if row.latency_us is not None:
+                latency += _interpolate(row.points, "latency_us", "work", work) or 0.0
+            weights += _interpolate(row.points, "bytes", "params", row.params * scale) or 0.0
+        result = {"latency_us": None, "file_bytes": None, "arena_bytes": None}
+        if self.checks and self.checks[0]["table_us"]:
+            factor = (
+                self.checks[0]["measured_us"] / self.checks[0]["table_us"] if calibrated else 1.0
+            )
+            result["latency_us"] = latency * factor
+        overhead = self.file_bytes - sum(row.bytes for row in self.blocks)
+        result["file_bytes"] = int(weights + overhead)
+        if self.arena_bytes is not None:
+            offset = self.arena_bytes - self.peak_activation_bytes
+            result["arena_bytes"] = int(
+                peak_activation_bytes(model, kept, _itemsize(self.target), channels) + offset
+            )
+        return result
+
+    # -- reports -------------------------------------------------------------------------
+
+    def rows(self):
+        """Table rows (dicts), the slowest block first."""
+        key = "latency_us" if self.target != "mcu" else "bytes"
+        ordered = sorted(self.blocks, key=lambda row: -(getattr(row, key) or 0))
+        return [dataclasses.asdict(row) for row in ordered]
+
+    def table(self, limit=25, width=120):
+        """The most expensive blocks as a text table, with the check against the model."""
+        from rich.console import Console
+        from rich.table import Table
+
+        timed = self.target != "mcu"
+        settings = (
+            f"LiteRT {'XNNPACK' if self.xnnpack else 'built-in kernels'}, {self.threads} thread(s)"
+            if timed
+            else "int8, TensorFlow Lite Micro"
+        )
+        table = Table(title=f"Profile on {self.target} ({settings})")
+        for column in ("block", "ops", "input", "MACs", "params"):
+            table.add_column(column, justify="left" if column in ("block", "ops") else "right")
+        if timed:
+            table.add_column("latency (us)", justify="right")
+            table.add_column("share", justify="right")
+        table.add_column("bytes", justify="right")
+        total = sum(row.latency_us or 0 for row in self.blocks) or 1.0
+        for row in self.rows()[:limit]:
+            cells = [
+                row["name"][:28],
+                ",".join(dict.fromkeys(row["ops"]))[:30] or "-",
+                "x".join(str(d) for d in row["input_shapes"][0]) if row["input_shapes"] else "",
+                f"{row['macs']:,}",
+                f"{row['params']:,}",
+            ]
+            if timed:
+                cells += [f"{row['latency_us']:.1f}", f"{100 * row['latency_us'] / total:.1f}%"]
+            cells.append(f"{row['bytes']:,}")
+            table.add_row(*cells)
+        console = Console(record=True, width=width, file=_Null())
+        console.print(table)
+        lines = [console.export_text().rstrip()]
+        for check in self.checks:
+            if check["measured_us"] is not None:
+                lines.append(
+                    f"{check['sparsity']:.0%} of the channels removed: table sum "
+                    f"{check['table_us']:.1f} us, whole model {check['measured_us']:.1f} us "
+                    f"(error {100 * check['error']:+.1f}%), file {check['file_bytes']:,} bytes"
+                )
+        if self.arena_bytes is not None:
+            lines.append(f"TFLM arena: {self.arena_bytes:,} bytes")
+        if self.unsupported_ops:
+            lines.append(f"ops TFLM lacks: {', '.join(self.unsupported_ops)}")
+        lines.append(
+            f"{len(self.blocks)} blocks ({self.measured_blocks} measured, "
+            f"{self.cached_blocks} from the cache) in {self.seconds:.1f} s"
+        )
+        return "\n".join(lines)
+
+    def __str__(self):
+        return self.table()
+
+    def plot(self, path, highlight=5, limit=30):
+        """A bar chart of the most expensive blocks (latency, or bytes for `mcu`) as a PNG."""
+        from keras_prune.reporting import plots
+
+        timed = self.target != "mcu"
+        values = [(row.latency_us if timed else row.bytes) or 0.0 for row in self.blocks]
+        return plots.bar_chart(
+            [row.name for row in self.blocks],
+            values,
+            path,
+            title=f"Bottlenecks on {self.target}"
+            + (f" ({self.threads} thread(s))" if timed else ""),
+            xlabel="latency (us)" if timed else "bytes",
+            highlight=highlight,
+            limit=limit,
+        )
+
+    def to_dict(self):
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values):
+        values = dict(values)
+        values["blocks"] = [BlockCost(**row) for row in values["blocks"]]
+        return cls(**values)
+
+
+class _Null:
+    def write(self, text):
+        return len(text)
+
+    def flush(self):
+        pass
+
+
+def _itemsize(target):
+    return 1 if target in ("mcu", "mobile-int8") else 4
+
+
+_CHANNEL_MAPS = {}
+
+
+def _channels_of(model):
+    found = _CHANNEL_MAPS.get(id(model))
+    if found is None or found[0] is not model:
+        found = (model, _Channels(model))
+        _CHANNEL_MAPS.clear()
+        _CHANNEL_MAPS[id(model)] = found
+    return found[1]
+
+
+def peak_activation_bytes(model, kept=None, itemsize=4, channels=None):
+    """The largest total size of activations alive at once (batch 1), walking the graph in
+    order: a lower bound of the memory planner's arena, used to predict how the TFLM arena
+    changes when channels are removed.
+
+    Example:
+
+    ```python
+    peak_activation_bytes(model, itemsize=1)  # int8
+    ```
+    """
+    channels = channels or _channels_of(model)
+    graph = tracing.trace(model)
+    last_use = {}
+    for index, call in enumerate(graph.calls):
+        for tensor in call.inputs:
+            last_use[id(tensor)] = index
+    for tensor in graph.outputs:
+        last_use[id(tensor)] = len(graph.calls)
+
+    def size(tensor):
+        return blocks_lib.elements_of(tensor) * channels.ratio(tensor, kept) * itemsize
+
+    live = {id(t): size(t) for t in graph.inputs}
+    peak = sum(live.values())
+    for index, call in enumerate(graph.calls):
+        for tensor in call.outputs:
+            live[id(tensor)] = size(tensor)
+        peak = max(peak, sum(live.values()))
+        for key in [k for k in live if last_use.get(k, -1) <= index]:
+            del live[key]
+    return int(peak)
+
+
+def profile(
+    model,
+    target="mobile",
+    *,
+    threads=1,
+    xnnpack=True,
+    sparsities=(0.25, 0.5, 0.75),
+    runs=30,
+    rounds=3,
+    clock="wall",
+    cache_dir=None,
+    verbose=1,
+):
+    """Per-block latency, file bytes (and for `mcu` TFLM arena and op support) measured on the
+    target runtime, as a lookup table over channel counts.
+
+    Args:
+        model: a built Sequential or Functional model with fixed input shapes (TensorFlow
+            backend: the blocks are converted to TFLite).
+        target: "mobile" (float32, LiteRT), "mobile-int8" (int8, LiteRT) or "mcu" (int8,
+            TFLM: bytes, arena and op support, no timing).
+        threads: LiteRT's thread count.
+        xnnpack: time with the XNNPACK delegate (True) or LiteRT's built-in kernels.
+        sparsities: shares of every removable group's channels removed (`kp.prune_channels`)
+            at which every block (and the whole model) is measured; 0 (the model as it is) is
+            always included.
+        runs: timed invocations per block and round (median).
+        rounds: the list of files is timed this many times, interleaved.
+        clock: "wall" (elapsed time) or "thread" (the invoking thread's CPU time, with
+            `threads=1`): on a machine shared with other processes, preemption inflates the
+            wall time of the whole model (milliseconds) far more than that of its blocks
+            (microseconds), and the check against the whole model suffers; "thread" is not
+            inflated.
+        cache_dir: where block measurements are cached (default `~/.cache/keras_prune`;
+            False: off).
+        verbose: 1 shows a progress bar over the conversions.
+
+    Returns:
+        A `Profile`: `.table()`, `.plot(path)`, `.predict(model, kept)`, `.error`.
+
+    Example:
+
+    ```python
+    table = kp.auto.profile(model, "mobile", threads=2)
+    print(table.table())
+    table.plot("bottlenecks.png")
+    ```
+    """
+    from keras_prune.export import convert as convert_lib
+    from keras_prune.export import mcu as mcu_lib
+    from keras_prune.export import verify as verify_lib
+    from keras_prune.export.flatbuffer import read_model
+    from keras_prune.export.targets import get_target
+
+    start = time.perf_counter()
+    chosen = get_target(target)
+    threads = validation.check_int("threads", threads, minimum=1)
+    validation.check_bool("xnnpack", xnnpack)
+    runs = validation.check_int("runs", runs, minimum=1)
+    rounds = validation.check_int("rounds", rounds, minimum=1)
+    if not isinstance(model, keras.Model):
+        raise TypeError(f"Expected a keras.Model. Received: model={model!r}")
+    convert_lib.check_backend()
+    open_inputs = [t for t in model.inputs if None in tuple(t.shape)[1:]]
+    if open_inputs:
+        raise ValueError(
+            "Expected fixed input shapes (latency depends on them). Received: model inputs of "
+            f"shape {[tuple(t.shape) for t in open_inputs]}. Rebuild the model with "
+            "keras.Input(shape=...) giving every dimension."
+        )
+    levels = sorted(
+        {0.0} | {validation.check_sparsity(f"sparsities[{i}]", s) for i, s in enumerate(sparsities)}
+    )
+    timed = chosen.runtime == "litert"
+    validation.check_choice("clock", clock, {"wall", "thread"})
+    settings = [chosen.name, threads, bool(xnnpack), _runtime_version(), platform.machine()]
+    if clock != "wall":
+        settings.append(clock)
+    models = {sparsity: _shrunk(model, sparsity) for sparsity in levels}
+    plans = {sparsity: blocks_lib.blocks(models[sparsity]) for sparsity in levels}
+    signatures = {}
+    for sparsity in levels:
+        for block in plans[sparsity]:
+            signatures.setdefault(block.signature(), block)
+    keys = {
+        signature: cache_lib.key(_CACHE_VERSION, signature, settings) for signature in signatures
+    }
+    measured = {}
+    for signature, name in keys.items():
+        cached = cache_lib.load(cache_dir, _CACHE_KIND, name)
+        if cached is not None:
+            measured[signature] = cached
+    missing = [signature for signature in signatures if signature not in measured]
+    progress = keras.utils.Progbar(len(missing) + len(levels)) if verbose else None
+    files = {}
+    for signature in missing:
+        files[signature] = _convert(signatures[signature].small_model(), chosen)
+        if progress is not None:
+            progress.add(1)
+    whole_keys = {
+        sparsity: cache_lib.key(_CACHE_VERSION, "whole", cache_lib.model_digest(m), settings)
+        for sparsity, m in models.items()
+    }
+    whole = {}
+    for sparsity in levels:
+        cached = cache_lib.load(cache_dir, _CACHE_KIND, whole_keys[sparsity])
+        complete = sparsity != 0.0 or not arena_needed(chosen) or cached and cached["arena_bytes"]
+        if cached is not None and complete:
+            whole[sparsity] = cached
+        else:
+            data = _convert(models[sparsity], chosen)
+            whole[sparsity] = {"data": data, "bytes": len(data), "latency_us": None}
+        if progress is not None:
+            progress.add(1)
+    new_whole = [f for f in levels if "data" in whole[f]]
+    empty = _empty_file(chosen) if missing or new_whole else b""
+    if timed and (missing or new_whole):
+        # The empty file's time is the interpreter's fixed cost per invoke, paid once by the
+        # whole model but once per block by the table: it is taken off every block.
+        to_time = [files[s] for s in missing] + [whole[f]["data"] for f in new_whole] + [empty]
+        latencies = verify_lib.measure_latencies(
+            to_time, xnnpack=xnnpack, runs=runs, threads=threads, rounds=rounds, clock=clock
+        )
+        overhead = latencies[-1]
+        for signature, latency in zip(missing, latencies, strict=False):
+            measured.setdefault(signature, {})["latency_us"] = max(latency - overhead, 0.0)
+        for sparsity, latency in zip(new_whole, latencies[len(missing) :], strict=False):
+            whole[sparsity]["latency_us"] = latency
+    for signature in missing:
+        info = read_model(files[signature])
+        entry = measured.setdefault(signature, {"latency_us": None})
+        entry.update(bytes=max(len(files[signature]) - len(empty), 0), ops=list(info.op_names))
+        cache_lib.store(cache_dir, _CACHE_KIND, keys[signature], entry)
+    rows = []
+    by_name = {}
+    for sparsity in levels:
+        for block in plans[sparsity]:
+            entry = measured[block.signature()]
+            point = {
+                "sparsity": sparsity,
+                "work": float(block.macs() + block.elements()),
+                "params": float(block.params()),
+                "latency_us": entry["latency_us"],
+                "bytes": entry["bytes"],
+            }
+            if sparsity == 0.0:
+                ops = entry["ops"]
+                row = BlockCost(
+                    name=block.name,
+                    kinds=block.kinds,
+                    input_shapes=[list(t.shape)[1:] for t in block.inputs],
+                    output_shape=list(block.outputs[0].shape)[1:],
+                    macs=block.macs(),
+                    params=block.params(),
+                    elements=block.elements(),
+                    latency_us=entry["latency_us"],
+                    bytes=entry["bytes"],
+                    ops=ops,
+                    unsupported=mcu_lib.unsupported_ops(ops) if chosen.runtime == "tflm" else [],
+                    points=[],
+                    mixing=block.mixing,
+                    input_names=[t.name for t in block.inputs],
+                    output_names=[t.name for t in block.outputs],
+                )
+                rows.append(row)
+                by_name[block.name] = row
+            if block.name in by_name:
+                by_name[block.name].points.append(point)
+    checks = []
+    for sparsity in levels:
+        table_sum = None
+        if timed:
+            table_sum = sum(measured[b.signature()]["latency_us"] for b in plans[sparsity])
+        measured_us = whole[sparsity]["latency_us"]
+        checks.append(
+            {
+                "sparsity": sparsity,
+                "table_us": table_sum,
+                "measured_us": measured_us,
+                "error": (table_sum - measured_us) / measured_us if measured_us else None,
+                "file_bytes": whole[sparsity]["bytes"],
+            }
+        )
+    for sparsity in new_whole:
+        entry = whole[sparsity]
+        entry["unsupported"], entry["arena_bytes"] = [], None
+        if chosen.runtime == "tflm":
+            entry["unsupported"] = mcu_lib.unsupported_ops(read_model(entry["data"]).op_names)
+            if not entry["unsupported"] and sparsity == 0.0:
+                entry["arena_bytes"] = verify_lib.find_min_arena(entry["data"])
+        cache_lib.store(
+            cache_dir,
+            _CACHE_KIND,
+            whole_keys[sparsity],
+            {key: value for key, value in entry.items() if key != "data"},
+        )
+    arena, unsupported = whole[0.0]["arena_bytes"], whole[0.0]["unsupported"]
+    result = Profile(
+        target=chosen.name,
+        threads=threads,
+        xnnpack=bool(xnnpack),
+        blocks=rows,
+        checks=checks,
+        file_bytes=whole[0.0]["bytes"],
+        arena_bytes=arena,
+        unsupported_ops=unsupported,
+        seconds=time.perf_counter() - start,
+        clock=clock,
+        cached_blocks=len(signatures) - len(missing),
+        measured_blocks=len(missing),
+        peak_activation_bytes=peak_activation_bytes(models[0.0], None, _itemsize(chosen.name)),
+    )
+    if not result.within_tolerance:
+        warnings.warn(
+            f"The latency table's sum is {100 * result.error:.0f}% off the whole model's "
+            f"measured latency (tolerance {100 * TOLERANCE:.0f}%): predictions are scaled to "
+            "the measured total, but per-block shares are rough. Use more `runs`/`rounds` on "
+            "a quiet machine.",
+            stacklevel=2,
+        )
+    return result
+
+
+_EMPTY = {}
+
+
+def arena_needed(target):
+    return target.runtime == "tflm"
+
+
+def _empty_file(target):
+    """A file holding one trivial op: what every block's file has besides its own weights and
+    ops (bytes), and the interpreter's fixed cost per invoke (time)."""
+    if target.name not in _EMPTY:
+        inputs = keras.Input(batch_shape=(1, 1))
+        tiny = keras.Model(inputs, keras.layers.ReLU()(inputs))
+        _EMPTY[target.name] = _convert(tiny, target)
+    return _EMPTY[target.name]
