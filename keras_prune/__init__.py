@@ -13,7 +13,7 @@ plain = kp.strip(pruned)
 ```
 """
 
-from keras_prune import callbacks, engine, export, graph, layers, methods, pruning
+from keras_prune import callbacks, dynamic, engine, export, graph, layers, methods, pruning
 from keras_prune.callbacks import PruningCallback, PruningSummaries, UpdatePruningStep
 from keras_prune.core import (
     allocation,

@@ -1,15 +1,42 @@
-"""Dynamic pruning: runtime-adaptive width (slimmable models) and input-dependent early exit."""
+"""Dynamic pruning: a model that does less work when it can, measured on LiteRT.
+
+- Runtime-adaptive width: `SlimmableModel` trains one set of weights at several widths
+  (sandwich rule, in-place distillation); `export_widths` writes one verified `.tflite` file per
+  width; `WidthPicker` chooses the widest width that meets a latency budget;
+  `kp.shrink(model, width=...)` materialises any trained width.
+- Input-dependent early exit: `EarlyExitModel` adds exit heads; `calibrate_threshold` picks the
+  confidence threshold for a target accuracy; `export_stages` writes one verified file per
+  stage; `StagedRunner` runs them until an exit is confident.
+- Channel gating: `ChannelGate`, a per-input channel saliency gate, trained with the sparsity
+  regularizers; its statistics rank channels for static pruning (`gate_channel_scores`).
+"""
 
 from keras_prune.dynamic.batchnorm import recalibrate_batchnorm
+from keras_prune.dynamic.early_exit import EarlyExitModel
 from keras_prune.dynamic.permutation import order_channels, permute_channels, permuted_values
 from keras_prune.dynamic.slimmable import SlimmableModel
+from keras_prune.dynamic.stage_export import export_stages
+from keras_prune.dynamic.staged_runner import StagedRunner
+from keras_prune.dynamic.stages import StageSplitError, stage_models
+from keras_prune.dynamic.threshold import ThresholdCalibration, calibrate_threshold
 from keras_prune.dynamic.width import width_channels
+from keras_prune.dynamic.width_export import export_widths
+from keras_prune.dynamic.width_picker import WidthPicker
 
 __all__ = [
+    "EarlyExitModel",
     "SlimmableModel",
+    "StageSplitError",
+    "StagedRunner",
+    "ThresholdCalibration",
+    "WidthPicker",
+    "calibrate_threshold",
+    "export_stages",
+    "export_widths",
     "order_channels",
     "permute_channels",
     "permuted_values",
     "recalibrate_batchnorm",
+    "stage_models",
     "width_channels",
 ]

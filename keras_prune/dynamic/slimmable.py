@@ -15,6 +15,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from keras_prune.core import validation
 from keras_prune.distill import losses as distill_losses
 from keras_prune.dynamic import width as width_lib
 from keras_prune.dynamic.batchnorm import recalibrate_batchnorm
@@ -90,7 +91,7 @@ class SlimmableModel(keras.Model):
         self.trained_widths = width_lib.check_widths(widths)
         self.num_random = _check_count("num_random", num_random)
         self.distillation = bool(distillation)
-        self.temperature = float(distill_losses._check_positive("temperature", temperature))
+        self.temperature = float(validation.check_real("temperature", temperature, low=0.0, low_open=True))
         self.from_logits = (not _ends_in_softmax(model)) if from_logits is None else bool(
             from_logits
         )
