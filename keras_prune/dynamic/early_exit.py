@@ -64,6 +64,9 @@ class EarlyExitModel(keras.Model):
         alpha: weight of the distillation term, in [0, 1].
         temperature: distillation temperature > 0.
         freeze_backbone: train the heads only (on a trained backbone).
+        head: how an exit head reduces feature maps before its Dense classifier: "average"
+            (global average pooling, cheapest) or "flatten" (keeps the spatial layout: more
+            accurate on small feature maps, more weights).
 
     Example:
 
@@ -91,6 +94,7 @@ class EarlyExitModel(keras.Model):
         alpha=0.5,
         temperature=2.0,
         freeze_backbone=False,
+        head="average",
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -121,6 +125,7 @@ class EarlyExitModel(keras.Model):
         self.alpha = validation.check_real("alpha", alpha, low=0.0, high=1.0)
         self.temperature = validation.check_real("temperature", temperature, low=0.0, low_open=True)
         self.freeze_backbone = validation.check_bool("freeze_backbone", freeze_backbone)
+        self.head = validation.check_choice("head", head, ("average", "flatten"))
         self.from_logits = not _ends_in_softmax(model)
         if self.freeze_backbone:
             model.trainable = False
@@ -132,12 +137,12 @@ class EarlyExitModel(keras.Model):
             features = model.get_layer(name).output
             head = keras.Sequential(name=f"exit_{name}")
             if len(features.shape) > 2:
-                head.add(keras.layers.GlobalAveragePooling2D() if len(features.shape) == 4
-                         else keras.layers.GlobalAveragePooling1D())
+                head.add(_reduction(self.head, len(features.shape)))
             head.add(keras.layers.Dense(classes, activation=activation))
             self.heads.append(head)
             outputs.append(head(features))
         self.network = keras.Model(model.inputs, outputs + [model.outputs[0]], name="network")
+        self.built = True  # heads are built by the call above
 
     def call(self, inputs, training=None):
         return self.network(inputs, training=training)
@@ -180,6 +185,7 @@ class EarlyExitModel(keras.Model):
             alpha=self.alpha,
             temperature=self.temperature,
             freeze_backbone=self.freeze_backbone,
+            head=self.head,
         )
         return config
 
@@ -188,6 +194,16 @@ class EarlyExitModel(keras.Model):
         config = dict(config)
         config["model"] = keras.saving.deserialize_keras_object(config["model"])
         return cls(**config)
+
+
+def _reduction(head, rank):
+    if head == "flatten":
+        return keras.layers.Flatten()
+    if rank == 3:
+        return keras.layers.GlobalAveragePooling1D()
+    if rank == 4:
+        return keras.layers.GlobalAveragePooling2D()
+    return keras.layers.GlobalAveragePooling3D()
 
 
 def _probabilities(outputs, from_logits):

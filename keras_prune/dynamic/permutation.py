@@ -42,10 +42,12 @@ def permuted_values(groups, permutations, values):
             )
         for member in group.members:
             key = id(member.variable)
-            source = values[key]
-            target = result.setdefault(key, np.array(source, copy=True))
-            index_new = [slice(None)] * source.ndim
-            index_old = [slice(None)] * source.ndim
+            # Later members read what earlier ones wrote: a kernel is permuted along its input
+            # axis by one group and along its output axis by another.
+            target = result.setdefault(key, np.array(values[key], copy=True))
+            source = target.copy()
+            index_new = [slice(None)] * target.ndim
+            index_old = [slice(None)] * target.ndim
             index_new[member.axis] = member.indices(np.arange(group.size))
             index_old[member.axis] = member.indices(order)
             target[tuple(index_new)] = source[tuple(index_old)]

@@ -18,9 +18,7 @@ def interpreter(path, *, xnnpack=True, num_threads=1):
         raise ImportError(
             "The runtime helpers need LiteRT: `pip install ai-edge-litert`."
         ) from error
-    resolver = (
-        OpResolverType.AUTO if xnnpack else OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
-    )
+    resolver = OpResolverType.AUTO if xnnpack else OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
     runtime = Interpreter(
         model_path=path, num_threads=num_threads, experimental_op_resolver_type=resolver
     )

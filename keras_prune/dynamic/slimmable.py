@@ -91,15 +91,18 @@ class SlimmableModel(keras.Model):
         self.trained_widths = width_lib.check_widths(widths)
         self.num_random = _check_count("num_random", num_random)
         self.distillation = bool(distillation)
-        self.temperature = float(validation.check_real("temperature", temperature, low=0.0, low_open=True))
-        self.from_logits = (not _ends_in_softmax(model)) if from_logits is None else bool(
-            from_logits
+        self.temperature = float(
+            validation.check_real("temperature", temperature, low=0.0, low_open=True)
+        )
+        self.from_logits = (
+            (not _ends_in_softmax(model)) if from_logits is None else bool(from_logits)
         )
         self.round_to = None if round_to is None else _check_count("round_to", round_to, 1)
         groups = groups_lib.channel_groups(model)
         width_lib.prunable_groups(groups, model.name)
         self._axis_masks = self._stacked_masks(groups)
         self._seed = keras.random.SeedGenerator(0)
+        self.built = True  # the backbone is built: nothing is created on the first call
 
     @property
     def widths(self):

@@ -44,10 +44,14 @@ def stage_models(model):
     stages = []
     for index in range(len(boundaries) + 1):
         last = index == len(boundaries)
-        targets = {LOGITS: outputs[-1]} if last else {
-            FEATURES: boundaries[index],
-            LOGITS: outputs[index],
-        }
+        targets = (
+            {LOGITS: outputs[-1]}
+            if last
+            else {
+                FEATURES: boundaries[index],
+                LOGITS: outputs[index],
+            }
+        )
         try:
             inner = keras.Model(previous, targets, name=f"stage{index}_graph")
         except ValueError as error:

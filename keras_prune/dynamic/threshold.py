@@ -60,9 +60,9 @@ def exit_indices(probabilities, threshold):
         threshold: confidence in [0, 1].
     """
     threshold = check_threshold(threshold)
-    confidences = np.stack([np.max(p, axis=-1) for p in probabilities[:-1]] + [
-        np.full(len(probabilities[-1]), np.inf)
-    ])
+    confidences = np.stack(
+        [np.max(p, axis=-1) for p in probabilities[:-1]] + [np.full(len(probabilities[-1]), np.inf)]
+    )
     return np.argmax(confidences >= threshold, axis=0)
 
 

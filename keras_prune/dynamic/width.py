@@ -79,7 +79,11 @@ def prunable_groups(groups, model_name="model"):
     prunable = [group for group in groups if group.prunable]
     if not prunable:
         reasons = sorted({group.reason for group in groups if group.reason})
-        detail = f" Groups found: {len(groups)}, all kept whole ({'; '.join(reasons)})." if groups else ""
+        detail = (
+            f" Groups found: {len(groups)}, all kept whole ({'; '.join(reasons)})."
+            if groups
+            else ""
+        )
         raise ValueError(
             f"Model {model_name!r} has no channel groups that can be narrowed, so it has no "
             f"sub-networks of smaller width.{detail} Use a model with Conv / Dense layers whose "

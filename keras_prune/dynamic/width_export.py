@@ -77,9 +77,11 @@ def export_widths(
             f"Expected a kp.dynamic.SlimmableModel. Received: model={type(model).__name__}"
         )
     directory = validation.check_path("directory", directory)
-    chosen = model.trained_widths if widths is None else [
-        width_lib.check_trained_width(width, model.trained_widths) for width in widths
-    ]
+    chosen = (
+        model.trained_widths
+        if widths is None
+        else [width_lib.check_trained_width(width, model.trained_widths) for width in widths]
+    )
     stem = stem or model.backbone.name
     samples = _sample_array(calibration_data, 500)
     os.makedirs(directory, exist_ok=True)
