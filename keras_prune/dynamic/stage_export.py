@@ -107,4 +107,4 @@ def export_stages(
         "stages": entries,
     }
     path = manifest_lib.write_manifest(os.path.join(directory, f"{stem}_stages.json"), content)
-    return {**content, "manifest_path": path}
+    return {**manifest_lib.read_manifest(path, manifest_lib.STAGES_KIND), "manifest_path": path}

@@ -116,4 +116,4 @@ def export_widths(
         "widths": entries,
     }
     path = manifest_lib.write_manifest(os.path.join(directory, f"{stem}_widths.json"), content)
-    return {**content, "manifest_path": path}
+    return {**manifest_lib.read_manifest(path, manifest_lib.WIDTHS_KIND), "manifest_path": path}
