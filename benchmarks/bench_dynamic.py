@@ -13,6 +13,10 @@ spread [min-max] of the round medians):
    calibrated on held-out data for 0.5 and 1 point of accuracy loss; test accuracy and average
    latency per input of `StagedRunner` (stage files run one after the other until an exit is
    confident) against the full model's single file run by the same helper code, end to end.
+3. Channel gating (`ChannelGate` after two blocks of the digits CNN, keeping 75/50/25% of
+   the channels per input): accuracy against the average active channels, LiteRT latency of
+   the gated file against the plain model, and the static model pruned from the gates'
+   statistics (gates removed, lowest-scoring channels shrunk away, fine-tuned).
 
 Run: `python benchmarks/bench_dynamic.py` (about 10-15 minutes on 2 cores);
 `--quick` runs a few epochs on the digits models only (a smoke test, about 2 minutes).
@@ -55,19 +59,34 @@ def digits(size=8, channels=1):
     labels = data.target.astype("int32")
     order = np.random.default_rng(0).permutation(len(images))
     images, labels = images[order], labels[order]
-    return (images[:1100], labels[:1100]), (images[1100:1437], labels[1100:1437]), (
-        images[1437:],
-        labels[1437:],
+    return (
+        (images[:1100], labels[:1100]),
+        (images[1100:1437], labels[1100:1437]),
+        (
+            images[1437:],
+            labels[1437:],
+        ),
     )
 
 
-def digits_cnn():
+def digits_cnn(gate_keep=None):
+    """With `gate_keep`, a `ChannelGate` keeping that fraction follows each of the first two
+    blocks."""
     keras.utils.set_random_seed(0)
+
+    def gate(x, name):
+        if gate_keep is None:
+            return x
+        regularizer = kp.regularizers.L1(1e-4)
+        return kp.dynamic.ChannelGate(gate_keep, regularizer=regularizer, name=name)(x)
+
     inputs = keras.Input((8, 8, 1))
     x = layers.Conv2D(32, 3, padding="same", use_bias=False, name="conv1")(inputs)
     x = layers.ReLU(name="block1")(layers.BatchNormalization(name="bn1")(x))
+    x = gate(x, "gate1")
     x = layers.Conv2D(64, 3, strides=2, padding="same", use_bias=False, name="conv2")(x)
     x = layers.ReLU(name="block2")(layers.BatchNormalization(name="bn2")(x))
+    x = gate(x, "gate2")
     x = layers.Conv2D(64, 3, padding="same", activation="relu", name="conv3")(x)
     x = layers.Flatten()(x)
     x = layers.Dense(64, activation="relu", name="dense")(x)
@@ -148,7 +167,8 @@ def table(title, header, rows):
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
     print(f"\n{title}")
     for row in [header, *rows]:
-        print("  " + "  ".join(str(cell).rjust(width) for cell, width in zip(row, widths, strict=True)))
+        cells = zip(row, widths, strict=True)
+        print("  " + "  ".join(str(cell).rjust(width) for cell, width in cells), flush=True)
 
 
 # -- 1. slimmable --------------------------------------------------------------------------------
@@ -163,7 +183,9 @@ def slimmable_section(name, build, data, epochs, rounds, runs, round_to, workdir
     manifest = kp.dynamic.export_widths(
         slim, os.path.join(workdir, name), calibration_data=x, latency_runs=20
     )
-    slim_accuracy = {w: accuracy(slim.at_width(w, calibration_data=x), x_test, y_test) for w in WIDTHS}
+    slim_accuracy = {
+        w: accuracy(slim.at_width(w, calibration_data=x), x_test, y_test) for w in WIDTHS
+    }
     alone_accuracy, alone_seconds = {}, 0.0
     for width in WIDTHS:
         # The same sub-network, freshly initialised (clone_model re-creates every layer).
@@ -241,9 +263,7 @@ def early_exit_section(name, build, exits, head, data, epochs, rounds, workdir):
         calibration = kp.dynamic.calibrate_threshold(
             probabilities, y_val, max_accuracy_drop=drop, stage_costs=stage_latency
         )
-        runner = kp.dynamic.StagedRunner(
-            manifest["manifest_path"], threshold=calibration.threshold
-        )
+        runner = kp.dynamic.StagedRunner(manifest["manifest_path"], threshold=calibration.threshold)
         configs.append((f"exit, -{drop * 100:.1f} pt", calibration.threshold, runner))
 
     def full_predict(batch):
@@ -265,7 +285,9 @@ def early_exit_section(name, build, exits, head, data, epochs, rounds, workdir):
         rounds,
     )
     rows = []
-    for (label, threshold, _), (acc, fractions), stats in zip(configs, results, timing, strict=True):
+    for (label, threshold, _), (acc, fractions), stats in zip(
+        configs, results, timing, strict=True
+    ):
         rows.append(
             [
                 label,
@@ -285,19 +307,86 @@ def early_exit_section(name, build, exits, head, data, epochs, rounds, workdir):
     )
 
 
+# -- 3. channel gating ---------------------------------------------------------------------------
+
+
+def gating_section(data, epochs, finetune_epochs, workdir):
+    (x, y), _, (x_test, y_test) = data
+    plain = compile_model(digits_cnn())
+    plain.fit(x, y, epochs=epochs, batch_size=32, verbose=0)
+    files = [os.path.join(workdir, "plain.tflite")]
+    kp.export.to_tflite(plain, files[0], representative_data=x[:200], latency_runs=0)
+    rows = []
+    for keep in (0.75, 0.5, 0.25):
+        gated = compile_model(digits_cnn(gate_keep=keep))
+        gated.fit(x, y, epochs=epochs, batch_size=32, verbose=0)
+        scores = kp.dynamic.gate_channel_scores(gated, x)
+        static = kp.dynamic.remove_gates(gated)
+        kp.dynamic.prune_by_gate_scores(static, scores, 1.0 - keep)
+        static = compile_model(kp.shrink(static))
+        static_before = accuracy(static, x_test, y_test)
+        static.fit(x, y, epochs=finetune_epochs, batch_size=32, verbose=0)
+        for model, name in ((gated, f"gated{keep}"), (static, f"static{keep}")):
+            files.append(os.path.join(workdir, f"{name}.tflite"))
+            kp.export.to_tflite(model, files[-1], representative_data=x[:200], latency_runs=0)
+        active = np.mean([entry["active"] for entry in scores.values()])
+        rows.append(
+            [
+                keep,
+                accuracy(gated, x_test, y_test),
+                active,
+                static_before,
+                accuracy(static, x_test, y_test),
+            ]
+        )
+    timing = runtime.measure_interleaved(files, rounds=15, runs=50)
+    plain_us = timing[0]["median"]
+    table_rows = [
+        [
+            "no gate",
+            f"{accuracy(plain, x_test, y_test):.3f}",
+            "100%",
+            f"{plain_us:.1f}",
+            "-",
+            "-",
+            "-",
+        ]
+    ]
+    for index, (keep, gated_acc, active, before, after) in enumerate(rows):
+        gated_t, static_t = timing[1 + 2 * index], timing[2 + 2 * index]
+        table_rows.append(
+            [
+                f"keep {keep:.0%}",
+                f"{gated_acc:.3f}",
+                f"{active:.0%}",
+                f"{gated_t['median']:.1f} [{gated_t['low']:.1f}-{gated_t['high']:.1f}]",
+                f"{before:.3f}",
+                f"{after:.3f}",
+                f"{static_t['median']:.1f} [{static_t['low']:.1f}-{static_t['high']:.1f}]",
+            ]
+        )
+    table(
+        f"Channel gating on the digits CNN ({epochs} epochs; static = gates removed, the "
+        f"lowest-scoring channels pruned, shrunk, {finetune_epochs} fine-tuning epochs); LiteRT "
+        "us per invoke, XNNPACK",
+        ["model", "gated acc", "active ch.", "gated us", "static acc", "after ft", "static us"],
+        table_rows,
+    )
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="digits only, few epochs")
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument(
         "--sections",
-        default="slim-digits,slim-mobilenet,exit-digits,exit-resnet",
+        default="slim-digits,slim-mobilenet,exit-digits,exit-resnet,gating",
         help="comma-separated subset",
     )
     args = parser.parse_args()
     sections = set(args.sections.split(","))
     if args.quick:
-        sections &= {"slim-digits", "exit-digits"}
+        sections &= {"slim-digits", "exit-digits", "gating"}
     epochs = 3 if args.quick else None
     with tempfile.TemporaryDirectory() as workdir:
         if "slim-digits" in sections:
@@ -318,6 +407,8 @@ def main():
                 "ResNet-style 32x32", resnet_style, ["stage1", "stage2"], "average",
                 digits(32, 3), 8, args.rounds, workdir,
             )  # fmt: skip
+        if "gating" in sections:
+            gating_section(digits(), epochs or 15, 2 if args.quick else 5, workdir)
 
 
 if __name__ == "__main__":

@@ -69,3 +69,39 @@ class SignatureRunner:
             name: port.dequantize(self.interpreter.get_tensor(port.index))
             for name, port in self.outputs.items()
         }
+
+
+def measure_interleaved(paths, *, xnnpack=True, rounds=5, runs=20, warmup=5):
+    """Median single-invoke latency (microseconds) of each verified file, in this process.
+
+    Rounds alternate between the files, so machine load affects all of them alike: each
+    file's figure is the median over rounds of the median of `runs` invocations, which makes
+    the files comparable with each other (what a width picker needs).
+
+    Returns:
+        `[{"median": us, "low": us, "high": us}]` per file (low / high: the fastest and slowest
+        round).
+    """
+    import statistics
+    import time
+
+    runtimes = []
+    for path in paths:
+        runner = SignatureRunner(path, xnnpack=xnnpack)
+        rng = np.random.default_rng(0)
+        for port in runner.inputs.values():
+            values = rng.standard_normal(port.shape).astype(np.float32)
+            runner.interpreter.set_tensor(port.index, port.quantize(values))
+        for _ in range(warmup):
+            runner.interpreter.invoke()
+        runtimes.append(runner.interpreter)
+    rounds_of = [[] for _ in runtimes]
+    for _ in range(rounds):
+        for interpreter_, medians in zip(runtimes, rounds_of, strict=True):
+            times = []
+            for _ in range(runs):
+                start = time.perf_counter()
+                interpreter_.invoke()
+                times.append((time.perf_counter() - start) * 1e6)
+            medians.append(statistics.median(times))
+    return [{"median": statistics.median(m), "low": min(m), "high": max(m)} for m in rounds_of]

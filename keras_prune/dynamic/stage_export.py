@@ -17,7 +17,7 @@ from keras_prune.core import validation
 from keras_prune.dynamic import manifest as manifest_lib
 from keras_prune.dynamic import stages as stages_lib
 from keras_prune.dynamic.threshold import check_threshold
-from keras_prune.dynamic.width_export import _sample_array
+from keras_prune.dynamic.width_export import measure_latencies, sample_array
 
 
 def export_stages(
@@ -42,7 +42,8 @@ def export_stages(
             `calibrate_threshold`), in [0, 1]; `StagedRunner` uses it by default.
         stem: file name stem; default: the backbone's name.
         target: a `kp.export.to_tflite` target.
-        latency_runs: timed LiteRT invocations per stage (median); 0 skips timing.
+        latency_runs: timed LiteRT invocations per stage and round, as for `export_widths`;
+            0 skips timing.
         verbose: 1 shows a progress bar.
 
     Returns:
@@ -67,7 +68,7 @@ def export_stages(
     directory = validation.check_path("directory", directory)
     stem = stem or model.backbone.name
     stages = stages_lib.stage_models(model)
-    samples = _sample_array(calibration_data, 500)
+    samples = sample_array(calibration_data, 500)
     os.makedirs(directory, exist_ok=True)
     entries = []
     progress = keras.utils.Progbar(len(stages)) if verbose else None
@@ -79,13 +80,12 @@ def export_stages(
             target=target,
             representative_data=samples,
             verification_data=samples[:64],
-            latency_runs=latency_runs,
+            latency_runs=0,
         )
         entries.append(
             {
                 "file": name,
                 "exit": model.exit_names[index] if index < len(model.exit_names) else None,
-                "latency_us": result.latency_us,
                 "checks": [check.to_dict() for check in result.checks],
             }
         )
@@ -98,6 +98,7 @@ def export_stages(
             )
         if progress is not None:
             progress.add(1)
+    measure_latencies(entries, directory, latency_runs)
     content = {
         "kind": manifest_lib.STAGES_KIND,
         "model": stem,
