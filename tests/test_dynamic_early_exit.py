@@ -155,3 +155,41 @@ def test_threshold_outside_unit_interval_is_named():
         kp.dynamic.calibrate_threshold(probabilities, [0, 1], max_accuracy_drop=2.0)
     with pytest.raises(ValueError, match="one row of probabilities per label"):
         kp.dynamic.calibrate_threshold(probabilities, [0, 1, 1])
+
+
+def test_string_and_function_losses_match_the_loss_object():
+    from keras_prune.dynamic.compiled_loss import loss_function
+
+    y = np.array([0, 2, 1])
+    probabilities = np.array([[0.7, 0.2, 0.1], [0.1, 0.1, 0.8], [0.3, 0.3, 0.4]], "float32")
+    expected = numpy(keras.losses.SparseCategoricalCrossentropy()(y, probabilities))
+    by_name = loss_function("sparse_categorical_crossentropy", "m")(y, probabilities)
+    np.testing.assert_allclose(numpy(by_name), expected, rtol=1e-6)
+    weights = np.array([1.0, 0.0, 1.0], "float32")
+    weighted = loss_function(keras.losses.sparse_categorical_crossentropy, "m")(
+        y, probabilities, weights
+    )
+    per_sample = numpy(keras.losses.sparse_categorical_crossentropy(y, probabilities))
+    np.testing.assert_allclose(numpy(weighted), (per_sample[0] + per_sample[2]) / 2, rtol=1e-6)
+    with pytest.raises(ValueError, match="one loss"):
+        loss_function(["mse", "mse"], "EarlyExitModel")
+
+
+def test_softmax_model_trains_with_a_loss_name(digits):
+    (x, y), _ = digits
+    keras.utils.set_random_seed(0)
+    backbone = keras.Sequential(
+        [
+            keras.Input((8, 8, 1)),
+            layers.Conv2D(8, 3, activation="relu", name="conv"),
+            layers.Flatten(),
+            layers.Dense(10, activation="softmax"),
+        ]
+    )
+    model = kp.dynamic.EarlyExitModel(backbone, exits=["conv"], distillation=True)
+    assert not model.from_logits
+    model.compile("adam", "sparse_categorical_crossentropy")
+    history = model.fit(x[:256], y[:256], epochs=2, verbose=0)
+    assert history.history["loss"][1] < history.history["loss"][0]
+    first, final = model.exit_predictions(x[:4])
+    np.testing.assert_allclose(first.sum(1), 1.0, atol=1e-5)

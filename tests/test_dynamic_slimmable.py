@@ -266,3 +266,64 @@ def test_axis_masks_are_a_pure_function_of_groups():
     assert np.array_equal(np.flatnonzero(full[0, 0, :, 0]), [0, 1, 2, 3, 8, 9, 10, 11])
     assert width_lib.axis_masks(groups, 1.0) == {}
     assert groups_lib.channel_groups  # groups come from the public analysis
+
+
+def test_softmax_model_with_a_loss_name_trains_every_width(digits):
+    (x, y), _ = digits
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential(
+        [
+            keras.Input((8, 8, 1)),
+            layers.Conv2D(8, 3, activation="relu"),
+            layers.Flatten(),
+            layers.Dense(10, activation="softmax"),
+        ]
+    )
+    for distillation in (True, False):
+        slim = kp.dynamic.SlimmableModel(model, widths=[0.5, 1.0], distillation=distillation)
+        assert not slim.from_logits
+        slim.compile("adam", "sparse_categorical_crossentropy")
+        history = slim.fit(x[:256], y[:256], epochs=2, verbose=0)
+        assert history.history["loss"][1] < history.history["loss"][0]
+
+
+JAX_SCRIPT = r"""
+import numpy as np, keras, keras_prune as kp
+assert keras.backend.backend() == "jax"
+rng = np.random.default_rng(0)
+x = rng.random((96, 8, 8, 1), dtype=np.float32); y = rng.integers(0, 10, 96)
+inputs = keras.Input((8, 8, 1))
+h = keras.layers.Conv2D(8, 3, use_bias=False, name="c")(inputs)
+h = keras.layers.ReLU(name="b1")(keras.layers.BatchNormalization()(h))
+model = keras.Model(inputs, keras.layers.Dense(10)(keras.layers.Flatten()(h)))
+slim = kp.dynamic.SlimmableModel(model, widths=[0.5, 1.0])
+slim.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+before = keras.ops.convert_to_numpy(model.get_layer("c").kernel).copy()
+history = slim.fit(x, y, epochs=2, batch_size=16, verbose=0).history
+assert history["loss"][1] < history["loss"][0], history
+assert np.abs(keras.ops.convert_to_numpy(model.get_layer("c").kernel) - before).max() > 0
+small = kp.shrink(slim, width=0.5)
+masked = keras.ops.convert_to_numpy(slim.call_at_width(x[:4], 0))
+assert np.abs(keras.ops.convert_to_numpy(small(x[:4])) - masked).max() < 1e-4
+exits = kp.dynamic.EarlyExitModel(model, exits=["b1"])
+exits.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+exits.fit(x, y, epochs=1, verbose=0)
+print("OK")
+"""
+
+
+@pytest.mark.slow
+def test_slimmable_and_early_exit_train_on_jax():
+    import importlib.util
+    import os
+    import subprocess
+    import sys
+
+    if importlib.util.find_spec("jax") is None:
+        pytest.skip("jax is not installed")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    environment = dict(os.environ, KERAS_BACKEND="jax", PYTHONPATH=root, TF_CPP_MIN_LOG_LEVEL="3")
+    result = subprocess.run(
+        [sys.executable, "-c", JAX_SCRIPT], env=environment, capture_output=True, text=True, timeout=600
+    )
+    assert result.returncode == 0 and "OK" in result.stdout, result.stderr[-3000:]

@@ -13,6 +13,7 @@ from keras import ops
 
 from keras_prune.core import validation
 from keras_prune.distill import losses as distill_losses
+from keras_prune.dynamic.compiled_loss import loss_function
 from keras_prune.graph import tracing
 
 
@@ -63,7 +64,8 @@ class EarlyExitModel(keras.Model):
             `(1 - alpha) * label loss + alpha * soft-target loss`.
         alpha: weight of the distillation term, in [0, 1].
         temperature: distillation temperature > 0.
-        freeze_backbone: train the heads only (on a trained backbone).
+        freeze_backbone: train the heads only (on a trained backbone; sets
+            `model.trainable = False`).
         head: how an exit head reduces feature maps before its Dense classifier: "average"
             (global average pooling, cheapest) or "flatten" (keeps the spatial layout: more
             accurate on small feature maps, more weights).
@@ -148,7 +150,7 @@ class EarlyExitModel(keras.Model):
         return self.network(inputs, training=training)
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
-        loss_fn = keras.losses.get(self.loss)
+        loss_fn = loss_function(self.loss, "EarlyExitModel")
         final = y_pred[-1]
         total = ops.cast(loss_fn(y, final, sample_weight), "float32")
         teacher = ops.stop_gradient(final)

@@ -18,6 +18,7 @@ from keras import ops
 from keras_prune.core import validation
 from keras_prune.distill import losses as distill_losses
 from keras_prune.dynamic import width as width_lib
+from keras_prune.dynamic.compiled_loss import loss_function
 from keras_prune.dynamic.batchnorm import recalibrate_batchnorm
 from keras_prune.graph import groups as groups_lib
 from keras_prune.graph import tracing
@@ -190,9 +191,7 @@ class SlimmableModel(keras.Model):
 
     def _label_loss(self, x, y, y_pred, sample_weight):
         # The compiled loss alone: the regularization terms are added once, with the full width.
-        if isinstance(self.loss, (str, keras.losses.Loss)) or callable(self.loss):
-            return keras.losses.get(self.loss)(y, y_pred, sample_weight)
-        return super().compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight)
+        return loss_function(self.loss, "SlimmableModel")(y, y_pred, sample_weight)
 
     def at_width(self, width, calibration_data=None, *, batch_size=64):
         """The plain Keras model of a trained width: `kp.shrink(self, width=width)` with its
@@ -253,6 +252,4 @@ def _all_layers(model):
 
 
 def _check_count(name, value, minimum=0):
-    from keras_prune.core import validation
-
     return validation.check_int(name, value, minimum=minimum)
