@@ -15,6 +15,7 @@ from keras_prune.core import validation
 from keras_prune.graph import groups as groups_lib
 from keras_prune.graph import tracing
 from keras_prune.layers.wrapper import find_wrappers
+from keras_prune.pruning.prune_strip import strip
 from keras_prune.surgery import zeros as zeros_lib
 
 layers = keras.layers
@@ -281,7 +282,7 @@ def _rebuild(analysis, kept_by_root, slices, zero, report):
 def shrink(model, *, round_to=None, width=None):
     """A smaller plain Keras model without the channels that are exactly zero, or of a width.
 
-    A channel is removed when its whole group (`kp.channel_groups`) is zero wherever a Conv /
+    A channel is removed when its whole group (`kp.graph.channel_groups`) is zero wherever a Conv /
     Dense consumes it: the result has fewer filters, neurons and BatchNormalization entries and
     the same outputs as `model` (up to float rounding). Residual branches that compute exactly
     zero are dropped from their `Add`. Groups the analysis cannot see through, and model inputs
@@ -289,7 +290,7 @@ def shrink(model, *, round_to=None, width=None):
 
     Args:
         model: a built Sequential or Functional model: a plain model whose pruned channels are
-            zero (e.g. from `kp.zero_group_channels`), or a model with `kp.PruneWrapper`s
+            zero (e.g. from `kp.surgery.zero_group_channels`), or a model with `kp.PruneWrapper`s
             pruned at channel granularity (it is stripped first).
         round_to: None, or 4, 8 or 16: keep a multiple of this many channels per group (zero
             channels are kept to fill up), which SIMD kernels such as XNNPACK's run best.
@@ -326,8 +327,6 @@ def shrink(model, *, round_to=None, width=None):
             f"Expected a built keras.Model (Sequential or Functional). Received: model={model!r}"
         )
     if find_wrappers(model):
-        from keras_prune.pruning import strip
-
         model = strip(model)
     analysis = groups_lib.analyze(model)
     groups = analysis.groups()
