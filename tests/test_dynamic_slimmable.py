@@ -80,7 +80,7 @@ def test_permuting_every_group_keeps_outputs():
     model = residual_cnn()
     x = batch()
     before = numpy(model(x))
-    groups = kp.channel_groups(model)
+    groups = kp.graph.channel_groups(model)
     rng = np.random.default_rng(3)
     permutations = {g.index: rng.permutation(g.size) for g in groups if g.prunable}
     assert len(permutations) >= 3
@@ -93,7 +93,7 @@ def test_permuting_every_group_keeps_outputs():
 
 def test_permuted_values_is_pure_and_checks_permutations():
     model = residual_cnn()
-    group = next(g for g in kp.channel_groups(model) if g.prunable)
+    group = next(g for g in kp.graph.channel_groups(model) if g.prunable)
     values = {id(m.variable): numpy(m.variable) for m in group.members}
     snapshot = {key: value.copy() for key, value in values.items()}
     reversed_order = np.arange(group.size)[::-1]
@@ -114,9 +114,9 @@ def test_order_channels_sorts_by_importance_and_keeps_outputs():
     before = numpy(model(x))
     kp.dynamic.order_channels(model, "l2")
     assert np.max(np.abs(numpy(model(x)) - before)) < 1e-5
-    for group in kp.channel_groups(model):
+    for group in kp.graph.channel_groups(model):
         if group.prunable:
-            scores = kp.group_scores(group, "l2")
+            scores = kp.graph.channel_scores(group, "l2")
             assert np.all(np.diff(scores) <= 1e-6)
 
 
@@ -148,9 +148,9 @@ def test_shrink_width_on_a_plain_model_and_round_to():
 
 def test_shrink_without_width_is_unchanged():
     model = residual_cnn()
-    for group in kp.channel_groups(model):
+    for group in kp.graph.channel_groups(model):
         if group.prunable:
-            kp.zero_group_channels(group, np.arange(0, group.size, 2))
+            kp.surgery.zero_group_channels(group, np.arange(0, group.size, 2))
     small = shrink(model)
     assert np.max(np.abs(numpy(small(batch())) - numpy(model(batch())))) < 1e-5
 
@@ -256,7 +256,7 @@ def test_slimmable_round_trips_config_and_keras_file(tmp_path):
 
 
 def test_axis_masks_are_a_pure_function_of_groups():
-    groups = kp.channel_groups(residual_cnn())
+    groups = kp.graph.channel_groups(residual_cnn())
     masks = width_lib.axis_masks(groups, 0.5)
     kernel = next(m.variable for g in groups for m in g.members if m.layer.name == "c3")
     full = width_lib.weight_mask(tuple(kernel.shape), masks[id(kernel)])

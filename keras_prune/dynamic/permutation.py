@@ -19,7 +19,7 @@ def permuted_values(groups, permutations, values):
     """New weight values with the channels of each group reordered (a pure function).
 
     Args:
-        groups: `Group`s from `kp.channel_groups`.
+        groups: `Group`s from `kp.graph.channel_groups`.
         permutations: `{group index: order}`: channel `c` of the result is channel `order[c]`
             of the input (a permutation of `range(group.size)`); groups left out keep their
             order.
@@ -60,12 +60,12 @@ def permute_channels(model, permutations, groups=None):
     Args:
         model: a built Sequential or Functional model.
         permutations: `{group index: order}` (see `permuted_values`).
-        groups: the model's `kp.channel_groups` if already computed.
+        groups: the model's `kp.graph.channel_groups` if already computed.
 
     Example:
 
     ```python
-    groups = kp.channel_groups(model)
+    groups = kp.graph.channel_groups(model)
     kp.dynamic.permute_channels(model, {0: list(reversed(range(groups[0].size)))})
     ```
     """
@@ -84,8 +84,8 @@ def order_channels(model, criterion="l2", groups=None):
 
     Args:
         model: a built Sequential or Functional model; its outputs do not change.
-        criterion: a group criterion of `kp.group_scores`: "l1", "l2" (default), "bn_scale".
-        groups: the model's `kp.channel_groups` if already computed.
+        criterion: a group criterion of `kp.graph.channel_scores`: "l1", "l2" (default), "bn_scale".
+        groups: the model's `kp.graph.channel_groups` if already computed.
 
     Returns:
         `{group index: order}` applied (channel `c` is now the former channel `order[c]`).

@@ -4,7 +4,7 @@ Every training step runs the full model and narrower sub-networks (the sandwich 
 universally slimmable networks, Yu & Huang 2019): the largest width on the labels, the
 smallest and `num_random` widths drawn from the others learn from the largest width's
 predictions (in-place distillation). A sub-network of width `w` is the first
-`ceil(w * size)` channels of every prunable channel group (`kp.channel_groups`): it is run by
+`ceil(w * size)` channels of every prunable channel group (`kp.graph.channel_groups`): it is run by
 masking the weights of the same model (a stateless call on masked values, so gradients reach
 the shared weights), and materialised as a smaller dense model by `kp.shrink(model,
 width=w)`. Batch statistics differ between widths, so `at_width` re-estimates the
@@ -42,7 +42,7 @@ class SlimmableModel(keras.Model):
     Args:
         model: a built Sequential or Functional model with prunable channel groups (Conv /
             Dense layers, residual Adds, BatchNormalization and depthwise layers are followed
-            through; see `kp.channel_groups`). To start from a pretrained model, sort its
+            through; see `kp.graph.channel_groups`). To start from a pretrained model, sort its
             channels first with `kp.dynamic.order_channels(model)`.
         widths: the widths trained and exported, fractions in (0, 1] including 1.0.
         num_random: widths drawn at random from those strictly between the smallest and the

@@ -87,7 +87,7 @@ def prunable_groups(groups, model_name="model"):
         raise ValueError(
             f"Model {model_name!r} has no channel groups that can be narrowed, so it has no "
             f"sub-networks of smaller width.{detail} Use a model with Conv / Dense layers whose "
-            "channels do not feed its outputs directly (see kp.channel_groups)."
+            "channels do not feed its outputs directly (see kp.graph.channel_groups)."
         )
     return prunable
 
