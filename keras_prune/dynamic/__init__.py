@@ -27,9 +27,9 @@ from keras_prune.dynamic.stage_export import export_stages
 from keras_prune.dynamic.staged_runner import StagedRunner
 from keras_prune.dynamic.stages import StageSplitError, stage_models
 from keras_prune.dynamic.threshold import ThresholdCalibration, calibrate_threshold
-from keras_prune.dynamic.width import width_channels
 from keras_prune.dynamic.width_export import export_widths
 from keras_prune.dynamic.width_picker import WidthPicker
+from keras_prune.surgery.width import width_channels
 
 __all__ = [
     "ChannelGate",

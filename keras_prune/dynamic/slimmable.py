@@ -17,11 +17,11 @@ from keras import ops
 
 from keras_prune.core import validation
 from keras_prune.distill import losses as distill_losses
-from keras_prune.dynamic import width as width_lib
-from keras_prune.dynamic.compiled_loss import loss_function
 from keras_prune.dynamic.batchnorm import recalibrate_batchnorm
+from keras_prune.dynamic.compiled_loss import loss_function
 from keras_prune.graph import groups as groups_lib
 from keras_prune.graph import tracing
+from keras_prune.surgery import width as width_lib
 
 
 def _ends_in_softmax(model):

@@ -15,8 +15,8 @@ import numpy as np
 from keras_prune.core import validation
 from keras_prune.dynamic import manifest as manifest_lib
 from keras_prune.dynamic import runtime
-from keras_prune.dynamic import width as width_lib
 from keras_prune.dynamic.batchnorm import calibration_batches
+from keras_prune.surgery import width as width_lib
 
 
 def width_file_name(stem, width):
@@ -115,7 +115,7 @@ def export_widths(
             small,
             os.path.join(directory, name),
             target=target,
-            representative_data=samples,
+            calibration_data=samples,
             verification_data=samples[:64],
             latency_runs=0,
         )

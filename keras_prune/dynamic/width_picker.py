@@ -52,7 +52,7 @@ class WidthPicker:
         return sorted(self.paths)
 
     def _trained(self, width):
-        from keras_prune.dynamic.width import check_trained_width
+        from keras_prune.surgery.width import check_trained_width
 
         return check_trained_width(width, self.widths)
 

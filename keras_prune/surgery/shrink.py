@@ -16,6 +16,7 @@ from keras_prune.graph import groups as groups_lib
 from keras_prune.graph import tracing
 from keras_prune.layers.wrapper import find_wrappers
 from keras_prune.pruning.prune_strip import strip
+from keras_prune.surgery import width as width_lib
 from keras_prune.surgery import zeros as zeros_lib
 
 layers = keras.layers
@@ -313,9 +314,6 @@ def shrink(model, *, round_to=None, width=None):
     if round_to is not None:
         validation.check_int("round_to", round_to, minimum=1)
     if width is not None:
-        # Imported here: keras_prune.dynamic builds on this module.
-        from keras_prune.dynamic import width as width_lib
-
         trained = getattr(model, "trained_widths", None)
         if trained is not None:
             width = width_lib.check_trained_width(width, trained)
