@@ -268,7 +268,7 @@ def early_exit_section(name, build, exits, head, data, epochs, rounds, workdir):
     manifest = kp.dynamic.export_stages(model, directory, calibration_data=x, latency_runs=20)
     stage_latency = [entry["latency_us"]["xnnpack"] for entry in manifest["stages"]]
     kp.export.to_tflite(
-        model.backbone, os.path.join(directory, "full.tflite"), representative_data=x[:200]
+        model.backbone, os.path.join(directory, "full.tflite"), calibration_data=x[:200]
     )
     full = runtime.SignatureRunner(os.path.join(directory, "full.tflite"))
     full_input = next(iter(full.inputs))
@@ -331,7 +331,7 @@ def gating_section(data, epochs, finetune_epochs, workdir):
     plain = compile_model(digits_cnn(), steps)
     fit(plain, x, y, epochs)
     files = [os.path.join(workdir, "plain.tflite")]
-    kp.export.to_tflite(plain, files[0], representative_data=x[:200], latency_runs=0)
+    kp.export.to_tflite(plain, files[0], calibration_data=x[:200], latency_runs=0)
     rows = []
     for keep in (0.75, 0.5, 0.25):
         gated = compile_model(digits_cnn(gate_keep=keep), steps)
@@ -344,7 +344,7 @@ def gating_section(data, epochs, finetune_epochs, workdir):
         fit(static, x, y, finetune_epochs)
         for model, name in ((gated, f"gated{keep}"), (static, f"static{keep}")):
             files.append(os.path.join(workdir, f"{name}.tflite"))
-            kp.export.to_tflite(model, files[-1], representative_data=x[:200], latency_runs=0)
+            kp.export.to_tflite(model, files[-1], calibration_data=x[:200], latency_runs=0)
         active = np.mean([entry["active"] for entry in scores.values()])
         rows.append(
             [

@@ -8,8 +8,8 @@ import pytest
 from conftest import compile_for_digits
 
 import keras_prune as kp
-from keras_prune.dynamic import width as width_lib
 from keras_prune.graph import groups as groups_lib
+from keras_prune.surgery import width as width_lib
 from keras_prune.surgery.shrink import shrink
 
 layers = keras.layers
@@ -112,11 +112,11 @@ def test_order_channels_sorts_by_importance_and_keeps_outputs():
     model = residual_cnn()
     x = batch()
     before = numpy(model(x))
-    kp.dynamic.order_channels(model, "l2")
+    kp.dynamic.order_channels(model, "magnitude", norm="l2")
     assert np.max(np.abs(numpy(model(x)) - before)) < 1e-5
     for group in kp.graph.channel_groups(model):
         if group.prunable:
-            scores = kp.graph.channel_scores(group, "l2")
+            scores = kp.graph.channel_scores(group, "magnitude", norm="l2")
             assert np.all(np.diff(scores) <= 1e-6)
 
 
@@ -324,6 +324,10 @@ def test_slimmable_and_early_exit_train_on_jax():
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     environment = dict(os.environ, KERAS_BACKEND="jax", PYTHONPATH=root, TF_CPP_MIN_LOG_LEVEL="3")
     result = subprocess.run(
-        [sys.executable, "-c", JAX_SCRIPT], env=environment, capture_output=True, text=True, timeout=600
+        [sys.executable, "-c", JAX_SCRIPT],
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert result.returncode == 0 and "OK" in result.stdout, result.stderr[-3000:]

@@ -23,7 +23,7 @@ from keras_prune.core import validation
 from keras_prune.dynamic.batchnorm import calibration_batches
 from keras_prune.graph import groups as groups_lib
 from keras_prune.graph import rewire
-from keras_prune.surgery import channel_importance
+from keras_prune.surgery import zeros as zeros_lib
 
 
 @keras.saving.register_keras_serializable(package="keras_prune")
@@ -147,20 +147,20 @@ def remove_gates(model):
     return copy
 
 
-def prune_by_gate_scores(model, scores, fraction):
-    """Zero, in place, the `fraction` of channels with the lowest gate scores in every channel
-    group a gate saw; `kp.shrink(model)` then removes them.
+def prune_by_gate_scores(model, scores, sparsity):
+    """Zero, in place, the share `sparsity` of the channels with the lowest gate scores in every
+    channel group a gate saw; `kp.shrink(model)` then removes them.
 
     Args:
         model: the model without gates (`remove_gates`), whose gated layers kept their names
             (the gates became identities of the same name).
         scores: `gate_channel_scores(...)` of the gated model.
-        fraction: fraction of each such group's channels to remove, in [0, 1).
+        sparsity: share of each such group's channels to remove, in [0, 1).
 
     Returns:
         `{group index: removed channels}`.
     """
-    fraction = validation.check_sparsity("fraction", fraction)
+    sparsity = validation.check_sparsity("sparsity", sparsity)
     analysis = groups_lib.analyze(model)
     groups = analysis.groups()
     removed = {}
@@ -169,9 +169,9 @@ def prune_by_gate_scores(model, scores, fraction):
         if producer is None or not producer.prunable or producer.index in removed:
             continue
         channel_scores = scores[name]["scores"]
-        drop = int(math.floor(fraction * producer.size))
+        drop = int(math.floor(sparsity * producer.size))
         order = np.argsort(channel_scores, kind="stable")[:drop]
-        channel_importance.zero_group_channels(producer, order)
+        zeros_lib.zero_group_channels(producer, order)
         removed[producer.index] = order
     return removed
 

@@ -11,8 +11,8 @@ that width: the starting point of a slimmable model trained from a pretrained on
 import numpy as np
 from keras import ops
 
+from keras_prune.graph import channel_importance
 from keras_prune.graph import groups as groups_lib
-from keras_prune.surgery import channel_importance
 
 
 def permuted_values(groups, permutations, values):
@@ -79,12 +79,14 @@ def permute_channels(model, permutations, groups=None):
         variables[key].assign(value)
 
 
-def order_channels(model, criterion="l2", groups=None):
+def order_channels(model, criterion="magnitude", *, norm="l2", groups=None):
     """Sort every prunable group's channels by importance, most important first, in place.
 
     Args:
         model: a built Sequential or Functional model; its outputs do not change.
-        criterion: a group criterion of `kp.graph.channel_scores`: "l1", "l2" (default), "bn_scale".
+        criterion: how channels are ranked, a `kp.criteria` name or instance (see
+            `kp.graph.channel_scores`): "magnitude" (default), "bn_scale", ...
+        norm: "l2" (default) or "l1": how a channel's weights add up for "magnitude".
         groups: the model's `kp.graph.channel_groups` if already computed.
 
     Returns:
@@ -98,7 +100,9 @@ def order_channels(model, criterion="l2", groups=None):
     """
     groups = groups_lib.channel_groups(model) if groups is None else groups
     permutations = {
-        group.index: np.argsort(-channel_importance.group_scores(group, criterion), kind="stable")
+        group.index: np.argsort(
+            -channel_importance.channel_scores(group, criterion, norm), kind="stable"
+        )
         for group in groups
         if group.prunable
     }

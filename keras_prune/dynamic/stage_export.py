@@ -78,7 +78,7 @@ def export_stages(
             stage,
             os.path.join(directory, name),
             target=target,
-            representative_data=samples,
+            calibration_data=samples,
             verification_data=samples[:64],
             latency_runs=0,
         )
