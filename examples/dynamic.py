@@ -11,7 +11,8 @@ On sklearn's bundled digits (offline):
    `export_stages` writes one verified file per stage and `StagedRunner` runs them on LiteRT
    until an exit is confident.
 
-Run: `python examples/dynamic.py [--epochs 8] [--out build/dynamic]`
+Run: `python examples/dynamic.py [--epochs 8] [--out build/dynamic] [--quick]` (`--quick`: one
+epoch, only the 50% and 100% widths exported, fewer timing runs).
 """
 
 import argparse
@@ -52,7 +53,11 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=8)
     parser.add_argument("--out", default="build/dynamic")
+    parser.add_argument("--quick", action="store_true", help="a short run (tests, smoke checks)")
     args = parser.parse_args()
+    epochs = 1 if args.quick else args.epochs
+    exported = [0.5, 1.0] if args.quick else None  # None: every trained width
+    latency_runs = 10 if args.quick else 50
 
     data = load_digits()
     x = (data.images / 16.0).astype("float32")[..., None]
@@ -63,11 +68,15 @@ def main():
 
     # 1. Runtime-adaptive width.
     slim = compiled(kp.dynamic.SlimmableModel(cnn(), widths=[0.25, 0.5, 0.75, 1.0]))
-    slim.fit(x_train, y_train, epochs=args.epochs, batch_size=32, verbose=0)
+    slim.fit(x_train, y_train, epochs=epochs, batch_size=32, verbose=0)
     half = kp.shrink(slim, width=0.5)
     print(f"half width: {half.count_params():,} parameters of {slim.count_params():,}")
     manifest = kp.dynamic.export_widths(
-        slim, os.path.join(args.out, "widths"), calibration_data=x_train
+        slim,
+        os.path.join(args.out, "widths"),
+        calibration_data=x_train,
+        widths=exported,
+        latency_runs=latency_runs,
     )
     for entry in manifest["widths"]:
         model = slim.at_width(entry["width"], calibration_data=x_train)
@@ -84,7 +93,7 @@ def main():
     exits = compiled(
         kp.dynamic.EarlyExitModel(cnn(), exits=["block1"], distillation=True, head="flatten")
     )
-    exits.fit(x_train, y_train, epochs=args.epochs, batch_size=32, verbose=0)
+    exits.fit(x_train, y_train, epochs=epochs, batch_size=32, verbose=0)
     calibration = kp.dynamic.calibrate_threshold(
         exits.exit_predictions(x_val), y_val, max_accuracy_drop=0.01
     )
@@ -98,6 +107,7 @@ def main():
         os.path.join(args.out, "exits"),
         calibration_data=x_train,
         threshold=calibration.threshold,
+        latency_runs=latency_runs,
     )
     runner = kp.dynamic.StagedRunner(manifest["manifest_path"])
     probabilities, stages = runner.predict(x_test)

@@ -175,6 +175,7 @@ def test_string_and_function_losses_match_the_loss_object():
         loss_function(["mse", "mse"], "EarlyExitModel")
 
 
+@pytest.mark.slow  # a variant of a fast training test; CI runs it
 def test_softmax_model_trains_with_a_loss_name(digits):
     (x, y), _ = digits
     keras.utils.set_random_seed(0)

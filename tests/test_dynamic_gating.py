@@ -36,6 +36,7 @@ def test_gate_keeps_top_k_channels_per_input():
     np.testing.assert_allclose(out, expected, rtol=1e-6)
 
 
+@pytest.mark.slow  # a variant of a fast training test; CI runs it
 def test_regularizer_adds_a_loss_and_training_works(digits):
     (x, y), (x_test, y_test) = digits
     model = gated_cnn()
@@ -54,6 +55,8 @@ def test_regularizer_adds_a_loss_and_training_works(digits):
 def test_gate_statistics_drive_static_pruning(digits):
     (x, y), _ = digits
     model = gated_cnn()
+    model(x[:4])
+    assert model.losses  # the L1 activity penalty on the saliencies
     model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     model.fit(x[:512], y[:512], epochs=1, batch_size=64, verbose=0)
     scores = kp.dynamic.gate_channel_scores(model, x[:256])

@@ -268,6 +268,7 @@ def test_axis_masks_are_a_pure_function_of_groups():
     assert groups_lib.channel_groups  # groups come from the public analysis
 
 
+@pytest.mark.slow  # a variant of a fast training test; CI runs it
 def test_softmax_model_with_a_loss_name_trains_every_width(digits):
     (x, y), _ = digits
     keras.utils.set_random_seed(0)
