@@ -24,6 +24,7 @@ from keras_prune import (
     auto,
     callbacks,
     distill,
+    dynamic,
     engine,
     export,
     graph,

@@ -21,6 +21,7 @@ EXAMPLES = {
         ["--epochs", "2", "--teacher-epochs", "2", "--out", "out"],
         "stripped student test accuracy",
     ),
+    "dynamic": (["--quick", "--out", "out"], "early exit on LiteRT: test accuracy"),
     "export_tflite": (["--out", "out"], "test accuracy through tflm"),
     "methods_tour": (["--quick"], "hidden neurons kept"),
     "structured_shrink": (["--epochs", "1"], "one-shot prune_channels"),

@@ -16,6 +16,7 @@ from keras_prune.graph import groups as groups_lib
 from keras_prune.graph import tracing
 from keras_prune.layers.wrapper import find_wrappers
 from keras_prune.pruning.prune_strip import strip
+from keras_prune.surgery import width as width_lib
 from keras_prune.surgery import zeros as zeros_lib
 
 layers = keras.layers
@@ -279,8 +280,8 @@ def _rebuild(analysis, kept_by_root, slices, zero, report):
     return small
 
 
-def shrink(model, *, round_to=None):
-    """A smaller plain Keras model without the channels that are exactly zero.
+def shrink(model, *, round_to=None, width=None):
+    """A smaller plain Keras model without the channels that are exactly zero, or of a width.
 
     A channel is removed when its whole group (`kp.graph.channel_groups`) is zero wherever a Conv /
     Dense consumes it: the result has fewer filters, neurons and BatchNormalization entries and
@@ -294,6 +295,10 @@ def shrink(model, *, round_to=None):
             pruned at channel granularity (it is stripped first).
         round_to: None, or 4, 8 or 16: keep a multiple of this many channels per group (zero
             channels are kept to fill up), which SIMD kernels such as XNNPACK's run best.
+        width: None (remove the zero channels), or a fraction in (0, 1]: keep the first
+            `ceil(width * size)` channels of every prunable group, whatever their values (the
+            sub-network of a `kp.dynamic.SlimmableModel`, whose trained widths it must be one
+            of; the outputs are those of that sub-network, not of `model`).
 
     Returns:
         A new `keras.Model`; its `shrink_report` attribute is a `ShrinkReport`.
@@ -303,10 +308,18 @@ def shrink(model, *, round_to=None):
     ```python
     small = kp.shrink(kp.strip(pruned), round_to=8)
     print(small.shrink_report)
+    half = kp.shrink(slimmable, width=0.5)   # a kp.dynamic.SlimmableModel's half width
     ```
     """
     if round_to is not None:
         validation.check_int("round_to", round_to, minimum=1)
+    if width is not None:
+        trained = getattr(model, "trained_widths", None)
+        if trained is not None:
+            width = width_lib.check_trained_width(width, trained)
+            model = model.backbone
+        else:
+            width = width_lib.check_width(width)
     if not isinstance(model, keras.Model):
         raise TypeError(
             f"Expected a built keras.Model (Sequential or Functional). Received: model={model!r}"
@@ -316,8 +329,12 @@ def shrink(model, *, round_to=None):
     analysis = groups_lib.analyze(model)
     groups = analysis.groups()
     zero = zeros_lib.zero_channels(analysis)
-    removable = zeros_lib.removable_channels(analysis, groups, zero)
-    kept = _kept_channels(groups, removable, round_to)
+    if width is None:
+        removable = zeros_lib.removable_channels(analysis, groups, zero)
+        kept = _kept_channels(groups, removable, round_to)
+    else:
+        width_lib.prunable_groups(groups, model.name)
+        kept = width_lib.kept_channels(groups, width, round_to)
     kept_by_root = {group.root: kept[group.index] for group in groups}
     slices = _slices(analysis, groups, kept)
     report = ShrinkReport(unsupported=dict(analysis.unsupported))
