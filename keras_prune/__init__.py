@@ -64,6 +64,7 @@ __all__ = [
     "callbacks",
     "criteria",
     "distill",
+    "dynamic",
     "engine",
     "export",
     "granularity",
