@@ -165,7 +165,9 @@ class _ConverterServer:
             return
         try:
             self.process.stdin.close()
-            self.process.wait(timeout=10)
+            # End of input ends the server's loop; TensorFlow's own teardown after that can take
+            # many seconds and holds nothing to save, so the caller's exit does not wait for it.
+            self.process.wait(timeout=2)
         except (OSError, subprocess.TimeoutExpired):
             self.process.kill()
             self.process.wait()
