@@ -12,9 +12,13 @@ This script is `keras-prune demo`; the code it runs, step by step, is
     python examples/digits_demo.py [--sparsity 0.9] [--epochs 12] [--out artifacts]
 """
 
+import os
 import sys
 
-from keras_prune.cli import main
+# Before TensorFlow is imported (through keras_prune): keep its C++ start-up messages out.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+from keras_prune.cli import main  # noqa: E402
 
 if __name__ == "__main__":
     sys.exit(main(["demo", *sys.argv[1:]]))

@@ -66,7 +66,7 @@ def compile_model(model, learning_rate):
     return model
 
 
-def _export(model, path, target, calibration, latency_runs):
+def _export(model, path, target, calibration, latency_runs, verbose):
     with warnings.catch_warnings():
         # Metadata needs tflite-support, which few have installed; the report says so once.
         warnings.filterwarnings("ignore", message="No TFLite metadata written")
@@ -76,6 +76,7 @@ def _export(model, path, target, calibration, latency_runs):
             target=target,
             calibration_data=calibration,
             latency_runs=latency_runs,
+            verbose=verbose,
             name="digits_cnn",
             description="keras-prune digits demo",
         )
@@ -125,7 +126,9 @@ def run(
 
     say(f"1/5 Training the dense baseline ({dense_epochs} epochs)...")
     dense = compile_model(build_cnn(), 1e-3)
-    dense.fit(x_train, y_train, batch_size=batch_size, epochs=dense_epochs, verbose=0)
+    dense.fit(
+        x_train, y_train, batch_size=batch_size, epochs=dense_epochs, verbose=2 if verbose else 0
+    )
     _, dense_accuracy = dense.evaluate(x_test, y_test, verbose=0)
     dense_path = os.path.join(out, "digits_dense.keras")
     dense.save(dense_path)
@@ -168,7 +171,9 @@ def run(
         for version, model in (("dense", dense), ("pruned", plain)):
             say(f"4/5 Exporting the {version} model for {target}: convert, check, measure...")
             path = os.path.join(out, "export", f"digits_{version}_{target}.tflite")
-            exports[target][version] = _export(model, path, target, calibration, latency_runs)
+            exports[target][version] = _export(
+                model, path, target, calibration, latency_runs, verbose
+            )
 
     say("5/5 Writing the report...")
     result = kp.reporting.report(
