@@ -286,7 +286,7 @@ def build_record(
         "dense": None,
         "metrics": {str(name): _check_pair(name, pair) for name, pair in (metrics or {}).items()},
         "exports": {},
-        "paths": {str(k): os.fspath(v) for k, v in (model_paths or {}).items()},
+        "paths": {str(k): os.path.abspath(v) for k, v in (model_paths or {}).items()},
         "history": _history_logs(history),
     }
     if dense_model is not None:
@@ -387,12 +387,15 @@ def _markdown(record, plot_names, title, plot_error, directory):
                     f"{format_value(result['latency_us'])} | "
                     f"{format_value(result['arena_bytes'])} |"
                 )
+        lines.append("")
         for target, pair in record["exports"].items():
             for version, result in pair.items():
-                for extra in (result or {}).get("extra_files", []):
-                    lines.append(f"\n{target} ({version}) also wrote `{shown(extra)}`.")
+                extras = (result or {}).get("extra_files", [])
+                if extras:
+                    wrote = ", ".join(f"`{shown(extra)}`" for extra in extras)
+                    lines.append(f"- {target} ({version}) also wrote {wrote}.")
                 for note in (result or {}).get("notes", []):
-                    lines.append(f"\n{target} ({version}): {note}.")
+                    lines.append(f"- {target} ({version}): {note}.")
     if record["paths"]:
         lines += ["", "## Files", ""]
         lines += [f"- {name}: `{shown(path)}`" for name, path in record["paths"].items()]
@@ -480,8 +483,8 @@ def report(
         record_path = os.path.splitext(pruned_path)[0] + ".pruning.json"
     else:
         record_path = os.path.join(directory, f"{stem}.pruning.json")
-    record["paths"]["pruning record"] = record_path
-    record["paths"]["report"] = path
+    record["paths"]["pruning record"] = os.path.abspath(record_path)
+    record["paths"]["report"] = os.path.abspath(path)
     os.makedirs(os.path.dirname(os.path.abspath(record_path)), exist_ok=True)
     with open(record_path, "w", encoding="utf-8") as handle:
         json.dump(record, handle, indent=1)
