@@ -14,6 +14,7 @@ def test_demo_prints_the_table_of_the_files_it_wrote(tmp_path, capsys):
     arguments = ["--epochs", "2", "--dense-epochs", "1", "--latency-runs", "3", "--out", str(out)]
     assert main(["demo", *arguments]) == 0
     printed = capsys.readouterr().out
+    assert "stage" in printed  # to_tflite's progress bar, turned on by the demo
     with open(out / "digits_pruned.pruning.json") as handle:
         record = json.load(handle)
     for target in ("mobile", "mcu"):
