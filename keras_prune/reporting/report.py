@@ -258,6 +258,13 @@ def build_record(
             f"{type(pruned_model).__name__}"
         )
     wrappers = find_wrappers(pruned_model)
+    in_place = getattr(getattr(pruned_model, "pruning_report", None), "in_place", False)
+    if stripped_model is None and in_place:
+        raise ValueError(
+            "Expected `stripped_model` for a model pruned in place (a subclassed model): "
+            "stripping it here would change your model. Pass "
+            "`stripped_model=kp.strip(pruned_model)` when you are done training."
+        )
     if stripped_model is None:
         stripped_model = strip(pruned_model) if wrappers else pruned_model
     pruned_report = getattr(pruned_model, "pruning_report", None)
@@ -429,7 +436,8 @@ def report(
         path: the Markdown file to write; the PNGs go next to it (`<stem>_*.png`).
         pruned_model: the model `kp.prune` returned, wrappers still in (they hold the settings).
         dense_model: the model before pruning, for the "before" column.
-        stripped_model: `kp.strip(pruned_model)`, if already made (else made here).
+        stripped_model: `kp.strip(pruned_model)`, if already made (else made here; required
+            for subclassed models, which `kp.prune` prunes in place).
         schedule: the schedule to draw; default: the first wrapper's.
         history: the `History` of the `fit` with `kp.PruningCallback` (its `sparsity` log).
         steps_per_epoch: batches per epoch of that `fit` (places `history` on the step axis).
