@@ -169,6 +169,8 @@ def _run_export(args):
             description=args.description,
             on_mismatch=args.on_mismatch,
             latency_runs=args.latency_runs,
+            # The stages' progress bar, for a person at a terminal; never inside piped output.
+            verbose=1 if sys.stdout.isatty() and not args.json else 0,
         )
     except ValueError as error:
         if "`calibration_data`" not in str(error) or type(error) is not ValueError:
