@@ -48,7 +48,7 @@ from keras_prune.core import (
 from keras_prune.core.schedules import ConstantSparsity, PolynomialDecay, PruningSchedule
 from keras_prune.layers import PruneWrapper
 from keras_prune.pruning import prune, prune_once, strip
-from keras_prune.reporting import summary
+from keras_prune.reporting import report, summary
 from keras_prune.surgery import prune_channels, shrink
 
 __version__ = "0.1.0"
@@ -78,6 +78,7 @@ __all__ = [
     "prune_once",
     "pruning",
     "regularizers",
+    "report",
     "reporting",
     "schedules",
     "shrink",

@@ -2,6 +2,7 @@
 
     keras-prune export model.keras --target mcu --calibration x.npy --out build/
     keras-prune inspect build/model.tflite
+    keras-prune demo --out artifacts
 
 Each subcommand is a pair of functions: one adds its parser, one runs it and returns an exit
 status. Adding a subcommand means writing that pair and listing the first in `SUBCOMMANDS`.
@@ -168,6 +169,8 @@ def _run_export(args):
             description=args.description,
             on_mismatch=args.on_mismatch,
             latency_runs=args.latency_runs,
+            # The stages' progress bar, for a person at a terminal; never inside piped output.
+            verbose=1 if sys.stdout.isatty() and not args.json else 0,
         )
     except ValueError as error:
         if "`calibration_data`" not in str(error) or type(error) is not ValueError:
@@ -230,7 +233,51 @@ def _run_inspect(args):
     return EXIT_OK
 
 
-SUBCOMMANDS = [_add_export, _add_inspect]
+def _add_demo(subparsers):
+    parser = subparsers.add_parser(
+        "demo",
+        help="train, prune, export and verify a digits CNN; print a before/after table; report",
+        description="The README's demo: a CNN on scikit-learn's digits, pruned with a schedule, "
+        "stripped, exported for mobile (LiteRT) and mcu (TFLM, C array), checked on both, "
+        "compared before/after, and documented in a Markdown report with plots.",
+        epilog=_epilog(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--sparsity", type=float, default=0.9, help="final sparsity (0.9)")
+    parser.add_argument("--epochs", type=int, default=12, help="pruning epochs (12)")
+    parser.add_argument("--dense-epochs", type=int, default=15, help="baseline epochs (15)")
+    parser.add_argument("--out", default="artifacts", help="output directory (artifacts)")
+    parser.add_argument(
+        "--targets",
+        nargs="*",
+        default=["mobile", "mcu"],
+        help="export targets (default: mobile mcu); give none to skip the export",
+    )
+    parser.add_argument(
+        "--latency-runs", type=int, default=50, help="timed LiteRT runs per figure (50)"
+    )
+    parser.add_argument("--no-plots", action="store_true", help="write the report without PNGs")
+    parser.add_argument("--quiet", action="store_true", help="print only the table")
+    parser.set_defaults(handler=_run_demo)
+
+
+def _run_demo(args):
+    from keras_prune.demo import run
+
+    run(
+        args.out,
+        sparsity=args.sparsity,
+        epochs=args.epochs,
+        dense_epochs=args.dense_epochs,
+        targets=args.targets,
+        latency_runs=args.latency_runs,
+        plots=not args.no_plots,
+        verbose=0 if args.quiet else 1,
+    )
+    return EXIT_OK
+
+
+SUBCOMMANDS = [_add_export, _add_inspect, _add_demo]
 
 
 def build_parser():

@@ -254,6 +254,8 @@ def test_parser_has_a_subcommand_per_entry():
     with pytest.raises(SystemExit):
         parser.parse_args([])
     assert parser.parse_args(["inspect", "m.tflite"]).command == "inspect"
+    demo = parser.parse_args(["demo", "--targets", "--quiet"])
+    assert (demo.command, demo.targets, demo.quiet) == ("demo", [], True)
 
 
 def _other_backend():

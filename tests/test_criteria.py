@@ -93,6 +93,17 @@ def test_function_criterion_checks_shape():
         bad(weight)
 
 
+def test_gradient_collection_shows_progress_only_when_verbose(random_batch, capsys):
+    x, y = random_batch
+    model = compile_for_digits(kp.prune(small_cnn(), criterion="taylor"))
+    collect_gradients(model, (x, y), batch_size=32)
+    assert capsys.readouterr().out == ""
+    assert collect_gradients(model, (x, y), batch_size=32, verbose=1) == 2
+    assert "2/2" in capsys.readouterr().out
+    kp.engine.gradient_statistics(model, (x, y), batch_size=16, verbose=1)
+    assert "4/4" in capsys.readouterr().out
+
+
 def test_collect_gradients_matches_gradient_tape(random_batch):
     x, y = random_batch
     model = compile_for_digits(kp.prune(small_cnn(), criterion="taylor"))

@@ -125,6 +125,14 @@ def test_mcu_runs_on_tflm_with_the_smallest_arena(exports, calibration):
     assert np.max(np.abs(on_tflm - on_litert)) <= step + 1e-7
 
 
+def test_arena_search_counts_its_tries_when_verbose(exports, capsys):
+    result = exports["mcu"]
+    assert verify.find_min_arena(result.path) == result.arena_bytes
+    assert capsys.readouterr().out == ""
+    assert verify.find_min_arena(result.path, verbose=1) == result.arena_bytes
+    assert "try" in capsys.readouterr().out
+
+
 def _c_array_bytes(source):
     body = source.split("{", 1)[1].split("}", 1)[0]
     return bytes(int(value, 16) for value in re.findall(r"0x([0-9a-f]{2})", body))

@@ -69,6 +69,16 @@ def check_calibration_data(calibration_data, name="calibration_data"):
     return calibration_data
 
 
+def _batch_count(calibration_data, batch_size, num_batches):
+    """How many batches `batches` yields, or None if only iterating tells (a dataset)."""
+    pair = isinstance(calibration_data, tuple) and len(calibration_data) == 2
+    x = calibration_data[0] if pair else calibration_data
+    if not _is_array_data(x):
+        return num_batches
+    count = -(-len(keras.tree.flatten(x)[0]) // batch_size)
+    return count if num_batches is None else min(count, num_batches)
+
+
 def batches(calibration_data, batch_size=32, num_batches=None):
     """`(x, y)` batches from `calibration_data` (see the module docstring); `y` may be None."""
     if isinstance(calibration_data, tuple) and len(calibration_data) == 2:
@@ -212,7 +222,7 @@ def _check_loss(model, loss, caller):
 
 
 def gradient_statistics(
-    model, calibration_data, variables=None, loss=None, batch_size=32, num_batches=None
+    model, calibration_data, variables=None, loss=None, batch_size=32, num_batches=None, verbose=0
 ):
     """Mean gradients of `variables` (default: every trainable weight) over `calibration_data`.
 
@@ -226,6 +236,7 @@ def gradient_statistics(
         loss: a Keras loss (name or object); default the model's compiled loss.
         batch_size: examples per gradient batch when `calibration_data` holds arrays.
         num_batches: at most this many batches (None: all).
+        verbose: 1 shows a progress bar over the batches.
 
     Returns:
         `{id(variable): GradientStatistics}`.
@@ -240,11 +251,17 @@ def gradient_statistics(
     variables = list(model.trainable_variables if variables is None else variables)
     per_variable = [[] for _ in variables]
     used = 0
+    progress = keras.utils.Progbar(
+        _batch_count(calibration_data, batch_size, num_batches), verbose=verbose, unit_name="batch"
+    )
     for x_batch, y_batch in batches(calibration_data, batch_size, num_batches):
         found = _loss_gradients(model, x_batch, y_batch, variables, loss)
         for position, gradient in enumerate(found):
             per_variable[position].append(gradient)
         used += 1
+        progress.update(used)
+    if verbose:
+        progress.update(used, finalize=True)
     if used == 0:
         raise ValueError(
             "Expected at least one example in `calibration_data`. Received an empty dataset."
@@ -257,7 +274,9 @@ def gradient_statistics(
     return result
 
 
-def collect_gradients(model, calibration_data, loss=None, batch_size=32, num_batches=None):
+def collect_gradients(
+    model, calibration_data, loss=None, batch_size=32, num_batches=None, verbose=0
+):
     """Record gradient statistics of every pruned weight of `model` in its wrapper.
 
     The means over the given batches replace the previous ones; movement accumulates (see
@@ -269,6 +288,7 @@ def collect_gradients(model, calibration_data, loss=None, batch_size=32, num_bat
         loss: a Keras loss; default the model's compiled loss.
         batch_size: examples per gradient batch.
         num_batches: at most this many batches (None: all).
+        verbose: 1 shows a progress bar over the batches.
 
     Returns:
         The number of batches used.
@@ -296,11 +316,17 @@ def collect_gradients(model, calibration_data, loss=None, batch_size=32, num_bat
     variables = [variable for _, _, variable in targets]
     per_variable = [[] for _ in variables]
     used = 0
+    progress = keras.utils.Progbar(
+        _batch_count(calibration_data, batch_size, num_batches), verbose=verbose, unit_name="batch"
+    )
     for x_batch, y_batch in batches(calibration_data, batch_size, num_batches):
         found = _loss_gradients(model, x_batch, y_batch, variables, loss)
         for position, gradient in enumerate(found):
             per_variable[position].append(gradient)
         used += 1
+        progress.update(used)
+    if verbose:
+        progress.update(used, finalize=True)
     if used == 0:
         raise ValueError(
             "Expected at least one example in `calibration_data`. Received an empty dataset."

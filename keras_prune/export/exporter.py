@@ -5,6 +5,7 @@ import os
 import keras
 import numpy as np
 
+from keras_prune.core import validation
 from keras_prune.export import convert as _convert
 from keras_prune.export import files as _files
 from keras_prune.export import mcu as _mcu
@@ -172,6 +173,7 @@ def to_tflite(
     verification_data=None,
     on_mismatch="raise",
     latency_runs=50,
+    verbose=0,
 ):
     """Converts a Keras model to a verified `.tflite` file for phones or microcontrollers.
 
@@ -205,6 +207,8 @@ def to_tflite(
         on_mismatch: `"raise"` (default: raise `ExportVerificationError`, write nothing) or
             `"warn"` (write anyway; the result shows FAIL).
         latency_runs: Timed invocations per latency figure (median reported); 0 skips timing.
+        verbose: 1 shows a progress bar over the stages (convert, LiteRT checks and timing,
+            TFLM arena search and check for `"mcu"`, write); 0 is silent.
 
     Returns:
         An `ExportResult`.
@@ -259,6 +263,9 @@ def to_tflite(
         samples = signature.generate(DEFAULT_VERIFICATION_SAMPLES)
     labels = _check_labels(labels, signature)
     normalization = _check_normalization(normalization)
+    verbose = validation.check_int("verbose", verbose, minimum=0, maximum=2)
+    stages = 4 if target.runtime == "tflm" else 3
+    progress = keras.utils.Progbar(stages, verbose=verbose, unit_name="stage")
     with _files.removed_if_failed(os.path.dirname(os.path.abspath(os.fspath(path)))):
         path = _files.check_writable(path)
         directory, file_name = os.path.split(path)
@@ -269,6 +276,7 @@ def to_tflite(
         plain, stripped = _convert.strip_wrappers(model)
         plain, precision_note = _float32(plain, signature, samples)
         data = _convert.convert_checked(plain, target, calibration, signature)
+        progress.update(1)
         if target.runtime == "tflm":
             missing = _mcu.unsupported_ops(read_model(data).op_names)
             if missing:
@@ -288,7 +296,7 @@ def to_tflite(
         )
         run = _RuntimeChecks(data, signature, target)
         checks, latency, notes = run.checks(
-            _keras_outputs(plain, signature, samples), samples, latency_runs
+            _keras_outputs(plain, signature, samples), samples, latency_runs, progress
         )
         files = {file_name: data}
         if target.runtime == "tflm":
@@ -307,6 +315,7 @@ def to_tflite(
                 result,
             )
         _files.commit_files(directory, stem, files)
+        progress.update(stages, finalize=True)
         return result
 
 
@@ -338,7 +347,7 @@ class _RuntimeChecks:
             for name, index in self.output_tensors.items()
         }
 
-    def checks(self, expected, samples, latency_runs):
+    def checks(self, expected, samples, latency_runs, progress):
         """`(checks, latency, notes)`: the file against `expected` on LiteRT with and without
         XNNPACK (and TFLM for `mcu`), and its latency."""
         info, quantized = self.info, self.target.quantize
@@ -381,6 +390,7 @@ class _RuntimeChecks:
             )
             for raw, runtime in zip(runs, runtimes, strict=True)
         ]
+        progress.update(2)
         if self.target.runtime == "tflm":
             self.arena = _verify.find_min_arena(self.data)
             ordered = [inputs[index] for index in info.inputs]
@@ -396,6 +406,7 @@ class _RuntimeChecks:
                     output_scale=scales,
                 )
             )
+            progress.update(3)
         return checks, latency, notes
 
     def result(self, path, files, checks, latency, notes):

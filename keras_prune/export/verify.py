@@ -475,7 +475,16 @@ def _zero_inputs(info, path):
     )
 
 
-def find_min_arena(model):
+def _progress_bar(verbose):
+    """A Progbar counting TFLM tries, or None when silent (this module loads without Keras)."""
+    if not verbose:
+        return None
+    import keras
+
+    return keras.utils.Progbar(None, verbose=verbose, unit_name="try")
+
+
+def find_min_arena(model, verbose=0):
     """Smallest TFLM arena (bytes, a multiple of 16) that loads and runs `model` once.
 
     A generous arena is tried first; TFLM's recording allocator reports what it used, and a
@@ -484,6 +493,7 @@ def find_min_arena(model):
 
     Args:
         model: Path or bytes of an int8 `.tflite` file without sparse encoding.
+        verbose: 1 counts the tries (one TFLM process each) on a progress bar.
 
     Example:
 
@@ -500,7 +510,13 @@ def find_min_arena(model):
             handle.write(data)
         _zero_inputs(info, inputs)
 
+        progress = _progress_bar(verbose)
+        tries = []
+
         def works(arena):
+            tries.append(arena)
+            if progress is not None:
+                progress.update(len(tries))
             return isolation.run_worker("tflm", path, str(int(arena)), inputs)
 
         high = _align(len(data) * 2 + 64 * 1024)
@@ -527,6 +543,8 @@ def find_min_arena(model):
                 high = middle
             else:
                 low = middle
+        if progress is not None:
+            progress.update(len(tries), finalize=True)
         return high
 
 

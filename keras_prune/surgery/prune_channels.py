@@ -171,7 +171,9 @@ def prune_channels(
     working = _copy_model(model)
     statistics = None
     if chosen.needs_gradients:
-        statistics = gradients_lib.gradient_statistics(working, calibration_data, loss=loss)
+        statistics = gradients_lib.gradient_statistics(
+            working, calibration_data, loss=loss, verbose=verbose
+        )
     analysis = groups_lib.analyze(working)
     groups = analysis.groups()
     selected = {
