@@ -13,7 +13,7 @@ plain = kp.strip(pruned)
 ```
 """
 
-from keras_prune import callbacks, engine, export, graph, layers, methods, pruning
+from keras_prune import callbacks, engine, export, graph, layers, methods, posttraining, pruning
 from keras_prune.callbacks import PruningCallback, PruningSummaries, UpdatePruningStep
 from keras_prune.core import (
     allocation,
@@ -56,6 +56,7 @@ from keras_prune.methods import (
     penalize_masks,
     prune_once,
 )
+from keras_prune.posttraining import prune_posttraining
 from keras_prune.pruning import (
     PrunableLayer,
     PrunedModel,
