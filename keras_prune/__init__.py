@@ -70,6 +70,7 @@ from keras_prune.pruning import (
 )
 from keras_prune.reporting import macs
 from keras_prune.reporting.summary import summary
+from keras_prune.surgery import depth, ffn, heads
 from keras_prune.surgery import prune_channels as channel_pruning
 from keras_prune.surgery.channel_importance import group_scores, zero_group_channels
 from keras_prune.surgery.prune_channels import loss_gradients, prune_channels
