@@ -313,7 +313,7 @@ def prune_posttraining(
     report.left_dense.update(refusals)
     pruner = _Pruner(pruned, method, sparsity, granularity, report)
     wrappers = [w for w in pruner.engine.wrappers if w.built]
-    progress = keras.utils.Progbar(len(wrappers), verbose=verbose, unit_name="layer")
+    progress = keras.utils.Progbar(len(wrappers), verbose=verbose, unit_name="layer", interval=0)
     if calibration is None:
         for done, wrapper in enumerate(wrappers):
             _announce(progress, done, wrapper)
