@@ -228,3 +228,40 @@ def test_bad_input_is_named():
     embedding_only = keras.Sequential([keras.Input((3,)), keras.layers.Embedding(5, 2)])
     with pytest.raises(ValueError, match="no layer with a matrix product"):
         kp.prune_posttraining(embedding_only, np.zeros((2, 3)), verbose=0)
+
+
+JAX_SCRIPT = r"""
+import numpy as np, keras, keras_prune as kp
+assert keras.backend.backend() == "jax"
+rng = np.random.default_rng(0)
+x = rng.normal(size=(32, 6, 8)).astype("float32")
+inputs = keras.Input((6, 8))
+h = keras.layers.MultiHeadAttention(2, 4, name="mha")(inputs, inputs)
+h = keras.layers.Dense(16, activation="relu", name="ffn")(h)
+model = keras.Model(inputs, keras.layers.Dense(3, name="out")(h))
+pruned = kp.prune_posttraining(model, x, method="sparsegpt", verbose=0)
+rows = {row["weight"]: row for row in pruned.posttraining_report.weights}
+assert abs(rows["mha/query/kernel"]["sparsity"] - 0.5) < 1e-6, rows
+plain = kp.strip(pruned)
+assert np.abs(plain.predict(x, verbose=0) - pruned.predict(x, verbose=0)).max() < 1e-5
+masked = kp.heads.mask_heads(model, 0.5, x)
+small = kp.shrink(masked)
+assert small.get_layer("mha").num_heads == 1
+assert np.abs(small.predict(x, verbose=0) - masked.predict(x, verbose=0)).max() < 1e-5
+print("OK")
+"""
+
+
+def test_runs_on_jax():
+    pytest.importorskip("jax")
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    environment = dict(os.environ, KERAS_BACKEND="jax", PYTHONPATH=str(root))
+    result = subprocess.run(
+        [sys.executable, "-c", JAX_SCRIPT], env=environment, capture_output=True, text=True
+    )
+    assert result.returncode == 0 and "OK" in result.stdout, result.stderr[-3000:]
