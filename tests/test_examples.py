@@ -22,6 +22,7 @@ EXAMPLES = {
     ),
     "export_tflite": (["--out", "out"], "test accuracy through tflm"),
     "methods_tour": (["--quick"], "hidden neurons kept"),
+    "posttraining": (["--quick"], "one transformer layer removed"),
     "structured_shrink": (["--epochs", "1"], "one-shot prune_channels"),
 }
 
