@@ -26,8 +26,6 @@ import numpy as np  # noqa: E402
 from sklearn.datasets import load_digits  # noqa: E402
 
 import keras_prune as kp  # noqa: E402
-from keras_prune import distill  # noqa: E402
-from keras_prune.distill.distiller import Distiller  # noqa: E402
 
 BATCH_SIZE = 32
 # The small first conv and the classifier stay dense (as in examples/digits_demo.py): they
@@ -180,11 +178,11 @@ def train(model, x, y, epochs, learning_rate, teacher, setting, schedule=None):
     else:
         temperature, alpha_start, alpha, transfer = setting
         if schedule is not None:
-            alpha = distill.DistillSchedule.following(schedule, alpha_start, alpha)
-        trainer = Distiller(
+            alpha = kp.distill.DistillSchedule.following(schedule, alpha_start, alpha)
+        trainer = kp.distill.Distiller(
             model,
             teacher,
-            distillation_loss=distill.SoftTargets(temperature=temperature),
+            distillation_loss=kp.distill.SoftTargets(temperature=temperature),
             alpha=alpha,
             transfer=transfer_layer(transfer),
         )

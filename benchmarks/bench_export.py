@@ -25,7 +25,6 @@ from sklearn.datasets import load_digits  # noqa: E402
 from sklearn.model_selection import train_test_split  # noqa: E402
 
 import keras_prune as kp  # noqa: E402
-from keras_prune import export  # noqa: E402
 
 SPARSITY = 0.9
 TARGETS = ("mobile", "mobile-int8", "mcu")
@@ -71,7 +70,7 @@ def train(x_train, y_train, epochs, prune_epochs):
         schedule=kp.PolynomialDecay(
             0.0, SPARSITY, begin_step=0, end_step=end_step, frequency=steps_per_epoch // 2
         ),
-        granularity=kp.Block((1, 16)),
+        granularity=kp.granularity.Block((1, 16)),
         filters="dense",
     )
     compile_model(pruned, 5e-4)
@@ -92,7 +91,7 @@ def keras_accuracy(model, x, y):
 
 def interpreter_accuracy(result, x, y):
     runtime = "tflm" if result.target == "mcu" else "litert"
-    outputs = export.predict(result.path, x, runtime=runtime, arena_bytes=result.arena_bytes)
+    outputs = kp.export.predict(result.path, x, runtime=runtime, arena_bytes=result.arena_bytes)
     return float(np.mean(np.argmax(outputs, axis=1) == y))
 
 
@@ -110,11 +109,11 @@ def main():
         for label, model in (("dense", dense), ("pruned 90%", pruned)):
             accuracy = keras_accuracy(model, x_test, y_test)
             for target in TARGETS:
-                result = export.to_tflite(
+                result = kp.export.to_tflite(
                     model,
                     os.path.join(workdir, label.split()[0], target, "model.tflite"),
                     target=target,
-                    representative_data=x_train[:300],
+                    calibration_data=x_train[:300],
                     verification_data=x_test[:64],
                 )
                 rows.append(

@@ -26,8 +26,6 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 import keras_prune as kp  # noqa: E402
-from keras_prune import methods  # noqa: E402
-from keras_prune.core import allocation
 
 SPARSITIES = (0.90, 0.95, 0.98, 0.99)
 
@@ -100,7 +98,7 @@ def gradual(dense, sparsity, x, y, epochs, batch_size, **prune_kwargs):
 
 
 def one_shot(dense, sparsity, x, y, epochs, batch_size):
-    pruned = methods.prune_once(dense, sparsity, allocation=allocation.GlobalAllocation())
+    pruned = kp.prune_once(dense, sparsity, allocation=kp.allocation.GlobalAllocation())
     compile_model(pruned)
     pruned.fit(x, y, epochs=epochs, batch_size=batch_size, verbose=0)
     return kp.strip(pruned)
@@ -113,7 +111,7 @@ def best_recipe(dense, sparsity, x, y, epochs, batch_size):
     pruned = kp.prune(dense, schedule=schedule)
     learning_rate = keras.optimizers.schedules.CosineDecay(2e-3, total)
     compile_model(pruned, learning_rate)
-    callback = kp.PruningCallback(allocation=allocation.GlobalAllocation())
+    callback = kp.PruningCallback(allocation=kp.allocation.GlobalAllocation())
     pruned.fit(x, y, epochs=2 * epochs, batch_size=batch_size, verbose=0, callbacks=[callback])
     return kp.strip(pruned)
 
@@ -122,11 +120,11 @@ def sparse_from_scratch(kind, sparsity, x, y, epochs, batch_size):
     total = epochs * steps_per_epoch(x, batch_size)
     model = kp.prune(build_model(seed=1))
     compile_model(model, 2e-3)
-    common = dict(update_every=20, drop_fraction=0.3, end_step=3 * total // 4)
+    common = dict(frequency=20, drop_fraction=0.3, end_step=3 * total // 4)
     if kind == "SET":
-        callback = methods.SET(sparsity, **common)
+        callback = kp.methods.SET(sparsity, **common)
     else:
-        callback = methods.RigL(sparsity, calibration_data=(x[:256], y[:256]), **common)
+        callback = kp.methods.RigL(sparsity, calibration_data=(x[:256], y[:256]), **common)
     model.fit(x, y, epochs=epochs, batch_size=batch_size, verbose=0, callbacks=[callback])
     return kp.strip(model)
 
@@ -215,7 +213,7 @@ def main():
     recipes = {
         "magnitude, per layer (gradual)": lambda s: gradual(dense, s, x, y, epochs, batch_size),
         "magnitude, global (gradual)": lambda s: gradual(
-            dense, s, x, y, epochs, batch_size, allocation=allocation.GlobalAllocation()
+            dense, s, x, y, epochs, batch_size, allocation=kp.allocation.GlobalAllocation()
         ),
         "one-shot global + fine-tune": lambda s: one_shot(dense, s, x, y, epochs, batch_size),
         "learnable mask (movement)": lambda s: gradual(

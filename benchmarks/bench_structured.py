@@ -28,10 +28,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from ai_edge_litert.interpreter import Interpreter  # noqa: E402
 
-from keras_prune import macs  # noqa: E402
-from keras_prune.graph import groups as groups_lib  # noqa: E402
-from keras_prune.surgery import prune_channels as channel_pruning
-from keras_prune.surgery.shrink import shrink  # noqa: E402
+import keras_prune as kp  # noqa: E402
 
 layers = keras.layers
 
@@ -78,9 +75,9 @@ def mobilenet_section(rounds, runs_per_round):
     dense = keras.applications.MobileNetV2(input_shape=(96, 96, 3), alpha=1.0, weights=None)
     half = keras.applications.MobileNetV2(input_shape=(96, 96, 3), alpha=0.5, weights=None)
     start = time.perf_counter()
-    pruned = channel_pruning.prune_channels(dense, fraction=0.5, criterion="l2")
+    pruned = kp.prune_channels(dense, sparsity=0.5)
     prune_seconds = time.perf_counter() - start
-    pruned8 = channel_pruning.prune_channels(dense, fraction=0.5, criterion="l2", round_to=8)
+    pruned8 = kp.prune_channels(dense, sparsity=0.5, round_to=8)
     rows = [
         ("MobileNetV2 a=1.0 dense", dense),
         ("  50% channels pruned", pruned),
@@ -89,7 +86,7 @@ def mobilenet_section(rounds, runs_per_round):
     ]
     flatbuffers = [to_tflite(model) for _, model in rows]
     medians, count = latencies(flatbuffers, (96, 96, 3), rounds, runs_per_round)
-    base = macs.count(dense)
+    base = kp.reporting.macs.count(dense)
     print(
         f"\n== MobileNetV2 96x96, LiteRT float32, XNNPACK 1 thread, median of {count} runs ==\n"
         f"(prune_channels + shrink took {prune_seconds:.1f} s)"
@@ -100,7 +97,7 @@ def mobilenet_section(rounds, runs_per_round):
     )
     print(header + "\n" + "-" * len(header))
     for (name, model), flatbuffer, median in zip(rows, flatbuffers, medians, strict=True):
-        cost = macs.count(model)
+        cost = kp.reporting.macs.count(model)
         reduction = base["macs"] / cost["macs"]
         speedup = medians[0] / median
         print(
@@ -135,18 +132,19 @@ def correctness_section():
     ):
         model = constructor(input_shape=(96, 96, 3), weights=None, classifier_activation=None)
         randomize_batchnorm(model)
-        groups = groups_lib.channel_groups(model)
+        groups = kp.graph.channel_groups(model)
         for group in groups:
             if group.prunable:
-                groups_lib.zero_group_channels(group, np.arange(0, group.size, 2))
+                kp.surgery.zero_group_channels(group, np.arange(0, group.size, 2))
         start = time.perf_counter()
-        small = shrink(model)
+        small = kp.shrink(model)
         seconds = time.perf_counter() - start
         reference = np.asarray(model(x))
         diff = float(np.max(np.abs(reference - np.asarray(small(x)))))
+        before, after = kp.reporting.macs.count(model), kp.reporting.macs.count(small)
         print(
             f"{name:<16} {len(groups):>6} {sum(not g.prunable for g in groups):>10} "
-            f"{macs.count(model)['macs']:>13,} {macs.count(small)['macs']:>12,} {diff:>10.2e} "
+            f"{before['macs']:>13,} {after['macs']:>12,} {diff:>10.2e} "
             f"{np.abs(reference).max():>9.2f} {seconds:>8.1f}"
         )
 
@@ -224,7 +222,7 @@ def digits_section(epochs, finetune_epochs):
     compile_model(model, 1e-3)
     model.fit(x_train, y_train, epochs=epochs, batch_size=32, verbose=0)
     dense_accuracy = accuracy(model)
-    small = channel_pruning.prune_channels(model, fraction=0.5, criterion="l2")
+    small = kp.prune_channels(model, sparsity=0.5)
     pruned_accuracy = accuracy_after = None
     compile_model(small, 1e-3)
     pruned_accuracy = accuracy(small)
@@ -236,9 +234,9 @@ def digits_section(epochs, finetune_epochs):
         ("half channels, fine-tuned", small, accuracy_after),
     ):
         int8 = to_tflite(net, int8_data=x_train)
-        rows.append((name, macs.count(net), acc, len(int8), smallest_arena(int8)))
+        rows.append((name, kp.reporting.macs.count(net), acc, len(int8), smallest_arena(int8)))
     print(
-        f"\n== digits CNN: prune_channels(fraction=0.5) then {finetune_epochs} epochs of "
+        f"\n== digits CNN: prune_channels(sparsity=0.5) then {finetune_epochs} epochs of "
         f"fine-tuning ({epochs} epochs dense training); accuracy right after pruning, "
         f"before fine-tuning: {pruned_accuracy:.2f}% =="
     )

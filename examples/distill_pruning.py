@@ -21,8 +21,6 @@ import numpy as np  # noqa: E402
 from sklearn.datasets import load_digits  # noqa: E402
 
 import keras_prune as kp  # noqa: E402
-from keras_prune import distill  # noqa: E402
-from keras_prune.distill.distiller import Distiller  # noqa: E402
 
 
 def load_data():
@@ -83,11 +81,11 @@ def main(argv=None):
     )
     student = kp.prune(student, schedule=schedule, filters=["conv2", "^dense$"])
 
-    trainer = Distiller(
+    trainer = kp.distill.Distiller(
         student,
         teacher,  # frozen by the Distiller, always run in inference mode
-        distillation_loss=distill.SoftTargets(temperature=2.0),
-        alpha=distill.DistillSchedule.following(schedule, initial=0.1, final=0.5),
+        distillation_loss=kp.distill.SoftTargets(temperature=2.0),
+        alpha=kp.distill.DistillSchedule.following(schedule, initial=0.1, final=0.5),
         hints=[("dense", "dense")],  # a pruning wrapper answers to its inner layer's name
         hint_weight=0.1,
     )

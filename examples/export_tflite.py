@@ -19,7 +19,6 @@ from sklearn.datasets import load_digits  # noqa: E402
 from sklearn.model_selection import train_test_split  # noqa: E402
 
 import keras_prune as kp  # noqa: E402
-import keras_prune.export  # noqa: E402,F401  (makes kp.export available)
 
 
 def main():
@@ -56,7 +55,7 @@ def main():
         schedule=kp.PolynomialDecay(
             0.0, 0.9, begin_step=0, end_step=8 * steps, frequency=steps // 2
         ),
-        granularity=kp.Block((1, 16)),
+        granularity=kp.granularity.Block((1, 16)),
         filters="dense",  # the convs stay dense: they hold 1% of the weights
     )
     pruned.compile(
@@ -76,7 +75,7 @@ def main():
             pruned,
             os.path.join(args.out, target, "digits.tflite"),
             target=target,
-            representative_data=x_train[:300],
+            calibration_data=x_train[:300],
             verification_data=x_test[:100],
             labels=labels,
             normalization=(0.0, 1.0),

@@ -21,9 +21,6 @@ from sklearn.datasets import load_digits  # noqa: E402
 from sklearn.model_selection import train_test_split  # noqa: E402
 
 import keras_prune as kp  # noqa: E402
-from keras_prune import regularizers  # noqa: E402
-from keras_prune.core import allocation
-from keras_prune.methods import methods
 
 
 def build(seed=0):
@@ -50,7 +47,7 @@ def compile_model(model, learning_rate=1e-3):
 
 
 def report(name, model, x_test, y_test):
-    plain = kp.strip(model) if kp.find_wrappers(model) else model
+    plain = kp.strip(model) if kp.layers.find_wrappers(model) else model
     predictions = np.argmax(plain.predict(x_test, verbose=0), axis=1)
     kernels = [layer.kernel for layer in plain.layers if hasattr(layer, "kernel")]
     zeros = sum(int(np.sum(keras.ops.convert_to_numpy(k) == 0)) for k in kernels)
@@ -84,7 +81,7 @@ def main(argv=None):
     per_layer.fit(x, y, epochs=epochs(6), callbacks=[kp.PruningCallback()], **fit)
     report("gradual magnitude, per layer, 95%", per_layer, x_test, y_test)
     global_model = compile_model(kp.prune(dense, schedule=schedule))
-    callback = kp.PruningCallback(allocation=allocation.GlobalAllocation())
+    callback = kp.PruningCallback(allocation=kp.allocation.GlobalAllocation())
     global_model.fit(x, y, epochs=epochs(6), callbacks=[callback], **fit)
     report("gradual magnitude, global, 95%", global_model, x_test, y_test)
 
@@ -95,36 +92,36 @@ def main(argv=None):
     report("gradual Taylor, per layer, 95%", taylor, x_test, y_test)
 
     # One shot, then fine-tune with a plain fit.
-    once = methods.prune_once(dense, 0.9, allocation=allocation.GlobalAllocation())
+    once = kp.prune_once(dense, 0.9, allocation=kp.allocation.GlobalAllocation())
     compile_model(once).fit(x, y, epochs=epochs(3), **fit)
     report(f"one-shot global 90% + {epochs(3)} epochs", once, x_test, y_test)
 
     # Iterative prune-retrain cycles.
-    cycles = methods.IterativeSparsity([0.5, 0.8, 0.9], steps_per_round=epochs(2) * steps)
+    cycles = kp.schedules.IterativeSparsity([0.5, 0.8, 0.9], frequency=epochs(2) * steps)
     iterative = compile_model(kp.prune(dense, schedule=cycles))
     iterative.fit(x, y, epochs=epochs(8), callbacks=[kp.PruningCallback()], **fit)
     report("iterative 50 -> 80 -> 90%", iterative, x_test, y_test)
 
     # Lottery ticket with late rewinding: 3 rounds from the same early weights.
     ticket_model = compile_model(kp.prune(build()))
-    ticket = methods.LotteryTicket(
+    ticket = kp.methods.LotteryTicket(
         [0.5, 0.8, 0.9],
-        steps_per_round=epochs(3) * steps,
+        frequency=epochs(3) * steps,
         rewind_step=10,
-        allocation=allocation.GlobalAllocation(),
+        allocation=kp.allocation.GlobalAllocation(),
     )
     ticket_model.fit(x, y, epochs=epochs(12), callbacks=[ticket], **fit)
     report("lottery ticket, 3 rounds to 90%", ticket_model, x_test, y_test)
 
     # Sparse from scratch at 90% (ERK): SET and RigL.
     for name, callback in (
-        ("SET", methods.SET(0.9, update_every=20, end_step=epochs(8) * steps)),
+        ("SET", kp.methods.SET(0.9, frequency=20, end_step=epochs(8) * steps)),
         (
             "RigL",
-            methods.RigL(
+            kp.methods.RigL(
                 0.9,
                 calibration_data=(x[:256], y[:256]),
-                update_every=20,
+                frequency=20,
                 end_step=epochs(8) * steps,
             ),
         ),
@@ -134,8 +131,8 @@ def main(argv=None):
         report(f"{name} from scratch, 90% ERK", sparse, x_test, y_test)
 
     # Sigmoid-gated learnable masks with an L0 penalty on the gates.
-    gated = kp.prune(dense, schedule=schedule, mask=kp.SigmoidGateMask())
-    methods.penalize_masks(gated, regularizers.GateL0(1e-5))
+    gated = kp.prune(dense, schedule=schedule, mask=kp.mask_types.SigmoidGateMask())
+    kp.methods.penalize_masks(gated, kp.regularizers.GateL0(1e-5))
     compile_model(gated).fit(x, y, epochs=epochs(6), callbacks=[kp.PruningCallback()], **fit)
     report("sigmoid gates + L0 penalty, 95%", gated, x_test, y_test)
 
@@ -149,18 +146,18 @@ def main(argv=None):
                 64,
                 activation="relu",
                 name="hidden",
-                kernel_regularizer=regularizers.GroupLasso(3e-3),
+                kernel_regularizer=kp.regularizers.GroupLasso(3e-3),
             ),
             keras.layers.Dense(10, name="logits"),
         ]
     )
     compile_model(lasso).fit(x, y, epochs=epochs(15), **fit)
-    trimmed = methods.prune_once(
+    trimmed = kp.prune_once(
         lasso,
         0.0,
         granularity="channel",
         filters="hidden",
-        allocation=allocation.ThresholdAllocation(0.05),
+        allocation=kp.allocation.ThresholdAllocation(0.05),
     )
     report("group lasso + threshold (neurons removed)", trimmed, x_test, y_test)
     kept = int(keras.ops.convert_to_numpy(trimmed.get_layer("hidden").bias_masks[0]).sum())

@@ -2,12 +2,12 @@
 
 A small residual CNN on sklearn's bundled digits (offline):
 
-1. `kp.channel_groups` finds which weights share channels (and `--svg` draws them);
+1. `kp.graph.channel_groups` finds which weights share channels (and `--svg` draws them);
 2. `kp.prune(..., granularity="channel")` + `kp.PruningCallback` masks half of every group's
    channels during training, BatchNorm included, so the masked channels are exactly zero;
 3. `kp.shrink` removes them: a smaller plain Keras model with the same outputs;
 4. `kp.prune_channels` does the same in one shot on the trained dense model;
-5. `kp.macs.compare` prints params / MACs / size before and after.
+5. `kp.reporting.compare` prints params / MACs / size before and after.
 
 Run: `python examples/structured_shrink.py [--svg groups.svg]`
 """
@@ -22,10 +22,6 @@ import numpy as np  # noqa: E402
 from sklearn.datasets import load_digits  # noqa: E402
 
 import keras_prune as kp  # noqa: E402
-from keras_prune import macs  # noqa: E402
-from keras_prune.graph import groups
-from keras_prune.surgery import prune_channels as channel_pruning
-from keras_prune.surgery.shrink import shrink  # noqa: E402
 
 layers = keras.layers
 
@@ -83,13 +79,13 @@ def main():
     (x_train, y_train), (x_test, y_test) = digits()
 
     model = residual_cnn()
-    found = groups.channel_groups(model)
+    found = kp.graph.channel_groups(model)
     print("Channel groups:")
     for group in found:
         print(" ", group)
     if args.svg:
         with open(args.svg, "w", encoding="utf-8") as handle:
-            handle.write(groups.groups_svg(model, title="Channel groups of residual_cnn"))
+            handle.write(kp.reporting.groups_svg(model, title="Channel groups of residual_cnn"))
         print(f"wrote {args.svg}")
 
     compile_model(model)
@@ -114,18 +110,18 @@ def main():
         verbose=0,
         callbacks=[kp.PruningCallback()],
     )
-    small = shrink(pruned, round_to=4)
+    small = kp.shrink(pruned, round_to=4)
     compile_model(small)
     difference = np.max(np.abs(np.asarray(pruned(x_test)) - np.asarray(small(x_test))))
     print("\nshrink report:\n" + str(small.shrink_report))
     print(f"max |pruned - shrunk| on the test set: {difference:.2e}")
 
     # One shot on the trained dense model, then fine-tune the small model directly.
-    one_shot = channel_pruning.prune_channels(model, fraction=0.5, criterion="bn_scale")
+    one_shot = kp.prune_channels(model, sparsity=0.5, criterion="bn_scale")
     compile_model(one_shot, 5e-4)
     one_shot.fit(x_train, y_train, epochs=5, batch_size=32, verbose=0)
 
-    print("\n" + str(macs.compare(model, small)))
+    print("\n" + str(kp.reporting.compare(model, small)))
     gradual_accuracy = small.evaluate(x_test, y_test, verbose=0)[1]
     one_shot_accuracy = one_shot.evaluate(x_test, y_test, verbose=0)[1]
     print(f"\ntest accuracy: dense {dense_accuracy:.4f}")

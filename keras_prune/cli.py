@@ -160,7 +160,7 @@ def _run_export(args):
             model,
             os.path.join(args.out, f"{stem}.tflite"),
             target=target,
-            representative_data=calibration,
+            calibration_data=calibration,
             labels=labels,
             normalization=tuple(args.normalization) if args.normalization else None,
             name=args.name,
@@ -170,10 +170,10 @@ def _run_export(args):
             latency_runs=args.latency_runs,
         )
     except ValueError as error:
-        if "`representative_data`" not in str(error) or type(error) is not ValueError:
+        if "`calibration_data`" not in str(error) or type(error) is not ValueError:
             raise
         # The data came from --calibration: say so rather than name the Python argument.
-        raise ValueError(str(error).replace("`representative_data`", "--calibration")) from None
+        raise ValueError(str(error).replace("`calibration_data`", "--calibration")) from None
     print(json.dumps(result.to_dict(), indent=1, default=str) if args.json else result)
     if not result.passed:
         print(

@@ -14,7 +14,7 @@ def to_numpy(value):
 
 
 def kept_per_wrapper(model):
-    return {w.name: int(to_numpy(w.masks[0]).sum()) for w in kp.find_wrappers(model)}
+    return {w.name: int(to_numpy(w.masks[0]).sum()) for w in kp.layers.find_wrappers(model)}
 
 
 def test_global_masks_hit_target_exactly_and_match_numpy():
@@ -54,7 +54,7 @@ def test_global_allocation_through_the_callback_is_exact(random_batch):
     model = compile_for_digits(kp.prune(small_cnn(), schedule=schedule))
     callback = kp.PruningCallback(allocation=allocation.GlobalAllocation(min_density=0.02))
     model.fit(x, y, batch_size=32, epochs=1, verbose=0, callbacks=[callback])
-    wrappers = kp.find_wrappers(model)
+    wrappers = kp.layers.find_wrappers(model)
     sizes = {w.name: int(np.prod(w.masks[0].shape)) for w in wrappers}
     kept = kept_per_wrapper(model)
     assert sum(kept.values()) == kp.masks.keep_count(sum(sizes.values()), 0.95)
@@ -71,12 +71,12 @@ def test_global_allocation_through_the_callback_is_exact(random_batch):
 def test_global_allocation_refuses_structured_and_learnable():
     model = kp.prune(small_cnn(), granularity="channel")
     with pytest.raises(ValueError, match="granularity='unstructured'"):
-        kp.engine.MaskEngine(model, kp.find_wrappers(model)).prune_to(
+        kp.engine.MaskEngine(model, kp.layers.find_wrappers(model)).prune_to(
             0.5, allocation=allocation.GlobalAllocation()
         )
     model = kp.prune(small_cnn(), mask="learnable")
     with pytest.raises(ValueError, match="learnable mask"):
-        kp.engine.MaskEngine(model, kp.find_wrappers(model)).prune_to(
+        kp.engine.MaskEngine(model, kp.layers.find_wrappers(model)).prune_to(
             0.5, allocation=allocation.GlobalAllocation()
         )
 
@@ -86,7 +86,7 @@ def test_per_layer_overrides_cap_and_callables():
     overrides = allocation.PerLayerAllocation(
         {"conv1": 0.25, "logits": lambda name, sparsity: sparsity / 2}
     )
-    kp.engine.MaskEngine(model, kp.find_wrappers(model)).prune_to(0.8, allocation=overrides)
+    kp.engine.MaskEngine(model, kp.layers.find_wrappers(model)).prune_to(0.8, allocation=overrides)
     kept = kept_per_wrapper(model)
     assert kept["conv1"] == kp.masks.keep_count(72, 0.25)
     assert kept["logits"] == kp.masks.keep_count(320, 0.4)
@@ -98,7 +98,7 @@ def test_per_layer_overrides_cap_and_callables():
 
 def test_threshold_allocation_unstructured_and_channel():
     model = kp.prune(small_cnn())
-    wrappers = kp.find_wrappers(model)
+    wrappers = kp.layers.find_wrappers(model)
     kp.engine.MaskEngine(model, wrappers).prune_to(
         0.0, allocation=allocation.ThresholdAllocation(0.1)
     )
@@ -109,7 +109,7 @@ def test_threshold_allocation_unstructured_and_channel():
     dense = small_cnn().get_layer("dense1")
     reference = np.linalg.norm(to_numpy(dense.kernel), axis=0) >= 0.9
     model = kp.prune(small_cnn(), granularity="channel", filters="dense1")
-    wrapper = kp.find_wrappers(model)[0]
+    wrapper = kp.layers.find_wrappers(model)[0]
     kp.engine.MaskEngine(model, [wrapper]).prune_to(
         0.0, allocation=allocation.ThresholdAllocation(0.9)
     )
@@ -124,7 +124,7 @@ def test_threshold_never_empties_a_tensor():
 
 def test_percentile_allocation_matches_numpy():
     model = kp.prune(small_cnn())
-    wrappers = kp.find_wrappers(model)
+    wrappers = kp.layers.find_wrappers(model)
     pooled = np.concatenate([np.abs(to_numpy(w.layer.kernel)).ravel() for w in wrappers])
     threshold = np.percentile(pooled, 70, method="lower")
     kp.engine.MaskEngine(model, wrappers).prune_to(
@@ -154,7 +154,7 @@ def test_erk_sparsities_keep_the_total_and_favour_small_layers():
 
 def test_erk_allocation_installs_erk_sparsities():
     model = kp.prune(small_cnn())
-    wrappers = kp.find_wrappers(model)
+    wrappers = kp.layers.find_wrappers(model)
     kp.engine.MaskEngine(model, wrappers).prune_to(0.9, allocation=allocation.ERKAllocation())
     shapes = [tuple(w.targets[0].variable.shape) for w in wrappers]
     for wrapper, sparsity in zip(wrappers, allocation.erk_sparsities(shapes, 0.9), strict=True):
@@ -195,9 +195,9 @@ def test_bad_allocation_arguments():
 def test_update_masks_accepts_an_allocation():
     schedule = kp.ConstantSparsity(0.9, begin_step=0, frequency=1)
     model = kp.prune(small_cnn(), schedule=schedule)
-    updated = kp.update_masks(model, 0, allocation="global")
+    updated = kp.pruning.update_masks(model, 0, allocation="global")
     assert [w.name for w in updated] == ["conv1", "conv2", "dense1", "logits"]
     total = 72 + 1152 + 576 * 32 + 320
     assert sum(kept_per_wrapper(model).values()) == kp.masks.keep_count(total, 0.9)
-    assert kp.update_masks(model, 0, allocation=allocation.PerLayerAllocation()) == updated
+    assert kp.pruning.update_masks(model, 0, allocation=allocation.PerLayerAllocation()) == updated
     assert kept_per_wrapper(model)["conv1"] == kp.masks.keep_count(72, 0.9)

@@ -38,10 +38,10 @@ def assert_same(first, second, x):
 def prune_train_strip(model, x, tmp_path):
     pruned = kp.prune(model, schedule=EVERY_STEP)
     train_a_little(pruned, x)
-    sparsity = kp.callbacks.realised_sparsity(kp.find_wrappers(pruned))
+    sparsity = kp.engine.realised_sparsity(kp.layers.find_wrappers(pruned))
     assert sparsity == pytest.approx(0.5, abs=0.02)
     plain = kp.strip(pruned)
-    assert not kp.find_wrappers(plain)
+    assert not kp.layers.find_wrappers(plain)
     assert_same(pruned, plain, x)
     pruned.save(tmp_path / "pruned.keras")
     assert_same(pruned, keras.saving.load_model(tmp_path / "pruned.keras"), x)
@@ -111,7 +111,7 @@ def test_composite_and_wrapper_layers_are_pruned_through_their_sublayers(tmp_pat
     assert sorted(report.wrapped) == ["time_distributed", "two_dense"]
     biases = {p: r for p, r in report.left_alone.items() if p.endswith("bias")}
     assert len(biases) == 3 and set(biases.values()) == {layouts.BIAS}
-    targets = [w.name for wrapper in kp.find_wrappers(pruned) for w in wrapper.targets]
+    targets = [w.name for wrapper in kp.layers.find_wrappers(pruned) for w in wrapper.targets]
     assert len(targets) == 3
 
 
@@ -137,9 +137,9 @@ def test_unbuilt_sequential_and_input_shape_on_a_wrapped_first_layer():
     pruned = kp.prune(unbuilt, schedule=EVERY_STEP)
     assert not pruned.built
     train_a_little(pruned, np.random.default_rng(0).random((8, 20), dtype=np.float32))
-    assert kp.callbacks.realised_sparsity(kp.find_wrappers(pruned)) == pytest.approx(0.5)
+    assert kp.engine.realised_sparsity(kp.layers.find_wrappers(pruned)) == pytest.approx(0.5)
     declared = keras.Sequential(
-        [kp.prune_low_magnitude(layers.Dense(10, input_shape=(20,))), layers.Dense(2)]
+        [kp.tfmot.prune_low_magnitude(layers.Dense(10, input_shape=(20,))), layers.Dense(2)]
     )
     assert declared.built
     assert tuple(declared.inputs[0].shape) == (None, 20)
@@ -148,7 +148,7 @@ def test_unbuilt_sequential_and_input_shape_on_a_wrapped_first_layer():
 def test_a_layer_or_a_list_of_layers_is_wrapped():
     wrapped = kp.prune([layers.Dense(3), layers.Conv2D(2, 3)])
     assert [type(layer).__name__ for layer in wrapped] == ["PruneWrapper", "PruneWrapper"]
-    assert isinstance(kp.prune_low_magnitude(layers.Dense(3)), kp.PruneWrapper)
+    assert isinstance(kp.tfmot.prune_low_magnitude(layers.Dense(3)), kp.PruneWrapper)
 
 
 def test_generic_rnn_and_conv_lstm_are_prunable():
@@ -183,7 +183,7 @@ def test_subclassed_model_is_pruned_in_place_and_stripped():
         assert np.mean(kernel == 0) == pytest.approx(0.5)
     before = outputs(model, x)
     plain = kp.strip(model)
-    assert not kp.find_wrappers(plain)
+    assert not kp.layers.find_wrappers(plain)
     np.testing.assert_allclose(outputs(plain, x)[0], before[0], atol=1e-6)
     with pytest.raises(ValueError, match="subclassed"):
         kp.prune(model, granularity="channel")
@@ -206,7 +206,7 @@ def test_wrappers_placed_inside_a_subclassed_model_strip_and_export():
     before = outputs(model, x)
     plain = kp.strip(model)
     np.testing.assert_allclose(outputs(plain, x)[0], before[0], atol=1e-6)
-    assert all(wrapper.pass_through for wrapper in kp.find_wrappers(plain))
+    assert all(wrapper.pass_through for wrapper in kp.layers.find_wrappers(plain))
 
 
 def test_bad_input_names_the_value_and_leaves_the_model_alone():
@@ -219,6 +219,6 @@ def test_bad_input_names_the_value_and_leaves_the_model_alone():
     with pytest.raises(ValueError, match="granularity"):
         kp.prune(model, granularity="diagonal")
     with pytest.raises(TypeError, match="step"):
-        kp.update_masks(kp.prune(model), "abc")
+        kp.pruning.update_masks(kp.prune(model), "abc")
     for old, new in zip(weights, model.get_weights(), strict=True):
         np.testing.assert_array_equal(old, new)

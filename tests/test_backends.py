@@ -54,8 +54,8 @@ def same_run(checkpoint_path, optimizer="sgd", mask="binary"):
     history = pruned.fit(x, y, epochs=3, batch_size=16, shuffle=False, verbose=0, callbacks=[
         kp.PruningCallback(), keras.callbacks.ModelCheckpoint(checkpoint_path)])
     masks = {w.name: keras.ops.convert_to_numpy(w.effective_weights()[0][1] != 0)
-             for w in kp.find_wrappers(pruned)}
-    kernels = {w.name: keras.ops.convert_to_numpy(w.layer.kernel) for w in kp.find_wrappers(pruned)}
+             for w in kp.layers.find_wrappers(pruned)}
+    kernels = {w.name: keras.ops.convert_to_numpy(w.layer.kernel) for w in kp.layers.find_wrappers(pruned)}
     return pruned, x, history.history, masks, kernels
 """
 
@@ -70,7 +70,7 @@ assert abs(history["sparsity"][-1] - 0.8) < 0.01, history["sparsity"]
 for name in adam_masks:
     assert not adam_kernels[name][adam_masks[name] == 0].any(), name
 saved = keras.saving.load_model(sys.argv[1] + "/adam.keras")
-for wrapper in kp.find_wrappers(saved):
+for wrapper in kp.layers.find_wrappers(saved):
     kernel = keras.ops.convert_to_numpy(wrapper.layer.kernel)
     assert not kernel[keras.ops.convert_to_numpy(wrapper.masks[0]) == 0].any(), wrapper.name
 
@@ -87,14 +87,14 @@ np.savez(sys.argv[1] + "/jax.npz", **results)
 rng = np.random.default_rng(1)
 x = rng.normal(size=(96, 12)).astype("float32")
 y = x[:, :3]
-for callback in [kp.SET(0.8, update_every=4),
-                 kp.LotteryTicket([0.5, 0.8], steps_per_round=6, rewind_step=2)]:
+for callback in [kp.methods.SET(0.8, frequency=4),
+                 kp.methods.LotteryTicket([0.5, 0.8], frequency=6, rewind_step=2)]:
     model = kp.prune(keras.Sequential([keras.Input((12,)), keras.layers.Dense(24, name="h"),
                                        keras.layers.Dense(3, name="out")]))
     model.compile("adam", "mse")
     model.fit(x, y, epochs=4, batch_size=16, verbose=0, callbacks=[callback])
-    masks = [keras.ops.convert_to_numpy(w.masks[0]) for w in kp.find_wrappers(model)]
-    kernels = [keras.ops.convert_to_numpy(w.layer.kernel) for w in kp.find_wrappers(model)]
+    masks = [keras.ops.convert_to_numpy(w.masks[0]) for w in kp.layers.find_wrappers(model)]
+    kernels = [keras.ops.convert_to_numpy(w.layer.kernel) for w in kp.layers.find_wrappers(model)]
     zeros = sum(int((m == 0).sum()) for m in masks) / sum(m.size for m in masks)
     assert abs(zeros - 0.8) < 0.01, (callback, zeros)
     assert not any(k[m == 0].any() for k, m in zip(kernels, masks, strict=True)), callback
@@ -185,10 +185,10 @@ def gradient_statistics():
     model.set_weights([rng.normal(size=w.shape).astype("float32") * 0.5 for w in model.weights])
     pruned = kp.prune(model, schedule=kp.ConstantSparsity(0.5, 0))
     pruned.compile("sgd", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    kp.update_masks(pruned, 0)  # half of each kernel masked: those weights get gradients too
-    kp.collect_gradients(pruned, x, y, batch_size=16)
+    kp.pruning.update_masks(pruned, 0)  # half of each kernel masked: those weights get gradients too
+    kp.engine.collect_gradients(pruned, (x, y), batch_size=16)
     return {f"{w.name}_{kind}": keras.ops.convert_to_numpy(getattr(w.gradient_statistics[0], kind))
-            for w in kp.find_wrappers(pruned) for kind in ("mean_gradient", "mean_squared_gradient")}
+            for w in kp.layers.find_wrappers(pruned) for kind in ("mean_gradient", "mean_squared_gradient")}
 """
 
 
@@ -219,7 +219,7 @@ def distill_history():
 
     teacher = net("teacher")
     student = kp.prune(net("student"), schedule=kp.PolynomialDecay(0.0, 0.8, 0, 12, frequency=3))
-    trainer = kp.Distiller(student, teacher, alpha=0.5, hints=[("h", "h")])
+    trainer = kp.distill.Distiller(student, teacher, alpha=0.5, hints=[("h", "h")])
     trainer.compile(optimizer="adam", metrics=["accuracy"])
     history = trainer.fit(x, y, epochs=3, batch_size=16, shuffle=False, verbose=0,
                           callbacks=[kp.PruningCallback()])
@@ -253,10 +253,10 @@ def structured_outputs():
     model = keras.Model(inputs, outputs)
     model.set_weights([rng.normal(size=w.shape).astype("float32") * 0.5
                        + (1.0 if "variance" in w.path else 0.0) for w in model.weights])
-    one_shot = kp.prune_channels(model, fraction=0.5)
+    one_shot = kp.prune_channels(model, sparsity=0.5)
     pruned = kp.prune(model, schedule=kp.ConstantSparsity(0.5, 0, frequency=1),
                       granularity="channel")
-    kp.update_masks(pruned, 0)
+    kp.pruning.update_masks(pruned, 0)
     shrunk = kp.shrink(pruned)
     path = os.path.join(tempfile.mkdtemp(), "pruned.keras")
     pruned.save(path)

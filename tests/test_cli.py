@@ -236,9 +236,11 @@ def test_a_saved_pruned_model_is_loaded_and_stripped(saved, capsys):
 
     model = keras.saving.load_model(saved / "digits.keras")
     pruned = kp.prune(
-        model, schedule=kp.ConstantSparsity(0.75, begin_step=0), granularity=kp.Block((1, 4))
+        model,
+        schedule=kp.ConstantSparsity(0.75, begin_step=0),
+        granularity=kp.granularity.Block((1, 4)),
     )
-    kp.update_masks(pruned, 0)
+    kp.pruning.update_masks(pruned, 0)
     pruned.save(saved / "pruned.keras")
     status = main(["export", str(saved / "pruned.keras"), "--out", str(saved / "pruned"), "--json"])
     assert status == 0

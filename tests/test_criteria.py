@@ -72,7 +72,7 @@ def test_gradient_criterion_without_data_says_so():
         criteria.Taylor()(weight, criteria.GradientStatistics())
     model = compile_for_digits(kp.prune(small_cnn(), criterion="fisher"))
     with pytest.raises(ValueError, match="no gradient has been collected"):
-        kp.update_masks(model, 0)
+        kp.pruning.update_masks(model, 0)
 
 
 def test_unknown_criterion_lists_valid_names():
@@ -96,10 +96,10 @@ def test_function_criterion_checks_shape():
 def test_collect_gradients_matches_gradient_tape(random_batch):
     x, y = random_batch
     model = compile_for_digits(kp.prune(small_cnn(), criterion="taylor"))
-    used = collect_gradients(model, x, y, batch_size=32)
+    used = collect_gradients(model, (x, y), batch_size=32)
     assert used == 2
     loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-    for wrapper in kp.find_wrappers(model):
+    for wrapper in kp.layers.find_wrappers(model):
         variable = wrapper.targets[0].variable
         gradients = []
         for start in (0, 32):
@@ -125,14 +125,14 @@ def test_fit_with_calibration_data_prunes_by_taylor(random_batch):
     schedule = kp.ConstantSparsity(0.75, begin_step=1, end_step=1, frequency=1)
     model = compile_for_digits(kp.prune(base, schedule=schedule, criterion="taylor"))
     reference = compile_for_digits(kp.prune(base, schedule=schedule, criterion="taylor"))
-    collect_gradients(reference, x[:32], y[:32])
+    collect_gradients(reference, (x[:32], y[:32]))
     expected = {
         wrapper.name: to_numpy(wrapper.layer_scores().masks_at(0.75)[0][0])
-        for wrapper in kp.find_wrappers(reference)
+        for wrapper in kp.layers.find_wrappers(reference)
     }
     callback = kp.PruningCallback(calibration_data=(x[:32], y[:32]))
     model.fit(x, y, batch_size=32, epochs=1, verbose=0, callbacks=[callback])
-    for wrapper in kp.find_wrappers(model):
+    for wrapper in kp.layers.find_wrappers(model):
         np.testing.assert_array_equal(to_numpy(wrapper.masks[0]), expected[wrapper.name])
         magnitude = to_numpy(
             kp.masks.magnitude_mask(reference.get_layer(wrapper.name).targets[0].variable, 0.75)
@@ -143,7 +143,7 @@ def test_fit_with_calibration_data_prunes_by_taylor(random_batch):
 def test_criterion_round_trips_through_config_and_keras_file(tmp_path, random_batch):
     x, _ = random_batch
     model = kp.prune(small_cnn(), criterion=criteria.Random(seed=5))
-    wrapper = kp.find_wrappers(model)[0]
+    wrapper = kp.layers.find_wrappers(model)[0]
     restored = kp.PruneWrapper.from_config(wrapper.get_config())
     assert restored.criterion == criteria.Random(seed=5)
     for name in sorted(criteria.ALIASES):
@@ -153,7 +153,7 @@ def test_criterion_round_trips_through_config_and_keras_file(tmp_path, random_ba
     path = os.path.join(tmp_path, "model.keras")
     model.save(path)
     loaded = keras.saving.load_model(path)
-    assert kp.find_wrappers(loaded)[0].criterion == criteria.Random(seed=5)
+    assert kp.layers.find_wrappers(loaded)[0].criterion == criteria.Random(seed=5)
     np.testing.assert_allclose(to_numpy(loaded(x)), to_numpy(model(x)), rtol=1e-6)
 
 

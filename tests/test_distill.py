@@ -464,7 +464,7 @@ def test_save_reload_resumes_pruning_distillation_like_uninterrupted_training(tm
     )
     assert int(ops.convert_to_numpy(reloaded.step)) == 8
     for done, again in zip(
-        kp.find_wrappers(uninterrupted), kp.find_wrappers(reloaded), strict=True
+        kp.layers.find_wrappers(uninterrupted), kp.layers.find_wrappers(reloaded), strict=True
     ):
         for mask, mask_again in zip(done.masks, again.masks, strict=True):
             np.testing.assert_array_equal(mask, mask_again)
@@ -498,8 +498,8 @@ def test_pruned_student_trains_through_the_distiller_with_pruning_callback(mask,
     trainer = Distiller(student, teacher, alpha=0.7, hints=[("conv", "conv")])
     trainer.compile(optimizer="adam", metrics=["accuracy"])
     history = trainer.fit(x, y, epochs=2, batch_size=8, verbose=0, callbacks=[kp.PruningCallback()])
-    wrappers = kp.find_wrappers(trainer)
-    assert wrappers and all(any(w is v for v in kp.find_wrappers(student)) for w in wrappers)
+    wrappers = kp.layers.find_wrappers(trainer)
+    assert wrappers and all(any(w is v for v in kp.layers.find_wrappers(student)) for w in wrappers)
     logged = history.history["sparsity"][-1]
     assert logged == pytest.approx(realised_sparsity(wrappers))
     # 2:4 keeps a whole short group, as tfmot pads: the first conv (one input channel) stays.
@@ -508,7 +508,7 @@ def test_pruned_student_trains_through_the_distiller_with_pruning_callback(mask,
     np.testing.assert_allclose(
         plain.predict(x, verbose=0), trainer.predict(x, verbose=0), atol=1e-5
     )
-    assert not kp.find_wrappers(trainer.teacher)
+    assert not kp.layers.find_wrappers(trainer.teacher)
     if granularity == "unstructured":
         kernel = ops.convert_to_numpy(plain.get_layer("conv").kernel)
         assert float(np.mean(kernel == 0)) == pytest.approx(0.75, abs=0.05)
@@ -569,7 +569,7 @@ def test_channel_pruned_and_shrunk_student_learns_hints_through_a_projection():
         granularity="channel",
         filters=["conv"],
     )
-    kp.update_masks(student, 0)
+    kp.pruning.update_masks(student, 0)
     small = shrink(student)  # fewer conv filters: a narrower, plain Keras student
     assert small.get_layer("conv").filters == 3
     trainer = Distiller(small, teacher, hints=[("conv", "conv")])

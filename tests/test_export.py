@@ -68,7 +68,7 @@ def exports(model, calibration, tmp_path_factory):
             model,
             root / target / "model.tflite",
             target=target,
-            representative_data=calibration,
+            calibration_data=calibration,
             labels=[f"digit {i}" for i in range(10)],
             latency_runs=5,
         )
@@ -229,9 +229,11 @@ def test_wrapped_models_are_stripped_before_conversion(tmp_path):
         [keras.Input((32,)), keras.layers.Dense(64, activation="relu"), keras.layers.Dense(4)]
     )
     wrapped = kp.prune(
-        model, schedule=kp.ConstantSparsity(SPARSITY, begin_step=0), granularity=kp.Block((1, 16))
+        model,
+        schedule=kp.ConstantSparsity(SPARSITY, begin_step=0),
+        granularity=kp.granularity.Block((1, 16)),
     )
-    kp.update_masks(wrapped, 0)
+    kp.pruning.update_masks(wrapped, 0)
     assert export.convert.keras_prune_layers(wrapped)
     result = export.to_tflite(wrapped, tmp_path / "model.tflite", latency_runs=1)
     assert result.stripped_wrappers and result.passed
@@ -257,8 +259,8 @@ def test_unknown_target_lists_the_valid_ones(model, tmp_path):
 
 
 @pytest.mark.parametrize("target", ["mobile-int8", "mcu"])
-def test_int8_needs_representative_data(model, tmp_path, target):
-    with pytest.raises(ValueError, match="Expected `representative_data`"):
+def test_int8_needs_calibration_data(model, tmp_path, target):
+    with pytest.raises(ValueError, match="Expected `calibration_data`"):
         export.to_tflite(model, tmp_path / "m.tflite", target=target)
     assert _no_files(tmp_path)
 
@@ -271,9 +273,9 @@ def test_int8_needs_representative_data(model, tmp_path, target):
         (np.full((4, 8, 8, 1), "a"), r"real numbers.*dtype=<U1"),
     ],
 )
-def test_representative_data_shape_and_dtype(model, tmp_path, data, message):
+def test_calibration_data_shape_and_dtype(model, tmp_path, data, message):
     with pytest.raises(ValueError, match=message):
-        export.to_tflite(model, tmp_path / "m.tflite", target="mcu", representative_data=data)
+        export.to_tflite(model, tmp_path / "m.tflite", target="mcu", calibration_data=data)
     assert _no_files(tmp_path)
 
 
@@ -304,7 +306,7 @@ def test_ops_tflm_lacks_are_named_and_nothing_is_written(tmp_path):
     data = np.random.default_rng(0).random((16, 16)).astype("float32")
     with pytest.raises(export.ConversionError, match="uses GELU, which TFLM lacks"):
         export.to_tflite(
-            model, tmp_path / "out" / "deeper" / "m.tflite", target="mcu", representative_data=data
+            model, tmp_path / "out" / "deeper" / "m.tflite", target="mcu", calibration_data=data
         )
     assert os.listdir(tmp_path) == []  # The folders the export created went with it.
 
@@ -318,7 +320,7 @@ def test_a_mismatch_raises_and_writes_nothing(model, tmp_path):
             model,
             tmp_path / "m.tflite",
             target="mobile-int8",
-            representative_data=calibration,
+            calibration_data=calibration,
             verification_data=far,
             latency_runs=1,
         )

@@ -33,10 +33,10 @@ def calibration():
 def test_non_finite_data_is_refused_before_converting(tmp_path, calibration, target):
     calibration[3, 5] = np.inf
     with pytest.raises(
-        ValueError, match=r"finite values in `representative_data`.*inf at index \(3, 5\)"
+        ValueError, match=r"finite values in `calibration_data`.*inf at index \(3, 5\)"
     ):
         export.to_tflite(
-            small_model(), tmp_path / "m.tflite", target=target, representative_data=calibration
+            small_model(), tmp_path / "m.tflite", target=target, calibration_data=calibration
         )
     nan = np.zeros((4, 8), dtype="float32")
     nan[2, 0] = np.nan
@@ -65,9 +65,7 @@ def test_int8_lstm_crashes_the_converter_not_the_process(tmp_path):
     with pytest.raises(
         export.ConversionError, match=r"crashed \(signal 11 \(SIGSEGV\)\).*LSTM"
     ) as error:
-        export.to_tflite(
-            model, tmp_path / "m.tflite", target="mobile-int8", representative_data=data
-        )
+        export.to_tflite(model, tmp_path / "m.tflite", target="mobile-int8", calibration_data=data)
     assert error.value.stage == "convert"
     assert not os.listdir(tmp_path)
     # The same model converts in float: the crash was the int8 converter's alone.
@@ -106,7 +104,7 @@ def test_a_crash_at_each_stage_names_the_stage(
     crash_at(stage)
     with pytest.raises(export.StageError) as error:
         export.to_tflite(
-            small_model(), tmp_path / "m.tflite", target=target, representative_data=calibration,
+            small_model(), tmp_path / "m.tflite", target=target, calibration_data=calibration,
             latency_runs=2,
         )  # fmt: skip
     assert error.value.stage == error_stage and error.value.signal == signal.SIGSEGV
@@ -134,7 +132,7 @@ def test_no_temporary_folders_are_left_in_the_system_temp(tmp_path, monkeypatch,
 
     monkeypatch.setattr(tempfile, "tempdir", None)  # Re-read TMPDIR.
     export.to_tflite(small_model(), tmp_path / "out" / "m.tflite", target="mcu",
-                     representative_data=calibration, latency_runs=1)  # fmt: skip
+                     calibration_data=calibration, latency_runs=1)  # fmt: skip
     with pytest.raises(ValueError):
         export.to_tflite(small_model(), tmp_path / "out" / "m.tflite", labels=["x"])
     assert os.listdir(tmp_path / "temp") == []

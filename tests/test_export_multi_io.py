@@ -64,7 +64,7 @@ def test_two_inputs_two_outputs_on_litert_matched_by_name(tmp_path, data):
 @pytest.mark.parametrize("target", ["mobile-int8", "mcu"])
 def test_two_inputs_calibrate_int8_and_run_on_tflm(tmp_path, data, target):
     result = export.to_tflite(
-        two_in_two_out(), tmp_path / "m.tflite", target=target, representative_data=data,
+        two_in_two_out(), tmp_path / "m.tflite", target=target, calibration_data=data,
         latency_runs=0,
     )  # fmt: skip
     assert result.passed, str(result)

@@ -59,7 +59,7 @@ def test_pruned_kernels_are_compared_with_the_file_kernels_only(tmp_path, target
     model = padded_bn_cnn(prune=0.7)
     data = np.random.default_rng(0).random((16, 16, 16, 3)).astype("float32")
     result = export.to_tflite(
-        model, tmp_path / "m.tflite", target=target, representative_data=data, latency_runs=0
+        model, tmp_path / "m.tflite", target=target, calibration_data=data, latency_runs=0
     )
     (note,) = sparsity_notes(result)
     assert re.match(
@@ -107,7 +107,7 @@ def test_mixed_precision_models_export_as_float32_copies(tmp_path, policy):
         keras.config.set_dtype_policy("float32")
     data = np.random.default_rng(0).random((16, 8, 8, 3)).astype("float32")
     result = export.to_tflite(
-        model, tmp_path / "m.tflite", target="mcu", representative_data=data, latency_runs=0
+        model, tmp_path / "m.tflite", target="mcu", calibration_data=data, latency_runs=0
     )
     assert result.passed
     assert re.match(

@@ -148,7 +148,7 @@ def test_a_real_export_killed_mid_swap_is_completed_by_the_next_one(tmp_path, mo
     monkeypatch.setattr(tempfile, "tempdir", None)
     result = export.to_tflite(
         model, out / f"{STEM}.tflite", target="mcu",
-        representative_data=np.load(tmp_path / "x.npy"), latency_runs=0,
+        calibration_data=np.load(tmp_path / "x.npy"), latency_runs=0,
     )  # fmt: skip
     assert result.passed and debris(out) == []
     # (TensorFlow's autograph writes its own files there; none of them is ours.)

@@ -8,9 +8,10 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
+from keras_prune.graph import channel_importance  # noqa: E402
 from keras_prune.graph import groups as groups_lib  # noqa: E402
 from keras_prune.reporting import drawing  # noqa: E402
-from keras_prune.surgery import channel_importance, zeros  # noqa: E402
+from keras_prune.surgery import zeros  # noqa: E402
 
 layers = keras.layers
 
@@ -168,21 +169,23 @@ def test_group_scores_match_numpy():
     dw = model.get_layer("dw").kernel.numpy()
     l1 = np.abs(c1).sum((0, 1, 2)) + np.abs(c2).sum((0, 1, 2)) + np.abs(dw).sum((0, 1, 3))
     l2 = np.sqrt((c1**2).sum((0, 1, 2)) + (c2**2).sum((0, 1, 2)) + (dw**2).sum((0, 1, 3)))
-    np.testing.assert_allclose(channel_importance.group_scores(group, "l1"), l1, rtol=1e-5)
-    np.testing.assert_allclose(channel_importance.group_scores(group, "l2"), l2, rtol=1e-5)
     np.testing.assert_allclose(
-        channel_importance.group_scores(group, "bn_scale"),
+        channel_importance.channel_scores(group, "magnitude", "l1"), l1, rtol=1e-5
+    )
+    np.testing.assert_allclose(channel_importance.channel_scores(group), l2, rtol=1e-5)
+    np.testing.assert_allclose(
+        channel_importance.channel_scores(group, "bn_scale"),
         np.abs(model.get_layer("bn1").gamma.numpy()),
     )
     with pytest.raises(ValueError, match="criterion='taylor2'"):
-        channel_importance.group_scores(group, "taylor2")
+        channel_importance.channel_scores(group, "taylor2")
 
 
 def test_zero_group_channels_zeroes_creators_and_scales_only():
     model = residual_cnn()
     group = groups_lib.channel_groups(model)[0]
     d1_before = model.get_layer("d1").kernel.numpy().copy()
-    channel_importance.zero_group_channels(group, [2, 5])
+    zeros.zero_group_channels(group, [2, 5])
     for name in ("c1", "c2"):
         kernel = model.get_layer(name).kernel.numpy()
         assert not kernel[..., [2, 5]].any() and kernel[..., [0, 1, 3]].all()
@@ -193,7 +196,7 @@ def test_zero_group_channels_zeroes_creators_and_scales_only():
     assert not model.get_layer("dw").kernel.numpy()[:, :, [2, 5]].any()
     np.testing.assert_array_equal(model.get_layer("d1").kernel.numpy(), d1_before)
     with pytest.raises(ValueError, match=r"channels=\[8\]"):
-        channel_importance.zero_group_channels(group, [8])
+        zeros.zero_group_channels(group, [8])
 
 
 def test_removable_channels_need_the_whole_group_zero():
@@ -204,7 +207,7 @@ def test_removable_channels_need_the_whole_group_zero():
     kernel = model.get_layer("c1").kernel
     kernel.assign(kernel.numpy() * (np.arange(8) != 3))
     assert not zeros.removable_channels(analysis, groups)[0].any()
-    channel_importance.zero_group_channels(groups[0], [3])
+    zeros.zero_group_channels(groups[0], [3])
     removable = zeros.removable_channels(analysis, groups)[0]
     np.testing.assert_array_equal(np.flatnonzero(removable), [3])
 

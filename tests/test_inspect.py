@@ -123,7 +123,7 @@ def test_xnnpack_filter_prunes_exactly_what_the_sparse_path_uses(tmp_path):
         schedule=kp.ConstantSparsity(0.75, begin_step=0),
         filters=export.xnnpack_filter(model),
     )
-    kp.update_masks(pruned, 0)
+    kp.pruning.update_masks(pruned, 0)
     result = export.to_tflite(pruned, tmp_path / "m.tflite", target="mobile", latency_runs=1)
     check = check_xnnpack_sparse(result.path)
     assert check.eligible, check.reasons

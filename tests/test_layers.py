@@ -96,7 +96,7 @@ def test_layer_is_pruned_trained_and_stripped(case):
         zeros = np.count_nonzero(values == 0)
         assert zeros == values.size - kp.masks.keep_count(values.size, 0.5), variable.path
     plain = kp.strip(pruned)
-    assert not kp.find_wrappers(plain)
+    assert not kp.layers.find_wrappers(plain)
     np.testing.assert_allclose(plain.predict(x, verbose=0), pruned.predict(x, verbose=0), atol=1e-5)
 
 
@@ -104,7 +104,7 @@ def test_biases_are_not_pruned():
     keras.utils.set_random_seed(1)
     model = seq((12,), L.Dense(16, bias_initializer="ones", name="target"), L.Dense(3))
     pruned = kp.prune(model, schedule=kp.ConstantSparsity(0.9, 0, frequency=1))
-    kp.update_masks(pruned, 0)
+    kp.pruning.update_masks(pruned, 0)
     np.testing.assert_array_equal(np.asarray(pruned.get_layer("target").layer.bias), np.ones(16))
 
 
@@ -133,7 +133,7 @@ def test_custom_layer_protocol():
     model = seq((5,), Scale(name="custom"), L.Dense(2))
     pruned = kp.prune(model, schedule=kp.ConstantSparsity(0.8, 0, frequency=1))
     assert sorted(pruned.pruning_report.wrapped) == sorted(["custom", model.layers[-1].name])
-    kp.update_masks(pruned, 0)
+    kp.pruning.update_masks(pruned, 0)
     kernel = np.asarray(pruned.get_layer("custom").layer.kernel)
     assert np.count_nonzero(kernel) == kp.masks.keep_count(30, 0.8)
     np.testing.assert_array_equal(np.asarray(pruned.get_layer("custom").layer.offset), np.ones(6))
@@ -182,7 +182,7 @@ def test_masking_passes_through_wrappers():
         np.concatenate([np.full((1, 4), 5.0), np.asarray(embed.embeddings)[1:]])
     )
     np.testing.assert_allclose(pruned.predict(longer_padding, verbose=0), expected, atol=1e-6)
-    kp.update_masks(pruned, 0)
+    kp.pruning.update_masks(pruned, 0)
     plain = kp.strip(pruned)
     np.testing.assert_allclose(
         plain.predict(tokens, verbose=0), pruned.predict(tokens, verbose=0), atol=1e-6

@@ -7,8 +7,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import keras  # noqa: E402
 import pytest  # noqa: E402
 
-from keras_prune import macs  # noqa: E402
 from keras_prune.graph import tracing  # noqa: E402
+from keras_prune.reporting import macs  # noqa: E402
 
 layers = keras.layers
 

@@ -17,11 +17,11 @@ def to_numpy(value):
 
 
 def kept(model):
-    return {w.name: int(to_numpy(w.masks[0]).sum()) for w in kp.find_wrappers(model)}
+    return {w.name: int(to_numpy(w.masks[0]).sum()) for w in kp.layers.find_wrappers(model)}
 
 
 def sizes(model):
-    return {w.name: int(np.prod(w.masks[0].shape)) for w in kp.find_wrappers(model)}
+    return {w.name: int(np.prod(w.masks[0].shape)) for w in kp.layers.find_wrappers(model)}
 
 
 # -- one-shot ------------------------------------------------------------------------------------
@@ -30,13 +30,13 @@ def sizes(model):
 def test_prune_once_then_plain_fit_keeps_the_mask(random_batch):
     x, y = random_batch
     base = small_cnn()
-    pruned = methods.prune_once(base, 0.9, allocation=allocation.GlobalAllocation(0.02))
+    pruned = kp.prune_once(base, 0.9, allocation=allocation.GlobalAllocation(0.02))
     before = kept(pruned)
     assert sum(before.values()) == kp.masks.keep_count(sum(sizes(pruned).values()), 0.9)
     compile_for_digits(pruned)
     pruned.fit(x, y, epochs=1, batch_size=32, verbose=0)
     assert kept(pruned) == before
-    for wrapper in kp.find_wrappers(pruned):
+    for wrapper in kp.layers.find_wrappers(pruned):
         weight = to_numpy(wrapper.layer.kernel)
         assert np.all(weight[to_numpy(wrapper.masks[0]) == 0] == 0)
     # The original is untouched.
@@ -47,14 +47,14 @@ def test_prune_once_reloaded_model_trains_with_callback_without_changing_masks(
     tmp_path, random_batch
 ):
     x, y = random_batch
-    pruned = methods.prune_once(small_cnn(), 0.8, allocation="global")
+    pruned = kp.prune_once(small_cnn(), 0.8, allocation="global")
     path = os.path.join(tmp_path, "once.keras")
     pruned.save(path)
     loaded = compile_for_digits(keras.saving.load_model(path))
     np.testing.assert_allclose(to_numpy(loaded(x)), to_numpy(pruned(x)), rtol=1e-6)
-    before = {w.name: to_numpy(w.masks[0]) for w in kp.find_wrappers(loaded)}
+    before = {w.name: to_numpy(w.masks[0]) for w in kp.layers.find_wrappers(loaded)}
     loaded.fit(x, y, epochs=1, batch_size=32, verbose=0, callbacks=[kp.PruningCallback()])
-    for wrapper in kp.find_wrappers(loaded):
+    for wrapper in kp.layers.find_wrappers(loaded):
         np.testing.assert_array_equal(to_numpy(wrapper.masks[0]), before[wrapper.name])
 
 
@@ -62,8 +62,8 @@ def test_prune_once_with_gradient_criterion_needs_calibration(random_batch):
     x, y = random_batch
     base = compile_for_digits(small_cnn())
     with pytest.raises(ValueError, match="calibration_data"):
-        methods.prune_once(base, 0.5, criterion="fisher")
-    pruned = methods.prune_once(base, 0.5, criterion="fisher", calibration_data=(x, y))
+        kp.prune_once(base, 0.5, criterion="fisher")
+    pruned = kp.prune_once(base, 0.5, criterion="fisher", calibration_data=(x, y))
     for name, count in kept(pruned).items():
         assert count == kp.masks.keep_count(sizes(pruned)[name], 0.5)
 
@@ -72,7 +72,7 @@ def test_prune_once_with_gradient_criterion_needs_calibration(random_batch):
 
 
 def test_iterative_schedule_steps_and_values():
-    schedule = methods.IterativeSparsity([0.5, 0.75, 0.9], steps_per_round=4, begin_step=2)
+    schedule = kp.schedules.IterativeSparsity([0.5, 0.75, 0.9], frequency=4, begin_step=2)
     updates = [step for step in range(20) if schedule.should_update(step)]
     assert updates == [2, 6, 10]
     assert [schedule.sparsity_at(step) for step in (0, 2, 5, 6, 10, 100)] == [
@@ -85,14 +85,14 @@ def test_iterative_schedule_steps_and_values():
     ]
     assert float(to_numpy(schedule.sparsity_at(keras.ops.convert_to_tensor(7)))) == 0.75
     with pytest.raises(ValueError, match="non-decreasing"):
-        methods.IterativeSparsity([0.9, 0.5], 10)
+        kp.schedules.IterativeSparsity([0.9, 0.5], 10)
     with pytest.raises(ValueError, match=r"sparsities\[1\]"):
-        methods.IterativeSparsity([0.5, 1.0], 10)
+        kp.schedules.IterativeSparsity([0.5, 1.0], 10)
 
 
 def test_iterative_pruning_reaches_each_stage(random_batch):
     x, y = random_batch
-    schedule = methods.IterativeSparsity([0.5, 0.8], steps_per_round=2)
+    schedule = kp.schedules.IterativeSparsity([0.5, 0.8], frequency=2)
     model = compile_for_digits(kp.prune(small_cnn(), schedule=schedule))
     history = model.fit(
         x, y, epochs=2, batch_size=32, verbose=0, callbacks=[kp.PruningCallback()]
@@ -119,13 +119,13 @@ class RecordAtBatchBegin(keras.callbacks.Callback):
 def test_lottery_ticket_rewinds_survivors_exactly(random_batch):
     x, y = random_batch
     model = compile_for_digits(kp.prune(small_cnn()))
-    ticket = methods.LotteryTicket([0.5, 0.8], steps_per_round=2, rewind_step=1)
+    ticket = methods.LotteryTicket([0.5, 0.8], frequency=2, rewind_step=1)
     recorder = RecordAtBatchBegin({1, 2, 4})
     model.fit(x, y, epochs=3, batch_size=32, verbose=0, callbacks=[ticket, recorder])
     assert ticket.rounds_done == 2
     saved = recorder.records[1]
     variables = model.trainable_variables
-    mask_of = {id(w.targets[0].variable): w for w in kp.find_wrappers(model)}
+    mask_of = {id(w.targets[0].variable): w for w in kp.layers.find_wrappers(model)}
     for step, sparsity in ((2, 0.5), (4, 0.8)):
         rewound = recorder.records[step]
         for variable, original, value in zip(variables, saved, rewound, strict=True):
@@ -144,7 +144,7 @@ def test_lottery_ticket_rewinds_survivors_exactly(random_batch):
 
 def test_lottery_ticket_validates_and_serializes():
     with pytest.raises(ValueError, match="rewind_step"):
-        methods.LotteryTicket([0.5], steps_per_round=5, rewind_step=5)
+        methods.LotteryTicket([0.5], frequency=5, rewind_step=5)
     ticket = methods.LotteryTicket([0.5, 0.9], 10, rewind_step=2, allocation="global")
     restored = methods.LotteryTicket(**ticket.get_config())
     assert restored.get_config() == ticket.get_config()
@@ -184,15 +184,17 @@ def test_set_keeps_erk_counts_and_moves_connections(random_batch):
     class Snapshot(keras.callbacks.Callback):
         def on_train_batch_begin(self, batch, logs=None):
             if not first:
-                first.update({w.name: to_numpy(w.masks[0]) for w in kp.find_wrappers(self.model)})
+                first.update(
+                    {w.name: to_numpy(w.masks[0]) for w in kp.layers.find_wrappers(self.model)}
+                )
 
     model = compile_for_digits(kp.prune(small_cnn()))
     x, y = random_batch
-    callback = methods.SET(0.9, update_every=2, drop_fraction=0.3, seed=1)
+    callback = methods.SET(0.9, frequency=2, drop_fraction=0.3, seed=1)
     model.fit(x, y, epochs=2, batch_size=16, verbose=0, callbacks=[callback, Snapshot()])
-    shapes = [tuple(w.targets[0].variable.shape) for w in kp.find_wrappers(model)]
+    shapes = [tuple(w.targets[0].variable.shape) for w in kp.layers.find_wrappers(model)]
     expected = allocation.erk_sparsities(shapes, 0.9)
-    for wrapper, sparsity in zip(kp.find_wrappers(model), expected, strict=True):
+    for wrapper, sparsity in zip(kp.layers.find_wrappers(model), expected, strict=True):
         mask = to_numpy(wrapper.masks[0])
         assert mask.sum() == kp.masks.keep_count(mask.size, sparsity)
         weight = to_numpy(wrapper.layer.kernel)
@@ -202,7 +204,7 @@ def test_set_keeps_erk_counts_and_moves_connections(random_batch):
 
 def test_rigl_grows_by_gradient(random_batch):
     x, y = random_batch
-    rigl = methods.RigL(0.8, calibration_data=(x[:32], y[:32]), update_every=2, end_step=100)
+    rigl = methods.RigL(0.8, calibration_data=(x[:32], y[:32]), frequency=2, end_step=100)
     model = run_sparse_training(rigl, random_batch, epochs=1)
     total = sum(sizes(model).values())
     assert abs(sum(kept(model).values()) - 0.2 * total) <= len(kept(model))
@@ -219,7 +221,7 @@ def test_sparse_training_arguments_are_checked_and_serialize():
         methods.SET(0.9, drop_fraction=1.5)
     with pytest.raises(ValueError, match="distribution"):
         methods.SET(0.9, distribution="normal")
-    callback = methods.SET(0.8, update_every=5, end_step=50, distribution="uniform", seed=4)
+    callback = methods.SET(0.8, frequency=5, end_step=50, distribution="uniform", seed=4)
     assert methods.SET(**callback.get_config()).get_config() == callback.get_config()
 
 
@@ -304,7 +306,7 @@ def test_group_lasso_then_threshold_removes_shrunk_channels(digits, tmp_path):
     model.fit(x, y, epochs=6, batch_size=64, verbose=0)
     norms = regularizers.GroupLasso().group_norms(model.get_layer("hidden").kernel)
     norms = to_numpy(norms)
-    pruned = methods.prune_once(
+    pruned = kp.prune_once(
         model,
         0.0,
         granularity="channel",
@@ -321,10 +323,13 @@ def test_group_lasso_then_threshold_removes_shrunk_channels(digits, tmp_path):
 
 
 def test_schedules_round_trip():
-    for schedule in (methods.OneShotSparsity(0.7), methods.IterativeSparsity([0.2, 0.4], 3, 1)):
+    for schedule in (
+        kp.schedules.OneShotSparsity(0.7),
+        kp.schedules.IterativeSparsity([0.2, 0.4], 3, 1),
+    ):
         config = keras.saving.serialize_keras_object(schedule)
         assert keras.saving.deserialize_keras_object(config) == schedule
-    assert methods.OneShotSparsity(0.7)(5) == (False, 0.7)
+    assert kp.schedules.OneShotSparsity(0.7)(5) == (False, 0.7)
 
 
 def test_prune_once_at_channel_granularity_masks_whole_groups_that_shrink_removes():
@@ -372,7 +377,7 @@ def test_threshold_allocation_at_channel_granularity_is_coupled_across_groups(ho
         model.get_layer(layer).kernel.assign(kernel)
     threshold = allocation.ThresholdAllocation(0.01)
     if how == "prune_once":
-        pruned = methods.prune_once(model, 0.0, granularity="channel", allocation=threshold)
+        pruned = kp.prune_once(model, 0.0, granularity="channel", allocation=threshold)
     else:
         # One update, at the first batch (step 1: fit counts batches from 1, as tfmot does).
         schedule = kp.ConstantSparsity(0.0, begin_step=1, end_step=1)

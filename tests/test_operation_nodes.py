@@ -10,7 +10,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 from keras_prune.graph import groups as groups_lib  # noqa: E402
-from keras_prune.surgery import channel_importance, zeros  # noqa: E402
+from keras_prune.surgery import zeros  # noqa: E402
 from keras_prune.surgery.shrink import shrink  # noqa: E402
 
 layers = keras.layers
@@ -32,7 +32,7 @@ def max_diff(a, b, x):
 def zero_every_other(model):
     for group in groups_lib.channel_groups(model):
         if group.prunable:
-            channel_importance.zero_group_channels(group, np.arange(0, group.size, 2))
+            zeros.zero_group_channels(group, np.arange(0, group.size, 2))
 
 
 def group_of(model, name):
@@ -92,7 +92,7 @@ def test_adding_a_constant_keeps_zero_channels_alive():
 
     for operator, removable in ((lambda x: x * 2.5, True), (lambda x: x + 3.0, False)):
         model = build(operator)
-        channel_importance.zero_group_channels(group_of(model, "c1"), [1, 4])
+        zeros.zero_group_channels(group_of(model, "c1"), [1, 4])
         analysis = groups_lib.analyze(model)
         groups = analysis.groups()
         found = zeros.removable_channels(analysis, groups)[groups[0].index]
@@ -154,7 +154,7 @@ def test_zero_branch_of_an_add_operator_is_dropped():
     x = x + branch
     outputs = layers.Dense(2, name="out")(layers.GlobalAveragePooling2D()(x))
     model = keras.Model(inputs, outputs)
-    channel_importance.zero_group_channels(group_of(model, "branch_a"), np.arange(4))
+    zeros.zero_group_channels(group_of(model, "branch_a"), np.arange(4))
     small = shrink(model)
     names = [layer.name for layer in small.layers]
     assert "branch_a" not in names and "branch_b" not in names
@@ -227,7 +227,7 @@ def test_mobilenet_v3_small_groups_and_exact_shrink():
     zero_every_other(model)
     small = shrink(model)
     assert max_diff(model, small, batch((96, 96, 3))) <= 1e-5
-    from keras_prune import macs
+    from keras_prune.reporting import macs
 
     assert macs.count(small)["macs"] < macs.count(model)["macs"] / 2.5
 

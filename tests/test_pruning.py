@@ -31,10 +31,10 @@ def test_prune_leaves_the_original_model_untouched(random_batch):
     model = small_cnn()
     before = [w.copy() for w in model.get_weights()]
     pruned = kp.prune(model, schedule=kp.ConstantSparsity(0.9, 0, frequency=1))
-    kp.update_masks(pruned, 0)
+    kp.pruning.update_masks(pruned, 0)
     for original, now in zip(before, model.get_weights(), strict=True):
         np.testing.assert_array_equal(original, now)
-    assert not kp.find_wrappers(model)
+    assert not kp.layers.find_wrappers(model)
     assert all(not isinstance(layer, kp.PruneWrapper) for layer in model.layers)
 
 
@@ -42,12 +42,12 @@ def test_functional_and_nested_models():
     model = functional_with_nested_block()
     x = np.random.default_rng(0).normal(size=(10, 6)).astype("float32")
     pruned = kp.prune(model, schedule=kp.ConstantSparsity(0.5, 0, frequency=1))
-    names = sorted(wrapper.name for wrapper in kp.find_wrappers(pruned))
+    names = sorted(wrapper.name for wrapper in kp.layers.find_wrappers(pruned))
     assert names == ["head", "inner_a", "inner_b", "stem"]
     np.testing.assert_allclose(pruned.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-6)
-    kp.update_masks(pruned, 0)
+    kp.pruning.update_masks(pruned, 0)
     plain = kp.strip(pruned)
-    assert not kp.find_wrappers(plain)
+    assert not kp.layers.find_wrappers(plain)
     np.testing.assert_allclose(plain.predict(x, verbose=0), pruned.predict(x, verbose=0), atol=1e-6)
 
 
@@ -121,7 +121,9 @@ def test_save_and_load_round_trip(tmp_path, random_batch):
     pruned.save(path)
     loaded = keras.models.load_model(path)
     np.testing.assert_array_equal(loaded.predict(x, verbose=0), pruned.predict(x, verbose=0))
-    for original, restored in zip(kp.find_wrappers(pruned), kp.find_wrappers(loaded), strict=True):
+    for original, restored in zip(
+        kp.layers.find_wrappers(pruned), kp.layers.find_wrappers(loaded), strict=True
+    ):
         assert restored.schedule == original.schedule
         for a, b in zip(
             original.masks + original.scores, restored.masks + restored.scores, strict=True
@@ -159,10 +161,12 @@ def test_resumed_training_reaches_the_same_masks(tmp_path, random_batch):
     resumed = keras.models.load_model(tmp_path / "mid.keras")
     fit(resumed, 4, initial_epoch=2)
 
-    for a, b in zip(kp.find_wrappers(uninterrupted), kp.find_wrappers(resumed), strict=True):
+    for a, b in zip(
+        kp.layers.find_wrappers(uninterrupted), kp.layers.find_wrappers(resumed), strict=True
+    ):
         for mask_a, mask_b in zip(a.masks, b.masks, strict=True):
             np.testing.assert_array_equal(np.asarray(mask_a), np.asarray(mask_b))
-    assert kp.callbacks.realised_sparsity(kp.find_wrappers(resumed)) == pytest.approx(
+    assert kp.engine.realised_sparsity(kp.layers.find_wrappers(resumed)) == pytest.approx(
         0.85, abs=0.01
     )
 
@@ -183,17 +187,19 @@ def test_stripped_model_has_no_keras_prune_objects(tmp_path, random_batch):
 
 def test_tfmot_names(random_batch):
     x, y = random_batch
-    pruned = kp.prune_low_magnitude(
+    pruned = kp.tfmot.prune_low_magnitude(
         small_cnn(),
         pruning_schedule=kp.ConstantSparsity(0.5, begin_step=0, frequency=1),
         filters="dense1",
         block_size=(4, 1),  # tfmot counts on the Keras kernel [input, output]: 4 inputs, 1 output
     )
-    assert pruned.get_layer("dense1").granularity == kp.Block((1, 4))
-    compile_for_digits(pruned).fit(x, y, epochs=1, verbose=0, callbacks=[kp.UpdatePruningStep()])
-    plain = kp.strip_pruning(pruned)
-    assert not kp.find_wrappers(plain)
-    layer = kp.prune_low_magnitude(L.Dense(4))
+    assert pruned.get_layer("dense1").granularity == kp.granularity.Block((1, 4))
+    compile_for_digits(pruned).fit(
+        x, y, epochs=1, verbose=0, callbacks=[kp.tfmot.UpdatePruningStep()]
+    )
+    plain = kp.tfmot.strip_pruning(pruned)
+    assert not kp.layers.find_wrappers(plain)
+    layer = kp.tfmot.prune_low_magnitude(L.Dense(4))
     assert isinstance(layer, kp.PruneWrapper)
 
 
@@ -202,7 +208,7 @@ def test_pruning_summaries_record_per_layer_sparsity(tmp_path, random_batch):
     pruned = compile_for_digits(
         kp.prune(small_cnn(), schedule=kp.PolynomialDecay(0.0, 0.6, 0, 16, frequency=4))
     )
-    summaries = kp.PruningSummaries(log_dir=str(tmp_path))
+    summaries = kp.callbacks.PruningSummaries(log_dir=str(tmp_path))
     history = pruned.fit(
         x, y, batch_size=16, epochs=4, verbose=0, callbacks=[kp.PruningCallback(), summaries]
     )
@@ -234,7 +240,7 @@ def test_summary_table(random_batch):
     pruned = kp.prune(
         small_cnn(), schedule=kp.ConstantSparsity(0.5, 0, frequency=1), filters="dense"
     )
-    kp.update_masks(pruned, 0)
+    kp.pruning.update_masks(pruned, 0)
     text = kp.summary(pruned, print_fn=None)
     assert "dense1 *" in text and "50.0%" in text
     rows = {row.layer: row for row in weight_rows(pruned)}
@@ -246,8 +252,8 @@ def test_summary_table(random_batch):
 
 def test_summary_compares_two_models():
     model = small_cnn()
-    small = kp.prune_channels(model, fraction=0.5)
-    text = kp.summary(model, small, print_fn=None)
+    small = kp.prune_channels(model, sparsity=0.5)
+    text = str(kp.reporting.compare(model, small))
     assert "MACs" in text and "conv1" in text and "smaller" in text
 
 
@@ -265,7 +271,7 @@ def test_steps_per_execution_keeps_every_scheduled_update(steps_per_execution):
     history = pruned.fit(
         x, y, batch_size=16, epochs=4, verbose=0, callbacks=[kp.PruningCallback()]
     )  # 7 steps per epoch, 28 steps
-    wrapper = kp.find_wrappers(pruned)[0]
+    wrapper = kp.layers.find_wrappers(pruned)[0]
     assert int(keras.ops.convert_to_numpy(wrapper.pruning_step)) == 21
     assert history.history["sparsity"][-1] == pytest.approx(0.75, abs=1e-3)
     # After the first epoch (steps 0-6) the update due at step 6 has been applied (to within

@@ -43,7 +43,7 @@ def test_constant_sparsity_open_ended():
         (lambda: kp.PolynomialDecay(0.0, 0.5, 20, 10), "end_step=10"),
         (lambda: kp.PolynomialDecay(0.0, 0.5, 0, 10, frequency=0), "frequency=0"),
         (lambda: kp.PolynomialDecay(0.0, 0.5, 0, 10, power=0), "power=0"),
-        (lambda: kp.ConstantSparsity(1.2), "target_sparsity=1.2"),
+        (lambda: kp.ConstantSparsity(1.2), "sparsity=1.2"),
         (lambda: kp.ConstantSparsity(0.5, begin_step=-1), "begin_step=-1"),
         (lambda: kp.ConstantSparsity(0.5, begin_step=1.5), "begin_step=1.5"),
     ],

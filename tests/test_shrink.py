@@ -8,10 +8,12 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from keras_prune import macs  # noqa: E402
+import keras_prune as kp  # noqa: E402
+from keras_prune.engine.gradients import gradient_statistics  # noqa: E402
+from keras_prune.graph import channel_importance  # noqa: E402
 from keras_prune.graph import groups as groups_lib  # noqa: E402
-from keras_prune.surgery import channel_importance  # noqa: E402
-from keras_prune.surgery import prune_channels as channel_pruning
+from keras_prune.reporting import macs  # noqa: E402
+from keras_prune.surgery import zeros  # noqa: E402
 from keras_prune.surgery.shrink import shrink  # noqa: E402
 
 layers = keras.layers
@@ -62,7 +64,7 @@ def max_diff(a, b, x):
 def zero_every_other(model, fraction_of=2):
     for group in groups_lib.channel_groups(model):
         if group.prunable:
-            channel_importance.zero_group_channels(group, np.arange(0, group.size, fraction_of))
+            zeros.zero_group_channels(group, np.arange(0, group.size, fraction_of))
 
 
 def test_shrink_residual_concat_flatten_equals_masked_model():
@@ -96,7 +98,7 @@ def test_round_to_keeps_multiples(round_to):
     model = residual_cnn()
     for group in groups_lib.channel_groups(model):
         if group.prunable:
-            channel_importance.zero_group_channels(group, np.arange(group.size - 3))
+            zeros.zero_group_channels(group, np.arange(group.size - 3))
     small = shrink(model, round_to=round_to)
     assert small.get_layer("c1").kernel.shape[-1] == min(8, round_to)
     assert small.get_layer("c3").kernel.shape[-1] == round_to
@@ -121,7 +123,7 @@ def test_zero_residual_branch_is_dropped():
     model = residual_block_model()
     groups = groups_lib.channel_groups(model)
     inner = next(g for g in groups if g.layer_names[0] == "branch_a")
-    channel_importance.zero_group_channels(inner, np.arange(inner.size))
+    zeros.zero_group_channels(inner, np.arange(inner.size))
     bn = model.get_layer("branch_b_bn")
     bn.gamma.assign(np.zeros(8, "float32"))
     bn.beta.assign(np.zeros(8, "float32"))
@@ -163,7 +165,7 @@ def test_sigmoid_gate_channel_stays_removable_through_multiply():
     model = keras.Model(inputs, outputs)
     group = next(g for g in groups_lib.channel_groups(model) if g.layer_names[0] == "main")
     assert "excite" in group.layer_names
-    channel_importance.zero_group_channels(group, [1, 2, 3])
+    zeros.zero_group_channels(group, [1, 2, 3])
     small = shrink(model)
     assert small.get_layer("excite").kernel.shape[-1] == 5
     assert max_diff(model, small, batch((6, 6, 3))) <= 1e-5
@@ -228,19 +230,19 @@ def test_shrink_rejects_bad_input():
 def test_prune_channels_fraction_removes_lowest_scores_and_keeps_original():
     model = residual_cnn()
     before = [w.copy() for w in model.get_weights()]
-    small = channel_pruning.prune_channels(model, fraction=0.5, criterion="l1")
+    small = kp.prune_channels(model, sparsity=0.5, criterion="magnitude", norm="l1")
     for old, new in zip(before, model.get_weights(), strict=True):
         np.testing.assert_array_equal(old, new)
     groups = groups_lib.channel_groups(model)
     for index, removed in small.pruned_channels.items():
-        scores = channel_importance.group_scores(groups[index], "l1")
+        scores = channel_importance.channel_scores(groups[index], "magnitude", "l1")
         kept = np.setdiff1d(np.arange(groups[index].size), removed)
         assert scores[removed].max() <= scores[kept].min()
     # The shrunk model computes what the model with those channels zeroed computes.
     zeroed = keras.models.clone_model(model)
     zeroed.set_weights(model.get_weights())
     for index, removed in small.pruned_channels.items():
-        channel_importance.zero_group_channels(groups_lib.channel_groups(zeroed)[index], removed)
+        zeros.zero_group_channels(groups_lib.channel_groups(zeroed)[index], removed)
     assert max_diff(zeroed, small, batch((8, 8, 3))) <= 1e-5
     assert small.get_layer("c1").kernel.shape[-1] == 4
     assert macs.count(small)["macs"] < macs.count(model)["macs"] / 2
@@ -249,9 +251,9 @@ def test_prune_channels_fraction_removes_lowest_scores_and_keeps_original():
 def test_prune_channels_target_macs_and_params():
     model = residual_cnn()
     total = macs.count(model)
-    small = channel_pruning.prune_channels(model, target_macs=total["macs"] // 2, criterion="l2")
+    small = kp.prune_channels(model, target_macs=total["macs"] // 2)
     assert macs.count(small)["macs"] <= total["macs"] // 2
-    small = channel_pruning.prune_channels(
+    small = kp.prune_channels(
         model, target_params=total["params"] * 2 // 3, criterion="bn_scale", round_to=2
     )
     assert macs.count(small)["params"] <= total["params"] * 2 // 3
@@ -259,21 +261,21 @@ def test_prune_channels_target_macs_and_params():
 
 def test_prune_channels_refuses_to_empty_a_layer():
     model = residual_cnn()
-    with pytest.raises(ValueError, match=r"largest feasible fraction is 0\.8750"):
-        channel_pruning.prune_channels(model, fraction=0.95)
+    with pytest.raises(ValueError, match=r"largest feasible sparsity is 0\.8750"):
+        kp.prune_channels(model, sparsity=0.95)
     with pytest.raises(ValueError, match="smallest reachable is"):
-        channel_pruning.prune_channels(model, target_macs=10)
+        kp.prune_channels(model, target_macs=10)
     with pytest.raises(ValueError, match="exactly one of"):
-        channel_pruning.prune_channels(model, fraction=0.5, target_macs=10)
-    with pytest.raises(ValueError, match="fraction=1.5"):
-        channel_pruning.prune_channels(model, fraction=1.5)
+        kp.prune_channels(model, sparsity=0.5, target_macs=10)
+    with pytest.raises(ValueError, match="sparsity=1.5"):
+        kp.prune_channels(model, sparsity=1.5)
     with pytest.raises(ValueError, match="criterion='nope'"):
-        channel_pruning.prune_channels(model, fraction=0.5, criterion="nope")
+        kp.prune_channels(model, sparsity=0.5, criterion="nope")
 
 
 def test_prune_channels_filters_limit_groups():
     model = residual_cnn()
-    small = channel_pruning.prune_channels(model, fraction=0.5, filters="d1")
+    small = kp.prune_channels(model, sparsity=0.5, filters="d1")
     assert small.get_layer("d1").units == 5
     assert small.get_layer("c1").kernel.shape[-1] == 8
 
@@ -368,7 +370,7 @@ def test_update_masks_in_a_custom_loop_couples_depthwise_and_separable():
         schedule=kp.ConstantSparsity(0.5, 0, frequency=1),
         granularity="channel",
     )
-    kp.update_masks(pruned, 0)
+    kp.pruning.update_masks(pruned, 0)
     expand_dead = ~keras.ops.convert_to_numpy(pruned.get_layer("expand").layer.kernel).reshape(
         -1, 8
     ).any(0)
@@ -404,7 +406,7 @@ def test_gradual_channel_pruning_ranks_groups_by_the_wrappers_criterion():
             criterion=criterion,
             filters="hidden",
         )
-        kp.update_masks(pruned, 0)
+        kp.pruning.update_masks(pruned, 0)
         kernel = keras.ops.convert_to_numpy(pruned.get_layer("hidden").layer.kernel)
         gamma = keras.ops.convert_to_numpy(pruned.get_layer("bn").layer.gamma)
         np.testing.assert_array_equal(kernel.any(0), gamma != 0)  # the group moved together
@@ -432,9 +434,9 @@ def test_channel_wrappers_outside_any_group_prune_per_layer_only_when_asked():
     pruned = kp.prune(
         model,
         schedule=kp.ConstantSparsity(0.5, 0, frequency=1),
-        granularity=kp.Channel(only_removable=False),
+        granularity=kp.granularity.Channel(only_removable=False),
     )
-    updated = {wrapper.name for wrapper in kp.update_masks(pruned, 0)}
+    updated = {wrapper.name for wrapper in kp.pruning.update_masks(pruned, 0)}
     assert {"lstm", "hidden"} <= updated
     lstm_kernel = keras.ops.convert_to_numpy(pruned.get_layer("lstm").layer.cell.kernel)
     assert (~lstm_kernel.any(0)).sum() == 16  # half of the 32 gate units, layer by layer
@@ -454,38 +456,44 @@ def test_loss_gradients_and_taylor_scores_match_the_analytic_gradient():
     rng = np.random.default_rng(0)
     x = rng.normal(size=(8, 4)).astype("float32")
     t = rng.normal(size=(8, 1)).astype("float32")
-    gradients = channel_pruning.loss_gradients(model, x, t, "mse", batch_size=4)
+    gradients = gradient_statistics(model, (x, t), loss="mse", batch_size=4)
     w1, b1, w2, b2 = (keras.ops.convert_to_numpy(w).astype(np.float64) for w in model.weights)
     hidden = x @ w1 + b1
     d_out = 2 * (hidden @ w2 + b2 - t) / len(x)
     d_hidden = d_out @ w2.T
     a = model.get_layer("a")
-    np.testing.assert_allclose(gradients[id(a.kernel)], x.T @ d_hidden, rtol=1e-4, atol=1e-6)
-    np.testing.assert_allclose(gradients[id(a.bias)], d_hidden.sum(0), rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(
+        gradients[id(a.kernel)].mean_gradient, x.T @ d_hidden, rtol=1e-4, atol=1e-6
+    )
+    np.testing.assert_allclose(
+        gradients[id(a.bias)].mean_gradient, d_hidden.sum(0), rtol=1e-4, atol=1e-6
+    )
     group = groups_lib.channel_groups(model)[0]
     expected = np.abs((w1 * (x.T @ d_hidden)).sum(0) + b1 * d_hidden.sum(0))
     np.testing.assert_allclose(
-        channel_importance.group_scores(group, "taylor", gradients), expected, rtol=1e-4
+        channel_importance.channel_scores(group, "taylor", statistics=gradients),
+        expected,
+        rtol=1e-4,
     )
-    with pytest.raises(ValueError, match="gradients="):
-        channel_importance.group_scores(group, "taylor")
+    with pytest.raises(ValueError, match="statistics="):
+        channel_importance.channel_scores(group, "taylor")
 
 
 def test_prune_channels_taylor_needs_data_and_runs():
     model = residual_cnn()
-    with pytest.raises(ValueError, match="data=None"):
-        channel_pruning.prune_channels(model, fraction=0.5, criterion="taylor")
+    with pytest.raises(ValueError, match="calibration_data"):
+        kp.prune_channels(model, sparsity=0.5, criterion="taylor")
     rng = np.random.default_rng(0)
     x = rng.normal(size=(32, 8, 8, 3)).astype("float32")
     y = rng.integers(0, 3, 32)
     loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-    small = channel_pruning.prune_channels(
-        model, fraction=0.5, criterion="taylor", data=(x, y), loss=loss
+    small = kp.prune_channels(
+        model, sparsity=0.5, criterion="taylor", calibration_data=(x, y), loss=loss
     )
     assert small.get_layer("c1").kernel.shape[-1] == 4
-    gradients = channel_pruning.loss_gradients(model, x, y, loss)
+    gradients = gradient_statistics(model, (x, y), loss=loss)
     group = groups_lib.channel_groups(model)[0]
-    scores = channel_importance.group_scores(group, "taylor", gradients)
+    scores = channel_importance.channel_scores(group, "taylor", statistics=gradients)
     removed = small.pruned_channels[0]
     kept = np.setdiff1d(np.arange(8), removed)
     assert scores[removed].max() <= scores[kept].min()

@@ -10,7 +10,7 @@ What is compared:
 - Magnitude masks: tfmot's mask after one real training step of a `prune_low_magnitude` layer
   (with `UpdatePruningStep`) against `kp.masks.magnitude_mask`, on Dense and Conv2D kernels,
   including sizes where `n * (1 - s)` is exactly x.5 (both round half to even in float32).
-- N:M masks: tfmot's `sparsity_m_by_n=(zeros, group)` against `kp.NofM(group - zeros, group)`.
+- N:M masks: tfmot's `sparsity_m_by_n=(zeros, group)` against `kp.granularity.NofM(group - zeros, group)`.
   Observed: tfmot groups along the input-channel axis in TFLite layout for both Dense
   ([in, out] viewed as [out, in]) and Conv2D ([h, w, in, out] viewed as [out * h * w, in]), the
   same axis as keras_prune, so the masks are equal element-wise, also when the input channels are
@@ -255,7 +255,7 @@ def tfmot_answers():
 
 
 def make_schedule(kind, config):
-    return getattr(kp, kind)(**config)
+    return getattr(kp.tfmot, kind)(**config)
 
 
 @pytest.mark.parametrize("index", range(len(SCHEDULES)), ids=lambda i: f"{SCHEDULES[i][0]}-{i}")
@@ -320,7 +320,9 @@ def test_magnitude_mask_matches_tfmot(tfmot_answers, index):
     np.testing.assert_array_equal(mask, expected)
 
     weight = layouts.PrunableWeight(keras.Variable(kernel), -1, -2)
-    granular_mask, bias_mask = kp.Unstructured().compute_mask(np.abs(kernel), sparsity, weight)
+    granular_mask, bias_mask = kp.granularity.Unstructured().compute_mask(
+        np.abs(kernel), sparsity, weight
+    )
     np.testing.assert_array_equal(ops.convert_to_numpy(granular_mask), expected)
     assert bias_mask is None
     assert int(expected.sum()) == kp.masks.keep_count(expected.size, sparsity)
@@ -341,7 +343,7 @@ def test_n_of_m_mask_matches_tfmot_m_by_n(tfmot_answers, index):
     assert expected.shape == shape
 
     weight = layouts.PrunableWeight(keras.Variable(kernel), -1, -2)
-    granularity = kp.NofM(group - zeros, group)
+    granularity = kp.granularity.NofM(group - zeros, group)
     granularity.check(weight)
     mask, bias_mask = granularity.compute_mask(np.abs(kernel), None, weight)
     np.testing.assert_array_equal(ops.convert_to_numpy(mask), expected)

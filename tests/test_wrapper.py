@@ -20,7 +20,7 @@ class AssertMaskedWeightsZero(keras.callbacks.Callback):
         self.checked = 0
 
     def on_train_batch_end(self, batch, logs=None):
-        for wrapper in kp.find_wrappers(self.model):
+        for wrapper in kp.layers.find_wrappers(self.model):
             for variable, mask in zip(wrapper.prunable_weights, wrapper.masks, strict=True):
                 leaked = np.asarray(variable)[np.asarray(mask) == 0]
                 assert not leaked.any(), f"{variable.path}: masked weights revived"
@@ -35,7 +35,7 @@ def test_masked_weights_stay_zero_at_every_step(optimizer, random_batch):
     checker = AssertMaskedWeightsZero()
     pruned.fit(x, y, batch_size=8, epochs=2, verbose=0, callbacks=[kp.PruningCallback(), checker])
     assert checker.checked > 0
-    assert kp.callbacks.realised_sparsity(kp.find_wrappers(pruned)) > 0.7
+    assert kp.engine.realised_sparsity(kp.layers.find_wrappers(pruned)) > 0.7
 
 
 def test_fit_without_callback_tells_the_user(random_batch):
@@ -65,8 +65,8 @@ def test_sparsity_is_logged_for_the_progress_bar(random_batch):
     "granularity, expected",
     [
         ("unstructured", lambda n, s: n - kp.masks.keep_count(n, s)),
-        (kp.Block((1, 4)), None),
-        (kp.NofM(2, 4), lambda n, s: n // 2),
+        (kp.granularity.Block((1, 4)), None),
+        (kp.granularity.NofM(2, 4), lambda n, s: n // 2),
         ("channel", None),
     ],
 )
@@ -76,8 +76,8 @@ def test_realised_sparsity_matches_schedule(granularity, expected):
     pruned = kp.prune(
         model, schedule=kp.ConstantSparsity(0.7, 0, frequency=1), granularity=granularity
     )
-    kp.update_masks(pruned, 0)
-    for wrapper in kp.find_wrappers(pruned):
+    kp.pruning.update_masks(pruned, 0)
+    for wrapper in kp.layers.find_wrappers(pruned):
         kernel = np.asarray(wrapper.layer.kernel)
         zeros = kernel.size - np.count_nonzero(kernel)
         if expected is not None:
@@ -87,7 +87,7 @@ def test_realised_sparsity_matches_schedule(granularity, expected):
             assert zeros == 0
         else:
             # Within one block / one channel of the schedule.
-            unit = 4 if isinstance(granularity, kp.Block) else kernel.shape[0]
+            unit = 4 if isinstance(granularity, kp.granularity.Block) else kernel.shape[0]
             assert abs(zeros - 0.7 * kernel.size) <= unit
 
 
@@ -100,7 +100,7 @@ def test_channel_granularity_zeroes_bias_with_the_channel():
     pruned = kp.prune(
         model, schedule=kp.ConstantSparsity(0.5, 0, frequency=1), granularity="channel"
     )
-    kp.update_masks(pruned, 0)
+    kp.pruning.update_masks(pruned, 0)
     layer = pruned.get_layer("a").layer
     dead = ~np.asarray(layer.kernel).any(axis=0)
     assert dead.sum() == 5
@@ -108,7 +108,7 @@ def test_channel_granularity_zeroes_bias_with_the_channel():
     np.testing.assert_array_equal(np.asarray(layer.bias)[~dead], 1.0)
 
 
-@pytest.mark.parametrize("mask", ["learnable", kp.SigmoidGateMask(temperature=0.5)])
+@pytest.mark.parametrize("mask", ["learnable", kp.mask_types.SigmoidGateMask(temperature=0.5)])
 def test_learnable_masks_train_scores_and_keep_effective_weights_sparse(mask, random_batch):
     x, y = random_batch
     pruned = compile_for_digits(
@@ -138,9 +138,9 @@ def test_learnable_masks_train_scores_and_keep_effective_weights_sparse(mask, ra
         (lambda: kp.PruneWrapper(keras.Sequential([L.Dense(2)])), ValueError, "kp.prune"),
         (lambda: kp.PruneWrapper(L.Dense(2), granularity="diagonal"), ValueError, "'diagonal'"),
         (lambda: kp.PruneWrapper(L.Dense(2), mask="fuzzy"), ValueError, "mask='fuzzy'"),
-        (lambda: kp.NofM(4, 4), ValueError, "n=4, m=4"),
-        (lambda: kp.Block((0, 4)), ValueError, r"block_shape=\(0, 4\)"),
-        (lambda: kp.SigmoidGateMask(temperature=0), ValueError, "temperature=0"),
+        (lambda: kp.granularity.NofM(4, 4), ValueError, "n=4, m=4"),
+        (lambda: kp.granularity.Block((0, 4)), ValueError, r"block_shape=\(0, 4\)"),
+        (lambda: kp.mask_types.SigmoidGateMask(temperature=0), ValueError, "temperature=0"),
     ],
 )
 def test_bad_input_raises_clear_errors(make, error, message):
@@ -149,7 +149,7 @@ def test_bad_input_raises_clear_errors(make, error, message):
 
 
 def test_block_larger_than_weight_is_refused_when_built():
-    wrapper = kp.PruneWrapper(L.Dense(8), granularity=kp.Block((1, 16)))
+    wrapper = kp.PruneWrapper(L.Dense(8), granularity=kp.granularity.Block((1, 16)))
     with pytest.raises(ValueError, match=r"Block shape \(1, 16\) is larger than weight"):
         wrapper.build((None, 4))
 
@@ -175,8 +175,8 @@ def test_config_round_trip():
     wrapper = kp.PruneWrapper(
         L.Dense(8, name="d"),
         schedule=kp.PolynomialDecay(0.1, 0.7, 5, 50, power=2, frequency=5),
-        granularity=kp.Block((2, 4), pooling="max"),
-        mask=kp.SigmoidGateMask(0.3),
+        granularity=kp.granularity.Block((2, 4), pooling="max"),
+        mask=kp.mask_types.SigmoidGateMask(0.3),
     )
     config = json.loads(json.dumps(keras.layers.serialize(wrapper)))
     restored = keras.layers.deserialize(config)

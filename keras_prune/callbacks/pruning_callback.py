@@ -12,7 +12,7 @@ from keras_prune.engine.engine import (
     wrappers_or_warn,
 )
 from keras_prune.engine.fit_state import make_variables_current
-from keras_prune.engine.gradients import collect_gradients
+from keras_prune.engine.gradients import check_calibration_data, collect_gradients
 
 
 @keras.saving.register_keras_serializable(package="keras_prune")
@@ -22,9 +22,10 @@ class PruningCallback(keras.callbacks.Callback):
     Args:
         allocation: how the scheduled sparsity is spread across layers: None (each tensor at
             the scheduled sparsity) or a `kp.allocation.Allocation` such as
-            `kp.GlobalAllocation()` (one ranking across all layers).
-        calibration_data: `(x, y)` on which gradients are collected before each mask update,
-            for gradient criteria ("taylor", "fisher", ...); see `kp.collect_gradients`.
+            `kp.allocation.GlobalAllocation()` (one ranking across all layers).
+        calibration_data: `(x, y)` (or a dataset) on which gradients are collected before
+            each mask update, for gradient criteria ("taylor", "fisher", ...); see
+            `kp.engine.collect_gradients`.
         calibration_batch_size: batch size for that collection.
 
     Steps follow tfmot: the k-th training batch counts as step k (the optimizer's iteration
@@ -47,13 +48,8 @@ class PruningCallback(keras.callbacks.Callback):
         super().__init__()
 
         self.allocation = None if allocation is None else allocation_lib.get(allocation)
-        if calibration_data is not None and (
-            not isinstance(calibration_data, (tuple, list)) or len(calibration_data) != 2
-        ):
-            raise ValueError(
-                "Expected `calibration_data` to be a pair `(x, y)` of arrays. "
-                f"Received: calibration_data of type {type(calibration_data).__name__}"
-            )
+        if calibration_data is not None:
+            check_calibration_data(calibration_data)
         self.calibration_data = calibration_data
         self.calibration_batch_size = calibration_batch_size
         self._wrappers = []
@@ -118,8 +114,9 @@ class PruningCallback(keras.callbacks.Callback):
         if self.calibration_data is not None and any(
             wrapper.criterion.needs_gradients for wrapper in wrappers
         ):
-            x, y = self.calibration_data
-            collect_gradients(self.model, x, y, batch_size=self.calibration_batch_size)
+            collect_gradients(
+                self.model, self.calibration_data, batch_size=self.calibration_batch_size
+            )
 
     def on_train_batch_end(self, batch, logs=None):
         if not self._engine:
@@ -167,6 +164,6 @@ class UpdatePruningStep(PruningCallback):
     Example:
 
     ```python
-    pruned.fit(x, y, callbacks=[kp.UpdatePruningStep()])
+    pruned.fit(x, y, callbacks=[kp.tfmot.UpdatePruningStep()])
     ```
     """

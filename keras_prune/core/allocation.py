@@ -10,7 +10,7 @@
   the usual distribution for sparse-from-scratch training. `erk_sparsities` computes it.
 
 An allocation computes binary masks (the mask engine installs them); pass it to
-`kp.PruningCallback(allocation=...)`, `kp.update_masks(..., allocation=...)` or
+`kp.PruningCallback(allocation=...)`, `kp.pruning.update_masks(..., allocation=...)` or
 `kp.prune_once(..., allocation=...)`.
 """
 
@@ -23,7 +23,7 @@ import keras
 from keras import ops
 
 from keras_prune.core import granularity as granularity_lib
-from keras_prune.core import masks, validation
+from keras_prune.core import masks, registry, validation
 from keras_prune.core.config_object import ConfigObject
 
 
@@ -93,7 +93,7 @@ class PerLayerAllocation(Allocation):
 
     ```python
     callback = kp.PruningCallback(
-        allocation=kp.PerLayerAllocation({"conv1": 0.3, "logits": 0.5}))
+        allocation=kp.allocation.PerLayerAllocation({"conv1": 0.3, "logits": 0.5}))
     ```
     """
 
@@ -216,7 +216,8 @@ class GlobalAllocation(Allocation):
     Example:
 
     ```python
-    pruned.fit(x, y, callbacks=[kp.PruningCallback(allocation=kp.GlobalAllocation(0.001))])
+    pruned.fit(x, y,
+    callbacks=[kp.PruningCallback(allocation=kp.allocation.GlobalAllocation(0.001))])
     ```
     """
 
@@ -261,7 +262,7 @@ class ThresholdAllocation(Allocation):
 
     ```python
     pruned = kp.prune_once(model, sparsity=0.0, granularity="channel",
-                           allocation=kp.ThresholdAllocation(1e-3))
+                           allocation=kp.allocation.ThresholdAllocation(1e-3))
     ```
     """
 
@@ -310,7 +311,7 @@ class PercentileAllocation(Allocation):
     Example:
 
     ```python
-    kp.update_masks(pruned, step=0, allocation=kp.PercentileAllocation(80))
+    kp.pruning.update_masks(pruned, step=0, allocation=kp.allocation.PercentileAllocation(80))
     ```
     """
 
@@ -387,7 +388,7 @@ class ERKAllocation(Allocation):
     Example:
 
     ```python
-    pruned.fit(x, y, callbacks=[kp.PruningCallback(allocation=kp.ERKAllocation())])
+    pruned.fit(x, y, callbacks=[kp.PruningCallback(allocation=kp.allocation.ERKAllocation())])
     ```
     """
 
@@ -414,22 +415,37 @@ class ERKAllocation(Allocation):
 
 ALIASES = {
     "per_layer": PerLayerAllocation,
-    "uniform": PerLayerAllocation,
     "global": GlobalAllocation,
     "erk": ERKAllocation,
 }
 
+REGISTRY = registry.Registry(
+    "allocation",
+    Allocation,
+    ALIASES,
+    examples="kp.allocation.GlobalAllocation(min_density=0.01), "
+    "kp.allocation.ThresholdAllocation(1e-3)",
+)
+
 
 def get(identifier):
-    """An allocation from an instance, a config dict or a name: "per_layer" (= "uniform"),
-    "global", "erk"."""
-    if isinstance(identifier, Allocation):
-        return identifier
-    if isinstance(identifier, dict):
-        return keras.saving.deserialize_keras_object(identifier)
-    if isinstance(identifier, str) and identifier in ALIASES:
-        return ALIASES[identifier]()
-    raise ValueError(
-        f"Unknown allocation {identifier!r}. Expected one of {sorted(ALIASES)} or an instance "
-        "such as kp.GlobalAllocation(min_density=0.01), kp.ThresholdAllocation(1e-3)."
-    )
+    """An allocation from an instance, a name ("per_layer", "global", "erk"),
+    `(name, {arguments})` or a serialized dict.
+
+    Example:
+
+    ```python
+    kp.allocation.get(("global", {"min_density": 0.01}))
+    ```
+    """
+    return REGISTRY.get(identifier)
+
+
+def serialize(allocation):
+    """A JSON-able config of `allocation`."""
+    return REGISTRY.serialize(allocation)
+
+
+def deserialize(config, custom_objects=None):
+    """The allocation `serialize` described."""
+    return REGISTRY.deserialize(config, custom_objects)

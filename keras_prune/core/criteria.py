@@ -26,6 +26,7 @@ import zlib
 import keras
 from keras import ops
 
+from keras_prune.core import registry
 from keras_prune.core.config_object import ConfigObject
 
 
@@ -74,6 +75,13 @@ class Criterion(ConfigObject):
     `needs_gradients = True` makes `__call__` refuse to score before any gradient was seen,
     instead of pruning on zeros.
 
+    The same criterion ranks whole channels (channel granularity, `kp.prune_channels`): a
+    channel's importance gathers, over the weights of its dependency group named by
+    `channel_weights` ("kernels": kernel entries the channel owns; "trainable": every trainable
+    weight it owns; "scales": per-channel normalization scales), the per-entry
+    `channel_values` reduced by `channel_reduction` ("norm": the L1 / L2 norm the granularity
+    asks for; "l1": always L1; "abs_sum": |sum of signed values|).
+
     Example:
 
     ```python
@@ -87,6 +95,12 @@ class Criterion(ConfigObject):
     """
 
     needs_gradients = False
+    channel_weights = "kernels"
+    channel_reduction = "norm"
+
+    def channel_values(self, weight, statistics=None):
+        """Per-entry values a channel's importance is reduced from (default: the scores)."""
+        return self(weight, statistics)
 
     def __call__(self, weight, statistics=None):
         if self.needs_gradients and (statistics is None or statistics.batches == 0):
@@ -95,7 +109,8 @@ class Criterion(ConfigObject):
                 f"Criterion {self!r} ranks weights by their gradients, but no gradient has been "
                 f"collected for {name!r} yet, so it would prune on zeros. Pass calibration data: "
                 "`kp.PruningCallback(calibration_data=(x, y))` in `fit`, or call "
-                "`kp.collect_gradients(model, x, y)` before `kp.update_masks` / `kp.prune_once`."
+                "`kp.engine.collect_gradients(model, (x, y))` before "
+                "`kp.pruning.update_masks` / `kp.prune_once`."
             )
         return self.score(weight, statistics)
 
@@ -122,13 +137,14 @@ class Magnitude(Criterion):
 class L2(Criterion):
     """`w**2`: summed (or averaged) over a group it ranks groups by their L2 norm.
 
-    Use with `kp.Block(..., pooling="avg")` or `kp.Channel(norm="l1")` to prune the blocks or
+    Use with `kp.granularity.Block(..., pooling="avg")` or `kp.granularity.Channel(norm="l1")` to
+    prune the blocks or
     channels of least L2 norm.
 
     Example:
 
     ```python
-    kp.prune(model, schedule=kp.ConstantSparsity(0.5), granularity=kp.Block((1, 4)),
+    kp.prune(model, schedule=kp.ConstantSparsity(0.5), granularity=kp.granularity.Block((1, 4)),
              criterion="l2")
     ```
     """
@@ -172,6 +188,28 @@ class Random(Criterion):
 
 
 @keras.saving.register_keras_serializable(package="keras_prune")
+class BatchNormScale(Criterion):
+    """`|gamma|` of the BatchNormalization scales: network slimming (Liu et al. 2017).
+
+    It ranks channels only (channel granularity, `kp.prune_channels`): a channel scores the sum
+    of |gamma| of its group's BatchNormalizations; a group without one falls back to the
+    magnitude of its kernels. Pair it with an L1 penalty on gamma during training.
+
+    Example:
+
+    ```python
+    small = kp.prune_channels(model, 0.5, criterion="bn_scale")
+    ```
+    """
+
+    channel_weights = "scales"
+    channel_reduction = "l1"
+
+    def score(self, weight, statistics):
+        return ops.abs(weight)
+
+
+@keras.saving.register_keras_serializable(package="keras_prune")
 class GradientMagnitude(Criterion):
     """`|mean g|`: weights the loss is most sensitive to.
 
@@ -201,9 +239,17 @@ class Taylor(Criterion):
     """
 
     needs_gradients = True
+    # A channel's importance is |sum of w * g| over every weight it owns: the first-order
+    # change of the loss when the whole channel goes (Molchanov et al. 2019).
+    channel_weights = "trainable"
+    channel_reduction = "abs_sum"
 
     def score(self, weight, statistics):
         return ops.abs(weight * statistics.mean_gradient)
+
+    def channel_values(self, weight, statistics=None):
+        self(weight, statistics)  # refuses without gradients
+        return weight * statistics.mean_gradient
 
 
 @keras.saving.register_keras_serializable(package="keras_prune")
@@ -322,6 +368,7 @@ ALIASES = {
     "l1": Magnitude,
     "l2": L2,
     "random": Random,
+    "bn_scale": BatchNormScale,
     "gradient": GradientMagnitude,
     "taylor": Taylor,
     "fisher": Fisher,
@@ -329,24 +376,33 @@ ALIASES = {
     "movement": Movement,
 }
 
+REGISTRY = registry.Registry(
+    "criterion",
+    Criterion,
+    ALIASES,
+    from_function=FunctionCriterion,
+    examples="kp.criteria.Random(seed=3)",
+)
+
 
 def get(identifier):
-    """A criterion from an instance, a name (see `ALIASES`), a config dict, or a function
-    `(weight, statistics) -> scores`."""
-    if isinstance(identifier, Criterion):
-        return identifier
-    if isinstance(identifier, dict):
-        return keras.saving.deserialize_keras_object(identifier)
-    if isinstance(identifier, str):
-        if identifier in ALIASES:
-            return ALIASES[identifier]()
-        raise ValueError(
-            f"Unknown criterion {identifier!r}. Expected one of {sorted(ALIASES)}, a "
-            "kp.criteria.Criterion instance, or a function `(weight, statistics) -> scores`."
-        )
-    if callable(identifier):
-        return FunctionCriterion(identifier)
-    raise TypeError(
-        f"Expected `criterion` to be a name from {sorted(ALIASES)}, a kp.criteria.Criterion, or "
-        f"a function `(weight, statistics) -> scores`. Received: criterion={identifier!r}"
-    )
+    """A criterion from an instance, a name (see `ALIASES`), `(name, {arguments})`, a
+    serialized dict, or a function `(weight, statistics) -> scores`.
+
+    Example:
+
+    ```python
+    kp.criteria.get("taylor")  # Taylor()
+    ```
+    """
+    return REGISTRY.get(identifier)
+
+
+def serialize(criterion):
+    """A JSON-able config of `criterion`."""
+    return REGISTRY.serialize(criterion)
+
+
+def deserialize(config, custom_objects=None):
+    """The criterion `serialize` described."""
+    return REGISTRY.deserialize(config, custom_objects)

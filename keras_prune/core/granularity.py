@@ -9,7 +9,7 @@ consecutive input channels as TFLite and tfmot do.
 import keras
 from keras import ops
 
-from keras_prune.core import masks, validation
+from keras_prune.core import masks, registry, validation
 from keras_prune.core.config_object import ConfigObject
 
 
@@ -39,7 +39,7 @@ class Unstructured(Granularity):
     Example:
 
     ```python
-    kp.prune(model, schedule=kp.ConstantSparsity(0.9), granularity=kp.Unstructured())
+    kp.prune(model, schedule=kp.ConstantSparsity(0.9), granularity=kp.granularity.Unstructured())
     ```
     """
 
@@ -60,7 +60,7 @@ class Block(Granularity):
     Example:
 
     ```python
-    kp.prune(model, schedule=kp.ConstantSparsity(0.8), granularity=kp.Block((1, 4)))
+    kp.prune(model, schedule=kp.ConstantSparsity(0.8), granularity=kp.granularity.Block((1, 4)))
     ```
     """
 
@@ -114,7 +114,7 @@ class NofM(Granularity):
     Example:
 
     ```python
-    kp.prune(model, schedule=kp.ConstantSparsity(0.5), granularity=kp.NofM(2, 4))
+    kp.prune(model, schedule=kp.ConstantSparsity(0.5), granularity=kp.granularity.NofM(2, 4))
     ```
     """
 
@@ -161,7 +161,7 @@ class Channel(Granularity):
     before the activation and can be removed physically.
 
     In a Sequential or Functional model, channels are ranked per dependency group (see
-    `kp.channel_groups`), so what is masked is exactly what `kp.shrink` removes; layers whose
+    `kp.graph.channel_groups`), so what is masked is exactly what `kp.shrink` removes; layers whose
     channels cannot be removed (model outputs, layers the analysis does not understand) keep
     them all.
 
@@ -210,26 +210,39 @@ class Channel(Granularity):
 ALIASES = {
     "unstructured": Unstructured,
     "channel": Channel,
-    "filter": Channel,
-    "neuron": Channel,
     "block": Block,
     "2:4": lambda: NofM(2, 4),
 }
 
+REGISTRY = registry.Registry(
+    "granularity",
+    Granularity,
+    ALIASES,
+    examples="kp.granularity.Block((1, 4)), kp.granularity.NofM(2, 4), kp.granularity.Channel()",
+)
+
 
 def get(identifier):
-    """A granularity from an instance or a name: "unstructured", "channel" / "filter" / "neuron",
-    "block" (1x4), "2:4"."""
-    if isinstance(identifier, Granularity):
-        return identifier
-    if isinstance(identifier, dict):
-        return keras.saving.deserialize_keras_object(identifier)
-    if isinstance(identifier, str) and identifier in ALIASES:
-        return ALIASES[identifier]()
-    raise ValueError(
-        f"Unknown granularity {identifier!r}. Expected one of {sorted(ALIASES)} or an instance "
-        "such as kp.Block((1, 4)), kp.NofM(2, 4), kp.Channel()."
-    )
+    """A granularity from an instance, a name ("unstructured", "channel", "block" (1x4),
+    "2:4"), `(name, {arguments})` or a serialized dict.
+
+    Example:
+
+    ```python
+    kp.granularity.get("2:4")  # NofM(n=2, m=4)
+    ```
+    """
+    return REGISTRY.get(identifier)
+
+
+def serialize(granularity):
+    """A JSON-able config of `granularity`."""
+    return REGISTRY.serialize(granularity)
+
+
+def deserialize(config, custom_objects=None):
+    """The granularity `serialize` described."""
+    return REGISTRY.deserialize(config, custom_objects)
 
 
 def from_tfmot_block(block_size, block_pooling_type="AVG"):

@@ -12,7 +12,7 @@
 import keras
 from keras import ops
 
-from keras_prune.core import validation
+from keras_prune.core import registry
 from keras_prune.core.config_object import ConfigObject
 
 
@@ -37,7 +37,8 @@ class BinaryMask(MaskType):
     Example:
 
     ```python
-    kp.prune(model, schedule=kp.ConstantSparsity(0.8), mask=kp.BinaryMask())  # or mask="binary"
+    kp.prune(model, schedule=kp.ConstantSparsity(0.8), mask=kp.mask_types.BinaryMask())  # or
+    mask="binary"
     ```
     """
 
@@ -79,7 +80,8 @@ class SigmoidGateMask(MaskType):
     Example:
 
     ```python
-    kp.prune(model, schedule=kp.ConstantSparsity(0.8), mask=kp.SigmoidGateMask(temperature=0.5))
+    kp.prune(model, schedule=kp.ConstantSparsity(0.8),
+    mask=kp.mask_types.SigmoidGateMask(temperature=0.5))
     ```
     """
 
@@ -112,19 +114,35 @@ class SigmoidGateMask(MaskType):
 ALIASES = {
     "binary": BinaryMask,
     "learnable": LearnableMask,
-    "movement": LearnableMask,
-    "topk": LearnableMask,
     "sigmoid": SigmoidGateMask,
 }
 
+REGISTRY = registry.Registry(
+    "mask",
+    MaskType,
+    ALIASES,
+    examples="kp.mask_types.SigmoidGateMask(temperature=0.5)",
+)
+
 
 def get(identifier):
-    """A mask type from an instance or a name: "binary", "learnable" (= "movement", "topk"),
-    "sigmoid"."""
-    if isinstance(identifier, MaskType):
-        return identifier
-    if isinstance(identifier, dict):
-        return keras.saving.deserialize_keras_object(identifier)
-    if isinstance(identifier, str) and identifier in ALIASES:
-        return ALIASES[identifier]()
-    validation.check_choice("mask", identifier, set(ALIASES))
+    """A mask type from an instance, a name ("binary", "learnable", "sigmoid"),
+    `(name, {arguments})` or a serialized dict.
+
+    Example:
+
+    ```python
+    kp.mask_types.get("learnable")  # LearnableMask()
+    ```
+    """
+    return REGISTRY.get(identifier)
+
+
+def serialize(mask_type):
+    """A JSON-able config of `mask_type`."""
+    return REGISTRY.serialize(mask_type)
+
+
+def deserialize(config, custom_objects=None):
+    """The mask type `serialize` described."""
+    return REGISTRY.deserialize(config, custom_objects)

@@ -2,8 +2,9 @@
 same for schedules, granularities, mask types, criteria and allocations.
 
 `get` accepts an instance (returned as is), an alias string (a registered name, built with no
-arguments), a serialized dict (`keras.saving.serialize_keras_object` output, user classes
-included), and, where the kind allows it, a plain function (wrapped by `from_function`).
+arguments), a pair `(alias, {arguments})`, a serialized dict (what
+`keras.saving.serialize_keras_object` returns, user classes included), and, where the kind
+allows it, a plain function (wrapped by `from_function`).
 Anything else is refused with a message naming the argument, what was received and the names
 that work.
 """
@@ -56,6 +57,16 @@ class Registry:
         if isinstance(identifier, dict):
             return self.deserialize(identifier)
         if (
+            isinstance(identifier, tuple)
+            and len(identifier) == 2
+            and isinstance(identifier[0], str)
+            and isinstance(identifier[1], dict)
+        ):
+            name, arguments = identifier
+            if name not in self.aliases:
+                return self.get(name)  # raises, naming the known names
+            return self.aliases[name](**arguments)
+        if (
             self.from_function is not None
             and callable(identifier)
             and not isinstance(identifier, type)
@@ -64,7 +75,7 @@ class Registry:
         accepted = "a name from " + str(self.names())
         if self.examples:
             accepted += f", an instance such as {self.examples}"
-        accepted += ", a serialized config"
+        accepted += ", (name, {arguments}), a serialized config"
         if self.from_function is not None:
             accepted += ", or a function"
         raise TypeError(

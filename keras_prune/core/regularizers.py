@@ -4,10 +4,11 @@
 - `GroupLasso`: `strength * sum_g sqrt(|g|) * ||w_g||_2` over output channels (neurons, filters)
   or input channels, shrinks whole groups to zero so they can be removed.
 - `GateL0`: `strength * sum sigmoid(s / temperature)`, the expected number of open gates of a
-  `kp.SigmoidGateMask` (an L0 relaxation); with `kp.penalize_masks`.
+  `kp.mask_types.SigmoidGateMask` (an L0 relaxation); with `kp.methods.penalize_masks`.
 
 Penalties shrink but rarely reach exactly zero: follow them with
-`kp.prune_once(model, 0.0, allocation=kp.ThresholdAllocation(t))` (or a `PruningCallback` with
+`kp.prune_once(model, 0.0, allocation=kp.allocation.ThresholdAllocation(t))` (or a
+`PruningCallback` with
 `ThresholdAllocation`) to zero what they shrank.
 """
 
@@ -55,7 +56,8 @@ class GroupLasso(keras.regularizers.Regularizer):
 
     With `groups="output"` (default) a group is everything feeding one output channel: a Dense
     neuron (a kernel column) or a Conv filter (the kernel's last axis); the matching
-    `kp.Channel` granularity then removes the channels the penalty emptied. `groups="input"`
+    `kp.granularity.Channel` granularity then removes the channels the penalty emptied.
+    `groups="input"`
     groups by input channel (the second-to-last axis).
 
     Args:
@@ -95,8 +97,9 @@ class GroupLasso(keras.regularizers.Regularizer):
 class GateL0(keras.regularizers.Regularizer):
     """`strength * sum(sigmoid(scores / temperature))`: expected number of open gates.
 
-    For the scores of `kp.SigmoidGateMask(temperature)` masks (use the same temperature), set
-    with `kp.penalize_masks(model, kp.regularizers.GateL0(...))`.
+    For the scores of `kp.mask_types.SigmoidGateMask(temperature)` masks (use the same
+    temperature), set
+    with `kp.methods.penalize_masks(model, kp.regularizers.GateL0(...))`.
 
     Args:
         strength: penalty weight, >= 0.
@@ -105,7 +108,7 @@ class GateL0(keras.regularizers.Regularizer):
     Example:
 
     ```python
-    kp.penalize_masks(pruned, kp.regularizers.GateL0(1e-5, temperature=1.0))
+    kp.methods.penalize_masks(pruned, kp.regularizers.GateL0(1e-5, temperature=1.0))
     ```
     """
 

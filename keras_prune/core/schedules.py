@@ -9,7 +9,7 @@ import numbers
 import keras
 from keras import ops
 
-from keras_prune.core import validation
+from keras_prune.core import registry, validation
 from keras_prune.core.config_object import ConfigObject
 
 
@@ -45,9 +45,9 @@ class PruningSchedule(ConfigObject):
     """
 
     def __init__(self, begin_step=0, end_step=-1, frequency=100):
-        validation.check_int("begin_step", begin_step, minimum=0)
-        validation.check_int("end_step", end_step, minimum=-1)
-        validation.check_int("frequency", frequency, minimum=1)
+        begin_step = validation.check_int("begin_step", begin_step, minimum=0)
+        end_step = validation.check_int("end_step", end_step, minimum=-1)
+        frequency = validation.check_int("frequency", frequency, minimum=1)
         if end_step != -1 and end_step < begin_step:
             raise ValueError(
                 "Expected `end_step` >= `begin_step` (or end_step=-1 for no end). "
@@ -96,12 +96,13 @@ class PruningSchedule(ConfigObject):
 class ConstantSparsity(PruningSchedule):
     """Prune to a fixed sparsity every `frequency` steps from `begin_step`.
 
-    `sparsity_at(step) = target_sparsity`; masks update when
+    `sparsity_at(step) = sparsity`; masks update when
     `begin_step <= step <= end_step` (or `end_step == -1`) and
-    `(step - begin_step) % frequency == 0`.
+    `(step - begin_step) % frequency == 0`. (tfmot calls the first argument
+    `target_sparsity`; `kp.tfmot.ConstantSparsity` keeps that name.)
 
     Args:
-        target_sparsity: fraction of weights set to zero, in [0, 1).
+        sparsity: fraction of weights set to zero, in [0, 1).
         begin_step: first step at which masks are updated.
         end_step: last update step, `-1` for no end.
         frequency: steps between mask updates.
@@ -114,18 +115,17 @@ class ConstantSparsity(PruningSchedule):
     ```
     """
 
-    def __init__(self, target_sparsity, begin_step=0, end_step=-1, frequency=100):
-        validation.check_sparsity("target_sparsity", target_sparsity)
+    def __init__(self, sparsity, begin_step=0, end_step=-1, frequency=100):
+        self.sparsity = validation.check_sparsity("sparsity", sparsity)
         super().__init__(begin_step=begin_step, end_step=end_step, frequency=frequency)
-        self.target_sparsity = float(target_sparsity)
 
     def sparsity_at(self, step):
         if isinstance(step, numbers.Integral):
-            return self.target_sparsity
-        return ops.convert_to_tensor(self.target_sparsity, "float32")
+            return self.sparsity
+        return ops.convert_to_tensor(self.sparsity, "float32")
 
     def get_config(self):
-        return {"target_sparsity": self.target_sparsity, **super().get_config()}
+        return {"sparsity": self.sparsity, **super().get_config()}
 
 
 @keras.saving.register_keras_serializable(package="keras_prune")
@@ -162,19 +162,19 @@ class PolynomialDecay(PruningSchedule):
         power=3,
         frequency=100,
     ):
-        validation.check_sparsity("initial_sparsity", initial_sparsity)
-        validation.check_sparsity("final_sparsity", final_sparsity)
+        initial_sparsity = validation.check_sparsity("initial_sparsity", initial_sparsity)
+        final_sparsity = validation.check_sparsity("final_sparsity", final_sparsity)
+        end_step = validation.check_int("end_step", end_step)
         if end_step < 0:
             raise ValueError(
                 "PolynomialDecay needs an end: expected `end_step` >= `begin_step`. "
                 f"Received: end_step={end_step}. Use ConstantSparsity for an open-ended schedule."
             )
-        if isinstance(power, bool) or not isinstance(power, (int, float)) or power <= 0:
-            raise ValueError(f"Expected `power` > 0. Received: power={power!r}")
+        power = validation.check_real("power", power, low=0, low_open=True)
         super().__init__(begin_step=begin_step, end_step=end_step, frequency=frequency)
-        self.initial_sparsity = float(initial_sparsity)
-        self.final_sparsity = float(final_sparsity)
-        self.power = power
+        self.initial_sparsity = initial_sparsity
+        self.final_sparsity = final_sparsity
+        self.power = int(power) if power.is_integer() else power
 
     def sparsity_at(self, step):
         span = max(self.end_step - self.begin_step, 1)
@@ -210,14 +210,13 @@ class OneShotSparsity(PruningSchedule):
     Example:
 
     ```python
-    kp.OneShotSparsity(0.9)(100)  # (False, 0.9)
+    kp.schedules.OneShotSparsity(0.9)(100)  # (False, 0.9)
     ```
     """
 
     def __init__(self, sparsity):
-        validation.check_sparsity("sparsity", sparsity)
+        self.sparsity = validation.check_sparsity("sparsity", sparsity)
         super().__init__(begin_step=0, end_step=0, frequency=1)
-        self.target_sparsity = float(sparsity)
 
     def should_update(self, step):
         if isinstance(step, numbers.Integral):
@@ -225,61 +224,65 @@ class OneShotSparsity(PruningSchedule):
         return ops.convert_to_tensor(False)
 
     def sparsity_at(self, step):
-        return self.target_sparsity
+        return self.sparsity
 
     def get_config(self):
-        return {"sparsity": self.target_sparsity}
+        return {"sparsity": self.sparsity}
 
 
 @keras.saving.register_keras_serializable(package="keras_prune")
 class IterativeSparsity(PruningSchedule):
-    """Prune-retrain cycles: at `begin_step + i * steps_per_round` prune to `sparsities[i]`,
-    then train `steps_per_round` steps with that mask before the next cut.
+    """Prune-retrain cycles: at `begin_step + i * frequency` prune to `sparsities[i]`, then
+    train `frequency` steps with that mask before the next cut.
 
     Args:
         sparsities: rising sparsities, one per round, each in [0, 1).
-        steps_per_round: training steps between cuts.
+        frequency: training steps between cuts (the length of a round).
         begin_step: step of the first cut (default 1: the first training batch, since
             `kp.PruningCallback` counts batches from 1 as tfmot does).
 
     Example:
 
     ```python
-    schedule = kp.IterativeSparsity([0.5, 0.75, 0.9], steps_per_round=200)
+    schedule = kp.schedules.IterativeSparsity([0.5, 0.75, 0.9], frequency=200)
     pruned = kp.prune(model, schedule=schedule)
     pruned.fit(x, y, epochs=10, callbacks=[kp.PruningCallback()])
     ```
     """
 
-    def __init__(self, sparsities, steps_per_round, begin_step=1):
-        sparsities = [float(s) if isinstance(s, numbers.Real) else s for s in sparsities]
-        if not sparsities:
-            raise ValueError("Expected at least one sparsity in `sparsities`. Received: []")
-        for index, sparsity in enumerate(sparsities):
+    def __init__(self, sparsities, frequency, begin_step=1):
+        if not isinstance(sparsities, (list, tuple)) or not sparsities:
+            raise ValueError(
+                "Expected `sparsities` to be a non-empty list, one sparsity per round, e.g. "
+                f"[0.5, 0.75, 0.9]. Received: sparsities={sparsities!r}"
+            )
+        sparsities = [
             validation.check_sparsity(f"sparsities[{index}]", sparsity)
+            for index, sparsity in enumerate(sparsities)
+        ]
         if any(b < a for a, b in zip(sparsities, sparsities[1:], strict=False)):
             raise ValueError(
                 f"Expected non-decreasing `sparsities` (pruned weights stay pruned). "
                 f"Received: sparsities={sparsities}"
             )
-        validation.check_int("steps_per_round", steps_per_round, minimum=1)
+        frequency = validation.check_int("frequency", frequency, minimum=1)
+        begin_step = validation.check_int("begin_step", begin_step, minimum=0)
         super().__init__(
             begin_step=begin_step,
-            end_step=begin_step + (len(sparsities) - 1) * steps_per_round,
-            frequency=steps_per_round,
+            end_step=begin_step + (len(sparsities) - 1) * frequency,
+            frequency=frequency,
         )
         self.sparsities = sparsities
-        self.steps_per_round = steps_per_round
 
     def sparsity_at(self, step):
         if isinstance(step, numbers.Integral):
             index = min(
-                max((int(step) - self.begin_step) // self.steps_per_round, 0),
+                max((int(step) - self.begin_step) // self.frequency, 0),
                 len(self.sparsities) - 1,
             )
             return self.sparsities[index]
         index = ops.clip(
-            ops.floor_divide(ops.cast(step, "int64") - self.begin_step, self.steps_per_round),
+            ops.floor_divide(ops.cast(step, "int64") - self.begin_step, self.frequency),
             0,
             len(self.sparsities) - 1,
         )
@@ -288,7 +291,7 @@ class IterativeSparsity(PruningSchedule):
     def get_config(self):
         return {
             "sparsities": self.sparsities,
-            "steps_per_round": self.steps_per_round,
+            "frequency": self.frequency,
             "begin_step": self.begin_step,
         }
 
@@ -349,48 +352,36 @@ def _plain(value):
 
 ALIASES = {
     "constant": ConstantSparsity,
-    "constant_sparsity": ConstantSparsity,
     "polynomial": PolynomialDecay,
-    "polynomial_decay": PolynomialDecay,
 }
 
-
-def serialize(schedule):
-    """Serialize a schedule to a JSON-compatible dict."""
-    return keras.saving.serialize_keras_object(schedule)
-
-
-def deserialize(config, custom_objects=None):
-    """Rebuild a schedule from `serialize`'s output (user schedules included)."""
-    return keras.saving.deserialize_keras_object(config, custom_objects=custom_objects)
+REGISTRY = registry.Registry(
+    "schedule",
+    PruningSchedule,
+    ALIASES,
+    from_function=FunctionSchedule,
+    examples="kp.PolynomialDecay(0.0, 0.9, begin_step=0, end_step=1000)",
+)
 
 
 def get(identifier):
-    """Return a schedule from a schedule object, a serialized dict, or `(alias, kwargs)`.
+    """A schedule from an instance, a name ("constant", "polynomial": their defaults), a
+    serialized dict, or a function `step -> (should_prune, sparsity)`.
 
     Example:
 
     ```python
-    kp.schedules.get(("polynomial", {"initial_sparsity": 0.0, "final_sparsity": 0.8,
-                                     "begin_step": 0, "end_step": 100}))
+    kp.schedules.get(kp.schedules.serialize(kp.ConstantSparsity(0.5)))
     ```
     """
-    if isinstance(identifier, PruningSchedule):
-        return identifier
-    if isinstance(identifier, dict):
-        return deserialize(identifier)
-    if callable(identifier) and not isinstance(identifier, type):
-        return FunctionSchedule(identifier)
-    if isinstance(identifier, tuple) and len(identifier) == 2 and isinstance(identifier[0], str):
-        name, kwargs = identifier
-        if name not in ALIASES:
-            raise ValueError(
-                f"Unknown schedule {name!r}. Expected one of {sorted(ALIASES)} "
-                "or a kp.PruningSchedule instance."
-            )
-        return ALIASES[name](**kwargs)
-    raise TypeError(
-        "Expected a kp.PruningSchedule (e.g. kp.PolynomialDecay(...)), a function "
-        "`step -> (should_prune, sparsity)`, a serialized schedule dict or (alias, kwargs). "
-        f"Received: schedule={identifier!r}"
-    )
+    return REGISTRY.get(identifier)
+
+
+def serialize(schedule):
+    """A JSON-able config of `schedule` (class and constructor arguments)."""
+    return REGISTRY.serialize(schedule)
+
+
+def deserialize(config, custom_objects=None):
+    """The schedule `serialize` described (user schedules must be registered)."""
+    return REGISTRY.deserialize(config, custom_objects)

@@ -28,24 +28,23 @@ def check_real(name, value, low=None, high=None, low_open=False, high_open=False
     check_real("power", np.float32(3), low=0, low_open=True)  # 3.0
     ```
     """
+    if high is None and low is None:
+        bounds = "to be a finite number"
+    elif high is None:
+        bounds = f"> {low}" if low_open else f">= {low}"
+    elif low is None:
+        bounds = f"< {high}" if high_open else f"<= {high}"
+    else:
+        left, right = "(" if low_open else "[", ")" if high_open else "]"
+        bounds = f"in {left}{low}, {high}{right}"
+    message = f"Expected `{name}` {bounds}. Received: {name}="
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise ValueError(f"Expected `{name}` to be a number. Received: {name}={_describe(value)}")
+        raise ValueError(message + _describe(value) + (f". {hint}" if hint else ""))
     value = float(value)
-    if not math.isfinite(value):
-        raise ValueError(
-            f"Expected `{name}` to be a finite number. Received: {name}={value!r}"
-            + (f". {hint}" if hint else "")
-        )
     below = low is not None and (value <= low if low_open else value < low)
     above = high is not None and (value >= high if high_open else value > high)
-    if below or above:
-        left = "(" if low_open else "["
-        right = ")" if high_open else "]"
-        bounds = f"{left}{'-inf' if low is None else low}, {'inf' if high is None else high}{right}"
-        raise ValueError(
-            f"Expected `{name}` in {bounds}. Received: {name}={value!r}"
-            + (f". {hint}" if hint else "")
-        )
+    if not math.isfinite(value) or below or above:
+        raise ValueError(message + repr(value) + (f". {hint}" if hint else ""))
     return value
 
 
@@ -137,3 +136,20 @@ def check_path(name, value):
             f"Received: {name}={_describe(value)}"
         )
     return os.fspath(value)
+
+
+def layer_filter(filters):
+    """A predicate from `filters`: None (all), a regex, a list of regexes, or a callable."""
+    if filters is None:
+        return lambda layer: True
+    if callable(filters):
+        return filters
+    if isinstance(filters, str):
+        filters = [filters]
+    if isinstance(filters, (list, tuple)) and all(isinstance(f, str) for f in filters):
+        patterns = [compile_regex("filters", pattern) for pattern in filters]
+        return lambda layer: any(pattern.search(layer.name) for pattern in patterns)
+    raise TypeError(
+        "Expected `filters` to be None, a regex string, a list of regex strings, or a callable "
+        f"taking a layer and returning a bool. Received: filters={filters!r}"
+    )

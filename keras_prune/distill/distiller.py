@@ -4,7 +4,8 @@ import keras
 from keras import ops
 
 from keras_prune.distill import losses as distill
-from keras_prune.pruning.prune_strip import find_wrappers
+from keras_prune.distill.schedule import DistillSchedule
+from keras_prune.layers.wrapper import find_wrappers
 
 # Keys of the dict that `Distiller.precompute_teacher` returns and `fit` accepts as `x`.
 INPUTS_KEY = "inputs"
@@ -57,21 +58,21 @@ def _check_output_shapes(teacher_shape, student_shape):
 
 def _check_weight(name, value, low, high=None):
     """`value` is a number in [low, high] (or > low when high is None) or a schedule of them."""
-    if isinstance(value, distill.DistillSchedule):
+    if isinstance(value, DistillSchedule):
         for end in (value.initial, value.final):
             _check_weight(f"{name} schedule value", end, low, high)
         return value
     if high is None:
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > low:
             raise ValueError(
-                f"Expected `{name}` > {low} or a keras_prune.distill.DistillSchedule. "
+                f"Expected `{name}` > {low} or a keras_prune.DistillSchedule. "
                 f"Received: {name}={value!r}"
             )
     elif (
         isinstance(value, bool) or not isinstance(value, (int, float)) or not (low <= value <= high)
     ):
         raise ValueError(
-            f"Expected `{name}` in [{low}, {high}] or a keras_prune.distill.DistillSchedule. "
+            f"Expected `{name}` in [{low}, {high}] or a keras_prune.DistillSchedule. "
             f"Received: {name}={value!r}"
         )
     return float(value)
@@ -102,7 +103,7 @@ def _apply_loss(loss, y_true, y_pred, sample_weight):
 
 
 def _schedule_value(value, step):
-    return value(step) if isinstance(value, distill.DistillSchedule) else value
+    return value(step) if isinstance(value, DistillSchedule) else value
 
 
 def _normalize_hints(hints):
@@ -242,7 +243,7 @@ class Distiller(keras.Model):
         distillation_loss: loss between teacher outputs (`y_true`) and student outputs
             (`y_pred`). Defaults to `keras_prune.distill.SoftTargets(temperature=4.0)`.
         alpha: weight of the distillation loss in [0, 1]; the hard-label loss gets
-            `1 - alpha`. A float or a `keras_prune.distill.DistillSchedule` (e.g. more
+            `1 - alpha`. A float or a `keras_prune.DistillSchedule` (e.g. more
             distillation as sparsity rises). With `alpha=1` labels are optional.
         temperature: `None` to use the distillation loss's own temperature, or a float > 0
             or `DistillSchedule` that overrides it at each step (needs `SoftTargets`).
@@ -272,8 +273,7 @@ class Distiller(keras.Model):
 
     ```python
     import keras, numpy as np
-    from keras_prune.distill import losses as distill
-    from keras_prune.distill.distiller import Distiller
+    import keras_prune as kp
 
     x = np.random.rand(64, 8, 8, 1).astype("float32")
     y = np.random.randint(0, 10, 64)
@@ -287,8 +287,8 @@ class Distiller(keras.Model):
         ])
 
     teacher, student = cnn(16), cnn(4)
-    trainer = Distiller(student, teacher,
-                        distillation_loss=distill.SoftTargets(temperature=4.0),
+    trainer = kp.distill.Distiller(student, teacher,
+                        distillation_loss=kp.distill.SoftTargets(temperature=4.0),
                         alpha=0.7, hints=[("conv", "conv")])
     trainer.compile(optimizer="adam", metrics=["accuracy"])
     history = trainer.fit(x, y, epochs=1, verbose=0)

@@ -2,7 +2,8 @@
 
 A channel of a Conv2D can only be removed if every weight that creates or scales it loses it
 too: the BatchNormalization after it, a depthwise filter, every other branch summed into the
-same tensor (`kp.channel_groups`). `ChannelCoupling` ranks each removable group's channels once
+same tensor (`kp.graph.channel_groups`). `ChannelCoupling` ranks each removable group's channels
+once
 (the norm of the wrappers' criterion scores over every kernel entry a channel owns) and masks
 the same channels in every wrapped member, BatchNormalization scales included (they are wrapped
 too at channel granularity). A group that cannot be removed (model output, a layer the analysis
@@ -15,6 +16,7 @@ from keras import ops
 
 from keras_prune.core import allocation as allocation_lib
 from keras_prune.core import masks as masks_lib
+from keras_prune.graph import channel_importance
 from keras_prune.graph.groups import channel_groups
 
 
@@ -24,18 +26,6 @@ def _numpy(value):
 
 def _is_creator(member):
     return member.role == "output" and len(member.variable.shape) > 1
-
-
-def _by_channel(member, group, per_entry):
-    """`per_entry` (one value per index of the member's channel axis) arranged as
-    `(member.repeat, group.size)`: the entries each channel of `group` owns."""
-    return per_entry[member.indices(np.arange(group.size))].reshape(member.repeat, group.size)
-
-
-def _entry_norms(values, axis, norm):
-    moved = np.moveaxis(values, axis, 0)
-    moved = moved.reshape(moved.shape[0], -1)
-    return np.abs(moved).sum(1) if norm == "l1" else np.square(moved).sum(1)
 
 
 class ChannelCoupling:
@@ -93,21 +83,15 @@ class ChannelCoupling:
                     reasons.setdefault(found[0].name, reason)
         return reasons
 
-    def channel_scores(self, group, norm):
-        """Importance of each channel of `group`: the L1 / L2 norm of the wrappers' criterion
-        scores over every kernel entry the channel owns, summed over the group's members."""
-        scores = np.zeros(group.size, np.float64)
-        for member in group.members:
-            found = self.slots.get(id(member.variable))
-            if member.role == "input" or found is None or len(member.variable.shape) < 2:
-                continue
-            wrapper, index, is_bias = found
-            if is_bias:
-                continue
-            values = _numpy(wrapper.importance_scores(index)).astype(np.float64)
-            per_entry = _entry_norms(values, member.axis, norm)
-            scores += _by_channel(member, group, per_entry).sum(0)
-        return np.sqrt(scores) if norm == "l2" else scores
+    def channel_scores(self, group, criterion, norm):
+        """Importance of each channel of `group` by `criterion` (see
+        `kp.graph.channel_scores`), with the gradient statistics the wrappers collected."""
+        statistics = {}
+        for wrapper in self.wrappers:
+            for target, stats in zip(wrapper.targets, wrapper.gradient_statistics, strict=True):
+                if stats.batches:
+                    statistics[id(target.variable)] = stats
+        return channel_importance.channel_scores(group, criterion, norm, statistics)
 
     def update(self, due, sparsities, step, allocation):
         """Rank the groups of the `due` wrappers and install coupled masks; returns the wrappers
@@ -131,9 +115,10 @@ class ChannelCoupling:
             if self.removable(group):
                 if per_layer is None:
                     group_sparsity = max(sparsities[id(wrapper)] for wrapper in due_owners)
-                    norm = due_owners[0].granularity.norm
+                    owner = due_owners[0]
+                    scores = self.channel_scores(group, owner.criterion, owner.granularity.norm)
                     kept = masks_lib.keep_count(group.size, group_sparsity)
-                    order = np.argsort(-self.channel_scores(group, norm), kind="stable")
+                    order = np.argsort(-scores, kind="stable")
                     keep[order[kept:]] = 0
                 else:
                     keep = self._union_of_creators(group, per_layer)
@@ -195,7 +180,9 @@ class ChannelCoupling:
         keep = np.zeros(group.size, bool)
         for member in group.members:
             if _is_creator(member) and id(member.variable) in per_layer:
-                keep |= _by_channel(member, group, per_layer[id(member.variable)]).any(0)
+                keep |= channel_importance.by_channel(
+                    member, group, per_layer[id(member.variable)]
+                ).any(0)
         return keep.astype(np.float32)
 
     @staticmethod

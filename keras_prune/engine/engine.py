@@ -1,8 +1,10 @@
 """The mask engine: the one owner of mask state.
 
 Everything that changes masks goes through `MaskEngine`: `kp.PruningCallback` and
-`kp.update_masks` (schedules), `kp.prune_once` (one shot), `kp.LotteryTicket`, `kp.SET` and
-`kp.RigL` (masks they compute themselves), allocations (which only compute). The engine decides
+`kp.pruning.update_masks` (schedules), `kp.prune_once` (one shot), `kp.methods.LotteryTicket`,
+`kp.methods.SET` and
+`kp.methods.RigL` (masks they compute themselves), allocations (which only compute). The engine
+decides
 which wrappers are due, scores their weights by their criterion, spreads the sparsity with the
 allocation, couples channel masks by dependency group so that `kp.shrink` removes exactly what
 is masked, and installs the result through `PruneWrapper.install`, the only writer of a

@@ -1,9 +1,13 @@
-"""Gradient statistics of the pruned weights, on any backend: what gradient criteria rank by.
+"""Gradient statistics on any backend: what gradient criteria rank by.
 
-`collect_gradients(model, x, y)` computes dL/dw of every pruned weight over a few batches with the
-backend's own autodiff (TensorFlow, torch or JAX; the tests compare them) and records their
-means in each wrapper's `GradientStatistics`. It is the one gradient collector: gradient
-criteria, RigL's growth and Taylor channel scores all read what it records.
+`gradient_statistics(model, calibration_data)` computes dL/dw of any of a model's weights over a
+few batches with the backend's own autodiff (TensorFlow, torch or JAX; the tests compare them)
+and returns their means as `GradientStatistics`. `collect_gradients` records those of every
+pruned weight in its wrapper. It is the one gradient collector: gradient criteria, RigL's
+growth and Taylor channel scores (`kp.prune_channels(criterion="taylor")`) all read it.
+
+`calibration_data` is `(x, y)`, `x` alone (for losses that need no target), or an iterable of
+such batches (a `tf.data.Dataset`, a generator); arrays are cut into `batch_size` batches.
 """
 
 import contextlib
@@ -11,30 +15,114 @@ import contextlib
 import keras
 from keras import ops
 
+from keras_prune.core import criteria as criteria_lib
 from keras_prune.layers.wrapper import find_wrappers
 
 
-def _batches(x, y, batch_size, num_batches):
-    size = len(y) if y is not None else len(x)
+def _is_array_data(value):
+    leaves = keras.tree.flatten(value)
+    return bool(leaves) and all(
+        hasattr(leaf, "shape") and hasattr(leaf, "__len__") for leaf in leaves
+    )
+
+
+def _cut(structure, window):
+    return keras.tree.map_structure(lambda array: array[window], structure)
+
+
+def check_calibration_data(calibration_data, name="calibration_data"):
+    """Raise a ValueError naming `name` unless `calibration_data` is `(x, y)` arrays of one
+    length, `x` arrays, or an iterable of batches; returns it."""
+    if isinstance(calibration_data, (str, bytes)) or calibration_data is None:
+        raise ValueError(
+            f"Expected `{name}` to be `(x, y)` arrays, `x`, or an iterable of batches. "
+            f"Received: {name}={calibration_data!r}"
+        )
+    if isinstance(calibration_data, tuple) and len(calibration_data) == 2:
+        x, y = calibration_data
+        if _is_array_data(x) and y is not None:
+            if not _is_array_data(y):
+                raise ValueError(
+                    f"Expected `{name}` = (x, y) with array targets. Received: y of type "
+                    f"{type(y).__name__}"
+                )
+            lengths = {len(leaf) for leaf in keras.tree.flatten(x) + keras.tree.flatten(y)}
+            if len(lengths) != 1:
+                raise ValueError(
+                    f"Expected `{name}` = (x, y) with as many targets as inputs. Received "
+                    f"lengths {sorted(lengths)}"
+                )
+            if lengths == {0}:
+                raise ValueError(f"Expected at least one example in `{name}`. Received none.")
+        return calibration_data
+    if _is_array_data(calibration_data):
+        if not len(keras.tree.flatten(calibration_data)[0]):
+            raise ValueError(f"Expected at least one example in `{name}`. Received none.")
+        return calibration_data
+    try:
+        iter(calibration_data)
+    except TypeError as error:
+        raise ValueError(
+            f"Expected `{name}` to be `(x, y)` arrays, `x`, or an iterable of batches. "
+            f"Received: {name} of type {type(calibration_data).__name__}"
+        ) from error
+    return calibration_data
+
+
+def batches(calibration_data, batch_size=32, num_batches=None):
+    """`(x, y)` batches from `calibration_data` (see the module docstring); `y` may be None."""
+    if isinstance(calibration_data, tuple) and len(calibration_data) == 2:
+        x, y = calibration_data
+    else:
+        x, y = calibration_data, None
+    if not _is_array_data(x):
+        if y is not None:
+            raise ValueError(
+                "Expected `calibration_data` as arrays `(x, y)` or `x`, or an iterable of "
+                f"batches. Received: a pair whose x is {type(x).__name__}"
+            )
+        for count, batch in enumerate(calibration_data):
+            if num_batches is not None and count >= num_batches:
+                return
+            if isinstance(batch, (tuple, list)) and len(batch) >= 2:
+                yield batch[0], batch[1]
+            else:
+                yield batch, None
+        return
+    size = len(keras.tree.flatten(x)[0])
     starts = list(range(0, size, batch_size))
     if num_batches is not None:
         starts = starts[:num_batches]
     for start in starts:
-        end = start + batch_size
-        yield x[start:end], (None if y is None else y[start:end])
+        window = slice(start, start + batch_size)
+        yield _cut(x, window), None if y is None else _cut(y, window)
 
 
-def _loss_gradients(model, x, y, variables):
+def _loss(model, x, y, y_pred, loss):
+    """The model's compiled loss, or `loss` plus the model's own losses (regularizers)."""
+    if loss is None:
+        return model.compute_loss(x=x, y=y, y_pred=y_pred)
+    # A Loss object reduces over the batch itself; a plain function returns one value per
+    # example, averaged here as compiled losses are.
+    value = loss(y, y_pred)
+    if not isinstance(loss, keras.losses.Loss):
+        value = keras.ops.mean(value)
+    for extra in model.losses:
+        value = value + extra
+    return value
+
+
+def _loss_gradients(model, x, y, variables, loss=None):
     """dL/dw for each of `variables` on one batch, in inference mode, on the current backend."""
     backend = keras.backend.backend()
     if backend == "tensorflow":
-        return _tensorflow_gradients(model, x, y, variables)
+        return _tensorflow_gradients(model, x, y, variables, loss)
     if backend == "torch":
-        return _torch_gradients(model, x, y, variables)
+        return _torch_gradients(model, x, y, variables, loss)
     if backend == "jax":
-        return _jax_gradients(model, x, y, variables)
+        return _jax_gradients(model, x, y, variables, loss)
     raise NotImplementedError(
-        f"kp.collect_gradients supports the TensorFlow, torch and JAX backends; the current "
+        f"kp.engine.collect_gradients supports the TensorFlow, torch and JAX backends; the current "
         f"backend is {backend!r}. Use a criterion that needs no gradients ('magnitude', 'l2', "
         "'random')."
     )
@@ -47,30 +135,30 @@ def _or_zeros(gradients, variables):
     ]
 
 
-def _tensorflow_gradients(model, x, y, variables):
+def _tensorflow_gradients(model, x, y, variables, loss):
     import tensorflow as tf
 
     with tf.GradientTape() as tape:
         y_pred = model(x, training=False)
-        loss = model.compute_loss(x=x, y=y, y_pred=y_pred)
-    return _or_zeros(tape.gradient(loss, [variable.value for variable in variables]), variables)
+        value = _loss(model, x, y, y_pred, loss)
+    return _or_zeros(tape.gradient(value, [variable.value for variable in variables]), variables)
 
 
-def _torch_gradients(model, x, y, variables):
+def _torch_gradients(model, x, y, variables, loss):
     import torch
 
     values = [variable.value for variable in variables]
     tracked = [position for position, value in enumerate(values) if value.requires_grad]
     y_pred = model(x, training=False)
-    loss = model.compute_loss(x=x, y=y, y_pred=y_pred)
-    found = torch.autograd.grad(loss, [values[p] for p in tracked], allow_unused=True)
+    value = _loss(model, x, y, y_pred, loss)
+    found = torch.autograd.grad(value, [values[p] for p in tracked], allow_unused=True)
     gradients = [None] * len(values)
     for position, gradient in zip(tracked, found, strict=True):
         gradients[position] = None if gradient is None else gradient.detach()
     return _or_zeros(gradients, variables)
 
 
-def _jax_gradients(model, x, y, variables):
+def _jax_gradients(model, x, y, variables, loss):
     import jax
 
     trainable = model.trainable_variables
@@ -82,7 +170,7 @@ def _jax_gradients(model, x, y, variables):
         state = list(zip(trainable, trainable_values, strict=True))
         state += list(zip(non_trainable, non_trainable_values, strict=True))
         with keras.StatelessScope(state_mapping=state):
-            return model.compute_loss(x=x, y=y, y_pred=y_pred)
+            return _loss(model, x, y, y_pred, loss)
 
     # On JAX binary masks act in the forward pass, which would also zero the gradient of every
     # masked weight. With the masked weights held at zero, running on the stored weights gives
@@ -112,20 +200,75 @@ def _stored_weights_in_forward_pass(wrappers):
             wrapper.forward_uses_stored_weights = value
 
 
-def collect_gradients(model, x, y=None, batch_size=32, num_batches=None):
-    """Record gradient statistics of every pruned weight of `model` on `(x, y)`.
+def _check_loss(model, loss, caller):
+    if loss is not None:
+        return keras.losses.get(loss)
+    if not getattr(model, "compiled", False):
+        raise ValueError(
+            f"{caller} needs a loss: compile model {model.name!r} first (e.g. "
+            "`model.compile('adam', 'sparse_categorical_crossentropy')`) or pass `loss=`."
+        )
+    return None
 
-    The means over the given batches replace the previous ones; movement accumulates. The model
-    must be compiled (its loss, regularization losses included, is used). The forward pass runs
-    in inference mode (BatchNormalization uses its moving statistics, dropout is off), and no
-    weight or statistic of the model is changed.
+
+def gradient_statistics(
+    model, calibration_data, variables=None, loss=None, batch_size=32, num_batches=None
+):
+    """Mean gradients of `variables` (default: every trainable weight) over `calibration_data`.
+
+    The forward pass runs in inference mode (BatchNormalization uses its moving statistics,
+    dropout is off), and no weight or statistic of the model changes.
 
     Args:
-        model: a compiled model containing `kp.PruneWrapper`s.
-        x: inputs (arrays indexable by batch).
-        y: targets, or None for models whose loss needs none.
+        model: a built model.
+        calibration_data: `(x, y)`, `x`, or an iterable of batches.
+        variables: the Keras variables to differentiate (default `model.trainable_variables`).
+        loss: a Keras loss (name or object); default the model's compiled loss.
+        batch_size: examples per gradient batch when `calibration_data` holds arrays.
+        num_batches: at most this many batches (None: all).
+
+    Returns:
+        `{id(variable): GradientStatistics}`.
+
+    Example:
+
+    ```python
+    statistics = kp.engine.gradient_statistics(model, (x[:256], y[:256]), loss="mse")
+    ```
+    """
+    loss = _check_loss(model, loss, "kp.engine.gradient_statistics")
+    variables = list(model.trainable_variables if variables is None else variables)
+    per_variable = [[] for _ in variables]
+    used = 0
+    for x_batch, y_batch in batches(calibration_data, batch_size, num_batches):
+        found = _loss_gradients(model, x_batch, y_batch, variables, loss)
+        for position, gradient in enumerate(found):
+            per_variable[position].append(gradient)
+        used += 1
+    if used == 0:
+        raise ValueError(
+            "Expected at least one example in `calibration_data`. Received an empty dataset."
+        )
+    result = {}
+    for variable, gradients in zip(variables, per_variable, strict=True):
+        statistics = criteria_lib.GradientStatistics()
+        statistics.record(variable, gradients)
+        result[id(variable)] = statistics
+    return result
+
+
+def collect_gradients(model, calibration_data, loss=None, batch_size=32, num_batches=None):
+    """Record gradient statistics of every pruned weight of `model` in its wrapper.
+
+    The means over the given batches replace the previous ones; movement accumulates (see
+    `GradientStatistics`). Gradients are taken as `gradient_statistics` does.
+
+    Args:
+        model: a model containing `kp.PruneWrapper`s, compiled (or pass `loss=`).
+        calibration_data: `(x, y)`, `x`, or an iterable of batches.
+        loss: a Keras loss; default the model's compiled loss.
         batch_size: examples per gradient batch.
-        num_batches: at most this many batches (None: all of `x`).
+        num_batches: at most this many batches (None: all).
 
     Returns:
         The number of batches used.
@@ -134,20 +277,16 @@ def collect_gradients(model, x, y=None, batch_size=32, num_batches=None):
 
     ```python
     pruned.compile("adam", "sparse_categorical_crossentropy")
-    kp.collect_gradients(pruned, x[:256], y[:256])
-    kp.update_masks(pruned, step=0)
+    kp.engine.collect_gradients(pruned, (x[:256], y[:256]))
+    kp.pruning.update_masks(pruned, step=1)
     ```
     """
-    if not getattr(model, "compiled", False):
-        raise ValueError(
-            f"kp.collect_gradients needs the model's loss: compile model {model.name!r} first, "
-            "e.g. `model.compile('adam', 'sparse_categorical_crossentropy')`."
-        )
+    loss = _check_loss(model, loss, "kp.engine.collect_gradients")
     wrappers = [wrapper for wrapper in find_wrappers(model) if wrapper.built]
     if not wrappers:
         raise ValueError(
-            f"kp.collect_gradients found no built kp.PruneWrapper in model {model.name!r}. "
-            "Make the model prunable first: `model = kp.prune(model, ...)`."
+            f"kp.engine.collect_gradients found no built kp.PruneWrapper in model "
+            f"{model.name!r}. Make the model prunable first: `model = kp.prune(model, ...)`."
         )
     targets = [
         (wrapper, index, target.variable)
@@ -157,12 +296,15 @@ def collect_gradients(model, x, y=None, batch_size=32, num_batches=None):
     variables = [variable for _, _, variable in targets]
     per_variable = [[] for _ in variables]
     used = 0
-    for x_batch, y_batch in _batches(x, y, batch_size, num_batches):
-        for position, gradient in enumerate(_loss_gradients(model, x_batch, y_batch, variables)):
+    for x_batch, y_batch in batches(calibration_data, batch_size, num_batches):
+        found = _loss_gradients(model, x_batch, y_batch, variables, loss)
+        for position, gradient in enumerate(found):
             per_variable[position].append(gradient)
         used += 1
     if used == 0:
-        raise ValueError(f"Expected at least one example in `x`. Received {len(x)} examples.")
+        raise ValueError(
+            "Expected at least one example in `calibration_data`. Received an empty dataset."
+        )
     for (wrapper, index, variable), gradients in zip(targets, per_variable, strict=True):
         wrapper.gradient_statistics[index].record(variable, gradients)
     return used

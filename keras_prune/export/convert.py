@@ -21,6 +21,7 @@ from keras_prune.export import isolation
 from keras_prune.export.errors import ConversionError
 from keras_prune.export.files import temporary_directory
 from keras_prune.export.signature import Signature
+from keras_prune.pruning.prune_strip import strip
 
 # Calibration uses at most this many samples: more changes the int8 ranges very little and
 # costs conversion time linearly.
@@ -57,15 +58,9 @@ def keras_prune_layers(model):
 
 
 def strip_wrappers(model):
-    """`(model, stripped)`: `model` with keras_prune wrappers removed, and whether any were.
-
-    `keras_prune.strip` is imported here, not at module level, so the exporter stays usable
-    (for plain models) without the pruning modules.
-    """
+    """`(model, stripped)`: `model` with keras_prune wrappers removed, and whether any were."""
     if not keras_prune_layers(model):
         return model, False
-    from keras_prune.pruning import strip
-
     return strip(model), True
 
 
@@ -86,7 +81,7 @@ def fixed_signature(signature, *data):
         ports = ", ".join(port.describe() for port in signature.open_dimensions)
         raise ValueError(
             "Expected a fixed input shape (TFLM and XNNPACK plan memory ahead). Received open "
-            f"dimensions in: {ports}. Pass `representative_data` or `verification_data` shaped "
+            f"dimensions in: {ports}. Pass `calibration_data` or `verification_data` shaped "
             "as the model will run (their shape fixes the open dimensions), or rebuild the "
             "model with `keras.Input(shape=...)` giving every dimension."
         )
@@ -176,7 +171,7 @@ def _converter_error(target, job, returncode):
     )
 
 
-def convert(model, target, representative_data=None, *, signature=None):
+def convert(model, target, calibration_data=None, *, signature=None):
     """Converts a plain Keras model to TFLite bytes for `target` (a `Target`).
 
     The SavedModel is written here; TensorFlow's converter runs in a child process, so a crash
@@ -186,10 +181,10 @@ def convert(model, target, representative_data=None, *, signature=None):
     Args:
         model: Keras model without keras_prune wrappers, TensorFlow backend.
         target: A `keras_prune.export.targets.Target`.
-        representative_data: Typical inputs (array, list or dict, like the model's inputs);
+        calibration_data: Typical inputs (array, list or dict, like the model's inputs);
             required when `target.quantize`.
         signature: The model's `Signature` (default: read from the model); open dimensions are
-            fixed by `representative_data`.
+            fixed by `calibration_data`.
 
     Raises:
         ConversionError: the converter refused the model or crashed.
@@ -203,11 +198,11 @@ def convert(model, target, representative_data=None, *, signature=None):
     """
     signature = signature or Signature(model)
     calibration = None
-    if representative_data is not None:
-        calibration = signature.flatten(representative_data, "representative_data")
+    if calibration_data is not None:
+        calibration = signature.flatten(calibration_data, "calibration_data")
     signature = fixed_signature(signature, calibration)
     if target.quantize and calibration is None:
-        raise ValueError(f"Expected `representative_data` for target={target.name!r}.")
+        raise ValueError(f"Expected `calibration_data` for target={target.name!r}.")
     return convert_checked(model, target, calibration, signature)
 
 

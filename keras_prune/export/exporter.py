@@ -163,7 +163,7 @@ def to_tflite(
     path,
     *,
     target="mobile",
-    representative_data=None,
+    calibration_data=None,
     labels=None,
     normalization=None,
     name=None,
@@ -189,7 +189,7 @@ def to_tflite(
         path: Output `.tflite` path; its directory is created if missing.
         target: `"mobile"` (float32, sparse-encoded, XNNPACK), `"mobile-int8"` (full-integer,
             sparse-encoded) or `"mcu"` (full-integer, dense storage, TFLM).
-        representative_data: Typical inputs, shaped like the model's inputs with a leading
+        calibration_data: Typical inputs, shaped like the model's inputs with a leading
             sample axis: one array, a list in `model.inputs` order, or a dict keyed by input
             name. Required by the int8 targets (calibration, at most 500 samples used). Its
             shape fixes dimensions the model leaves open (e.g. sequence length).
@@ -199,7 +199,7 @@ def to_tflite(
         name: Model name in the metadata; default: `model.name`.
         version: Model version in the metadata.
         description: Model description in the metadata.
-        verification_data: Inputs compared with Keras, structured like `representative_data`;
+        verification_data: Inputs compared with Keras, structured like `calibration_data`;
             default: its first 64 samples, or 64 generated samples (standard-normal floats,
             integers 0 or 1, e.g. token ids valid for any vocabulary).
         on_mismatch: `"raise"` (default: raise `ExportVerificationError`, write nothing) or
@@ -224,7 +224,7 @@ def to_tflite(
                               keras.layers.Dense(10, activation="softmax")])
     x = np.random.rand(100, 8, 8, 1).astype("float32")
     result = kp.export.to_tflite(model, "build/model.tflite", target="mcu",
-                                 representative_data=x)
+                                 calibration_data=x)
     print(result)
     ```
     """
@@ -239,16 +239,16 @@ def to_tflite(
     if isinstance(latency_runs, bool) or not isinstance(latency_runs, int) or latency_runs < 0:
         raise ValueError(f"Expected `latency_runs` >= 0. Received: latency_runs={latency_runs!r}")
     signature = Signature(model)
-    if target.quantize and representative_data is None:
+    if target.quantize and calibration_data is None:
         raise ValueError(
-            f"Expected `representative_data` for target={target.name!r}: full-integer "
+            f"Expected `calibration_data` for target={target.name!r}: full-integer "
             "quantization calibrates activation ranges on typical inputs. Pass an array of "
             "shape (num_samples, *input_shape), e.g. 100-500 training samples (a list or "
             "dict of such arrays for a model with several inputs)."
         )
     calibration = None
-    if representative_data is not None:
-        calibration = signature.flatten(representative_data, "representative_data")
+    if calibration_data is not None:
+        calibration = signature.flatten(calibration_data, "calibration_data")
     samples = None
     if verification_data is not None:
         samples = signature.flatten(verification_data, "verification_data")

@@ -91,10 +91,6 @@ def load_model(path, *, custom_objects=None):
     import keras
 
     check_keras_file(path)
-    try:  # The exporter's one import from the pruning modules; it registers their classes.
-        from keras_prune.pruning import strip  # noqa: F401
-    except ImportError:  # A plain model still loads without them.
-        pass
     try:
         return keras.saving.load_model(path, custom_objects=custom_objects)
     except Exception as error:  # Keras raises whatever its deserializers raise.

@@ -9,6 +9,9 @@ as `filters=` to `kp.prune`, then check the exported file with `check_xnnpack_sp
 
 import keras
 
+from keras_prune.graph import tracing
+from keras_prune.layers.wrapper import PruneWrapper
+
 
 def _convolutions(model):
     for layer in model.layers:
@@ -70,11 +73,7 @@ def _padding_of(layer):
 
 
 def _inner(operation):
-    return (
-        getattr(operation, "layer", operation)
-        if type(operation).__name__ == "PruneWrapper"
-        else operation
-    )
+    return operation.layer if isinstance(operation, PruneWrapper) else operation
 
 
 class _Flow:
@@ -214,8 +213,6 @@ def check_xnnpack_sparse_model(model):
     kp.export.check_xnnpack_sparse_model(model)   # raises naming what is missing, if anything
     ```
     """
-    from keras_prune.graph import tracing
-
     if isinstance(model, keras.Sequential) and not model.built:
         raise ValueError(
             f"Model {model.name!r} is not built, so its structure cannot be checked for "

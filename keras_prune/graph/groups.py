@@ -593,7 +593,7 @@ def analyze(model):
     Example:
 
     ```python
-    analysis = kp.groups.analyze(model)
+    analysis = kp.graph.analyze(model)
     print(analysis.unsupported)   # {layer name: why its channels are kept}
     ```
     """
@@ -622,7 +622,7 @@ def channel_groups(model):
     y = keras.layers.Conv2D(8, 1)(keras.layers.ReLU()(x))
     outputs = keras.layers.Dense(2)(keras.layers.GlobalAveragePooling2D()(x + y))
     model = keras.Model(inputs, outputs)
-    for group in kp.channel_groups(model):
+    for group in kp.graph.channel_groups(model):
         print(group)   # conv2d + batch_norm + conv2d_1 share one group through `x + y`
     ```
     """

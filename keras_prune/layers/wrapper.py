@@ -44,7 +44,7 @@ def missing_callback_message(name):
     return (
         f"PruneWrapper {name!r} is being trained but nothing updates its masks. Pass "
         "`callbacks=[kp.PruningCallback()]` to `fit` (tfmot users: `UpdatePruningStep`), or, in a "
-        "custom training loop, call `kp.update_masks(model, step)` before each step."
+        "custom training loop, call `kp.pruning.update_masks(model, step)` before each step."
     )
 
 
@@ -97,7 +97,7 @@ class PruneWrapper(keras.layers.Wrapper):
     With a binary mask the inner weights themselves are held at exactly zero where masked; with
     a learnable mask they keep their values and the forward pass uses `weight * mask`, which
     `kp.strip` bakes in. The masks change only when the mask engine installs new ones: drive it
-    with `kp.PruningCallback` in `fit`, or `kp.update_masks(model, step)` in your own loop.
+    with `kp.PruningCallback` in `fit`, or `kp.pruning.update_masks(model, step)` in your own loop.
 
     Args:
         layer: the `keras.layers.Layer` to prune: a built-in weight-bearing layer (Dense,
@@ -106,10 +106,11 @@ class PruneWrapper(keras.layers.Wrapper):
             layer built from such layers.
         schedule: a `kp.PruningSchedule`; default `ConstantSparsity(0.5, begin_step=0,
             frequency=100)` as in tfmot.
-        granularity: "unstructured", "channel", "2:4", or `kp.Block(...)`, `kp.NofM(...)`,
-            `kp.Channel(...)`.
-        mask: "binary", "learnable" or "sigmoid", or a `kp.BinaryMask()` /
-            `kp.LearnableMask()` / `kp.SigmoidGateMask(...)`.
+        granularity: "unstructured", "channel", "2:4", or `kp.granularity.Block(...)`,
+        `kp.granularity.NofM(...)`,
+            `kp.granularity.Channel(...)`.
+        mask: "binary", "learnable" or "sigmoid", or a `kp.mask_types.BinaryMask()` /
+            `kp.mask_types.LearnableMask()` / `kp.mask_types.SigmoidGateMask(...)`.
         criterion: how binary masks rank weights: a name from `kp.criteria.ALIASES`
             ("magnitude" default, "l2", "random", "gradient", "taylor", "fisher", "obd",
             "movement"), a `kp.criteria.Criterion`, or a function `(weight, statistics) ->
@@ -174,7 +175,7 @@ class PruneWrapper(keras.layers.Wrapper):
         self.supports_masking = layer.supports_masking
         self._call_spec = None
         # Set by the mask engine when something drives the masks (kp.PruningCallback,
-        # kp.update_masks), so training without it is caught.
+        # kp.pruning.update_masks), so training without it is caught.
         self.driven = False
         # Binary masks on JAX: set while gradients are taken with the masked weights held at
         # zero, so that masked weights get their gradient (see keras_prune.engine.gradients).
@@ -524,7 +525,7 @@ def find_wrappers(model):
     Example:
 
     ```python
-    [wrapper.name for wrapper in kp.find_wrappers(pruned)]
+    [wrapper.name for wrapper in kp.layers.find_wrappers(pruned)]
     ```
     """
     found, seen = [], set()

@@ -34,21 +34,21 @@ class LotteryTicket(StepCounter):
     """Lottery-ticket training by iterative magnitude pruning with rewinding (Frankle & Carbin
     2019; rewinding to an early step: Frankle et al. 2020).
 
-    At `rewind_step` every trainable weight is saved. After each round of `steps_per_round`
+    At `rewind_step` every trainable weight is saved. After each round of `frequency`
     steps, the weights are pruned to the next of `sparsities` (by the wrappers' criterion and
     `allocation`), the surviving weights are reset to exactly their saved values, all other
     trainable weights too, and the optimizer's momenta are cleared; then the next round trains.
     Use it instead of `kp.PruningCallback` and train at least
-    `(len(sparsities) + 1) * steps_per_round` steps. The saved weights live in this callback,
+    `(len(sparsities) + 1) * frequency` steps. The saved weights live in this callback,
     not in the model.
 
     Args:
         sparsities: sparsity after each round, non-decreasing, each in [0, 1).
-        steps_per_round: training steps per round.
+        frequency: training steps per round (between two cuts).
         rewind_step: step whose weights survivors are rewound to (0 = initialisation), smaller
-            than `steps_per_round`.
+            than `frequency`.
         allocation: how sparsity is spread across layers (default per layer; lottery-ticket
-            papers often use `kp.GlobalAllocation()`).
+            papers often use `kp.allocation.GlobalAllocation()`).
         reset_optimizer: clear optimizer momenta at each rewind.
 
     Example:
@@ -56,7 +56,7 @@ class LotteryTicket(StepCounter):
     ```python
     pruned = kp.prune(model)
     pruned.compile("adam", "sparse_categorical_crossentropy")
-    ticket = kp.LotteryTicket([0.5, 0.75, 0.9], steps_per_round=300, rewind_step=20)
+    ticket = kp.methods.LotteryTicket([0.5, 0.75, 0.9], frequency=300, rewind_step=20)
     pruned.fit(x, y, epochs=20, callbacks=[ticket])
     ```
     """
@@ -64,22 +64,22 @@ class LotteryTicket(StepCounter):
     def __init__(
         self,
         sparsities,
-        steps_per_round,
+        frequency,
         rewind_step=0,
         allocation=None,
         reset_optimizer=True,
     ):
         super().__init__()
-        self.schedule = IterativeSparsity(sparsities, steps_per_round, begin_step=steps_per_round)
+        self.schedule = IterativeSparsity(sparsities, frequency, begin_step=frequency)
         validation.check_int("rewind_step", rewind_step, minimum=0)
-        if rewind_step >= steps_per_round:
+        if rewind_step >= frequency:
             raise ValueError(
-                "Expected `rewind_step` < `steps_per_round` (the weights are saved during the "
+                "Expected `rewind_step` < `frequency` (the weights are saved during the "
                 f"first round). Received: rewind_step={rewind_step}, "
-                f"steps_per_round={steps_per_round}"
+                f"frequency={frequency}"
             )
         self.sparsities = self.schedule.sparsities
-        self.steps_per_round = steps_per_round
+        self.frequency = frequency
         self.rewind_step = rewind_step
         self.allocation = allocation_lib.get(allocation or "per_layer")
         self.reset_optimizer = bool(reset_optimizer)
@@ -127,7 +127,7 @@ class LotteryTicket(StepCounter):
     def get_config(self):
         return {
             "sparsities": self.sparsities,
-            "steps_per_round": self.steps_per_round,
+            "frequency": self.frequency,
             "rewind_step": self.rewind_step,
             "allocation": keras.saving.serialize_keras_object(self.allocation),
             "reset_optimizer": self.reset_optimizer,

@@ -14,7 +14,7 @@ def penalize_masks(model, regularizer):
 
     ```python
     pruned = kp.prune(model, schedule=kp.ConstantSparsity(0.9), mask="sigmoid")
-    kp.penalize_masks(pruned, kp.regularizers.GateL0(1e-4))
+    kp.methods.penalize_masks(pruned, kp.regularizers.GateL0(1e-4))
     ```
     """
     if regularizer is not None and not callable(regularizer):

@@ -13,7 +13,7 @@ from keras_prune.core import allocation as allocation_lib
 from keras_prune.core import granularity as granularity_lib
 from keras_prune.core import masks, validation
 from keras_prune.engine.engine import engine_for
-from keras_prune.engine.gradients import collect_gradients
+from keras_prune.engine.gradients import check_calibration_data, collect_gradients
 from keras_prune.methods.lottery_ticket import binary_wrappers
 
 
@@ -50,7 +50,7 @@ class _DropAndGrow(StepCounter):
     def __init__(
         self,
         sparsity,
-        update_every=100,
+        frequency=100,
         drop_fraction=0.3,
         end_step=None,
         distribution="erk",
@@ -58,7 +58,7 @@ class _DropAndGrow(StepCounter):
     ):
         super().__init__()
         validation.check_sparsity("sparsity", sparsity)
-        validation.check_int("update_every", update_every, minimum=1)
+        validation.check_int("frequency", frequency, minimum=1)
         if end_step is not None:
             validation.check_int("end_step", end_step, minimum=1)
         if not isinstance(drop_fraction, numbers.Real) or not 0 < drop_fraction < 1:
@@ -69,7 +69,7 @@ class _DropAndGrow(StepCounter):
         if isinstance(seed, bool) or not isinstance(seed, int):
             raise ValueError(f"Expected `seed` to be an integer. Received: seed={seed!r}")
         self.sparsity = float(sparsity)
-        self.update_every = update_every
+        self.frequency = frequency
         self.drop_fraction = float(drop_fraction)
         self.end_step = end_step
         self.distribution = distribution
@@ -116,7 +116,7 @@ class _DropAndGrow(StepCounter):
 
     def on_train_batch_begin(self, batch, logs=None):
         step = next(
-            (s for s in reversed(self._steps(batch)) if s > 0 and s % self.update_every == 0),
+            (s for s in reversed(self._steps(batch)) if s > 0 and s % self.frequency == 0),
             None,
         )
         if step is None:
@@ -149,7 +149,7 @@ class _DropAndGrow(StepCounter):
     def get_config(self):
         return {
             "sparsity": self.sparsity,
-            "update_every": self.update_every,
+            "frequency": self.frequency,
             "drop_fraction": self.drop_fraction,
             "end_step": self.end_step,
             "distribution": self.distribution,
@@ -160,7 +160,7 @@ class _DropAndGrow(StepCounter):
 @keras.saving.register_keras_serializable(package="keras_prune")
 class SET(_DropAndGrow):
     """Sparse Evolutionary Training (Mocanu et al. 2018): train a sparse network from scratch,
-    every `update_every` steps drop the smallest-magnitude fraction of each layer's connections
+    every `frequency` steps drop the smallest-magnitude fraction of each layer's connections
     and regrow as many at random positions (starting at zero).
 
     Training starts from random masks at `sparsity` distributed by ERK (or uniformly), applied to
@@ -168,7 +168,7 @@ class SET(_DropAndGrow):
 
     Args:
         sparsity: overall sparsity, held fixed, in [0, 1).
-        update_every: steps between drop-and-grow updates.
+        frequency: steps between drop-and-grow updates.
         drop_fraction: fraction of active connections moved per update, in (0, 1).
         end_step: stop updating here; with it the fraction decays by a cosine (RigL's
             schedule). None keeps the fraction constant and never stops.
@@ -180,7 +180,7 @@ class SET(_DropAndGrow):
     ```python
     sparse = kp.prune(model)
     sparse.compile("adam", "sparse_categorical_crossentropy")
-    sparse.fit(x, y, epochs=20, callbacks=[kp.SET(0.9, update_every=50, end_step=2000)])
+    sparse.fit(x, y, epochs=20, callbacks=[kp.methods.SET(0.9, frequency=50, end_step=2000)])
     ```
     """
 
@@ -196,13 +196,13 @@ class RigL(_DropAndGrow):
     the largest gradient magnitude.
 
     The dense gradients are computed on `calibration_data` (a held batch; Keras callbacks do not
-    see the training batch) by `kp.collect_gradients` (TensorFlow, torch or JAX). Use it instead
-    of `kp.PruningCallback`.
+    see the training batch) by `kp.engine.collect_gradients` (TensorFlow, torch or JAX). Use it
+    instead of `kp.PruningCallback`.
 
     Args:
         sparsity: overall sparsity, held fixed, in [0, 1).
         calibration_data: `(x, y)` on which gradients are computed at each update.
-        update_every: steps between drop-and-grow updates.
+        frequency: steps between drop-and-grow updates.
         drop_fraction: fraction of active connections moved per update, in (0, 1).
         end_step: stop updating here, with cosine decay of the fraction; None: never stop.
         distribution: "erk" or "uniform".
@@ -214,13 +214,15 @@ class RigL(_DropAndGrow):
     ```python
     sparse = kp.prune(model)
     sparse.compile("adam", "sparse_categorical_crossentropy")
-    rigl = kp.RigL(0.9, calibration_data=(x[:256], y[:256]), update_every=50, end_step=2000)
+    rigl = kp.methods.RigL(0.9, calibration_data=(x[:256], y[:256]), frequency=50, end_step=2000)
     sparse.fit(x, y, epochs=20, callbacks=[rigl])
     ```
     """
 
     def __init__(self, sparsity, calibration_data=None, calibration_batch_size=128, **kwargs):
         super().__init__(sparsity, **kwargs)
+        if calibration_data is not None:
+            check_calibration_data(calibration_data)
         self.calibration_data = calibration_data
         self.calibration_batch_size = calibration_batch_size
 
@@ -233,8 +235,7 @@ class RigL(_DropAndGrow):
         super().on_train_begin(logs)
 
     def prepare_growth(self):
-        x, y = self.calibration_data
-        collect_gradients(self.model, x, y, batch_size=self.calibration_batch_size)
+        collect_gradients(self.model, self.calibration_data, batch_size=self.calibration_batch_size)
 
     def grow_scores(self, wrapper, index, step):
         return ops.abs(wrapper.gradient_statistics[index].mean_gradient)

@@ -40,7 +40,7 @@ def prune_once(
     Example:
 
     ```python
-    pruned = kp.prune_once(trained, 0.9, allocation=kp.GlobalAllocation())
+    pruned = kp.prune_once(trained, 0.9, allocation=kp.allocation.GlobalAllocation())
     pruned.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
     pruned.fit(x, y, epochs=2)
     ```
@@ -63,7 +63,7 @@ def prune_once(
                 "compile `model` first (its loss is used to compute the gradients)."
             )
         pruned.compile(optimizer="sgd", loss=model.loss)
-        collect_gradients(pruned, *calibration_data)
+        collect_gradients(pruned, calibration_data)
     engine.attach()
     engine.prune_to(sparsity, allocation=allocation, step=0)
     return pruned

@@ -9,11 +9,11 @@ own variables). `strip` reverses each of these.
 """
 
 import dataclasses
-import re
 
 import keras
 
 from keras_prune.core import granularity as granularity_lib
+from keras_prune.core.validation import layer_filter
 from keras_prune.engine.engine import engine_for
 from keras_prune.graph import groups as groups_lib
 from keras_prune.graph import rewire
@@ -74,31 +74,6 @@ class PruneReport:
             lines.append(f"  weights not pruned ({layouts.UNKNOWN}):")
             lines.extend(f"    {path}" for path in unknown)
         return "\n".join(lines)
-
-
-def layer_filter(filters):
-    """A predicate from `filters`: None (all), a regex, a list of regexes, or a callable."""
-    if filters is None:
-        return lambda layer: True
-    if callable(filters):
-        return filters
-    if isinstance(filters, str):
-        filters = [filters]
-    if isinstance(filters, (list, tuple)) and all(isinstance(f, str) for f in filters):
-        patterns = []
-        for pattern in filters:
-            try:
-                patterns.append(re.compile(pattern))
-            except re.error as error:
-                raise ValueError(
-                    f"Expected `filters` to hold valid regular expressions. Received: "
-                    f"filters={pattern!r} ({error}). Escape special characters with re.escape."
-                ) from error
-        return lambda layer: any(pattern.search(layer.name) for pattern in patterns)
-    raise TypeError(
-        "Expected `filters` to be None, a regex string, a list of regex strings, or a callable "
-        f"taking a layer and returning a bool. Received: filters={filters!r}"
-    )
 
 
 @dataclasses.dataclass
@@ -251,10 +226,11 @@ def prune(
     Args:
         model: a model, a layer, or a list of layers.
         schedule: a `kp.PruningSchedule` (default `ConstantSparsity(0.5)`).
-        granularity: "unstructured", "channel", "2:4" or a `kp.Block` / `kp.NofM` /
-            `kp.Channel` instance. At channel granularity only layers whose channels
+        granularity: "unstructured", "channel", "2:4" or a `kp.granularity.Block` /
+        `kp.granularity.NofM` /
+            `kp.granularity.Channel` instance. At channel granularity only layers whose channels
             `kp.shrink` can remove are wrapped (their BatchNormalizations too), unless
-            `kp.Channel(only_removable=False)`.
+            `kp.granularity.Channel(only_removable=False)`.
         mask: "binary", "learnable", "sigmoid" or a mask-type instance.
         filters: which layers to prune: None (all), a regex on the layer name, a list of regexes,
             or a callable `layer -> bool`.
@@ -514,7 +490,8 @@ def update_masks(model, step, allocation=None):
     """Apply every wrapper's schedule at optimizer step `step` (what `PruningCallback` does
     each batch); returns the wrappers whose masks were recomputed.
 
-    `allocation` (a `kp.allocation.Allocation`, e.g. `kp.GlobalAllocation()`) decides how the
+    `allocation` (a `kp.allocation.Allocation`, e.g. `kp.allocation.GlobalAllocation()`) decides
+    how the
     scheduled sparsity is spread across layers; None prunes each tensor to it. Channel masks are
     coupled by dependency group, so `kp.shrink` removes what they mask.
 
@@ -522,7 +499,7 @@ def update_masks(model, step, allocation=None):
 
     ```python
     for step, (x, y) in enumerate(dataset):
-        kp.update_masks(model, step)
+        kp.pruning.update_masks(model, step)
         train_step(x, y)
     ```
     """
@@ -534,8 +511,8 @@ def update_masks(model, step, allocation=None):
     engine = engine_for(model)
     if not engine.wrappers:
         raise ValueError(
-            f"kp.update_masks found no kp.PruneWrapper in model {model.name!r}. Make the model "
-            "prunable first: `model = kp.prune(model, schedule=...)`."
+            f"kp.pruning.update_masks found no kp.PruneWrapper in model {model.name!r}. Make "
+            "the model prunable first: `model = kp.prune(model, schedule=...)`."
         )
     engine.attach()
     return engine.update(int(step), allocation=allocation)
@@ -546,70 +523,3 @@ def _is_integral(value):
         return float(value) == int(value)
     except (TypeError, ValueError):
         return False
-
-
-def prune_low_magnitude(
-    to_prune,
-    pruning_schedule=None,
-    block_size=(1, 1),
-    block_pooling_type="AVG",
-    pruning_policy=None,
-    sparsity_m_by_n=None,
-    **kwargs,
-):
-    """tfmot's entry point, with tfmot's arguments: magnitude pruning of a model, a layer or a
-    list of layers.
-
-    Args:
-        to_prune: a model, a layer or a list of layers.
-        pruning_schedule: a `kp.PruningSchedule` (default `ConstantSparsity(0.5, 0)`).
-        block_size: tfmot's block on the Keras kernel (`[input, output]` for Dense); (1, 1) is
-            unstructured.
-        block_pooling_type: "AVG" or "MAX".
-        pruning_policy: a policy with a `filters(model)` method choosing the layers to prune,
-            e.g. `kp.pruning.PruneForLatencyOnXNNPack()`.
-        sparsity_m_by_n: tfmot's `(zeros, group)` pair, e.g. (2, 4) keeps 2 of every 4.
-        **kwargs: for a layer, base layer arguments of the wrapper (`input_shape=`, `name=`);
-            for a model, `kp.prune`'s `filters=`.
-
-    Example:
-
-    ```python
-    pruned = kp.prune_low_magnitude(model, pruning_schedule=kp.ConstantSparsity(0.5, 0))
-    ```
-    """
-    granularity = granularity_lib.from_tfmot_block(block_size, block_pooling_type)
-    if sparsity_m_by_n is not None:
-        granularity = granularity_lib.from_tfmot_m_by_n(sparsity_m_by_n)
-    if isinstance(to_prune, keras.Model):
-        unknown = set(kwargs) - {"filters"}
-        if unknown:
-            raise TypeError(
-                f"prune_low_magnitude(model, ...) got unexpected arguments {sorted(unknown)}; "
-                "for a model only `filters=` is accepted (layer arguments go to layers)."
-            )
-        if pruning_policy is not None:
-            kwargs["filters"] = pruning_policy.filters(to_prune)
-        return prune(to_prune, schedule=pruning_schedule, granularity=granularity, **kwargs)
-    if isinstance(to_prune, (list, tuple)):
-        return [
-            prune_low_magnitude(
-                layer,
-                pruning_schedule,
-                block_size,
-                block_pooling_type,
-                None,
-                sparsity_m_by_n,
-                **kwargs,
-            )
-            for layer in to_prune
-        ]
-    if not isinstance(to_prune, keras.layers.Layer):
-        return prune(to_prune)  # refuses with the error naming what it accepts
-    layouts.check_wrappable(to_prune, unbuilt_custom=True)
-    return PruneWrapper(to_prune, schedule=pruning_schedule, granularity=granularity, **kwargs)
-
-
-def strip_pruning(model):
-    """tfmot-compatible name for `strip`."""
-    return strip(model)

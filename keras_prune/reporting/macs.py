@@ -295,7 +295,7 @@ def call_macs(call, size_of=_size):
     ```python
     model = keras.Sequential([keras.Input((32, 32, 3)), keras.layers.Conv2D(8, 3, padding="same")])
     call = kp.graph.trace(model).calls[0]
-    kp.macs.call_macs(call)  # (32*32*3*3*3*8, "") = (221184, "")
+    kp.reporting.macs.call_macs(call)  # (32*32*3*3*3*8, "") = (221184, "")
     ```
     """
     count = _Count(size_of)
@@ -314,7 +314,7 @@ def layer_costs(model, size_of=_size):
     Example:
 
     ```python
-    for cost in kp.macs.layer_costs(model):
+    for cost in kp.reporting.macs.layer_costs(model):
         print(cost.name, cost.params, cost.macs, cost.note)
     ```
     """
@@ -350,7 +350,7 @@ def count(model):
     Example:
 
     ```python
-    kp.macs.count(keras.applications.MobileNetV2((96, 96, 3), weights=None))["macs"]
+    kp.reporting.macs.count(keras.applications.MobileNetV2((96, 96, 3), weights=None))["macs"]
     ```
     """
     return _totals(layer_costs(model))
@@ -426,8 +426,8 @@ def compare(model_a, model_b):
     Example:
 
     ```python
-    small = kp.prune_channels(model, fraction=0.5)
-    print(kp.macs.compare(model, small))
+    small = kp.prune_channels(model, sparsity=0.5)
+    print(kp.reporting.compare(model, small))
     ```
     """
     first, second = layer_costs(model_a), layer_costs(model_b)

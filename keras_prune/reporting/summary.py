@@ -2,11 +2,11 @@
 
 import dataclasses
 
+import keras
 import numpy as np
 
 from keras_prune.layers import layouts
-from keras_prune.layers.wrapper import PruneWrapper
-from keras_prune.pruning.prune_strip import find_wrappers
+from keras_prune.layers.wrapper import PruneWrapper, find_wrappers
 
 
 @dataclasses.dataclass
@@ -73,33 +73,37 @@ def _format_bytes(count):
         count /= 1024
 
 
-def summary(model, other=None, print_fn=print):
+def summary(model, print_fn=print):
     """Print (and return) a per-layer table: shape, params, nonzeros, sparsity and float32 bytes
     stored dense vs. nonzeros only, with totals over prunable weights and the whole model.
 
-    Works on pruned models (counting the masked, effective weights) and on plain ones. Given a
-    second model (e.g. the result of `kp.shrink`), prints params, MACs and size of both side by
-    side, per layer, instead (`kp.macs.compare`).
+    Works on pruned models (counting the masked, effective weights) and on plain ones. To put
+    two models side by side (before / after `kp.shrink`), use `kp.reporting.compare(a, b)`.
 
     Args:
         model: a Keras model, pruned or not.
-        other: optional model to compare `model` with (before / after).
         print_fn: where the table goes (`print` by default; None to only return it).
 
     Example:
 
     ```python
     kp.summary(pruned)
-    kp.summary(model, kp.shrink(pruned))
     ```
     """
-    if other is not None:
-        from keras_prune.reporting.macs import compare
-
-        text = str(compare(model, other))
-        if print_fn is not None:
-            print_fn(text)
-        return text
+    if not isinstance(model, keras.Model):
+        raise TypeError(
+            f"Expected a keras.Model to summarize. Received: model={model!r} "
+            f"(of type {type(model).__name__})"
+        )
+    if isinstance(print_fn, keras.Model):
+        raise TypeError(
+            "kp.summary describes one model; to put two side by side use "
+            "`print(kp.reporting.compare(model_a, model_b))`."
+        )
+    if print_fn is not None and not callable(print_fn):
+        raise TypeError(
+            f"Expected `print_fn` to be a callable or None. Received: print_fn={print_fn!r}"
+        )
     rows = weight_rows(model)
     header = ("Layer", "Weight", "Shape", "Params", "Nonzero", "Sparsity", "Dense", "Nonzero bytes")
     table = [

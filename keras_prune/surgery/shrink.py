@@ -21,6 +21,7 @@ from keras_prune.core import validation
 from keras_prune.graph import groups as groups_lib
 from keras_prune.graph import tracing
 from keras_prune.layers.wrapper import find_wrappers
+from keras_prune.pruning.prune_strip import strip
 from keras_prune.surgery import depth as depth_lib
 from keras_prune.surgery import ffn as ffn_lib
 from keras_prune.surgery import heads as heads_lib
@@ -337,26 +338,27 @@ def _structure_overrides(graph, slices, report):
 def shrink(model, *, round_to=None, remove_blocks=None):
     """A smaller plain Keras model without the channels that are exactly zero.
 
-    A channel is removed when its whole group (`kp.channel_groups`) is zero wherever a Conv /
+    A channel is removed when its whole group (`kp.graph.channel_groups`) is zero wherever a Conv /
     Dense consumes it: the result has fewer filters, neurons and BatchNormalization entries and
     the same outputs as `model` (up to float rounding). Residual branches that compute exactly
     zero are dropped from their `Add`. Groups the analysis cannot see through, and model inputs
     and outputs, are kept whole and listed in the report. Nested models are inlined.
 
     Attention heads whose output-projection rows are zero are removed from `MultiHeadAttention`
-    layers (`kp.heads.mask_heads`), feed-forward neurons whose output rows are zero from
-    keras-hub transformer blocks (`kp.ffn.mask_neurons`), and the residual blocks named in
-    `remove_blocks` are bypassed (`kp.depth`); the outputs stay those of `model`, except for
+    layers (`kp.surgery.heads.mask_heads`), feed-forward neurons whose output rows are zero from
+    keras-hub transformer blocks (`kp.surgery.ffn.mask_neurons`), and the residual blocks named in
+    `remove_blocks` are bypassed (`kp.surgery.depth`); the outputs stay those of `model`, except for
     the removed blocks.
 
     Args:
         model: a built Sequential or Functional model: a plain model whose pruned channels are
-            zero (e.g. from `kp.zero_group_channels`), or a model with `kp.PruneWrapper`s
-            (channel granularity, or masks from `kp.heads` / `kp.ffn`; it is stripped first).
+            zero (e.g. from `kp.surgery.zero_group_channels`), or a model with `kp.PruneWrapper`s
+            (channel granularity, or masks from `kp.surgery.heads` / `kp.surgery.ffn`; it is
+            stripped first).
         round_to: None, or 4, 8 or 16: keep a multiple of this many channels per group (zero
             channels are kept to fill up), which SIMD kernels such as XNNPACK's run best.
-        remove_blocks: residual blocks to remove (names or `kp.depth.ResidualBlock`s from
-            `kp.depth.residual_blocks`): the model gets shallower.
+        remove_blocks: residual blocks to remove (names or `kp.surgery.depth.ResidualBlock`s
+            from `kp.surgery.depth.residual_blocks`): the model gets shallower.
 
     Returns:
         A new `keras.Model`; its `shrink_report` attribute is a `ShrinkReport`.
@@ -375,8 +377,6 @@ def shrink(model, *, round_to=None, remove_blocks=None):
             f"Expected a built keras.Model (Sequential or Functional). Received: model={model!r}"
         )
     if find_wrappers(model):
-        from keras_prune.pruning import strip
-
         model = strip(model)
     analysis = groups_lib.analyze(model)
     groups = analysis.groups()

@@ -104,7 +104,7 @@ def zero_channels(analysis):
     Example:
 
     ```python
-    analysis = kp.groups.analyze(model)
+    analysis = kp.graph.analyze(model)
     zero = zero_channels(analysis)
     zero[id(analysis.graph.outputs[0])]   # which output channels are always zero
     ```
@@ -215,7 +215,7 @@ def removable_channels(analysis, groups, zero=None):
     Example:
 
     ```python
-    analysis = kp.groups.analyze(model)
+    analysis = kp.graph.analyze(model)
     removable = removable_channels(analysis, analysis.groups())
     ```
     """
@@ -234,3 +234,41 @@ def removable_channels(analysis, groups, zero=None):
         seen = edges.get(group.root)
         result[group.index] = np.logical_and.reduce(seen) if seen else np.zeros(group.size, bool)
     return result
+
+
+def zero_group_channels(group, channels):
+    """Set every weight of `group` that creates or scales `channels` to exactly zero, in place.
+
+    Kernel output columns, biases, BatchNormalization gamma and beta and depthwise filters are
+    zeroed, so those channels are exactly zero wherever they are consumed and `kp.shrink` can
+    remove them. Input rows of consumers and BatchNormalization statistics are left alone.
+
+    Example:
+
+    ```python
+    group = kp.graph.channel_groups(model)[0]
+    kp.surgery.zero_group_channels(group, [0, 3])
+    small = kp.shrink(model)
+    ```
+    """
+    channels = np.asarray(channels, dtype=np.int64)
+    if channels.size == 0:
+        return
+    if channels.min() < 0 or channels.max() >= group.size:
+        raise ValueError(
+            f"Expected channel indices in [0, {group.size}) for group {group.index}. "
+            f"Received: channels={channels.tolist()}"
+        )
+    for member in group.members:
+        layer = groups_lib.unwrap(member.layer)
+        if member.role == "input":
+            continue
+        if isinstance(layer, keras.layers.BatchNormalization) and not (
+            member.variable is layer.gamma or member.variable is layer.beta
+        ):
+            continue
+        value = _numpy(member.variable).copy()
+        index = [slice(None)] * value.ndim
+        index[member.axis] = member.indices(channels)
+        value[tuple(index)] = 0
+        member.variable.assign(value)

@@ -99,21 +99,21 @@ def _build_mnist_layerwise_pruned_model(pruning_params):
         raise ValueError("pruning_params should be provided.")
     return keras.Sequential(
         [
-            kp.prune_low_magnitude(
+            kp.tfmot.prune_low_magnitude(
                 layers.Conv2D(32, 5, padding="same", activation="relu"),
                 input_shape=(28, 28, 1),
                 **pruning_params,
             ),
             layers.MaxPooling2D((2, 2), (2, 2), padding="same"),
             layers.BatchNormalization(),
-            kp.prune_low_magnitude(
+            kp.tfmot.prune_low_magnitude(
                 layers.Conv2D(64, 5, padding="same", activation="relu"), **pruning_params
             ),
             layers.MaxPooling2D((2, 2), (2, 2), padding="same"),
             layers.Flatten(),
-            kp.prune_low_magnitude(layers.Dense(1024, activation="relu"), **pruning_params),
+            kp.tfmot.prune_low_magnitude(layers.Dense(1024, activation="relu"), **pruning_params),
             layers.Dropout(0.4),
-            kp.prune_low_magnitude(layers.Dense(10, activation="softmax"), **pruning_params),
+            kp.tfmot.prune_low_magnitude(layers.Dense(10, activation="softmax"), **pruning_params),
         ]
     )
 
@@ -139,7 +139,7 @@ def save_restore_keras_model(model):
     """
     keras_file = os.path.join(tempfile.mkdtemp(), "model.keras")
     keras.models.save_model(model, keras_file)
-    with kp.prune_scope():
+    with kp.tfmot.prune_scope():
         return keras.models.load_model(keras_file)
 
 
@@ -217,19 +217,19 @@ def is_pruned_m_by_n(weights, m_by_n=(2, 4), last_channel="C_OUT"):
 
 def granularity_for(block_size=(1, 1), block_pooling_type="AVG"):
     """The keras_prune granularity docs/migrating_from_tfmot.md maps tfmot's block arguments to:
-    `block_size=(1, 1)` is unstructured, `(r, c)` is `kp.Block((c, r))` (tfmot counts on the
-    Keras kernel, `kp.Block` on TFLite's transposed layout)."""
+    `block_size=(1, 1)` is unstructured, `(r, c)` is `kp.granularity.Block((c, r))` (tfmot counts on the
+    Keras kernel, `kp.granularity.Block` on TFLite's transposed layout)."""
     rows, columns = block_size
     if (rows, columns) == (1, 1):
-        return kp.Unstructured()
-    return kp.Block((columns, rows), pooling=block_pooling_type.lower())
+        return kp.granularity.Unstructured()
+    return kp.granularity.Block((columns, rows), pooling=block_pooling_type.lower())
 
 
 def nofm(m_by_n):
-    """tfmot's `sparsity_m_by_n=(zeros, group)` -> `kp.NofM(group - zeros, group)`, as
+    """tfmot's `sparsity_m_by_n=(zeros, group)` -> `kp.granularity.NofM(group - zeros, group)`, as
     docs/migrating_from_tfmot.md maps it for `kp.prune(..., granularity=...)`."""
     zeros, group = m_by_n
-    return kp.NofM(group - zeros, group)
+    return kp.granularity.NofM(group - zeros, group)
 
 
 def pruning_vars(wrapper):
@@ -252,7 +252,7 @@ def count_pruned_layers(model):
 
 def collect_prunable_layers(model):
     """tfmot's `pruning_wrapper.collect_prunable_layers`: the wrappers, nested models included."""
-    return kp.find_wrappers(model)
+    return kp.layers.find_wrappers(model)
 
 
 def batch(dims, batch_size):

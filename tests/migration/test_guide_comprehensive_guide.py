@@ -70,7 +70,7 @@ def test_prune_whole_model(pretrained_weights):
     base_model = setup_model()
     base_model.load_weights(pretrained_weights)  # optional but recommended.
 
-    model_for_pruning = kp.prune_low_magnitude(base_model)
+    model_for_pruning = kp.tfmot.prune_low_magnitude(base_model)
 
     model_for_pruning.summary()
     assert len(_wrappers(model_for_pruning)) == 1
@@ -85,7 +85,7 @@ def test_prune_some_layers_with_clone_model(pretrained_weights):
     # Dense layers train with pruning.
     def apply_pruning_to_dense(layer):
         if isinstance(layer, keras.layers.Dense):
-            return kp.prune_low_magnitude(layer)
+            return kp.tfmot.prune_low_magnitude(layer)
         return layer
 
     # Use `keras.models.clone_model` to apply `apply_pruning_to_dense`
@@ -106,7 +106,7 @@ def test_prune_some_layers_with_clone_model(pretrained_weights):
 def test_functional_example():
     # Use `prune_low_magnitude` to make the `Dense` layer train with pruning.
     i = keras.Input(shape=(20,))
-    x = kp.prune_low_magnitude(keras.layers.Dense(10))(i)
+    x = kp.tfmot.prune_low_magnitude(keras.layers.Dense(10))(i)
     o = keras.layers.Flatten()(x)
     model_for_pruning = keras.Model(inputs=i, outputs=o)
 
@@ -118,7 +118,7 @@ def test_sequential_example():
     # Use `prune_low_magnitude` to make the `Dense` layer train with pruning.
     model_for_pruning = keras.Sequential(
         [
-            kp.prune_low_magnitude(keras.layers.Dense(20, input_shape=input_shape)),
+            kp.tfmot.prune_low_magnitude(keras.layers.Dense(20, input_shape=input_shape)),
             keras.layers.Flatten(),
         ]
     )
@@ -130,7 +130,7 @@ def test_sequential_example():
 
 
 def test_prune_custom_keras_layer():
-    class MyDenseLayer(keras.layers.Dense, kp.PrunableLayer):
+    class MyDenseLayer(keras.layers.Dense, kp.tfmot.PrunableLayer):
         def get_prunable_weights(self):
             # Prune bias also, though that usually harms model accuracy too much.
             return [self.kernel, self.bias]
@@ -138,7 +138,7 @@ def test_prune_custom_keras_layer():
     # Use `prune_low_magnitude` to make the `MyDenseLayer` layer train with pruning.
     model_for_pruning = keras.Sequential(
         [
-            kp.prune_low_magnitude(MyDenseLayer(20, input_shape=input_shape)),
+            kp.tfmot.prune_low_magnitude(MyDenseLayer(20, input_shape=input_shape)),
             keras.layers.Flatten(),
         ]
     )
@@ -155,13 +155,13 @@ def test_model_fit(pretrained_weights):
     # Define the model.
     base_model = setup_model()
     base_model.load_weights(pretrained_weights)  # optional but recommended for model accuracy
-    model_for_pruning = kp.prune_low_magnitude(base_model)
+    model_for_pruning = kp.tfmot.prune_low_magnitude(base_model)
 
     log_dir = tempfile.mkdtemp()
     callbacks = [
-        kp.UpdatePruningStep(),
+        kp.tfmot.UpdatePruningStep(),
         # Log sparsity and other metrics in Tensorboard.
-        kp.PruningSummaries(log_dir=log_dir),
+        kp.tfmot.PruningSummaries(log_dir=log_dir),
     ]
 
     model_for_pruning.compile(
@@ -177,7 +177,7 @@ def test_custom_training_loop(pretrained_weights):
     # Define the model.
     base_model = setup_model()
     base_model.load_weights(pretrained_weights)  # optional but recommended for model accuracy
-    model_for_pruning = kp.prune_low_magnitude(base_model)
+    model_for_pruning = kp.tfmot.prune_low_magnitude(base_model)
 
     # Boilerplate
     loss = keras.losses.categorical_crossentropy
@@ -189,10 +189,10 @@ def test_custom_training_loop(pretrained_weights):
 
     # Non-boilerplate.
     model_for_pruning.optimizer = optimizer
-    step_callback = kp.UpdatePruningStep()
+    step_callback = kp.tfmot.UpdatePruningStep()
     step_callback.set_model(model_for_pruning)
     # Log sparsity and other metrics in Tensorboard.
-    log_callback = kp.PruningSummaries(log_dir=log_dir)
+    log_callback = kp.tfmot.PruningSummaries(log_dir=log_dir)
     log_callback.set_model(model_for_pruning)
 
     step_callback.on_train_begin()  # run pruning callback
@@ -221,7 +221,7 @@ def test_checkpoint_and_deserialize(pretrained_weights):
     # Define the model.
     base_model = setup_model()
     base_model.load_weights(pretrained_weights)  # optional but recommended for model accuracy
-    model_for_pruning = kp.prune_low_magnitude(base_model)
+    model_for_pruning = kp.tfmot.prune_low_magnitude(base_model)
 
     _, keras_model_file = tempfile.mkstemp(".h5")
 
@@ -229,7 +229,7 @@ def test_checkpoint_and_deserialize(pretrained_weights):
     model_for_pruning.save(keras_model_file, include_optimizer=True)
 
     # Deserialize model.
-    with kp.prune_scope():
+    with kp.tfmot.prune_scope():
         loaded_model = keras.models.load_model(keras_model_file)
 
     loaded_model.summary()
@@ -243,11 +243,11 @@ def test_export_model_with_size_compression(pretrained_weights):
     # Define the model.
     base_model = setup_model()
     base_model.load_weights(pretrained_weights)  # optional but recommended for model accuracy
-    model_for_pruning = kp.prune_low_magnitude(base_model)
+    model_for_pruning = kp.tfmot.prune_low_magnitude(base_model)
 
     # Typically you train the model here.
 
-    model_for_export = kp.strip_pruning(model_for_pruning)
+    model_for_export = kp.tfmot.strip_pruning(model_for_pruning)
 
     print("final model")
     model_for_export.summary()
@@ -264,7 +264,7 @@ def test_block_sparsity():
     # quantized weights, a 1x16 block size is nice because the block perfectly
     # fits into the register.
     pruning_params = {"block_size": [1, 16]}
-    model_for_pruning = kp.prune_low_magnitude(base_model, **pruning_params)
+    model_for_pruning = kp.tfmot.prune_low_magnitude(base_model, **pruning_params)
 
     model_for_pruning.summary()
     assert len(_wrappers(model_for_pruning)) == 1

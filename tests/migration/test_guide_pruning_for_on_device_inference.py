@@ -101,10 +101,10 @@ def pruning_params(ds_train, end_epoch=1):
     end_step = num_iterations_per_epoch * end_epoch
 
     return {
-        "pruning_schedule": kp.PolynomialDecay(
+        "pruning_schedule": kp.tfmot.PolynomialDecay(
             initial_sparsity=0.25, final_sparsity=0.75, begin_step=0, end_step=end_step
         ),
-        "pruning_policy": kp.pruning.PruneForLatencyOnXNNPack(),
+        "pruning_policy": kp.tfmot.PruneForLatencyOnXNNPack(),
     }
 
 
@@ -114,8 +114,8 @@ def test_model_ending_in_flat_pooling_prunes_as_tfmot_0_8_1_does(datasets, dense
     # is any GlobalAveragePooling2D (tfmot commit 33a3718 removed the keepdims rule, and four of
     # its own unit tests rely on that). keras_prune follows tfmot 0.8.1.
     ds_train, _, _ = datasets
-    pruned = kp.prune_low_magnitude(dense_model, **pruning_params(ds_train))
-    assert kp.find_wrappers(pruned)
+    pruned = kp.tfmot.prune_low_magnitude(dense_model, **pruning_params(ds_train))
+    assert kp.layers.find_wrappers(pruned)
 
 
 @pytest.fixture(scope="module")
@@ -127,13 +127,13 @@ def model_for_pruning(datasets, dense_model):
     fixed_dense_model.set_weights(dense_model.get_weights())
 
     # Try to reapply pruning wrapper.
-    model_for_pruning = kp.prune_low_magnitude(fixed_dense_model, **pruning_params(ds_train))
+    model_for_pruning = kp.tfmot.prune_low_magnitude(fixed_dense_model, **pruning_params(ds_train))
 
     logdir = tempfile.mkdtemp()
 
     callbacks = [
-        kp.UpdatePruningStep(),
-        kp.PruningSummaries(log_dir=logdir),
+        kp.tfmot.UpdatePruningStep(),
+        kp.tfmot.PruningSummaries(log_dir=logdir),
     ]
 
     model_for_pruning.compile(
@@ -162,7 +162,7 @@ def test_fine_tuning_prunes_the_1x1_convolutions(model_for_pruning, datasets):
 
 def test_conversion_with_sparse_encoding(model_for_pruning, datasets):
     _, _, ds_test = datasets
-    model_for_export = kp.strip_pruning(model_for_pruning)
+    model_for_export = kp.tfmot.strip_pruning(model_for_pruning)
 
     converter = tf.lite.TFLiteConverter.from_keras_model(model_for_export)
     converter.optimizations = [tf.lite.Optimize.EXPERIMENTAL_SPARSITY]

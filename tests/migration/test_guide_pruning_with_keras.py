@@ -79,7 +79,7 @@ def fine_tuned(mnist, baseline):
     (train_images, train_labels), (test_images, test_labels) = mnist
     model, _, _ = baseline
 
-    prune_low_magnitude = kp.prune_low_magnitude
+    prune_low_magnitude = kp.tfmot.prune_low_magnitude
 
     # Compute end step to finish pruning after 2 epochs.
     batch_size = 12
@@ -91,7 +91,7 @@ def fine_tuned(mnist, baseline):
 
     # Define model for pruning.
     pruning_params = {
-        "pruning_schedule": kp.PolynomialDecay(
+        "pruning_schedule": kp.tfmot.PolynomialDecay(
             initial_sparsity=0.50, final_sparsity=0.80, begin_step=0, end_step=end_step
         )
     }
@@ -110,8 +110,8 @@ def fine_tuned(mnist, baseline):
     logdir = tempfile.mkdtemp()
 
     callbacks = [
-        kp.UpdatePruningStep(),
-        kp.PruningSummaries(log_dir=logdir),
+        kp.tfmot.UpdatePruningStep(),
+        kp.tfmot.PruningSummaries(log_dir=logdir),
     ]
 
     model_for_pruning.fit(
@@ -155,7 +155,7 @@ def test_strip_pruning_gives_smaller_compressed_models(fine_tuned, baseline, mni
     _, _, keras_file = baseline
     _, (test_images, _) = mnist
 
-    model_for_export = kp.strip_pruning(model_for_pruning)
+    model_for_export = kp.tfmot.strip_pruning(model_for_pruning)
     assert not any(isinstance(layer, kp.PruneWrapper) for layer in model_for_export.layers)
     np.testing.assert_allclose(
         model_for_export.predict(test_images, verbose=0),
@@ -183,7 +183,7 @@ def test_strip_pruning_gives_smaller_compressed_models(fine_tuned, baseline, mni
 def test_quantized_tflite_accuracy_persists(fine_tuned, mnist):
     model_for_pruning, model_for_pruning_accuracy, _ = fine_tuned
     _, (test_images, test_labels) = mnist
-    model_for_export = kp.strip_pruning(model_for_pruning)
+    model_for_export = kp.tfmot.strip_pruning(model_for_pruning)
 
     converter = tf.lite.TFLiteConverter.from_keras_model(model_for_export)
     converter.optimizations = [tf.lite.Optimize.DEFAULT]

@@ -28,7 +28,7 @@ pruning_params_2_by_4 = {
 }
 
 pruning_params_sparsity_0_5 = {
-    "pruning_schedule": kp.ConstantSparsity(target_sparsity=0.5, begin_step=0, frequency=100)
+    "pruning_schedule": kp.tfmot.ConstantSparsity(target_sparsity=0.5, begin_step=0, frequency=100)
 }
 
 
@@ -46,7 +46,7 @@ def mnist():
 @pytest.fixture(scope="module")
 def trained(mnist):
     (train_images, train_labels), (test_images, test_labels) = mnist
-    prune_low_magnitude = kp.prune_low_magnitude
+    prune_low_magnitude = kp.tfmot.prune_low_magnitude
     keras.utils.set_random_seed(0)
 
     model = keras.Sequential(
@@ -98,7 +98,7 @@ def trained(mnist):
         batch_size=batch_size,
         epochs=epochs,
         verbose=0,
-        callbacks=kp.UpdatePruningStep(),
+        callbacks=kp.tfmot.UpdatePruningStep(),
         validation_split=0.1,
     )
 
@@ -109,7 +109,7 @@ def trained(mnist):
 
 @pytest.fixture(scope="module")
 def interpreter(trained):
-    model = kp.strip_pruning(trained[0])
+    model = kp.tfmot.strip_pruning(trained[0])
 
     converter = tf.lite.TFLiteConverter.from_keras_model(model)
     tflite_model = converter.convert()

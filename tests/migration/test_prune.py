@@ -39,7 +39,7 @@ class TestSubclassedModel(keras.Model):
         return self.layer1(inputs)
 
 
-class CustomPrunableLayer(layers.Dense, kp.PrunableLayer):
+class CustomPrunableLayer(layers.Dense, kp.tfmot.PrunableLayer):
     def get_prunable_weights(self):
         return [self.kernel]
 
@@ -59,7 +59,7 @@ def env():
         custom_non_prunable_layer=CustomNonPrunableLayer(10),
         model=keras.Sequential(),
         params={
-            "pruning_schedule": kp.ConstantSparsity(0.5, 0),
+            "pruning_schedule": kp.tfmot.ConstantSparsity(0.5, 0),
             "block_size": (1, 1),
             "block_pooling_type": "AVG",
         },
@@ -67,7 +67,7 @@ def env():
 
 
 def _build_pruned_layer_model(env, layer):
-    wrapped_layer = kp.prune_low_magnitude(layer, **env.params)
+    wrapped_layer = kp.tfmot.prune_low_magnitude(layer, **env.params)
     env.model.add(wrapped_layer)
     env.model.build(input_shape=(10, 1))
     return wrapped_layer
@@ -119,7 +119,7 @@ def test_prune_keras_unsupported_layer(env):
     # recurrent kernel), and custom layers built from prunable sublayers (a custom block, a
     # keras-hub transformer layer), which are pruned through those sublayers."
     # (tfmot: `with self.assertRaises(ValueError)`.)
-    wrapped_layer = kp.prune_low_magnitude(env.keras_unsupported_layer, **env.params)
+    wrapped_layer = kp.tfmot.prune_low_magnitude(env.keras_unsupported_layer, **env.params)
     keras.Sequential([keras.Input((3, 8, 8, 3)), wrapped_layer])
 
     cell = env.keras_unsupported_layer.cell
@@ -148,7 +148,7 @@ def test_prune_model_valid_layers_successful(env):
     model = keras.Sequential(
         [env.keras_prunable_layer, env.keras_non_prunable_layer, env.custom_prunable_layer]
     )
-    pruned_model = kp.prune_low_magnitude(model, **env.params)
+    pruned_model = kp.tfmot.prune_low_magnitude(model, **env.params)
     pruned_model.build(input_shape=(1, 28, 28, 1))
 
     assert len(model.layers) == len(pruned_model.layers)
@@ -169,7 +169,7 @@ def test_prune_model_unsupported_keras_layer_raises_error(env):
     # recurrent kernel), and custom layers built from prunable sublayers (a custom block, a
     # keras-hub transformer layer), which are pruned through those sublayers."
     # (tfmot: `with self.assertRaises(ValueError)`.)
-    pruned_model = kp.prune_low_magnitude(
+    pruned_model = kp.tfmot.prune_low_magnitude(
         keras.Sequential(
             [
                 env.keras_prunable_layer,
@@ -190,7 +190,7 @@ def test_prune_model_custom_non_prunable_layer_raises_error(env):
     # MyDense(keras.layers.Dense)` has its kernel pruned); tfmot refused them unless they defined
     # `get_prunable_weights()`."
     # (tfmot: `with self.assertRaises(ValueError)`.)
-    pruned_model = kp.prune_low_magnitude(
+    pruned_model = kp.tfmot.prune_low_magnitude(
         keras.Sequential(
             [
                 env.keras_prunable_layer,
@@ -208,9 +208,9 @@ def test_prune_model_custom_non_prunable_layer_raises_error(env):
 
 def test_prune_model_does_not_wrap_already_wrapped_layer(env):
     model = keras.Sequential(
-        [layers.Dense(10), kp.prune_low_magnitude(layers.Dense(10), **env.params)]
+        [layers.Dense(10), kp.tfmot.prune_low_magnitude(layers.Dense(10), **env.params)]
     )
-    pruned_model = kp.prune_low_magnitude(model, **env.params)
+    pruned_model = kp.tfmot.prune_low_magnitude(model, **env.params)
     pruned_model.build(input_shape=(10, 1))
 
     assert len(model.layers) == len(pruned_model.layers)
@@ -231,7 +231,7 @@ def test_prune_valid_layers_list_successful(env):
         env.keras_non_prunable_layer,
         env.custom_prunable_layer,
     ]
-    pruned_layers = kp.prune_low_magnitude(model_layers, **env.params)
+    pruned_layers = kp.tfmot.prune_low_magnitude(model_layers, **env.params)
 
     assert len(model_layers) == len(pruned_layers)
     for layer, pruned_layer in zip(model_layers, pruned_layers, strict=True):
@@ -239,7 +239,7 @@ def test_prune_valid_layers_list_successful(env):
 
 
 def test_prune_inference_works_pruning_step_callback_not_required(env):
-    model = kp.prune_low_magnitude(
+    model = kp.tfmot.prune_low_magnitude(
         keras.Sequential(
             [
                 layers.Dense(10, activation="relu", input_shape=(100,)),
@@ -266,12 +266,12 @@ def test_prune_inference_works_pruning_step_callback_not_required(env):
 def test_prune_sequential_model(env):
     # No InputLayer
     model = keras.Sequential([layers.Dense(10), layers.Dense(10)])
-    pruned_model = kp.prune_low_magnitude(model, **env.params)
+    pruned_model = kp.tfmot.prune_low_magnitude(model, **env.params)
     assert count_pruned_layers(pruned_model) == 2
 
     # With InputLayer
     model = keras.Sequential([layers.Dense(10, input_shape=(10,)), layers.Dense(10)])
-    pruned_model = kp.prune_low_magnitude(model, **env.params)
+    pruned_model = kp.tfmot.prune_low_magnitude(model, **env.params)
     assert count_pruned_layers(pruned_model) == 2
 
 
@@ -279,22 +279,22 @@ def test_prune_sequential_model_preserves_built_state(env):
     # No InputLayer
     model = keras.Sequential([layers.Dense(10), layers.Dense(10)])
     assert model.built is False
-    pruned_model = kp.prune_low_magnitude(model, **env.params)
+    pruned_model = kp.tfmot.prune_low_magnitude(model, **env.params)
     assert model.built is False
 
     # Test built state preserves across serialization. (`model_from_config(json.loads(to_json()))`
     # is `model_from_json(to_json())` in Keras 3.)
-    with kp.prune_scope():
+    with kp.tfmot.prune_scope():
         loaded_model = keras.models.model_from_json(pruned_model.to_json())
     assert loaded_model.built is False
 
     # With InputLayer
     model = keras.Sequential([layers.Dense(10, input_shape=(10,)), layers.Dense(10)])
     assert model.built is True
-    pruned_model = kp.prune_low_magnitude(model, **env.params)
+    pruned_model = kp.tfmot.prune_low_magnitude(model, **env.params)
     assert model.built is True
 
-    with kp.prune_scope():
+    with kp.tfmot.prune_scope():
         loaded_model = keras.models.model_from_json(pruned_model.to_json())
     assert loaded_model.built is True
 
@@ -307,7 +307,7 @@ def test_prune_functional_model(env):
     add = layers.Add()
     outputs = add([x1, x2])
     model = keras.Model(inputs=[i1, i2], outputs=outputs)
-    pruned_model = kp.prune_low_magnitude(model, **env.params)
+    pruned_model = kp.tfmot.prune_low_magnitude(model, **env.params)
     # deliberate difference: "`kp.prune` wraps only layers with something to prune; layers without
     # prunable weights (Dropout, Flatten, pooling, BatchNormalization, Add, ...) stay as they are
     # and are listed in `model.pruning_report.skipped`."
@@ -323,7 +323,7 @@ def test_prune_functional_model_with_layer_reused(env):
     x = dense_layer(inp)
     x = dense_layer(x)
     model = keras.Model(inputs=[inp], outputs=[x])
-    pruned_model = kp.prune_low_magnitude(model, **env.params)
+    pruned_model = kp.tfmot.prune_low_magnitude(model, **env.params)
     assert count_pruned_layers(pruned_model) == 1
 
 
@@ -335,11 +335,11 @@ def test_prune_functional_model_preserves_built_state(env):
     outputs = layers.Add()([x1, x2])
     model = keras.Model(inputs=[i1, i2], outputs=outputs)
     assert model.built is True
-    pruned_model = kp.prune_low_magnitude(model, **env.params)
+    pruned_model = kp.tfmot.prune_low_magnitude(model, **env.params)
     assert model.built is True
 
     # Test built state preserves across serialization
-    with kp.prune_scope():
+    with kp.tfmot.prune_scope():
         loaded_model = keras.models.model_from_json(pruned_model.to_json())
     assert loaded_model.built is True
 
@@ -347,14 +347,14 @@ def test_prune_functional_model_preserves_built_state(env):
 def test_prune_model_recursively(env):
     internal_model = keras.Sequential([keras.layers.Dense(10, input_shape=(10,))])
     original_model = keras.Sequential([internal_model, layers.Dense(10)])
-    pruned_model = kp.prune_low_magnitude(original_model, **env.params)
+    pruned_model = kp.tfmot.prune_low_magnitude(original_model, **env.params)
     assert count_pruned_layers(pruned_model) == 2
 
 
 def test_prune_subclass_model(env):
     model = TestSubclassedModel()
     with pytest.raises(ValueError) as e:
-        kp.prune_low_magnitude(model, **env.params)
+        kp.tfmot.prune_low_magnitude(model, **env.params)
     # deliberate difference: "Errors are keras_prune's own: a ValueError or TypeError naming the
     # value received and how to fix it; tfmot's messages are not reproduced, and an object that is
     # not a model, a layer or a list of layers raises TypeError (tfmot: ValueError)."
@@ -369,15 +369,15 @@ def test_prune_misc_object(env):
     # not a model, a layer or a list of layers raises TypeError (tfmot: ValueError)."
     # (tfmot: ValueError, `str(e.value) == INVALID_TO_PRUNE_PARAM_ERROR.format(input="object")`.)
     with pytest.raises(TypeError) as e:
-        kp.prune_low_magnitude(model, **env.params)
+        kp.tfmot.prune_low_magnitude(model, **env.params)
     assert "of type object" in str(e.value)
 
 
 def test_strip_pruning_sequential_model(env):
     model = keras.Sequential([layers.Dense(10), layers.Dense(10)])
 
-    pruned_model = kp.prune_low_magnitude(model, **env.params)
-    stripped_model = kp.strip_pruning(pruned_model)
+    pruned_model = kp.tfmot.prune_low_magnitude(model, **env.params)
+    stripped_model = kp.tfmot.strip_pruning(pruned_model)
     assert count_pruned_layers(stripped_model) == 0
     assert model.get_config() == stripped_model.get_config()
 
@@ -390,8 +390,8 @@ def test_strip_pruning_functional_model(env):
     outputs = layers.Add()([x1, x2])
     model = keras.Model(inputs=[i1, i2], outputs=outputs)
 
-    pruned_model = kp.prune_low_magnitude(model, **env.params)
-    stripped_model = kp.strip_pruning(pruned_model)
+    pruned_model = kp.tfmot.prune_low_magnitude(model, **env.params)
+    stripped_model = kp.tfmot.strip_pruning(pruned_model)
 
     assert count_pruned_layers(stripped_model) == 0
     assert model.get_config() == stripped_model.get_config()
@@ -399,32 +399,32 @@ def test_strip_pruning_functional_model(env):
 
 def test_prune_scope_needed_for_keras_model():
     model = build_simple_dense_model()
-    pruned_model = kp.prune_low_magnitude(model)
+    pruned_model = kp.tfmot.prune_low_magnitude(model)
 
     _, keras_model = tempfile.mkstemp(".h5")
     pruned_model.save(keras_model)
 
     # deliberate difference: "No scope is needed to load a pruned model: keras_prune's classes are
-    # registered with Keras, and `kp.prune_scope()` exists only so that tfmot code runs unchanged
+    # registered with Keras, and `kp.tfmot.prune_scope()` exists only so that tfmot code runs unchanged
     # (it does nothing)."
     # (tfmot: `with self.assertRaises(ValueError)` around this load.)
     keras.models.load_model(keras_model)
 
     # works with `prune_scope`
-    with kp.prune_scope():
+    with kp.tfmot.prune_scope():
         keras.models.load_model(keras_model)
 
 
 def test_prune_scope_not_needed_for_keras_checkpoint():
     model = build_simple_dense_model()
-    pruned_model = kp.prune_low_magnitude(model)
+    pruned_model = kp.tfmot.prune_low_magnitude(model)
 
     # Keras 3 weights files must end in `.weights.h5`.
     keras_weights = os.path.join(tempfile.mkdtemp(), "model.weights.h5")
     pruned_model.save_weights(keras_weights)
 
     same_architecture_model = build_simple_dense_model()
-    same_architecture_model = kp.prune_low_magnitude(same_architecture_model)
+    same_architecture_model = kp.tfmot.prune_low_magnitude(same_architecture_model)
 
     # would error if `prune_scope` was needed.
     same_architecture_model.load_weights(keras_weights)
@@ -432,7 +432,7 @@ def test_prune_scope_not_needed_for_keras_checkpoint():
 
 def test_prune_scope_not_needed_for_tf2_saved_model():
     model = build_simple_dense_model()
-    pruned_model = kp.prune_low_magnitude(model)
+    pruned_model = kp.tfmot.prune_low_magnitude(model)
 
     saved_model_dir = tempfile.mkdtemp()
 

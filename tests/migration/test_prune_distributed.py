@@ -19,7 +19,7 @@ STRATEGIES = {
 }
 
 PARAMS = {
-    "pruning_schedule": kp.ConstantSparsity(0.5, 0, -1, 1),
+    "pruning_schedule": kp.tfmot.ConstantSparsity(0.5, 0, -1, 1),
     "block_size": (1, 1),
     "block_pooling_type": "AVG",
 }
@@ -37,7 +37,7 @@ PARAMS = {
 def test_prunes_simple_dense_model(strategy):
     distribution = STRATEGIES[strategy]()
     with distribution.scope():
-        model = kp.prune_low_magnitude(build_simple_dense_model(), **PARAMS)
+        model = kp.tfmot.prune_low_magnitude(build_simple_dense_model(), **PARAMS)
         model.compile(loss="categorical_crossentropy", optimizer="sgd", metrics=["accuracy"])
 
     # Model hasn't been trained yet. Sparsity 0.0
@@ -48,7 +48,7 @@ def test_prunes_simple_dense_model(strategy):
         np.random.rand(20, 10),
         keras.utils.to_categorical(np.random.randint(5, size=(20, 1)), 5),
         epochs=2,
-        callbacks=[kp.UpdatePruningStep()],
+        callbacks=[kp.tfmot.UpdatePruningStep()],
         batch_size=20,
         verbose=0,
     )

@@ -41,7 +41,7 @@ _PRUNABLE_LAYERS = {
 @pytest.fixture
 def params():
     return {
-        "pruning_schedule": kp.ConstantSparsity(0.5, 0, -1, 1),
+        "pruning_schedule": kp.tfmot.ConstantSparsity(0.5, 0, -1, 1),
         # TODO(pulkitb): Add tests for block sparsity.
         "block_size": (1, 1),
         "block_pooling_type": "AVG",
@@ -50,7 +50,7 @@ def params():
 
 def _check_strip_pruning_matches_original(model, sparsity, input_data=None):
     assert_model_sparsity(sparsity, model)
-    stripped_model = kp.strip_pruning(model)
+    stripped_model = kp.tfmot.strip_pruning(model)
 
     if input_data is None:
         # `model.input` of a Keras 3 Sequential is `model.inputs[0]`.
@@ -80,7 +80,7 @@ def _train_model(model, epochs=1, x_train=None, y_train=None, callbacks=None):
     if callbacks is None:
         callbacks = []
         if _is_pruned(model):
-            callbacks = [kp.UpdatePruningStep()]
+            callbacks = [kp.tfmot.UpdatePruningStep()]
 
     model.fit(x_train, y_train, epochs=epochs, batch_size=20, callbacks=callbacks, verbose=0)
 
@@ -106,8 +106,10 @@ def test_prunes_zero_sparsity_is_no_op(params):
     model2 = build_simple_dense_model()
     model2.set_weights(model.get_weights())
 
-    params["pruning_schedule"] = kp.ConstantSparsity(target_sparsity=0, begin_step=0, frequency=1)
-    pruned_model = kp.prune_low_magnitude(model2, **params)
+    params["pruning_schedule"] = kp.tfmot.ConstantSparsity(
+        target_sparsity=0, begin_step=0, frequency=1
+    )
+    pruned_model = kp.tfmot.prune_low_magnitude(model2, **params)
 
     x_train = np.random.rand(20, 10)
     y_train = keras.utils.to_categorical(np.random.randint(5, size=(20, 1)), 5)
@@ -120,11 +122,11 @@ def test_prunes_zero_sparsity_is_no_op(params):
 
 
 def test_prune_with_high_sparsity(params):
-    params["pruning_schedule"] = kp.ConstantSparsity(
+    params["pruning_schedule"] = kp.tfmot.ConstantSparsity(
         target_sparsity=0.99, begin_step=0, frequency=1
     )
 
-    model = kp.prune_low_magnitude(build_simple_dense_model(), **params)
+    model = kp.tfmot.prune_low_magnitude(build_simple_dense_model(), **params)
     _train_model(model, epochs=1)
     for layer in model.layers:
         if isinstance(layer, kp.PruneWrapper):
@@ -140,7 +142,7 @@ def test_prune_pretrained_model_removes_optimizer(params):
     model = _get_pretrained_model()
 
     assert model.optimizer is not None
-    pruned_model = kp.prune_low_magnitude(model, **params)
+    pruned_model = kp.tfmot.prune_low_magnitude(model, **params)
     # deliberate difference: "The pruned copy keeps the original's compile configuration: it comes
     # back compiled, with a fresh optimizer built from the same config (tfmot's
     # `prune_low_magnitude` removed the optimizer)."
@@ -152,7 +154,7 @@ def test_prune_pretrained_model_removes_optimizer(params):
 def test_prune_pretrained_model_preserves_weight_objects(params):
     model = _get_pretrained_model()
 
-    pruned_model = kp.prune_low_magnitude(model, **params)
+    pruned_model = kp.tfmot.prune_low_magnitude(model, **params)
     # deliberate difference: "`kp.prune` returns an independent copy: the model you pass is left
     # untouched, and the pruned model shares no layers or weights with it."
     # (tfmot: `assert_weights_same_objects(model, pruned_model)`.)
@@ -162,7 +164,7 @@ def test_prune_pretrained_model_preserves_weight_objects(params):
 
 def test_prune_pretrained_model_same_inference_without_training(params):
     model = _get_pretrained_model()
-    pruned_model = kp.prune_low_magnitude(model, **params)
+    pruned_model = kp.tfmot.prune_low_magnitude(model, **params)
 
     input_data = np.random.rand(10, 10)
 
@@ -181,7 +183,7 @@ def test_load_tf_weights_then_prune_same_inference_without_training(params):
     # load weights into model then prune.
     same_architecture_model = build_simple_dense_model()
     same_architecture_model.load_weights(tf_weights)
-    pruned_model = kp.prune_low_magnitude(same_architecture_model, **params)
+    pruned_model = kp.tfmot.prune_low_magnitude(same_architecture_model, **params)
 
     input_data = np.random.rand(10, 10)
 
@@ -199,7 +201,7 @@ def test_prune_then_loads_keras_weights_fails(params):
 
     # load weights into pruned model.
     same_architecture_model = build_simple_dense_model()
-    pruned_model = kp.prune_low_magnitude(same_architecture_model, **params)
+    pruned_model = kp.tfmot.prune_low_magnitude(same_architecture_model, **params)
 
     # error since number of keras_weights is fewer than weights in pruned model
     # because pruning introduces weights.
@@ -215,14 +217,14 @@ def test_prune_then_loads_keras_weights_fails(params):
 def test_prunes_single_layer_reaches_target_sparsity(params, layer_name):
     layer_type, args, input_shape = _PRUNABLE_LAYERS[layer_name]
     model = keras.Sequential()
-    model.add(kp.prune_low_magnitude(layer_type(*args), input_shape=input_shape, **params))
+    model.add(kp.tfmot.prune_low_magnitude(layer_type(*args), input_shape=input_shape, **params))
 
     model.compile(loss="categorical_crossentropy", optimizer="sgd", metrics=["accuracy"])
     assert_model_sparsity(0.0, model)
     model.fit(
         np.random.randn(*batch(model.inputs[0].shape, 32)),
         np.random.randn(*batch(model.outputs[0].shape, 32)),
-        callbacks=[kp.UpdatePruningStep()],
+        callbacks=[kp.tfmot.UpdatePruningStep()],
         verbose=0,
     )
 
@@ -261,14 +263,16 @@ def test_m_by_n_sparsity_pruning_supported_layers(params, case):
     params.update({"sparsity_m_by_n": m_by_n})
 
     model = keras.Sequential()
-    model.add(kp.prune_low_magnitude(layer_type(*layer_arg), input_shape=input_shape, **params))
+    model.add(
+        kp.tfmot.prune_low_magnitude(layer_type(*layer_arg), input_shape=input_shape, **params)
+    )
     model.compile(loss="categorical_crossentropy", optimizer="sgd", metrics=["accuracy"])
 
     assert_model_sparsity(0.0, model)
     model.fit(
         np.random.randn(*batch(model.inputs[0].shape, 32)),
         np.random.randn(*batch(model.outputs[0].shape, 32)),
-        callbacks=[kp.UpdatePruningStep()],
+        callbacks=[kp.tfmot.UpdatePruningStep()],
         verbose=0,
     )
 
@@ -306,8 +310,8 @@ def test_sparsity_pruning_m_by_n_supported_subclass_layers(params):
     # keras-hub transformer layer), which are pruned through those sublayers."
     # (tfmot: `with self.assertRaises(ValueError)` around this call; the rest of its test then ran
     # on the unpruned model, where every assertion below held trivially.)
-    model = kp.prune_low_magnitude(model, **params)
-    (wrapper,) = kp.find_wrappers(model)
+    model = kp.tfmot.prune_low_magnitude(model, **params)
+    (wrapper,) = kp.layers.find_wrappers(model)
     # deliberate difference: "N:M (`sparsity_m_by_n`) and blocks (`block_size`) apply to every
     # weight with an input-channel axis, Conv1D and Conv3D kernels included; a weight without one (a
     # depthwise kernel, a 1-D weight) is left unpruned with the reason in `wrapper.left_alone` and
@@ -321,7 +325,7 @@ def test_sparsity_pruning_m_by_n_supported_subclass_layers(params):
     model.fit(
         np.random.randn(*batch(model.inputs[0].shape, 32)),
         np.random.randn(*batch(model.outputs[0].shape, 32)),
-        callbacks=[kp.UpdatePruningStep()],
+        callbacks=[kp.tfmot.UpdatePruningStep()],
         verbose=0,
     )
 
@@ -333,7 +337,7 @@ def test_sparsity_pruning_m_by_n_supported_subclass_layers(params):
     np.testing.assert_allclose(get_sparsity(helpers.value(conv1_kernel)), 1 / 3)
     np.testing.assert_allclose(get_sparsity(helpers.value(dense_kernel)), 24 / 50)
     input_data = np.random.randn(*batch(model.inputs[0].shape, 1))
-    stripped_model = kp.strip_pruning(model)
+    stripped_model = kp.tfmot.strip_pruning(model)
     np.testing.assert_almost_equal(
         model.predict(input_data, verbose=0), stripped_model.predict(input_data, verbose=0)
     )
@@ -342,14 +346,14 @@ def test_sparsity_pruning_m_by_n_supported_subclass_layers(params):
 @pytest.mark.parametrize("layer_type", [layers.GRU, layers.LSTM, layers.SimpleRNN])
 def test_rnn_layers_single_cell_reaches_target_sparsity(params, layer_type):
     model = keras.Sequential()
-    model.add(kp.prune_low_magnitude(layer_type(10), input_shape=(3, 4), **params))
+    model.add(kp.tfmot.prune_low_magnitude(layer_type(10), input_shape=(3, 4), **params))
 
     model.compile(loss="categorical_crossentropy", optimizer="sgd", metrics=["accuracy"])
     assert_model_sparsity(0.0, model)
     model.fit(
         np.random.randn(*batch(model.inputs[0].shape, 32)),
         np.random.randn(*batch(model.outputs[0].shape, 32)),
-        callbacks=[kp.UpdatePruningStep()],
+        callbacks=[kp.tfmot.UpdatePruningStep()],
         verbose=0,
     )
 
@@ -361,7 +365,7 @@ def test_rnn_layers_single_cell_reaches_target_sparsity(params, layer_type):
 def test_rnn_layers_with_rnn_cell_params_reaches_target_sparsity(params):
     model = keras.Sequential()
     model.add(
-        kp.prune_low_magnitude(
+        kp.tfmot.prune_low_magnitude(
             keras.layers.RNN([layers.LSTMCell(10), layers.GRUCell(10), layers.SimpleRNNCell(10)]),
             input_shape=(3, 4),
             **params,
@@ -373,7 +377,7 @@ def test_rnn_layers_with_rnn_cell_params_reaches_target_sparsity(params):
     model.fit(
         np.random.randn(*batch(model.inputs[0].shape, 32)),
         np.random.randn(*batch(model.outputs[0].shape, 32)),
-        callbacks=[kp.UpdatePruningStep()],
+        callbacks=[kp.tfmot.UpdatePruningStep()],
         verbose=0,
     )
 
@@ -385,7 +389,7 @@ def test_rnn_layers_with_rnn_cell_params_reaches_target_sparsity(params):
 def test_prunes_embedding_reaches_target_sparsity(params):
     model = keras.Sequential()
     model.add(
-        kp.prune_low_magnitude(
+        kp.tfmot.prune_low_magnitude(
             layers.Embedding(input_dim=10, output_dim=3), input_shape=(5,), **params
         )
     )
@@ -397,7 +401,7 @@ def test_prunes_embedding_reaches_target_sparsity(params):
     model.fit(
         np.random.randint(10, size=(32, 5)),
         np.random.randint(2, size=(32, 1)),
-        callbacks=[kp.UpdatePruningStep()],
+        callbacks=[kp.tfmot.UpdatePruningStep()],
         verbose=0,
     )
 
@@ -415,7 +419,7 @@ def test_prune_recursively_reaches_target_sparsity(params):
     model.fit(
         np.random.randint(10, size=(32, 10)),
         np.random.randint(2, size=(32, 1)),
-        callbacks=[kp.UpdatePruningStep()],
+        callbacks=[kp.tfmot.UpdatePruningStep()],
         verbose=0,
     )
 
@@ -430,7 +434,7 @@ def test_mha_layer_reaches_target_sparsity(params):
     x = keras.layers.MultiHeadAttention(num_heads=2, key_dim=16)(query=inp, value=inp)
     out = keras.layers.Flatten()(x)
     model = keras.Model(inputs=inp, outputs=out)
-    model = kp.prune_low_magnitude(model, **params)
+    model = kp.tfmot.prune_low_magnitude(model, **params)
     x_train = np.random.uniform(size=(500, 32, 32))
     y_train = np.random.randint(low=0, high=1024, size=(500,))
     model.compile(
@@ -444,7 +448,7 @@ def test_mha_layer_reaches_target_sparsity(params):
         y_train,
         epochs=1,
         batch_size=100,
-        callbacks=[kp.UpdatePruningStep()],
+        callbacks=[kp.tfmot.UpdatePruningStep()],
         verbose=0,
     )
     assert_model_sparsity(0.5, model)
@@ -456,16 +460,16 @@ def test_mha_layer_reaches_target_sparsity(params):
 def test_prunes_mnist_reaches_target_sparsity(params, model_type):
     model = helpers.build_mnist_model(model_type, params)
     if model_type == "layer_list":
-        model = keras.Sequential(kp.prune_low_magnitude(model, **params))
+        model = keras.Sequential(kp.tfmot.prune_low_magnitude(model, **params))
     elif model_type in ["sequential", "functional"]:
-        model = kp.prune_low_magnitude(model, **params)
+        model = kp.tfmot.prune_low_magnitude(model, **params)
 
     model.compile(loss="categorical_crossentropy", optimizer="sgd", metrics=["accuracy"])
     assert_model_sparsity(0.0, model, rtol=1e-4, atol=1e-4)
     model.fit(
         np.random.rand(32, 28, 28, 1),
         keras.utils.to_categorical(np.random.randint(10, size=(32, 1)), 10),
-        callbacks=[kp.UpdatePruningStep()],
+        callbacks=[kp.tfmot.UpdatePruningStep()],
         verbose=0,
     )
 
@@ -485,7 +489,7 @@ def test_prune_checkpoints_checkpoints_not_sparse(params):
     # Run multiple times since problem doesn't always happen.
     for _ in range(3):
         model = build_simple_dense_model()
-        pruned_model = kp.prune_low_magnitude(model, **params)
+        pruned_model = kp.tfmot.prune_low_magnitude(model, **params)
 
         checkpoint_dir = tempfile.mkdtemp()
         # tfmot: '/weights.{epoch:02d}.tf' and tf.train.latest_checkpoint; Keras 3 writes
@@ -493,7 +497,7 @@ def test_prune_checkpoints_checkpoints_not_sparse(params):
         checkpoint_path = checkpoint_dir + "/weights.{epoch:02d}.weights.h5"
 
         callbacks = [
-            kp.UpdatePruningStep(),
+            kp.tfmot.UpdatePruningStep(),
             keras.callbacks.ModelCheckpoint(
                 filepath=checkpoint_path, save_weights_only=True, save_freq=1
             ),
@@ -506,7 +510,7 @@ def test_prune_checkpoints_checkpoints_not_sparse(params):
         latest_checkpoint = checkpoint_dir + "/weights.01.weights.h5"
 
         same_architecture_model = build_simple_dense_model()
-        pruned_model = kp.prune_low_magnitude(same_architecture_model, **params)
+        pruned_model = kp.tfmot.prune_low_magnitude(same_architecture_model, **params)
 
         # Sanity check.
         assert_model_sparsity(0, pruned_model)
@@ -522,9 +526,9 @@ def test_prune_checkpoints_checkpoints_not_sparse(params):
 def test_prune_stop_and_restart_preserves_sparsity(params):
     # tfmot ran this for HDF5 and TF SavedModel; its SavedModel variant returned early.
     begin_step, end_step = 1, 4
-    params["pruning_schedule"] = kp.PolynomialDecay(0.2, 0.6, begin_step, end_step, 3, 1)
+    params["pruning_schedule"] = kp.tfmot.PolynomialDecay(0.2, 0.6, begin_step, end_step, 3, 1)
 
-    model = kp.prune_low_magnitude(build_simple_dense_model(), **params)
+    model = kp.tfmot.prune_low_magnitude(build_simple_dense_model(), **params)
     model.compile(loss="categorical_crossentropy", optimizer="sgd", metrics=["accuracy"])
     # Model hasn't been trained yet. Sparsity 0.0
     assert_model_sparsity(0.0, model)
@@ -544,9 +548,9 @@ def test_prune_stop_and_restart_preserves_sparsity(params):
 
 def test_prune_with_polynomial_decay_past_end_step_preserves_sparsity(params):
     begin_step, end_step = 0, 2
-    params["pruning_schedule"] = kp.PolynomialDecay(0.2, 0.6, begin_step, end_step, 3, 1)
+    params["pruning_schedule"] = kp.tfmot.PolynomialDecay(0.2, 0.6, begin_step, end_step, 3, 1)
 
-    model = kp.prune_low_magnitude(build_simple_dense_model(), **params)
+    model = kp.tfmot.prune_low_magnitude(build_simple_dense_model(), **params)
     model.compile(loss="categorical_crossentropy", optimizer="sgd", metrics=["accuracy"])
 
     # Model hasn't been trained yet. Sparsity 0.0
@@ -574,9 +578,9 @@ def test_prune_with_polynomial_decay_past_end_step_preserves_sparsity(params):
 
 
 def test_prunes_model_custom_training_loop_reaches_target_sparsity():
-    pruned_model = kp.prune_low_magnitude(
+    pruned_model = kp.tfmot.prune_low_magnitude(
         build_simple_dense_model(),
-        pruning_schedule=kp.ConstantSparsity(target_sparsity=0.5, begin_step=0, frequency=1),
+        pruning_schedule=kp.tfmot.ConstantSparsity(target_sparsity=0.5, begin_step=0, frequency=1),
     )
 
     batch_size = 20
@@ -588,7 +592,7 @@ def test_prunes_model_custom_training_loop_reaches_target_sparsity():
 
     unused_arg = -1
 
-    step_callback = kp.UpdatePruningStep()
+    step_callback = kp.tfmot.UpdatePruningStep()
     step_callback.set_model(pruned_model)
     pruned_model.optimizer = optimizer
 

@@ -44,13 +44,13 @@ class MinimalRNNCell(keras.layers.Layer):
         return output, [output]
 
 
-class MinimalRNNCellPrunable(MinimalRNNCell, kp.PrunableLayer):
+class MinimalRNNCellPrunable(MinimalRNNCell, kp.tfmot.PrunableLayer):
     def get_prunable_weights(self):
         return [self.kernel, self.recurrent_kernel]
 
 
 def _wrap_and_build(layer, input_shape):
-    wrapper = kp.prune_low_magnitude(layer)
+    wrapper = kp.tfmot.prune_low_magnitude(layer)
     keras.Sequential([wrapper]).build(input_shape=input_shape)
     return wrapper
 
@@ -145,7 +145,7 @@ def test_make_prunable_raises_error_for_keras_unsupported_layer():
 
 def test_make_prunable_raises_error_for_custom_layer():
     with pytest.raises(ValueError):
-        kp.prune_low_magnitude(CustomLayer())
+        kp.tfmot.prune_low_magnitude(CustomLayer())
 
 
 def test_make_prunable_raises_error_for_custom_layer_inherited_from_prunable_layer():
@@ -218,4 +218,4 @@ def test_make_prunable_works_on_keras_rnn_layer_with_prunable_cell():
 
 def test_make_prunable_raises_error_on_rnn_layers_unsupported_cell():
     with pytest.raises(ValueError):
-        kp.prune_low_magnitude(layers.RNN([layers.LSTMCell(10), MinimalRNNCell(5)]))
+        kp.tfmot.prune_low_magnitude(layers.RNN([layers.LSTMCell(10), MinimalRNNCell(5)]))

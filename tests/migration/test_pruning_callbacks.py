@@ -25,7 +25,7 @@ def _assert_logs_exist(log_dir):
 
 
 def _pruned_model_setup(custom_training_loop=False):
-    pruned_model = kp.prune_low_magnitude(build_simple_dense_model())
+    pruned_model = kp.tfmot.prune_low_magnitude(build_simple_dense_model())
 
     x_train = np.random.rand(BATCH_SIZE, 10)
     y_train = keras.utils.to_categorical(np.random.randint(5, size=(BATCH_SIZE, 1)), 5)
@@ -48,7 +48,7 @@ def test_update_pruning_steps_and_logs_summaries():
         y_train,
         batch_size=BATCH_SIZE,
         epochs=3,
-        callbacks=[kp.UpdatePruningStep(), kp.PruningSummaries(log_dir=log_dir)],
+        callbacks=[kp.tfmot.UpdatePruningStep(), kp.tfmot.PruningSummaries(log_dir=log_dir)],
         verbose=0,
     )
 
@@ -70,8 +70,8 @@ def test_update_pruning_steps_and_logs_summaries_custom_training_loop():
 
     unused_arg = -1
 
-    step_callback = kp.UpdatePruningStep()
-    log_callback = kp.PruningSummaries(log_dir=log_dir)
+    step_callback = kp.tfmot.UpdatePruningStep()
+    log_callback = kp.tfmot.PruningSummaries(log_dir=log_dir)
     # TODO(tfmot): we need a separate API for custom training loops
     # that doesn't rely on users setting the model and optimizer.
     #
@@ -133,13 +133,13 @@ def test_prune_training_loop_raises_error_pruning_step_callback_missing_custom_t
 
 def test_pruning_summaries_raises_error_log_dir_not_non_empty_string():
     with pytest.raises(ValueError):
-        kp.PruningSummaries(log_dir="")
+        kp.tfmot.PruningSummaries(log_dir="")
 
     # deliberate difference: "`PruningSummaries(log_dir=None)` keeps the per-layer sparsity history
     # in memory (`callback.history`) instead of refusing None; an empty string or a value that is
     # not a path is still refused with a ValueError."
     # (tfmot: `with self.assertRaises(ValueError)` for None too.)
-    assert kp.PruningSummaries(log_dir=None).history == {}
+    assert kp.tfmot.PruningSummaries(log_dir=None).history == {}
 
     with pytest.raises(ValueError):
-        kp.PruningSummaries(log_dir=object())
+        kp.tfmot.PruningSummaries(log_dir=object())

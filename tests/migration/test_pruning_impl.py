@@ -2,7 +2,7 @@
 
 tfmot drove its private `pruning_impl.Pruning` object with hand-made (weight, mask, threshold)
 variables and a global step. The user-visible counterpart is a wrapped layer whose weight is the
-tested weight, with masks updated at a given step by `kp.update_masks(model, step)` (the
+tested weight, with masks updated at a given step by `kp.pruning.update_masks(model, step)` (the
 custom-training-loop API); masks are read from `wrapper.masks`. tfmot's `threshold` variable has no
 keras_prune counterpart, so its one assertion on it is left out (README.md).
 """
@@ -21,7 +21,7 @@ BLOCK_POOLING_TYPE = "AVG"
 
 
 def constant_sparsity():
-    return kp.ConstantSparsity(0.5, 0, 100, 1)
+    return kp.tfmot.ConstantSparsity(0.5, 0, 100, 1)
 
 
 class WeightLayer(keras.layers.Layer):
@@ -47,7 +47,7 @@ def _model_with(wrapper, input_shape=(1,)):
 
 
 def _pruned_weight_model(weight, pruning_schedule, **params):
-    wrapper = kp.prune_low_magnitude(
+    wrapper = kp.tfmot.prune_low_magnitude(
         WeightLayer(weight), pruning_schedule=pruning_schedule, **params
     )
     return _model_with(wrapper), wrapper
@@ -55,7 +55,7 @@ def _pruned_weight_model(weight, pruning_schedule, **params):
 
 def test_extremely_sparse_mask():
     weight = np.linspace(1.0, 100.0, 100)
-    extreme_sparsity = kp.ConstantSparsity(0.9999, 0, 100, 1)
+    extreme_sparsity = kp.tfmot.ConstantSparsity(0.9999, 0, 100, 1)
     model, wrapper = _pruned_weight_model(
         weight, extreme_sparsity, block_size=BLOCK_SIZE, block_pooling_type=BLOCK_POOLING_TYPE
     )
@@ -64,7 +64,7 @@ def test_extremely_sparse_mask():
     mask_before_pruning = value(mask)
     assert np.count_nonzero(mask_before_pruning) == 100
 
-    kp.update_masks(model, 0)
+    kp.pruning.update_masks(model, 0)
 
     # We should always have a single connection remaining.
     mask_after_pruning = value(mask)
@@ -81,7 +81,7 @@ def test_update_single_mask():
     mask_before_pruning = value(mask)
     assert np.count_nonzero(mask_before_pruning) == 100
 
-    kp.update_masks(model, 0)
+    kp.pruning.update_masks(model, 0)
 
     mask_after_pruning = value(mask)
     assert np.count_nonzero(mask_after_pruning) == 50
@@ -102,7 +102,7 @@ def test_constructs_mask_and_threshold_correctly():
 
 def _block_masking(block_size, block_pooling_type, weight, expected_mask):
     weight = np.asarray(weight, "float32")
-    wrapper = kp.prune_low_magnitude(
+    wrapper = kp.tfmot.prune_low_magnitude(
         keras.layers.Dense(weight.shape[1]),
         pruning_schedule=constant_sparsity(),
         block_size=block_size,
@@ -111,7 +111,7 @@ def _block_masking(block_size, block_pooling_type, weight, expected_mask):
     model = _model_with(wrapper, (weight.shape[0],))
     wrapper.layer.kernel.assign(weight)
 
-    kp.update_masks(model, 0)
+    kp.pruning.update_masks(model, 0)
     new_mask = value(wrapper.masks[0])
     # Check if the mask is the same size as the weights
     assert new_mask.shape == weight.shape
@@ -210,7 +210,7 @@ def test_block_masking_with_higher_dimensions_raises_error():
         block_size=block_size,
         block_pooling_type=block_pooling_type,
     )
-    kp.update_masks(model, 0)
+    kp.pruning.update_masks(model, 0)
 
     expected_mask = [
         [
@@ -237,7 +237,7 @@ def test_conditional_mask_update():
 
     non_zero_count = []
     for step in range(10):
-        kp.update_masks(model, step)
+        kp.pruning.update_masks(model, step)
         non_zero_count.append(np.count_nonzero(value(wrapper.prunable_weights[0])))
 
     # Weights pruned at steps 1,3,5
@@ -253,12 +253,12 @@ def _sparsity_m_by_n_masking(weight, m_by_n=(2, 4)):
     else:  # Conv2D kernel [h, w, in, out]
         layer = keras.layers.Conv2D(weight.shape[3], weight.shape[:2])
         input_shape = (weight.shape[0], weight.shape[1], weight.shape[2])
-    wrapper = kp.prune_low_magnitude(
+    wrapper = kp.tfmot.prune_low_magnitude(
         layer, pruning_schedule=constant_sparsity(), sparsity_m_by_n=m_by_n
     )
     model = _model_with(wrapper, input_shape)
     wrapper.layer.kernel.assign(weight)
-    kp.update_masks(model, 0)
+    kp.pruning.update_masks(model, 0)
     return value(wrapper.masks[0])
 
 
@@ -303,11 +303,11 @@ def test_sparsity_m_by_n_masking_simple_raises(weights_shape):
     # depthwise kernel, a 1-D weight) is left unpruned with the reason in `wrapper.left_alone` and
     # `model.pruning_report.left_alone` rather than refused."
     # (tfmot: `with self.assertRaises(ValueError)` for both shapes.)
-    wrapper = kp.prune_low_magnitude(
+    wrapper = kp.tfmot.prune_low_magnitude(
         WeightLayer(weights), pruning_schedule=constant_sparsity(), sparsity_m_by_n=(2, 4)
     )
     model = _model_with(wrapper)
-    kp.update_masks(model, 0)
+    kp.pruning.update_masks(model, 0)
 
     if len(weights_shape) == 1:  # no input-channel axis: left unpruned, with the reason
         assert [variable for variable, _ in wrapper.left_alone] == [wrapper.layer.weight]

@@ -1,7 +1,7 @@
 """Port of tfmot's sparsity/keras/pruning_policy_test.py (PruneForLatencyOnXNNPack).
 
 `pruning_policy=tfmot.sparsity.keras.PruneForLatencyOnXNNPack()` is
-`pruning_policy=kp.pruning.PruneForLatencyOnXNNPack()` (docs/migrating_from_tfmot.md). tfmot's
+`pruning_policy=kp.tfmot.PruneForLatencyOnXNNPack()` (docs/migrating_from_tfmot.md). tfmot's
 exact error messages are kept below for reference; the tests assert what they name.
 """
 
@@ -31,7 +31,7 @@ INVALID_TO_PRUNE_MIDDLE_LAYER_ERROR = (
 INVALID_TO_PRUNE_UNBUILT_ERROR = "Unbuilt models are not supported currently."
 
 PARAMS = {
-    "pruning_schedule": kp.ConstantSparsity(0.5, 0),
+    "pruning_schedule": kp.tfmot.ConstantSparsity(0.5, 0),
     "block_size": (1, 1),
     "block_pooling_type": "AVG",
 }
@@ -39,8 +39,8 @@ PARAMS = {
 
 def prune_for_xnnpack(model):
     """tfmot's call in every test of this file."""
-    return kp.prune_low_magnitude(
-        model, pruning_policy=kp.pruning.PruneForLatencyOnXNNPack(), **PARAMS
+    return kp.tfmot.prune_low_magnitude(
+        model, pruning_policy=kp.tfmot.PruneForLatencyOnXNNPack(), **PARAMS
     )
 
 

@@ -29,9 +29,9 @@ def _construct_pruning_schedule(schedule_type, begin_step, end_step, frequency=1
     # Uses default values for sparsity. We're only testing begin_step, end_step
     # and frequency here.
     if schedule_type == "constant_sparsity":
-        return kp.ConstantSparsity(0.5, begin_step, end_step, frequency)
+        return kp.tfmot.ConstantSparsity(0.5, begin_step, end_step, frequency)
     elif schedule_type == "polynomial_decay":
-        return kp.PolynomialDecay(0.2, 0.8, begin_step, end_step, 3, frequency)
+        return kp.tfmot.PolynomialDecay(0.2, 0.8, begin_step, end_step, 3, frequency)
 
 
 # Argument Validation tests
@@ -105,10 +105,10 @@ def _validate_sparsity(schedule_construct_fn):
 @pytest.mark.parametrize("schedule_type", SCHEDULE_TYPES)
 def test_sparsity_value_is_valid(schedule_type):
     if schedule_type == "constant_sparsity":
-        _validate_sparsity(lambda s: kp.ConstantSparsity(s, 0))
+        _validate_sparsity(lambda s: kp.tfmot.ConstantSparsity(s, 0))
     elif schedule_type == "polynomial_decay":
-        _validate_sparsity(lambda s: kp.PolynomialDecay(s, 0.8, 0, 10))
-        _validate_sparsity(lambda s: kp.PolynomialDecay(0.2, s, 0, 10))
+        _validate_sparsity(lambda s: kp.tfmot.PolynomialDecay(s, 0.8, 0, 10))
+        _validate_sparsity(lambda s: kp.tfmot.PolynomialDecay(0.2, s, 0, 10))
 
 
 # Tests to ensure begin_step, end_step, frequency are used correctly.
@@ -160,7 +160,7 @@ def test_only_prunes_at_valid_frequency_steps(schedule_type):
 
 
 def test_constant_sparsity_prunes_forever_if_end_step_is_negative_one():
-    sparsity = kp.ConstantSparsity(0.5, 0, -1, 10)
+    sparsity = kp.tfmot.ConstantSparsity(0.5, 0, -1, 10)
 
     step_10000 = _step(10000)
     step_100000000 = _step(100000000)
@@ -173,7 +173,7 @@ def test_constant_sparsity_prunes_forever_if_end_step_is_negative_one():
 
 
 def test_constant_sparsity_prunes_with_constant_sparsity():
-    sparsity = kp.ConstantSparsity(0.5, 100, 200, 10)
+    sparsity = kp.tfmot.ConstantSparsity(0.5, 100, 200, 10)
 
     step_100 = _step(100)
     step_110 = _step(110)
@@ -189,21 +189,21 @@ def _deserialize(config):
     return keras.saving.deserialize_keras_object(
         config,
         custom_objects={
-            "ConstantSparsity": kp.ConstantSparsity,
-            "PolynomialDecay": kp.PolynomialDecay,
+            "ConstantSparsity": kp.tfmot.ConstantSparsity,
+            "PolynomialDecay": kp.tfmot.PolynomialDecay,
         },
     )
 
 
 def test_constant_sparsity_serialize_deserialize():
-    sparsity = kp.ConstantSparsity(0.7, 10, 20, 10)
+    sparsity = kp.tfmot.ConstantSparsity(0.7, 10, 20, 10)
 
     # deliberate difference: "Schedules' `get_config()` returns their constructor arguments, as
     # every Keras object's does (tfmot returned `{'class_name': ..., 'config': {...}}`);
     # `keras.saving.serialize_keras_object(schedule)` gives that shape and
     # `keras.saving.deserialize_keras_object` reads it back."
     # (tfmot: `config = sparsity.get_config()`.)
-    assert kp.ConstantSparsity(**sparsity.get_config()).__dict__ == sparsity.__dict__
+    assert kp.tfmot.ConstantSparsity(**sparsity.get_config()).__dict__ == sparsity.__dict__
     config = keras.saving.serialize_keras_object(sparsity)
     sparsity_deserialized = _deserialize(config)
 
@@ -215,11 +215,11 @@ def test_constant_sparsity_serialize_deserialize():
 
 def test_polynomial_decay_raises_error_if_end_step_is_negative():
     with pytest.raises(ValueError):
-        kp.PolynomialDecay(0.4, 0.8, 10, -1)
+        kp.tfmot.PolynomialDecay(0.4, 0.8, 10, -1)
 
 
 def test_polynomial_decay_prunes_correctly():
-    sparsity = kp.PolynomialDecay(0.2, 0.8, 100, 110, 3, 2)
+    sparsity = kp.tfmot.PolynomialDecay(0.2, 0.8, 100, 110, 3, 2)
 
     step_100 = _step(100)
     step_102 = _step(102)
@@ -235,14 +235,14 @@ def test_polynomial_decay_prunes_correctly():
 
 
 def test_polynomial_decay_serialize_deserialize():
-    sparsity = kp.PolynomialDecay(0.2, 0.6, 10, 20, 5, 10)
+    sparsity = kp.tfmot.PolynomialDecay(0.2, 0.6, 10, 20, 5, 10)
 
     # deliberate difference: "Schedules' `get_config()` returns their constructor arguments, as
     # every Keras object's does (tfmot returned `{'class_name': ..., 'config': {...}}`);
     # `keras.saving.serialize_keras_object(schedule)` gives that shape and
     # `keras.saving.deserialize_keras_object` reads it back."
     # (tfmot: `config = sparsity.get_config()`.)
-    assert kp.PolynomialDecay(**sparsity.get_config()).__dict__ == sparsity.__dict__
+    assert kp.tfmot.PolynomialDecay(**sparsity.get_config()).__dict__ == sparsity.__dict__
     config = keras.saving.serialize_keras_object(sparsity)
     sparsity_deserialized = _deserialize(config)
 
@@ -254,7 +254,7 @@ def test_polynomial_decay_serialize_deserialize():
 # (should_prune, sparsity)` and `get_config`. A migrated subclass keeps that contract.
 
 
-class EveryStepHalf(kp.PruningSchedule):
+class EveryStepHalf(kp.tfmot.PruningSchedule):
     def __call__(self, step):
         return True, 0.5
 
@@ -263,10 +263,10 @@ class EveryStepHalf(kp.PruningSchedule):
 
 
 def test_custom_schedule_subclass_with_tfmot_contract_drives_the_masks():
-    wrapper = kp.prune_low_magnitude(keras.layers.Dense(4), pruning_schedule=EveryStepHalf())
+    wrapper = kp.tfmot.prune_low_magnitude(keras.layers.Dense(4), pruning_schedule=EveryStepHalf())
     model = keras.Sequential([keras.Input((4,)), wrapper])
 
-    kp.update_masks(model, 3)
+    kp.pruning.update_masks(model, 3)
 
     kernel = keras.ops.convert_to_numpy(wrapper.layer.kernel)
     assert np.count_nonzero(kernel) == 8

@@ -3,7 +3,7 @@
 tfmot's `generate_m_by_n_mask(weights, (zeros, group))` builds an N:M mask on a 2-D weight whose
 groups run along the last axis; keras_prune's public counterpart is
 `kp.masks.n_of_m_mask(scores, n, m)` on the magnitudes (`n = group - zeros` kept, as
-docs/migrating_from_tfmot.md maps `sparsity_m_by_n`), and invalid pairs are refused by `kp.NofM`.
+docs/migrating_from_tfmot.md maps `sparsity_m_by_n`), and invalid pairs are refused by `kp.granularity.NofM`.
 The other tests there cover private helpers (README.md).
 """
 

@@ -13,7 +13,7 @@ import keras_prune as kp
 from .helpers import collect_prunable_layers, pruning_vars
 
 layers = keras.layers
-Prune = kp.prune_low_magnitude
+Prune = kp.tfmot.prune_low_magnitude
 
 
 class CustomLayer(keras.layers.Layer):
@@ -42,7 +42,7 @@ class CustomLayerPrunable(CustomLayer):
 
 
 PARAMS = {
-    "pruning_schedule": kp.ConstantSparsity(0.5, 0),
+    "pruning_schedule": kp.tfmot.ConstantSparsity(0.5, 0),
     "block_size": (1, 1),
     "block_pooling_type": "AVG",
 }

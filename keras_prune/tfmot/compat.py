@@ -1,4 +1,4 @@
-"""tfmot's remaining public names, so migrating code keeps working.
+"""tfmot's helper names, so migrating code keeps working.
 
 - `PrunableLayer`: the protocol base class for custom layers (`get_prunable_weights()`).
 - `prune_scope()`: tfmot needed it to load pruned models; keras_prune's classes are registered
@@ -22,7 +22,7 @@ class PrunableLayer(abc.ABC):
     Example:
 
     ```python
-    class MyDense(keras.layers.Dense, kp.PrunableLayer):
+    class MyDense(keras.layers.Dense, kp.tfmot.PrunableLayer):
         def get_prunable_weights(self):
             return [self.kernel]
     ```
@@ -41,7 +41,7 @@ def prune_scope():
     Example:
 
     ```python
-    with kp.prune_scope():
+    with kp.tfmot.prune_scope():
         model = keras.saving.load_model("pruned.keras")
     ```
     """
@@ -52,14 +52,14 @@ class PruneForLatencyOnXNNPack:
     """tfmot's pruning policy: check that the model has a region XNNPACK runs sparse, and
     prune only its 1x1 `Conv2D` layers.
 
-    Pass it as `kp.prune_low_magnitude(model, pruning_policy=PruneForLatencyOnXNNPack())`;
+    Pass it as `kp.tfmot.prune_low_magnitude(model, pruning_policy=PruneForLatencyOnXNNPack())`;
     `filters(model)` raises a ValueError naming what is missing when the model does not qualify
     (see `kp.export.check_xnnpack_sparse_model`).
 
     Example:
 
     ```python
-    policy = kp.pruning.PruneForLatencyOnXNNPack()
+    policy = kp.tfmot.PruneForLatencyOnXNNPack()
     pruned = kp.prune(model, filters=policy.filters(model))
     ```
     """
