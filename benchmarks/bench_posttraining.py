@@ -5,8 +5,8 @@
    perplexity on files it never saw. It is then pruned without fine-tuning at 50% unstructured
    and at 2:4 by magnitude, Wanda and SparseGPT (attention projections and feed-forward layers,
    as in the papers; embeddings and the output layer stay dense). Each method runs in its own
-   child process: time of `kp.prune_posttraining`, peak RSS (`resource.getrusage`) before and
-   after it, perplexity.
+   child process: time of `kp.posttraining.prune_posttraining`, peak RSS
+   (`resource.getrusage`) before and after it, perplexity.
 2. hub: a keras-hub BertBackbone built from a BERT-base config (about 110M parameters, random
    weights) pruned by SparseGPT layer by layer, in a child process: time and peak RSS.
 3. digits: a small CNN trained on scikit-learn's digits, pruned one shot without fine-tuning by
@@ -239,7 +239,7 @@ def child_lm(job):
     reset_peak_rss()
     start = time.perf_counter()
     if job["method"] != "dense":
-        model = kp.prune_posttraining(
+        model = kp.posttraining.prune_posttraining(
             model,
             calibration,
             method=job["method"],
@@ -275,7 +275,7 @@ def child_hub(job):
     before = rss_now_mb()
     reset_peak_rss()
     start = time.perf_counter()
-    pruned = kp.prune_posttraining(
+    pruned = kp.posttraining.prune_posttraining(
         backbone, x, method="sparsegpt", sparsity=0.5, batch_size=8, verbose=0
     )
     seconds = time.perf_counter() - start
@@ -286,7 +286,7 @@ def child_hub(job):
         "rss_before_mb": before,
         "rss_peak_mb": peak_rss_mb(),
         "weights_pruned": len(report.weights),
-        "layers": len(kp.find_wrappers(pruned)),
+        "layers": len(kp.layers.find_wrappers(pruned)),
         "mean_error": float(np.mean([row["error"] for row in report.weights])),
     }
 
@@ -438,7 +438,7 @@ def digits_section(quick):
         row = [f"{sparsity:.0%}"]
         for method in ("magnitude", "wanda", "sparsegpt"):
             start = time.perf_counter()
-            pruned = kp.prune_posttraining(
+            pruned = kp.posttraining.prune_posttraining(
                 model, x[:256], method=method, sparsity=sparsity, verbose=0
             )
             seconds = time.perf_counter() - start
@@ -467,15 +467,18 @@ def structure_section(size, train, held_out, weights, out, quick):
     for fraction in (0.25, 0.5):
         variants.append(
             (f"heads -{fraction:.0%}",
-             lambda f=fraction: kp.shrink(kp.heads.mask_heads(load(), f, calibration)))
+             lambda f=fraction: kp.shrink(kp.surgery.heads.mask_heads(load(), f, calibration)))
         )  # fmt: skip
     variants.append(
-        ("ffn neurons -50%", lambda: kp.shrink(kp.ffn.mask_neurons(load(), 0.5, calibration)))
+        (
+            "ffn neurons -50%",
+            lambda: kp.shrink(kp.surgery.ffn.mask_neurons(load(), 0.5, calibration)),
+        )
     )
     for count in (1,) if quick else (1, 2):
         variants.append(
             (f"depth -{count} layer(s)",
-             lambda c=count: kp.depth.prune_depth(load(), c, calibration, span=2))
+             lambda c=count: kp.surgery.depth.prune_depth(load(), c, calibration, span=2))
         )  # fmt: skip
     rows, results = [], {}
     for name, make in variants:

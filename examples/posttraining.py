@@ -3,11 +3,14 @@
 A small causal Transformer LM over bytes is trained on the Python standard library's own
 source files (offline, on every machine), then:
 
-1. `kp.prune_posttraining` prunes its attention projections and feed-forward layers to 50%
-   from 64 calibration sequences by magnitude, Wanda and SparseGPT, with no fine-tuning;
-2. `kp.heads.mask_heads` masks a quarter of the attention heads, `kp.ffn.mask_neurons` half
-   of the feed-forward neurons, and `kp.shrink` removes them (same outputs, fewer parameters);
-3. `kp.depth.prune_depth` removes the transformer layer whose absence changes the output least.
+1. `kp.posttraining.prune_posttraining` prunes its attention projections and feed-forward
+   layers to 50% from 64 calibration sequences by magnitude, Wanda and SparseGPT, with no
+   fine-tuning;
+2. `kp.surgery.heads.mask_heads` masks a quarter of the attention heads,
+   `kp.surgery.ffn.mask_neurons` half of the feed-forward neurons, and `kp.shrink` removes them
+   (same outputs, fewer parameters);
+3. `kp.surgery.depth.prune_depth` removes the transformer layer whose absence changes the
+   output least.
 
 Held-out perplexity (on files the model never saw) after each step.
 
@@ -107,15 +110,15 @@ def main():
     print(f"dense LM ({model.count_params():,} parameters): perplexity {dense:.2f}")
 
     for method in ("magnitude", "wanda", "sparsegpt"):
-        pruned = kp.prune_posttraining(
+        pruned = kp.posttraining.prune_posttraining(
             model, calibration, method=method, sparsity=0.5, filters="attn|ffn", verbose=0
         )
         score = perplexity(pruned, held_x, held_y)
         print(f"{method:>9} 50%, no fine-tuning: perplexity {score:.2f}")
     print(pruned.posttraining_report)
 
-    masked = kp.heads.mask_heads(model, 0.25, calibration)
-    masked = kp.ffn.mask_neurons(masked, 0.5, calibration)
+    masked = kp.surgery.heads.mask_heads(model, 0.25, calibration)
+    masked = kp.surgery.ffn.mask_neurons(masked, 0.5, calibration)
     small = kp.shrink(masked)
     gap = np.abs(small.predict(held_x, verbose=0) - masked.predict(held_x, verbose=0)).max()
     print(small.shrink_report)
@@ -124,7 +127,7 @@ def main():
         f"{perplexity(small, held_x, held_y):.2f} (shrunk vs masked max difference {gap:.1e})"
     )
 
-    shallow = kp.depth.prune_depth(model, 1, calibration, span=2)
+    shallow = kp.surgery.depth.prune_depth(model, 1, calibration, span=2)
     print(shallow.depth_report)
     print(
         f"one transformer layer removed: {shallow.count_params():,} parameters, perplexity "

@@ -28,13 +28,13 @@ def _without_block(model, removed):
 
 def test_residual_blocks_of_a_transformer():
     model = tiny_lm()
-    blocks = kp.depth.residual_blocks(model)
+    blocks = kp.surgery.depth.residual_blocks(model)
     assert [(b.name, b.kind) for b in blocks] == [
         ("res_a0", "branch"), ("res_f0", "branch"), ("res_a1", "branch"), ("res_f1", "branch")
     ]  # fmt: skip
     assert blocks[0].layers == ["ln_a0", "attn0"]
     assert blocks[1].layers == ["ln_f0", "ffn_in0", "ffn_out0"]
-    layers = kp.depth.residual_blocks(model, span=2)
+    layers = kp.surgery.depth.residual_blocks(model, span=2)
     assert [b.name for b in layers] == ["res_a0+res_f0", "res_a1+res_f1"]
     assert layers[0].parameters == sum(
         model.get_layer(name).count_params() for name in blocks[0].layers + blocks[1].layers
@@ -51,7 +51,7 @@ def test_residual_blocks_of_a_resnet():
     h = keras.layers.Conv2D(8, 3, padding="same", name="c2")(x)
     x = keras.layers.Add(name="add2")([projected, h])
     model = keras.Model(inputs, keras.layers.GlobalAveragePooling2D()(x))
-    blocks = kp.depth.residual_blocks(model)
+    blocks = kp.surgery.depth.residual_blocks(model)
     assert [b.name for b in blocks] == ["add1"]  # add2 has no identity path
     assert blocks[0].layers[0] == "c1" and blocks[0].layers[-1] == "bn1"
 
@@ -59,13 +59,13 @@ def test_residual_blocks_of_a_resnet():
 def test_scores_and_removal_match_the_model_built_without_the_block():
     model = tiny_lm()
     x, _ = token_data(16)
-    scores = kp.depth.block_importance(model, x, span=2)
+    scores = kp.surgery.depth.block_importance(model, x, span=2)
     dense = model.predict(x, verbose=0)
     for index, name in enumerate(["res_a0+res_f0", "res_a1+res_f1"]):
         without = _without_block(model, index).predict(x, verbose=0)
         expected = np.square(without - dense).sum() / np.square(dense).sum()
         assert scores[name] == pytest.approx(expected, rel=1e-4)
-    shallow = kp.depth.prune_depth(model, 1, x, span=2)
+    shallow = kp.surgery.depth.prune_depth(model, 1, x, span=2)
     removed = shallow.depth_report.removed[0]
     index = ["res_a0+res_f0", "res_a1+res_f1"].index(removed)
     assert removed == min(scores, key=scores.get)
@@ -83,7 +83,7 @@ def test_scores_and_removal_match_the_model_built_without_the_block():
 def test_shrink_removes_named_blocks_and_masked_structure_together():
     model = tiny_lm()
     x, _ = token_data(16)
-    masked = kp.heads.mask_heads(model, 0.5, x)
+    masked = kp.surgery.heads.mask_heads(model, 0.5, x)
     small = kp.shrink(masked, remove_blocks=["res_f1"])
     assert "ffn_in1" not in {layer.name for layer in small.layers}
     assert small.get_layer("attn1").num_heads == 2
@@ -91,7 +91,7 @@ def test_shrink_removes_named_blocks_and_masked_structure_together():
     with pytest.raises(ValueError, match="no residual block named 'nope'"):
         kp.shrink(model, remove_blocks=["nope"])
     with pytest.raises(ValueError, match="count"):
-        kp.depth.prune_depth(model, 4, x)
+        kp.surgery.depth.prune_depth(model, 4, x)
 
 
 def test_keras_hub_blocks_are_removed_whole():
@@ -102,7 +102,7 @@ def test_keras_hub_blocks_are_removed_whole():
     second = keras_hub.layers.TransformerEncoder(32, 2, name="enc1")
     head = keras.layers.Dense(3, name="head")
     model = keras.Model(inputs, head(second(first(inputs))))
-    assert [(b.name, b.kind) for b in kp.depth.residual_blocks(model)] == [
+    assert [(b.name, b.kind) for b in kp.surgery.depth.residual_blocks(model)] == [
         ("enc0", "layer"), ("enc1", "layer")
     ]  # fmt: skip
     x = np.random.default_rng(0).normal(size=(8, 6, 16)).astype("float32")
@@ -113,4 +113,4 @@ def test_keras_hub_blocks_are_removed_whole():
 def test_layer_blocks_need_two_prunable_weights():
     inputs = keras.Input((12, 16))
     model = keras.Model(inputs, AddPositions(12)(inputs))
-    assert kp.depth.residual_blocks(model) == []
+    assert kp.surgery.depth.residual_blocks(model) == []

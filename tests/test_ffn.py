@@ -10,20 +10,20 @@ import keras_prune as kp
 
 
 def test_feed_forward_pairs_are_found():
-    assert [ffn.key for ffn in kp.ffn.feed_forwards(tiny_lm())] == ["ffn_in0", "ffn_in1"]
+    assert [ffn.key for ffn in kp.surgery.ffn.feed_forwards(tiny_lm())] == ["ffn_in0", "ffn_in1"]
     inputs = keras.Input((4,))
     hidden = keras.layers.Dense(8, activation="sigmoid", name="gate")(inputs)
     hidden = keras.layers.Dense(6, name="middle")(hidden)
     model = keras.Model(inputs, keras.layers.Dense(2)(hidden))
     skipped = {}
-    assert [f.key for f in kp.ffn.feed_forwards(model, skipped)] == ["middle"]
+    assert [f.key for f in kp.surgery.ffn.feed_forwards(model, skipped)] == ["middle"]
     assert "does not map 0 to 0" in skipped["gate"]
 
 
 def test_activation_importance_is_activation_norm_times_output_norm():
     model = tiny_lm()
     x, _ = token_data(16)
-    scores = kp.ffn.neuron_importance(model, x)["ffn_in0"]
+    scores = kp.surgery.ffn.neuron_importance(model, x)["ffn_in0"]
     probe = keras.Model(model.input, model.get_layer("ffn_in0").output)
     activations = probe.predict(x, verbose=0).reshape(-1, 32)
     rows = np.asarray(model.get_layer("ffn_out0").kernel)
@@ -34,7 +34,7 @@ def test_activation_importance_is_activation_norm_times_output_norm():
 def test_masked_neurons_are_removed_exactly_by_shrink():
     model = tiny_lm()
     x, y = token_data(32)
-    masked = kp.ffn.mask_neurons(model, 0.5, x)
+    masked = kp.surgery.ffn.mask_neurons(model, 0.5, x)
     masked.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     masked.fit(x, y, epochs=1, batch_size=8, verbose=0, callbacks=[kp.PruningCallback()])
     small = kp.shrink(masked)
@@ -49,7 +49,7 @@ def test_masked_neurons_are_removed_exactly_by_shrink():
 def test_heads_and_neurons_compose():
     model = tiny_lm()
     x, _ = token_data(16)
-    masked = kp.ffn.mask_neurons(kp.heads.mask_heads(model, 0.5, x), 0.25, x)
+    masked = kp.surgery.ffn.mask_neurons(kp.surgery.heads.mask_heads(model, 0.5, x), 0.25, x)
     small = kp.shrink(masked)
     assert small.get_layer("attn1").num_heads == 2 and small.get_layer("ffn_in1").units == 24
     np.testing.assert_allclose(
@@ -65,7 +65,7 @@ def test_keras_hub_block_neurons_are_removed_exactly():
     hidden = keras_hub.layers.TransformerEncoder(32, 2, name="enc1", normalize_first=True)(hidden)
     model = keras.Model(inputs, keras.layers.Dense(3)(hidden))
     x = np.random.default_rng(0).normal(size=(8, 6, 16)).astype("float32")
-    masked = kp.ffn.mask_neurons(model, 0.5, x)
+    masked = kp.surgery.ffn.mask_neurons(model, 0.5, x)
     small = kp.shrink(masked)
     assert small.get_layer("enc0").intermediate_dim == 16
     assert small.shrink_report.feed_forward == {"enc0": (32, 16), "enc1": (32, 16)}
@@ -78,14 +78,14 @@ def test_taylor_and_bad_arguments():
     model = tiny_lm()
     x, y = token_data(16)
     loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-    scores = kp.ffn.neuron_importance(model, (x, y), criterion="taylor", loss=loss)
+    scores = kp.surgery.ffn.neuron_importance(model, (x, y), criterion="taylor", loss=loss)
     assert scores["ffn_in1"].shape == (32,) and np.all(scores["ffn_in1"] >= 0)
-    masked = kp.ffn.mask_neurons(model, neurons={"ffn_in0": [0, 5]})
-    wrapper = {w.name: w for w in kp.find_wrappers(masked)}["ffn_in0"]
+    masked = kp.surgery.ffn.mask_neurons(model, neurons={"ffn_in0": [0, 5]})
+    wrapper = {w.name: w for w in kp.layers.find_wrappers(masked)}["ffn_in0"]
     assert np.flatnonzero(np.asarray(wrapper.bias_masks[0]) == 0).tolist() == [0, 5]
     with pytest.raises(ValueError, match="either `sparsity`"):
-        kp.ffn.mask_neurons(model, 0.5, x, neurons={"ffn_in0": [1]})
+        kp.surgery.ffn.mask_neurons(model, 0.5, x, neurons={"ffn_in0": [1]})
     with pytest.raises(ValueError, match="not a feed-forward"):
-        kp.ffn.mask_neurons(model, neurons={"logits": [1]})
+        kp.surgery.ffn.mask_neurons(model, neurons={"logits": [1]})
     with pytest.raises(ValueError, match="needs a loss"):
-        kp.ffn.neuron_importance(model, (x, y), criterion="taylor")
+        kp.surgery.ffn.neuron_importance(model, (x, y), criterion="taylor")

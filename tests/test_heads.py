@@ -45,7 +45,7 @@ def test_head_contributions_formula():
 def test_activation_importance_is_each_heads_output_norm():
     model = _attention_model()
     x = np.random.default_rng(1).normal(size=(6, 5, 8)).astype("float32")
-    scores = kp.heads.head_importance(model, x)["mha"]
+    scores = kp.surgery.heads.head_importance(model, x)["mha"]
     attention = model.get_layer("mha")
     kernel, bias = (np.asarray(v) for v in attention.output_dense.weights)
     expected = []
@@ -65,7 +65,9 @@ def test_taylor_importance_is_the_loss_change_of_scaling_a_head():
     rng = np.random.default_rng(3)
     x = rng.normal(size=(8, 5, 8)).astype("float32")
     y = rng.normal(size=(8, 5, 8)).astype("float32")
-    scores = kp.heads.head_importance(model, (x, y), criterion="taylor", batch_size=8)["mha"]
+    scores = kp.surgery.heads.head_importance(model, (x, y), criterion="taylor", batch_size=8)[
+        "mha"
+    ]
     output_dense = model.get_layer("mha").output_dense
     kernel, bias = (np.asarray(v) for v in output_dense.weights)
 
@@ -84,8 +86,8 @@ def test_taylor_importance_is_the_loss_change_of_scaling_a_head():
 def test_masked_heads_are_removed_exactly_by_shrink():
     model = tiny_lm()
     x, _ = token_data()
-    masked = kp.heads.mask_heads(model, 0.5, x)
-    scores = kp.heads.head_importance(model, x)
+    masked = kp.surgery.heads.mask_heads(model, 0.5, x)
+    scores = kp.surgery.heads.head_importance(model, x)
     for row in masked.head_report.layers:
         assert row["removed"] == sorted(np.argsort(scores[row["key"]])[:2].tolist())
     small = kp.shrink(masked)
@@ -101,7 +103,7 @@ def test_masked_heads_are_removed_exactly_by_shrink():
 def test_masked_heads_stay_removed_while_fine_tuning():
     model = tiny_lm()
     x, y = token_data(32)
-    masked = kp.heads.mask_heads(model, 0.25, x, allocation="global")
+    masked = kp.surgery.heads.mask_heads(model, 0.25, x, allocation="global")
     masked.compile("adam", LOSS)
     masked.fit(x, y, epochs=1, batch_size=8, verbose=0, callbacks=[kp.PruningCallback()])
     for row in masked.head_report.layers:
@@ -117,20 +119,20 @@ def test_masked_heads_stay_removed_while_fine_tuning():
 
 def test_explicit_heads_and_bad_arguments():
     model = _attention_model()
-    masked = kp.heads.mask_heads(model, heads={"mha": [1, 3]})
-    assert kp.heads.zero_heads(masked.get_layer("mha").layer) == [1, 3]
+    masked = kp.surgery.heads.mask_heads(model, heads={"mha": [1, 3]})
+    assert kp.surgery.heads.zero_heads(masked.get_layer("mha").layer) == [1, 3]
     with pytest.raises(ValueError, match="either `sparsity`"):
-        kp.heads.mask_heads(model)
+        kp.surgery.heads.mask_heads(model)
     with pytest.raises(ValueError, match="leave at least one"):
-        kp.heads.mask_heads(model, heads={"mha": [0, 1, 2, 3]})
+        kp.surgery.heads.mask_heads(model, heads={"mha": [0, 1, 2, 3]})
     with pytest.raises(ValueError, match="not an attention layer"):
-        kp.heads.mask_heads(model, heads={"nope": [0]})
+        kp.surgery.heads.mask_heads(model, heads={"nope": [0]})
     with pytest.raises(ValueError, match="criterion"):
-        kp.heads.head_importance(model, np.zeros((2, 5, 8)), criterion="entropy")
+        kp.surgery.heads.head_importance(model, np.zeros((2, 5, 8)), criterion="entropy")
     with pytest.raises(ValueError, match=r"calibration_data=\(x, y\)"):
-        kp.heads.head_importance(model, np.zeros((2, 5, 8)), criterion="taylor")
+        kp.surgery.heads.head_importance(model, np.zeros((2, 5, 8)), criterion="taylor")
     with pytest.raises(ValueError, match="no keras.layers.MultiHeadAttention"):
-        kp.heads.head_importance(model, np.zeros((2, 5, 8)), filters="dense")
+        kp.surgery.heads.head_importance(model, np.zeros((2, 5, 8)), filters="dense")
 
 
 def test_heads_inside_keras_hub_blocks_are_masked_and_kept_by_shrink():
@@ -140,7 +142,7 @@ def test_heads_inside_keras_hub_blocks_are_masked_and_kept_by_shrink():
     hidden = keras_hub.layers.TransformerEncoder(32, 4, name="enc")(inputs)
     model = keras.Model(inputs, keras.layers.Dense(3, name="out")(hidden))
     x = np.random.default_rng(0).normal(size=(8, 6, 16)).astype("float32")
-    masked = kp.heads.mask_heads(model, heads={"enc/self_attention_layer": [0, 2]})
+    masked = kp.surgery.heads.mask_heads(model, heads={"enc/self_attention_layer": [0, 2]})
     # The same as zeroing the two heads' output rows by hand.
     reference = kp.graph.copy_model(model)
     output_dense = heads_lib.attention_layers(reference)[0].attention.output_dense

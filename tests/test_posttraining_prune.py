@@ -1,4 +1,4 @@
-"""kp.prune_posttraining end to end: what it prunes, in which order, with which patterns, what it
+"""kp.posttraining.prune_posttraining end to end: what it prunes, in which order, with which patterns, what it
 returns (a fine-tunable, strippable model) and how it refuses bad input."""
 
 import keras
@@ -28,12 +28,12 @@ def test_sparsegpt_writes_the_solver_result_into_the_layer():
     keras.utils.set_random_seed(0)
     model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(5, name="dense")])
     x = (RNG.normal(size=(40, 3)) @ RNG.normal(size=(3, 6))).astype("float32")
-    pruned = kp.prune_posttraining(
+    pruned = kp.posttraining.prune_posttraining(
         model, x, method=kp.posttraining.SparseGPT(block_size=4), sparsity=0.5, verbose=0
     )
     kernel = np.asarray(model.get_layer("dense").kernel)
     expected, mask, _ = sparsegpt(kernel.T, 2 * x.T.astype(np.float64) @ x / 40, 0.5, block_size=4)
-    wrapper = kp.find_wrappers(pruned)[0]
+    wrapper = kp.layers.find_wrappers(pruned)[0]
     np.testing.assert_allclose(np.asarray(wrapper.layer.kernel), expected.T, rtol=1e-4, atol=1e-5)
     np.testing.assert_array_equal(np.asarray(wrapper.masks[0]), mask.T)
     assert float(wrapper.sparsity) == 0.5
@@ -44,13 +44,15 @@ def test_methods_rank_as_the_papers_on_a_cnn():
     x = _images()
     errors = {
         method: _relative_error(
-            model, kp.prune_posttraining(model, x, method=method, sparsity=0.6, verbose=0), x
+            model,
+            kp.posttraining.prune_posttraining(model, x, method=method, sparsity=0.6, verbose=0),
+            x,
         )
         for method in ("magnitude", "wanda", "sparsegpt")
     }
     assert errors["sparsegpt"] < errors["magnitude"]
-    for wrapper in kp.find_wrappers(
-        kp.prune_posttraining(model, x, method="sparsegpt", sparsity=0.6, verbose=0)
+    for wrapper in kp.layers.find_wrappers(
+        kp.posttraining.prune_posttraining(model, x, method="sparsegpt", sparsity=0.6, verbose=0)
     ):
         assert np.mean(np.asarray(wrapper.masks[0]) == 0) == pytest.approx(0.6, abs=0.02)
 
@@ -63,8 +65,10 @@ def test_n_of_m_and_blocks_follow_the_library_patterns(method):
     h = keras.layers.Flatten()(h)
     model = keras.Model(inputs, keras.layers.Dense(8, name="dense")(h))
     x = RNG.random((16, 6, 6, 4)).astype("float32")
-    pruned = kp.prune_posttraining(model, x, method=method, granularity="2:4", verbose=0)
-    for wrapper in kp.find_wrappers(pruned):
+    pruned = kp.posttraining.prune_posttraining(
+        model, x, method=method, granularity="2:4", verbose=0
+    )
+    for wrapper in kp.layers.find_wrappers(pruned):
         target = wrapper.targets[0]
         view, _, _ = masks_lib.to_tflite_view(
             np.asarray(wrapper.masks[0]), target.output_axis, target.input_axis
@@ -73,10 +77,10 @@ def test_n_of_m_and_blocks_follow_the_library_patterns(method):
         expected = np.asarray(masks_lib.n_of_m_mask(view, 2, 4))
         np.testing.assert_array_equal(view.reshape(view.shape[0], -1, 4).sum(-1), 2)
         assert expected.shape == view.shape
-    pruned = kp.prune_posttraining(
-        model, x, method=method, granularity=kp.Block((1, 4)), sparsity=0.5, verbose=0
+    pruned = kp.posttraining.prune_posttraining(
+        model, x, method=method, granularity=kp.granularity.Block((1, 4)), sparsity=0.5, verbose=0
     )
-    for wrapper in kp.find_wrappers(pruned):
+    for wrapper in kp.layers.find_wrappers(pruned):
         target = wrapper.targets[0]
         view, _, _ = masks_lib.to_tflite_view(
             np.asarray(wrapper.masks[0]), target.output_axis, target.input_axis
@@ -89,7 +93,9 @@ def test_n_of_m_and_blocks_follow_the_library_patterns(method):
 def test_transformer_lm_prunes_attention_projections_and_feed_forward():
     model = tiny_lm()
     x, _ = token_data()
-    pruned = kp.prune_posttraining(model, x, method="sparsegpt", sparsity=0.5, verbose=0)
+    pruned = kp.posttraining.prune_posttraining(
+        model, x, method="sparsegpt", sparsity=0.5, verbose=0
+    )
     report = pruned.posttraining_report
     pruned_paths = [row["weight"] for row in report.weights]
     for name in ("query", "key", "value", "attention_output"):
@@ -101,7 +107,7 @@ def test_transformer_lm_prunes_attention_projections_and_feed_forward():
     assert all(row["error"] is not None and row["error"] < 1 for row in report.weights)
     assert report.sequential
     assert _relative_error(model, pruned, x) < _relative_error(
-        model, kp.prune_posttraining(model, x, method="magnitude", verbose=0), x
+        model, kp.posttraining.prune_posttraining(model, x, method="magnitude", verbose=0), x
     )
     assert "attn0/query/kernel" in str(report)
 
@@ -109,8 +115,8 @@ def test_transformer_lm_prunes_attention_projections_and_feed_forward():
 def test_filters_choose_layers():
     model = tiny_lm()
     x, _ = token_data(16)
-    pruned = kp.prune_posttraining(model, x, method="wanda", filters="ffn", verbose=0)
-    assert sorted(w.name for w in kp.find_wrappers(pruned)) == [
+    pruned = kp.posttraining.prune_posttraining(model, x, method="wanda", filters="ffn", verbose=0)
+    assert sorted(w.name for w in kp.layers.find_wrappers(pruned)) == [
         "ffn_in0",
         "ffn_in1",
         "ffn_out0",
@@ -122,10 +128,12 @@ def test_result_fine_tunes_with_the_callback_strips_and_saves(tmp_path):
     model = small_cnn()
     x = _images(32)
     y = RNG.integers(0, 10, 32)
-    pruned = kp.prune_posttraining(model, x, method="sparsegpt", sparsity=0.5, verbose=0)
+    pruned = kp.posttraining.prune_posttraining(
+        model, x, method="sparsegpt", sparsity=0.5, verbose=0
+    )
     pruned.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     pruned.fit(x, y, epochs=1, batch_size=8, verbose=0, callbacks=[kp.PruningCallback()])
-    for wrapper in kp.find_wrappers(pruned):
+    for wrapper in kp.layers.find_wrappers(pruned):
         kernel, mask = np.asarray(wrapper.layer.kernel), np.asarray(wrapper.masks[0])
         assert np.all(kernel[mask == 0] == 0)
     plain = kp.strip(pruned)
@@ -149,7 +157,9 @@ def test_subclassed_models_are_pruned_in_one_pass():
     model = Mlp()
     x = RNG.normal(size=(32, 8)).astype("float32")
     model(x[:1])
-    pruned = kp.prune_posttraining(model, x, method="sparsegpt", sparsity=0.5, verbose=0)
+    pruned = kp.posttraining.prune_posttraining(
+        model, x, method="sparsegpt", sparsity=0.5, verbose=0
+    )
     assert pruned.posttraining_report.sequential is False
     assert "one pass" in str(pruned.posttraining_report)
     assert np.mean(np.asarray(model.hidden.kernel) == 0) == pytest.approx(0.5)
@@ -166,7 +176,7 @@ def test_keras_hub_backbone_is_pruned_through_its_blocks():
         "segment_ids": np.zeros((8, 8), "int32"),
         "padding_mask": np.ones((8, 8), "int32"),
     }
-    pruned = kp.prune_posttraining(backbone, x, method="sparsegpt", verbose=0)
+    pruned = kp.posttraining.prune_posttraining(backbone, x, method="sparsegpt", verbose=0)
     assert isinstance(pruned, kp.pruning.PrunedModel)
     weights = [row["weight"] for row in pruned.posttraining_report.weights]
     assert "transformer_layer_1/feedforward_output_dense/kernel" in weights
@@ -177,15 +187,15 @@ def test_keras_hub_backbone_is_pruned_through_its_blocks():
 
 def test_progress_names_the_layer(capsys):
     model = small_cnn()
-    kp.prune_posttraining(model, _images(8), method="wanda", verbose=1)
+    kp.posttraining.prune_posttraining(model, _images(8), method="wanda", verbose=1)
     assert "now dense1" in capsys.readouterr().out
 
 
 def test_magnitude_needs_no_data_and_equals_prune_once():
     model = small_cnn()
-    pruned = kp.prune_posttraining(model, method="magnitude", sparsity=0.7, verbose=0)
+    pruned = kp.posttraining.prune_posttraining(model, method="magnitude", sparsity=0.7, verbose=0)
     once = kp.prune_once(model, 0.7)
-    for a, b in zip(kp.find_wrappers(pruned), kp.find_wrappers(once), strict=True):
+    for a, b in zip(kp.layers.find_wrappers(pruned), kp.layers.find_wrappers(once), strict=True):
         np.testing.assert_array_equal(np.asarray(a.masks[0]), np.asarray(b.masks[0]))
 
 
@@ -212,22 +222,24 @@ def test_bad_input_is_named():
     model = small_cnn()
     x = _images(8)
     with pytest.raises(ValueError, match="needs `calibration_data`"):
-        kp.prune_posttraining(model, method="sparsegpt", verbose=0)
+        kp.posttraining.prune_posttraining(model, method="sparsegpt", verbose=0)
     with pytest.raises(ValueError, match="wrong shape.*\\(batch, 8, 8, 1\\).*\\(8, 8, 8\\)"):
-        kp.prune_posttraining(model, x[..., 0], method="wanda", verbose=0)
+        kp.posttraining.prune_posttraining(model, x[..., 0], method="wanda", verbose=0)
     with pytest.raises(ValueError, match="2:4 does not divide the 1 input channels.*conv1"):
-        kp.prune_posttraining(model, x, method="sparsegpt", granularity="2:4", verbose=0)
+        kp.posttraining.prune_posttraining(
+            model, x, method="sparsegpt", granularity="2:4", verbose=0
+        )
     with pytest.raises(ValueError, match="fixes the sparsity at 0.5"):
-        kp.prune_posttraining(model, x, granularity="2:4", sparsity=0.7, verbose=0)
+        kp.posttraining.prune_posttraining(model, x, granularity="2:4", sparsity=0.7, verbose=0)
     with pytest.raises(ValueError, match="kp.prune_channels"):
-        kp.prune_posttraining(model, x, granularity="channel", verbose=0)
+        kp.posttraining.prune_posttraining(model, x, granularity="channel", verbose=0)
     with pytest.raises(ValueError, match="already holds kp.PruneWrappers"):
-        kp.prune_posttraining(kp.prune(model), x, verbose=0)
+        kp.posttraining.prune_posttraining(kp.prune(model), x, verbose=0)
     with pytest.raises(ValueError, match="Expected `sparsity` in"):
-        kp.prune_posttraining(model, x, sparsity=1.0, verbose=0)
+        kp.posttraining.prune_posttraining(model, x, sparsity=1.0, verbose=0)
     embedding_only = keras.Sequential([keras.Input((3,)), keras.layers.Embedding(5, 2)])
     with pytest.raises(ValueError, match="no layer with a matrix product"):
-        kp.prune_posttraining(embedding_only, np.zeros((2, 3)), verbose=0)
+        kp.posttraining.prune_posttraining(embedding_only, np.zeros((2, 3)), verbose=0)
 
 
 JAX_SCRIPT = r"""
@@ -239,12 +251,12 @@ inputs = keras.Input((6, 8))
 h = keras.layers.MultiHeadAttention(2, 4, name="mha")(inputs, inputs)
 h = keras.layers.Dense(16, activation="relu", name="ffn")(h)
 model = keras.Model(inputs, keras.layers.Dense(3, name="out")(h))
-pruned = kp.prune_posttraining(model, x, method="sparsegpt", verbose=0)
+pruned = kp.posttraining.prune_posttraining(model, x, method="sparsegpt", verbose=0)
 rows = {row["weight"]: row for row in pruned.posttraining_report.weights}
 assert abs(rows["mha/query/kernel"]["sparsity"] - 0.5) < 1e-6, rows
 plain = kp.strip(pruned)
 assert np.abs(plain.predict(x, verbose=0) - pruned.predict(x, verbose=0)).max() < 1e-5
-masked = kp.heads.mask_heads(model, 0.5, x)
+masked = kp.surgery.heads.mask_heads(model, 0.5, x)
 small = kp.shrink(masked)
 assert small.get_layer("mha").num_heads == 1
 assert np.abs(small.predict(x, verbose=0) - masked.predict(x, verbose=0)).max() < 1e-5

@@ -1,4 +1,4 @@
-"""The pieces under kp.prune_posttraining: matrix views of weights (Dense, EinsumDense, convs as
+"""The pieces under kp.posttraining.prune_posttraining: matrix views of weights (Dense, EinsumDense, convs as
 im2col), input statistics, calibration batches, the call-by-call graph run, input recording."""
 
 import keras

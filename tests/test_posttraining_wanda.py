@@ -1,4 +1,4 @@
-"""Wanda's scores and masks against the formula, in NumPy, and through kp.prune_posttraining."""
+"""Wanda's scores and masks against the formula, in NumPy, and through kp.posttraining.prune_posttraining."""
 
 import keras
 import numpy as np
@@ -32,7 +32,7 @@ def test_prune_posttraining_wanda_masks_follow_the_formula_layer_after_layer():
     model = _dense_model()
     rng = np.random.default_rng(2)
     x = (rng.normal(size=(64, 8)) * np.linspace(0.1, 3, 8)).astype("float32")
-    pruned = kp.prune_posttraining(model, x, method="wanda", sparsity=0.5, verbose=0)
+    pruned = kp.posttraining.prune_posttraining(model, x, method="wanda", sparsity=0.5, verbose=0)
     first, second = model.get_layer("first"), model.get_layer("second")
     w1, b1 = (np.asarray(v) for v in first.weights)
     mask1 = per_output_mask(wanda_scores(w1.T, np.linalg.norm(x, axis=0)), 0.5).T
@@ -40,7 +40,7 @@ def test_prune_posttraining_wanda_masks_follow_the_formula_layer_after_layer():
     hidden = np.maximum(x @ (w1 * mask1) + b1, 0)
     w2 = np.asarray(second.kernel)
     mask2 = per_output_mask(wanda_scores(w2.T, np.linalg.norm(hidden, axis=0)), 0.5).T
-    wrappers = {w.name: w for w in kp.find_wrappers(pruned)}
+    wrappers = {w.name: w for w in kp.layers.find_wrappers(pruned)}
     np.testing.assert_array_equal(np.asarray(wrappers["first"].masks[0]), mask1)
     np.testing.assert_array_equal(np.asarray(wrappers["second"].masks[0]), mask2)
     np.testing.assert_array_equal(np.asarray(wrappers["first"].layer.kernel), w1 * mask1)
@@ -49,7 +49,9 @@ def test_prune_posttraining_wanda_masks_follow_the_formula_layer_after_layer():
 def test_wanda_two_of_four_groups_follow_the_library_pattern():
     model = _dense_model()
     x = np.random.default_rng(3).normal(size=(32, 8)).astype("float32")
-    pruned = kp.prune_posttraining(model, x, method="wanda", granularity="2:4", verbose=0)
-    for wrapper in kp.find_wrappers(pruned):
+    pruned = kp.posttraining.prune_posttraining(
+        model, x, method="wanda", granularity="2:4", verbose=0
+    )
+    for wrapper in kp.layers.find_wrappers(pruned):
         mask = np.asarray(wrapper.masks[0]).T  # [outputs, inputs]
         assert np.all(mask.reshape(mask.shape[0], -1, 4).sum(-1) == 2)

@@ -3,7 +3,9 @@
 Example:
 
 ```python
-pruned = kp.prune_posttraining(trained, x_train[:256], method="wanda", granularity="2:4")
+pruned = kp.posttraining.prune_posttraining(
+    trained, x_train[:256], method="wanda", granularity="2:4"
+)
 print(pruned.posttraining_report)
 ```
 """

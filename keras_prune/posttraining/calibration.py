@@ -115,7 +115,9 @@ def _check_structure(x, expected, model, caller):
             )
 
 
-def calibration_batches(calibration_data, model, batch_size=32, caller="kp.prune_posttraining"):
+def calibration_batches(
+    calibration_data, model, batch_size=32, caller="kp.posttraining.prune_posttraining"
+):
     """Cut `calibration_data` into batches of `model`'s inputs, checking their structure and
     shapes.
 

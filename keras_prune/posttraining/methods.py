@@ -1,5 +1,6 @@
-"""The post-training methods `kp.prune_posttraining` runs on each weight: SparseGPT, Wanda and
-magnitude, as small configurable objects (`method="sparsegpt"` is `SparseGPT()`).
+"""The post-training methods `kp.posttraining.prune_posttraining` runs on each weight:
+SparseGPT, Wanda and magnitude, as small configurable objects (`method="sparsegpt"` is
+`SparseGPT()`).
 
 A method receives one weight (as the kernel and its `MatrixView`), the statistics of its
 layer's calibration inputs, the sparsity and the granularity, and returns the keep-mask in the
@@ -7,10 +8,10 @@ kernel's shape, plus new kernel values if it updates the surviving weights (Spar
 
 Mask patterns: unstructured masks follow each paper (SparseGPT chooses per block of columns,
 Wanda per output row, magnitude per tensor as `kp.prune_once`); N:M and block masks are the
-library's patterns (`kp.NofM`, `kp.Block`, defined on the TFLite view), so a mask from here is
-what `kp.prune(..., granularity=...)` would install. SparseGPT picks N:M groups as it goes, as in
-the paper; for blocks it chooses the mask once, from its saliency `w^2 / [H_F^-1]_jj`, pooled per
-block, and then reconstructs.
+library's patterns (`kp.granularity.NofM`, `kp.granularity.Block`, defined on the TFLite
+view), so a mask from here is what `kp.prune(..., granularity=...)` would install. SparseGPT
+picks N:M groups as it goes, as in the paper; for blocks it chooses the mask once, from its
+saliency `w^2 / [H_F^-1]_jj`, pooled per block, and then reconstructs.
 """
 
 import keras
@@ -35,7 +36,7 @@ def library_mask(granularity, scores, sparsity, weight):
 
 
 class PosttrainingMethod(ConfigObject):
-    """Base class of the methods `kp.prune_posttraining` runs on each weight.
+    """Base class of the methods `kp.posttraining.prune_posttraining` runs on each weight.
 
     Attributes:
         needs_data: whether the method reads calibration inputs.
@@ -55,7 +56,8 @@ class PosttrainingMethod(ConfigObject):
             statistics: the `InputStatistics` of its layer's calibration inputs (None when
                 `needs_data` is False).
             sparsity: the target sparsity.
-            granularity: a `kp.Unstructured`, `kp.NofM` or `kp.Block`.
+            granularity: a `kp.granularity.Unstructured`, `kp.granularity.NofM` or
+                `kp.granularity.Block`.
         """
         raise NotImplementedError(f"{type(self).__name__} must implement `prune`.")
 
@@ -68,7 +70,7 @@ class Magnitude(PosttrainingMethod):
     Example:
 
     ```python
-    kp.prune_posttraining(model, method=kp.posttraining.Magnitude(), sparsity=0.5)
+    kp.posttraining.prune_posttraining(model, method=kp.posttraining.Magnitude(), sparsity=0.5)
     ```
     """
 
@@ -86,7 +88,9 @@ class Wanda(PosttrainingMethod):
     Example:
 
     ```python
-    kp.prune_posttraining(model, x_calibration, method=kp.posttraining.Wanda(), sparsity=0.5)
+    kp.posttraining.prune_posttraining(
+        model, x_calibration, method=kp.posttraining.Wanda(), sparsity=0.5
+    )
     ```
     """
 
@@ -111,7 +115,9 @@ class SparseGPT(PosttrainingMethod):
     Example:
 
     ```python
-    kp.prune_posttraining(model, x_calibration, method=kp.posttraining.SparseGPT(damping=0.1))
+    kp.posttraining.prune_posttraining(
+        model, x_calibration, method=kp.posttraining.SparseGPT(damping=0.1)
+    )
     ```
     """
 

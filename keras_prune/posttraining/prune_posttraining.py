@@ -43,7 +43,7 @@ from keras_prune.posttraining.replay import GraphRun
 from keras_prune.posttraining.report import PosttrainingReport
 from keras_prune.pruning.prune_strip import FILTERED, layer_filter, prune
 
-CALLER = "kp.prune_posttraining"
+CALLER = "kp.posttraining.prune_posttraining"
 
 
 def _numpy(value):
@@ -222,7 +222,8 @@ def prune_posttraining(
     keras-hub transformer blocks. Everything else is left dense, with the reason, in the report.
 
     The model returned holds `kp.PruneWrapper`s with the masks installed (schedule
-    `kp.OneShotSparsity`): fine-tune it with `kp.PruningCallback`, `kp.strip` it, export it.
+    `kp.schedules.OneShotSparsity`): fine-tune it with `kp.PruningCallback`, `kp.strip` it,
+    export it.
 
     Args:
         model: a built, trained model (Sequential, Functional, keras-hub backbone or subclassed;
@@ -233,7 +234,8 @@ def prune_posttraining(
             `Wanda()` / `Magnitude()`.
         sparsity: fraction of each weight to prune, in [0, 1); default 0.5. With N:M it is
             fixed by the pattern and may be left out.
-        granularity: "unstructured", "2:4", `kp.NofM(n, m)` or `kp.Block((1, c))`.
+        granularity: "unstructured", "2:4", `kp.granularity.NofM(n, m)` or
+            `kp.granularity.Block((1, c))`.
         filters: which layers to prune: None (every layer with a matrix product), a regex on the
             layer name, a list of regexes, or a callable `layer -> bool` (as in `kp.prune`).
         batch_size: examples per calibration batch when `calibration_data` holds arrays.
@@ -246,7 +248,9 @@ def prune_posttraining(
     Example:
 
     ```python
-    pruned = kp.prune_posttraining(trained, x_train[:256], method="sparsegpt", sparsity=0.5)
+    pruned = kp.posttraining.prune_posttraining(
+        trained, x_train[:256], method="sparsegpt", sparsity=0.5
+    )
     print(pruned.posttraining_report)
     plain = kp.strip(pruned)
     ```
@@ -260,7 +264,7 @@ def prune_posttraining(
         raise ValueError(
             f"{CALLER} prunes weights unstructured, N:M or in blocks. Received: "
             f"granularity={granularity!r}. For channels use kp.prune_channels; for attention "
-            "heads and feed-forward neurons kp.heads / kp.ffn."
+            "heads and feed-forward neurons kp.surgery.heads / kp.surgery.ffn."
         )
     sparsity = _sparsity(sparsity, granularity)
     validation.check_choice("verbose", verbose, {0, 1, 2})

@@ -1,11 +1,13 @@
-"""`PosttrainingReport`: what `kp.prune_posttraining` did to each weight, and what it left."""
+"""`PosttrainingReport`: what `kp.posttraining.prune_posttraining` did to each weight, and what
+it left."""
 
 import dataclasses
 
 
 @dataclasses.dataclass
 class PosttrainingReport:
-    """What `kp.prune_posttraining` pruned, how well, how long it took, and what it left dense.
+    """What `kp.posttraining.prune_posttraining` pruned, how well, how long it took, and what it
+    left dense.
 
     Attributes:
         method: the method's name.

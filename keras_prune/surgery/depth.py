@@ -33,6 +33,14 @@ from keras_prune.layers.wrapper import PruneWrapper
 from keras_prune.posttraining import calibration as calibration_lib
 from keras_prune.posttraining.replay import run_graph
 
+__all__ = [
+    "DepthReport",
+    "ResidualBlock",
+    "block_importance",
+    "prune_depth",
+    "residual_blocks",
+]
+
 layers = keras.layers
 
 KINDS = ("branch", "layer")
@@ -192,7 +200,7 @@ def residual_blocks(model, span=1):
     Example:
 
     ```python
-    for block in kp.depth.residual_blocks(model, span=2):
+    for block in kp.surgery.depth.residual_blocks(model, span=2):
         print(block.name, block.layers)
     ```
     """
@@ -238,13 +246,13 @@ def block_importance(model, calibration_data, blocks=None, span=1, batch_size=32
     Example:
 
     ```python
-    scores = kp.depth.block_importance(model, x_train[:128], span=2)
+    scores = kp.surgery.depth.block_importance(model, x_train[:128], span=2)
     least = min(scores, key=scores.get)
     ```
     """
     blocks = residual_blocks(model, span) if blocks is None else list(blocks)
     calibration = calibration_lib.calibration_batches(
-        calibration_data, model, batch_size, caller="kp.depth.block_importance"
+        calibration_data, model, batch_size, caller="kp.surgery.depth.block_importance"
     )
     graph = tracing.trace(model)
     batches = [calibration.flat(i) for i in range(len(calibration.batches))]
@@ -317,7 +325,7 @@ def prune_depth(model, count, calibration_data, span=1, blocks=None, batch_size=
     Example:
 
     ```python
-    shallow = kp.depth.prune_depth(model, 2, x_train[:128], span=2)
+    shallow = kp.surgery.depth.prune_depth(model, 2, x_train[:128], span=2)
     print(shallow.depth_report)
     ```
     """

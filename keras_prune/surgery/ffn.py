@@ -5,8 +5,8 @@ A feed-forward network is a pair of Dense layers: the intermediate one creates t
 (`a = act(x W1 + b1)`), the output one consumes them (`y = a W2 + b2`). Neuron `j` owns column
 `j` of `W1`, entry `j` of `b1` and row `j` of `W2`.
 
-- In a Sequential or Functional model the pair is a channel group (`kp.channel_groups`) created
-  by one Dense and read only by Dense layers. `mask_neurons` wraps the intermediate Dense at
+- In a Sequential or Functional model the pair is a channel group (`kp.graph.channel_groups`)
+  created by one Dense and read only by Dense layers. `mask_neurons` wraps the intermediate Dense at
   channel granularity and masks the neuron's column and bias, so the neuron outputs exactly
   `act(0) = 0` (pairs whose activation does not map 0 to 0 are left out, with the reason), and
   `kp.shrink` removes it as it removes any zero channel.
@@ -39,6 +39,14 @@ from keras_prune.posttraining import calibration as calibration_lib
 from keras_prune.posttraining.capture import recording_inputs
 from keras_prune.pruning.prune_strip import layer_filter
 from keras_prune.surgery import heads as heads_lib
+
+__all__ = [
+    "FeedForward",
+    "NeuronReport",
+    "feed_forwards",
+    "mask_neurons",
+    "neuron_importance",
+]
 
 layers = keras.layers
 
@@ -142,7 +150,7 @@ def feed_forwards(model, skipped=None):
     Example:
 
     ```python
-    [ffn.key for ffn in kp.ffn.feed_forwards(model)]   # ['ffn_in_0', 'ffn_in_1']
+    [ffn.key for ffn in kp.surgery.ffn.feed_forwards(model)]   # ['ffn_in_0', 'ffn_in_1']
     ```
     """
     skipped = {} if skipped is None else skipped
@@ -186,17 +194,19 @@ def neuron_importance(
     Example:
 
     ```python
-    scores = kp.ffn.neuron_importance(model, x_train[:128])
+    scores = kp.surgery.ffn.neuron_importance(model, x_train[:128])
     ```
     """
     validation.check_choice("criterion", criterion, set(CRITERIA))
     found = _select(feed_forwards(model), filters)
     if not found:
-        raise ValueError(f"kp.ffn found no feed-forward Dense pair in model {model.name!r}.")
+        raise ValueError(
+            f"kp.surgery.ffn found no feed-forward Dense pair in model {model.name!r}."
+        )
     if criterion == "taylor":
         return _taylor_scores(model, found, calibration_data, loss, batch_size)
     calibration = calibration_lib.calibration_batches(
-        calibration_data, model, batch_size, caller="kp.ffn.neuron_importance"
+        calibration_data, model, batch_size, caller="kp.surgery.ffn.neuron_importance"
     )
     squares = {ffn.key: np.zeros(ffn.size) for ffn in found}
     counts = dict.fromkeys(squares, 0)
@@ -292,7 +302,7 @@ def _install_neuron_masks(model, ffn, neurons):
                 raise ValueError(
                     f"Layer {wrapper.name!r} is wrapped without bias masks, so its neurons' "
                     "biases cannot be masked: wrap it at channel granularity (or pass the plain "
-                    "model to kp.ffn.mask_neurons)."
+                    "model to kp.surgery.ffn.mask_neurons)."
                 )
             masks[index][1][neurons] = 0.0
     for wrapper, masks in edits.values():
@@ -314,7 +324,7 @@ def mask_neurons(
     """Mask the least important feed-forward neurons; `kp.shrink` then removes them.
 
     Args:
-        model: a built model; copied if it holds no wrappers (see `kp.heads.mask_heads`).
+        model: a built model; copied if it holds no wrappers (see `kp.surgery.heads.mask_heads`).
         sparsity: fraction of each pair's neurons to mask, in [0, 1) (one neuron always stays).
         calibration_data: data for `criterion` (see `neuron_importance`).
         neurons: instead of `sparsity`, `{intermediate Dense key or name: [indices]}`.
@@ -329,13 +339,14 @@ def mask_neurons(
     Example:
 
     ```python
-    masked = kp.ffn.mask_neurons(model, 0.5, x_train[:256])
+    masked = kp.surgery.ffn.mask_neurons(model, 0.5, x_train[:256])
     small = kp.shrink(masked)       # smaller intermediate Dense layers
     ```
     """
     if (sparsity is None) == (neurons is None):
         raise ValueError(
-            "kp.ffn.mask_neurons takes either `sparsity` or `neurons` ({intermediate Dense key: "
+            "kp.surgery.ffn.mask_neurons takes either `sparsity` or `neurons` "
+            "({intermediate Dense key: "
             f"[indices]}}). Received: sparsity={sparsity!r}, neurons={neurons!r}"
         )
     if sparsity is not None:
@@ -344,17 +355,17 @@ def mask_neurons(
     found = _select(feed_forwards(model, report.skipped), filters)
     if not found:
         raise ValueError(
-            f"kp.ffn found no feed-forward Dense pair in model {model.name!r}.\n{report}"
+            f"kp.surgery.ffn found no feed-forward Dense pair in model {model.name!r}.\n{report}"
         )
     masked = heads_lib.prunable_copy(
         model,
         [ffn.holder for ffn in found if not ffn.in_block],
         sparsity or 0.0,
-        "kp.ffn.mask_neurons",
+        "kp.surgery.ffn.mask_neurons",
         granularity=granularity_lib.Channel(),
     )
     masked = heads_lib.prunable_copy(
-        masked, [ffn.holder for ffn in found if ffn.in_block], sparsity or 0.0, "kp.ffn"
+        masked, [ffn.holder for ffn in found if ffn.in_block], sparsity or 0.0, "kp.surgery.ffn"
     )
     by_key = {ffn.key: ffn for ffn in _select(feed_forwards(masked), filters)}
     if neurons is not None:

@@ -15,7 +15,7 @@ What is supported:
   custom block): scoring and masking. Removal is not: such a layer builds its attention from
   its own config, and keras-hub's blocks derive `key_dim = hidden_dim // num_heads`, so fewer
   heads of the same size cannot be expressed; `kp.shrink` keeps those heads (they compute zero)
-  and says so in its report. Their feed-forward neurons can be removed (`kp.ffn`).
+  and says so in its report. Their feed-forward neurons can be removed (`kp.surgery.ffn`).
 
 Head importance (`head_importance`):
 - "activation": the mean L2 norm of each head's contribution to the attention output,
@@ -38,6 +38,16 @@ from keras_prune.layers.wrapper import PruneWrapper, find_wrappers
 from keras_prune.posttraining import calibration as calibration_lib
 from keras_prune.posttraining.capture import recording_inputs
 from keras_prune.pruning.prune_strip import layer_filter, prune
+
+__all__ = [
+    "AttentionLayer",
+    "HeadReport",
+    "attention_layers",
+    "head_contributions",
+    "head_importance",
+    "mask_heads",
+    "zero_heads",
+]
 
 layers = keras.layers
 
@@ -109,7 +119,7 @@ def attention_layers(model):
     Example:
 
     ```python
-    [layer.key for layer in kp.heads.attention_layers(model)]   # ['mha', 'mha_1']
+    [layer.key for layer in kp.surgery.heads.attention_layers(model)]   # ['mha', 'mha_1']
     ```
     """
     if tracing.is_graph_model(model):
@@ -189,7 +199,7 @@ def _gradient_scores(model, found, calibration_data, loss, batch_size):
 
 def _activation_scores(model, found, calibration_data, batch_size):
     calibration = calibration_lib.calibration_batches(
-        calibration_data, model, batch_size, caller="kp.heads.head_importance"
+        calibration_data, model, batch_size, caller="kp.surgery.heads.head_importance"
     )
     totals = {layer.key: np.zeros(layer.num_heads) for layer in found}
     counts = dict.fromkeys(totals, 0)
@@ -226,7 +236,7 @@ def head_importance(
     Example:
 
     ```python
-    scores = kp.heads.head_importance(model, x_train[:128])
+    scores = kp.surgery.heads.head_importance(model, x_train[:128])
     scores["mha"]          # one score per head
     ```
     """
@@ -234,7 +244,7 @@ def head_importance(
     found = _select(attention_layers(model), filters)
     if not found:
         raise ValueError(
-            f"kp.heads found no keras.layers.MultiHeadAttention in model {model.name!r}"
+            f"kp.surgery.heads found no keras.layers.MultiHeadAttention in model {model.name!r}"
             + (" matching `filters`." if filters is not None else ".")
         )
     if criterion == "taylor":
@@ -374,13 +384,14 @@ def mask_heads(
 ):
     """Mask the least important attention heads; `kp.shrink` then removes them.
 
-    Masks go through the mask engine into `kp.PruneWrapper`s (schedule `kp.OneShotSparsity`),
-    so the masked heads stay zero while the model is fine-tuned with `kp.PruningCallback`.
-    The masked model computes what the shrunk model computes.
+    Masks go through the mask engine into `kp.PruneWrapper`s (schedule
+    `kp.schedules.OneShotSparsity`), so the masked heads stay zero while the model is
+    fine-tuned with `kp.PruningCallback`. The masked model computes what the shrunk model
+    computes.
 
     Args:
         model: a built model. A plain model is copied (`kp.prune` wraps its attention layers or
-            the blocks holding them); a model that already holds wrappers (from `kp.ffn`,
+            the blocks holding them); a model that already holds wrappers (from `kp.surgery.ffn`,
             `kp.prune`) gets the missing wrappers, or is masked in place if none are missing.
         sparsity: fraction of heads to mask, in [0, 1). Every attention layer keeps at least
             one head.
@@ -399,14 +410,15 @@ def mask_heads(
     Example:
 
     ```python
-    masked = kp.heads.mask_heads(model, 0.25, x_train[:256])
+    masked = kp.surgery.heads.mask_heads(model, 0.25, x_train[:256])
     masked.fit(x, y, epochs=1, callbacks=[kp.PruningCallback()])
     small = kp.shrink(masked)            # fewer heads per MultiHeadAttention
     ```
     """
     if (sparsity is None) == (heads is None):
         raise ValueError(
-            "kp.heads.mask_heads takes either `sparsity` (the fraction of heads to mask) or "
+            "kp.surgery.heads.mask_heads takes either `sparsity` (the fraction of heads to "
+            "mask) or "
             f"`heads` ({{attention key: [head indices]}}). Received: sparsity={sparsity!r}, "
             f"heads={heads!r}"
         )
@@ -415,9 +427,11 @@ def mask_heads(
     validation.check_choice("allocation", allocation, set(ALLOCATIONS))
     found = _select(attention_layers(model), filters)
     if not found:
-        raise ValueError(f"kp.heads found no keras.layers.MultiHeadAttention in {model.name!r}.")
+        raise ValueError(
+            f"kp.surgery.heads found no keras.layers.MultiHeadAttention in {model.name!r}."
+        )
     masked = prunable_copy(
-        model, [layer.holder for layer in found], sparsity or 0.0, "kp.heads.mask_heads"
+        model, [layer.holder for layer in found], sparsity or 0.0, "kp.surgery.heads.mask_heads"
     )
     by_key = {layer.key: layer for layer in _select(attention_layers(masked), filters)}
     if heads is not None:
