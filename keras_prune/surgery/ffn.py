@@ -234,8 +234,6 @@ def neuron_importance(
 
 
 def _taylor_scores(model, found, calibration_data, loss, batch_size):
-    from keras_prune.surgery.prune_channels import loss_gradients
-
     if not (isinstance(calibration_data, tuple) and len(calibration_data) >= 2):
         raise ValueError(
             "criterion='taylor' ranks by the loss gradient: pass `calibration_data=(x, y)`."
@@ -243,9 +241,7 @@ def _taylor_scores(model, found, calibration_data, loss, batch_size):
     loss = loss if loss is not None else getattr(model, "loss", None)
     if loss is None:
         raise ValueError("criterion='taylor' needs a loss: compile the model or pass `loss=`.")
-    gradients = loss_gradients(
-        model, calibration_data[0], calibration_data[1], loss, batch_size=batch_size
-    )
+    gradients = heads_lib.mean_loss_gradients(model, calibration_data[:2], loss, batch_size)
     scores = {}
     for ffn in found:
         total = np.zeros(ffn.size)

@@ -31,6 +31,7 @@ import numpy as np
 
 from keras_prune.core import validation
 from keras_prune.core.schedules import OneShotSparsity
+from keras_prune.engine import gradients as gradients_lib
 from keras_prune.engine.engine import MaskEngine
 from keras_prune.graph import tracing
 from keras_prune.layers import layouts
@@ -172,9 +173,19 @@ def head_contributions(output_input, output_kernel, chunk=4096):
     return total, z.shape[0]
 
 
-def _gradient_scores(model, found, calibration_data, loss, batch_size):
-    from keras_prune.surgery.prune_channels import loss_gradients
+def mean_loss_gradients(model, calibration_data, loss, batch_size):
+    """`{id(variable): mean dL/dw}` (float64 NumPy) for the trainable weights of `model` over
+    `calibration_data` (`(x, y)`), through the engine's `gradient_statistics`."""
+    statistics = gradients_lib.gradient_statistics(
+        model, calibration_data, loss=loss, batch_size=batch_size
+    )
+    return {
+        key: np.asarray(keras.ops.convert_to_numpy(value.mean_gradient), np.float64)
+        for key, value in statistics.items()
+    }
 
+
+def _gradient_scores(model, found, calibration_data, loss, batch_size):
     if not (isinstance(calibration_data, tuple) and len(calibration_data) >= 2):
         raise ValueError(
             "criterion='taylor' ranks by the loss gradient: pass `calibration_data=(x, y)`."
@@ -185,8 +196,7 @@ def _gradient_scores(model, found, calibration_data, loss, batch_size):
             "criterion='taylor' needs a loss: compile the model or pass `loss=` (e.g. "
             "`loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True)`)."
         )
-    x, y = calibration_data[0], calibration_data[1]
-    gradients = loss_gradients(model, x, y, loss, batch_size=batch_size)
+    gradients = mean_loss_gradients(model, calibration_data[:2], loss, batch_size)
     scores = {}
     for layer in found:
         kernel = layer.attention.output_dense.kernel
