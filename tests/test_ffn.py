@@ -31,6 +31,7 @@ def test_activation_importance_is_activation_norm_times_output_norm():
     np.testing.assert_allclose(scores, expected, rtol=1e-4)
 
 
+@pytest.mark.slow
 def test_masked_neurons_are_removed_exactly_by_shrink():
     model = tiny_lm()
     x, y = token_data(32)

@@ -100,6 +100,7 @@ def test_masked_heads_are_removed_exactly_by_shrink():
     assert "Attention heads: 8 -> 4" in str(masked.head_report)
 
 
+@pytest.mark.slow
 def test_masked_heads_stay_removed_while_fine_tuning():
     model = tiny_lm()
     x, y = token_data(32)

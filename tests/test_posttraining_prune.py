@@ -264,6 +264,7 @@ print("OK")
 """
 
 
+@pytest.mark.slow
 def test_runs_on_jax():
     pytest.importorskip("jax")
     import os
