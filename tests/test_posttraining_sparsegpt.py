@@ -7,6 +7,8 @@ solver gets the same rows from one Cholesky factor and applies them lazily per b
 must agree to float64 precision.
 """
 
+import sys
+
 import numpy as np
 import pytest
 
@@ -148,3 +150,15 @@ def test_saliency_is_the_obs_saliency():
         [weight[:, j] ** 2 / np.linalg.inv(damped[j:, j:])[0, 0] for j in range(16)], axis=1
     )
     np.testing.assert_allclose(sparsegpt_lib.saliency(weight, hessian), expected, rtol=1e-10)
+
+
+@pytest.mark.parametrize("with_scipy", [True, False])
+def test_inverse_cholesky_is_the_upper_factor_of_the_inverse(with_scipy, monkeypatch):
+    if not with_scipy:  # NumPy alone: `from scipy.linalg import lapack` raises ImportError
+        monkeypatch.setitem(sys.modules, "scipy.linalg", None)
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(12, 30))
+    hessian = a @ a.T + np.eye(12)
+    upper = sparsegpt_lib.inverse_cholesky(hessian)
+    np.testing.assert_array_equal(upper, np.triu(upper))
+    np.testing.assert_allclose(upper.T @ upper, np.linalg.inv(hessian), atol=1e-12)
