@@ -152,10 +152,17 @@ def test_a_layer_or_a_list_of_layers_is_wrapped():
 
 
 def test_generic_rnn_and_conv_lstm_are_prunable():
-    rnn = keras.Sequential([keras.Input((5, 3)), layers.RNN(layers.LSTMCell(4)), layers.Dense(2)])
+    rnn = keras.Sequential(
+        [keras.Input((5, 3)), layers.RNN(layers.LSTMCell(4), name="rnn"), layers.Dense(2)]
+    )
     assert "rnn" in kp.prune(rnn).pruning_report.wrapped
     conv_lstm = keras.Sequential(
-        [keras.Input((3, 8, 8, 2)), layers.ConvLSTM2D(4, 3), layers.Flatten(), layers.Dense(2)]
+        [
+            keras.Input((3, 8, 8, 2)),
+            layers.ConvLSTM2D(4, 3, name="conv_lstm2d"),
+            layers.Flatten(),
+            layers.Dense(2),
+        ]
     )
     assert "conv_lstm2d" in kp.prune(conv_lstm).pruning_report.wrapped
 
