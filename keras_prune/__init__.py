@@ -3,9 +3,9 @@
 The everyday calls live here; everything else in named namespaces: `kp.schedules`,
 `kp.granularity`, `kp.mask_types`, `kp.criteria`, `kp.allocation`, `kp.masks`,
 `kp.regularizers` (pure math), `kp.layers`, `kp.graph`, `kp.engine`, `kp.pruning`,
-`kp.callbacks`, `kp.methods`, `kp.surgery`, `kp.distill`, `kp.reporting`, `kp.export`,
-`kp.auto` (sensitivity, latency profiles, search) and
-`kp.tfmot` (tfmot's names, for migrating code).
+`kp.callbacks`, `kp.methods`, `kp.posttraining`, `kp.surgery`, `kp.distill`, `kp.reporting`,
+`kp.export`, `kp.auto` (sensitivity, latency profiles, search), `kp.dynamic` (slimmable widths,
+early exit, gating) and `kp.tfmot` (tfmot's names, for migrating code).
 
 Example:
 
@@ -30,6 +30,7 @@ from keras_prune import (
     graph,
     layers,
     methods,
+    posttraining,
     pruning,
     reporting,
     surgery,
@@ -73,6 +74,7 @@ __all__ = [
     "mask_types",
     "masks",
     "methods",
+    "posttraining",
     "prune",
     "prune_channels",
     "prune_once",

@@ -28,6 +28,7 @@ EXAMPLES = {
     "dynamic": (["--quick", "--out", "out"], "early exit on LiteRT: test accuracy"),
     "export_tflite": (["--out", "out"], "test accuracy through tflm"),
     "methods_tour": (["--quick"], "hidden neurons kept"),
+    "posttraining": (["--quick"], "one transformer layer removed"),
     "structured_shrink": (["--epochs", "1"], "one-shot prune_channels"),
 }
 

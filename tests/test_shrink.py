@@ -497,3 +497,18 @@ def test_prune_channels_taylor_needs_data_and_runs():
     removed = small.pruned_channels[0]
     kept = np.setdiff1d(np.arange(8), removed)
     assert scores[removed].max() <= scores[kept].min()
+
+
+def test_zero_channels_of_a_dense_with_sigmoid_are_kept():
+    # sigmoid(0) = 0.5: a channel with zero kernel column and bias still outputs 0.5.
+    inputs = keras.Input((4,))
+    hidden = keras.layers.Dense(6, activation="sigmoid", name="a")(inputs)
+    model = keras.Model(inputs, keras.layers.Dense(3, name="b")(hidden))
+    kernel, bias = model.get_layer("a").get_weights()
+    kernel[:, :2] = 0
+    bias[:2] = 0
+    model.get_layer("a").set_weights([kernel, bias])
+    small = shrink(model)
+    assert small.get_layer("a").kernel.shape[-1] == 6
+    x = np.random.default_rng(0).normal(size=(5, 4)).astype("float32")
+    np.testing.assert_allclose(small(x), model(x), atol=1e-6)

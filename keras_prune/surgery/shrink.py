@@ -4,6 +4,12 @@ The model's graph (`keras_prune.graph.tracing.trace`) is replayed call by call o
 every layer is re-created from its config with fewer filters / units and its weights sliced to
 the channels that stay, every operation node (`x + h`, `x[:, 0]`, `keras.ops.*`) is called as it
 is, and residual branches that compute exactly zero are left out.
+
+Transformer structure goes the same way: a `MultiHeadAttention` whose heads have zero output
+projections is rebuilt with fewer `num_heads` (`keras_prune.surgery.heads`), a keras-hub block
+whose feed-forward neurons have zero output rows with a smaller `intermediate_dim`
+(`keras_prune.surgery.ffn`), and residual blocks named in `remove_blocks` are bypassed
+(`keras_prune.surgery.depth`).
 """
 
 import dataclasses
@@ -16,6 +22,9 @@ from keras_prune.graph import groups as groups_lib
 from keras_prune.graph import tracing
 from keras_prune.layers.wrapper import find_wrappers
 from keras_prune.pruning.prune_strip import strip
+from keras_prune.surgery import depth as depth_lib
+from keras_prune.surgery import ffn as ffn_lib
+from keras_prune.surgery import heads as heads_lib
 from keras_prune.surgery import width as width_lib
 from keras_prune.surgery import zeros as zeros_lib
 
@@ -34,6 +43,13 @@ class ShrinkReport:
         unsupported: `{layer name: reason}` for layers the dependency analysis could not see
             through; the channels around them were kept.
         params_before, params_after: parameter counts of the input and the result.
+        heads: `{attention layer name: (heads before, heads after)}` for attention layers
+            that lost heads.
+        feed_forward: `{block name: (neurons before, neurons after)}` for keras-hub style
+            blocks whose feed-forward network lost neurons.
+        removed_blocks: `{residual block name: [names of its layers]}` (`remove_blocks`).
+        kept_heads: `{layer name: reason}` for zero attention heads that had to stay (inside
+            a composite layer whose config cannot express fewer heads).
     """
 
     groups: list = dataclasses.field(default_factory=list)
@@ -41,6 +57,10 @@ class ShrinkReport:
     unsupported: dict = dataclasses.field(default_factory=dict)
     params_before: int = 0
     params_after: int = 0
+    heads: dict = dataclasses.field(default_factory=dict)
+    feed_forward: dict = dataclasses.field(default_factory=dict)
+    removed_blocks: dict = dataclasses.field(default_factory=dict)
+    kept_heads: dict = dataclasses.field(default_factory=dict)
 
     @property
     def channels_before(self):
@@ -61,6 +81,14 @@ class ShrinkReport:
                     f"  group {row['index']} {row['before']} -> {row['after']}: "
                     + ", ".join(row["layers"])
                 )
+        for name, (before, after) in self.heads.items():
+            lines.append(f"  attention {name}: {before} -> {after} heads")
+        for name, (before, after) in self.feed_forward.items():
+            lines.append(f"  feed-forward of {name}: {before} -> {after} neurons")
+        for name, reason in self.kept_heads.items():
+            lines.append(f"  kept heads of {name}: {reason}")
+        for name, removed in self.removed_blocks.items():
+            lines.append(f"  removed residual block {name}: {', '.join(removed)}")
         for merge, branch in self.dropped.items():
             lines.append(f"  dropped zero branch into {merge}: {', '.join(branch) or '-'}")
         kept = [row for row in self.groups if row["reason"] is not None]
@@ -114,8 +142,9 @@ def _layout_channels(analysis, layout, kept_by_root):
     )
 
 
-def _new_config(layer, call, analysis, kept_by_root):
+def _new_config(layer, call, analysis, kept_by_root, overrides):
     config = layer.get_config()
+    config.update(overrides.get(id(layer), {}))
     out_layout = analysis.layouts[id(call.outputs[0])] if call.outputs else None
     if isinstance(layer, groups_lib.MIXING) and "filters" in config:
         config["filters"] = _layout_channels(analysis, out_layout, kept_by_root)
@@ -212,7 +241,7 @@ def _input_structure(model, flat):
     return keras.tree.pack_sequence_as(structure, flat)
 
 
-def _rebuild(analysis, kept_by_root, slices, zero, report):
+def _rebuild(analysis, kept_by_root, slices, zero, report, overrides=None, bypass=None):
     graph = analysis.graph
     tensors = {}
     new_inputs = []
@@ -226,11 +255,16 @@ def _rebuild(analysis, kept_by_root, slices, zero, report):
     def new_value(value):
         return tensors[id(value)] if isinstance(value, keras.KerasTensor) else value
 
+    overrides = overrides or {}
+    bypass = bypass or {}
     copies = {}
     skipped_inputs = {}
     for call in graph.calls:
         if any(id(tensor) not in tensors for tensor in call.inputs):
             continue  # on a dropped branch
+        if id(call) in bypass:  # a removed residual block passes its input through
+            tensors[id(call.outputs[0])] = tensors[id(call.inputs[bypass[id(call)]])]
+            continue
         drop = _droppable_inputs(call, zero)
         if drop:
             remaining = [tensors[id(t)] for i, t in enumerate(call.inputs) if i not in drop]
@@ -252,7 +286,7 @@ def _rebuild(analysis, kept_by_root, slices, zero, report):
         elif id(operation) in copies:
             outputs = copies[id(operation)](*args, **kwargs)
         else:
-            config = _new_config(operation, call, analysis, kept_by_root)
+            config = _new_config(operation, call, analysis, kept_by_root, overrides)
             try:
                 copies[id(operation)], outputs = _copy_with_slices(
                     operation, config, slices, lambda new, a=args, k=kwargs: new(*a, **k)
@@ -280,7 +314,29 @@ def _rebuild(analysis, kept_by_root, slices, zero, report):
     return small
 
 
-def shrink(model, *, round_to=None, width=None):
+def _structure_overrides(graph, slices, report):
+    """Config changes (and weight slices, added to `slices`) that remove zero attention heads
+    and zero feed-forward neurons of keras-hub style blocks."""
+    head_slices, overrides, kept_whole = heads_lib.shrink_plan(graph)
+    ffn_slices, ffn_configs = ffn_lib.shrink_plan(graph)
+    slices.update(head_slices)
+    slices.update(ffn_slices)
+    for call in graph.calls:
+        if not call.is_layer:
+            continue
+        layer = groups_lib.unwrap(call.operation)
+        if "num_heads" in overrides.get(id(layer), {}):
+            report.heads[layer.name] = (int(layer.num_heads), overrides[id(layer)]["num_heads"])
+        if id(layer) in ffn_configs and layer.name not in report.feed_forward:
+            before = int(layer.get_config()["intermediate_dim"])
+            report.feed_forward[layer.name] = (before, ffn_configs[id(layer)]["intermediate_dim"])
+    for layer_id, changes in ffn_configs.items():
+        overrides.setdefault(layer_id, {}).update(changes)
+    report.kept_heads.update(kept_whole)
+    return overrides
+
+
+def shrink(model, *, round_to=None, width=None, remove_blocks=None):
     """A smaller plain Keras model without the channels that are exactly zero, or of a width.
 
     A channel is removed when its whole group (`kp.graph.channel_groups`) is zero wherever a Conv /
@@ -289,16 +345,25 @@ def shrink(model, *, round_to=None, width=None):
     zero are dropped from their `Add`. Groups the analysis cannot see through, and model inputs
     and outputs, are kept whole and listed in the report. Nested models are inlined.
 
+    Attention heads whose output-projection rows are zero are removed from `MultiHeadAttention`
+    layers (`kp.surgery.heads.mask_heads`), feed-forward neurons whose output rows are zero from
+    keras-hub transformer blocks (`kp.surgery.ffn.mask_neurons`), and the residual blocks named in
+    `remove_blocks` are bypassed (`kp.surgery.depth`); the outputs stay those of `model`, except for
+    the removed blocks.
+
     Args:
         model: a built Sequential or Functional model: a plain model whose pruned channels are
             zero (e.g. from `kp.surgery.zero_group_channels`), or a model with `kp.PruneWrapper`s
-            pruned at channel granularity (it is stripped first).
+            (channel granularity, or masks from `kp.surgery.heads` / `kp.surgery.ffn`; it is
+            stripped first).
         round_to: None, or 4, 8 or 16: keep a multiple of this many channels per group (zero
             channels are kept to fill up), which SIMD kernels such as XNNPACK's run best.
         width: None (remove the zero channels), or a fraction in (0, 1]: keep the first
             `ceil(width * size)` channels of every prunable group, whatever their values (the
             sub-network of a `kp.dynamic.SlimmableModel`, whose trained widths it must be one
             of; the outputs are those of that sub-network, not of `model`).
+        remove_blocks: residual blocks to remove (names or `kp.surgery.depth.ResidualBlock`s
+            from `kp.surgery.depth.residual_blocks`): the model gets shallower.
 
     Returns:
         A new `keras.Model`; its `shrink_report` attribute is a `ShrinkReport`.
@@ -338,7 +403,12 @@ def shrink(model, *, round_to=None, width=None):
     kept_by_root = {group.root: kept[group.index] for group in groups}
     slices = _slices(analysis, groups, kept)
     report = ShrinkReport(unsupported=dict(analysis.unsupported))
-    small = _rebuild(analysis, kept_by_root, slices, zero, report)
+    overrides = _structure_overrides(analysis.graph, slices, report)
+    bypass = {}
+    for block in depth_lib.find_blocks(model, remove_blocks or []):
+        bypass.update(block.bypass)
+        report.removed_blocks[block.name] = list(block.layers)
+    small = _rebuild(analysis, kept_by_root, slices, zero, report, overrides, bypass)
     for group in groups:
         report.groups.append(
             {

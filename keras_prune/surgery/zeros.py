@@ -67,6 +67,19 @@ def maps_zero_to_zero(call):
     )
 
 
+def _activation_keeps_zero(layer):
+    """Whether the layer's own activation (Dense(..., activation="sigmoid")) maps 0 to 0: a
+    channel whose pre-activation is zero outputs `activation(0)`, zero only if this holds."""
+    activation = getattr(layer, "activation", None)
+    if activation is None:
+        return True
+    try:
+        value = activation(ops.zeros((1,)))
+    except Exception:  # noqa: BLE001 - cannot tell: the channel is not known to be zero
+        return False
+    return bool(np.all(np.asarray(ops.convert_to_numpy(value)) == 0))
+
+
 def _kept_zeros(zero_in, call):
     """The zero channels of a call that maps channel `c` to channel `c`."""
     if not zero_in.any():
@@ -135,6 +148,8 @@ def _layer_zeros(call, ins, out_layouts):
         kernel = _numpy(layer.kernel)
         repeat = kernel.shape[-2] // max(len(ins[0]), 1)
         if getattr(layer, "groups", 1) != 1 or repeat * len(ins[0]) != kernel.shape[-2]:
+            return unknown
+        if not _activation_keeps_zero(layer):
             return unknown
         return [_mixing_zero(kernel, _numpy(layer.bias), ins[0], repeat)]
     if isinstance(layer, layers.BatchNormalization):
