@@ -29,6 +29,24 @@ from keras import ops
 from keras_prune.core import registry
 from keras_prune.core.config_object import ConfigObject
 
+__all__ = [
+    "BatchNormScale",
+    "Criterion",
+    "Fisher",
+    "FunctionCriterion",
+    "GradientMagnitude",
+    "GradientStatistics",
+    "L2",
+    "Magnitude",
+    "Movement",
+    "OBD",
+    "Random",
+    "Taylor",
+    "deserialize",
+    "get",
+    "serialize",
+]
+
 
 class GradientStatistics:
     """Running gradient statistics of one weight, gathered by `collect_gradients`.

@@ -14,6 +14,19 @@ import numbers
 import keras
 from keras import ops
 
+__all__ = [
+    "block_mask",
+    "from_tflite_view",
+    "keep_count",
+    "magnitude_mask",
+    "n_of_m_mask",
+    "row_mask",
+    "row_norms",
+    "sparsity_mask",
+    "to_tflite_view",
+    "top_k_mask",
+]
+
 _RADIX_BINS = 65536
 
 

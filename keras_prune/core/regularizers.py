@@ -19,6 +19,12 @@ from keras import ops
 
 from keras_prune.core import validation
 
+__all__ = [
+    "GateL0",
+    "GroupLasso",
+    "L1",
+]
+
 
 def _check_strength(strength):
     if isinstance(strength, bool) or not isinstance(strength, numbers.Real) or strength < 0:
