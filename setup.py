@@ -1,10 +1,19 @@
-"""Packaging for keras-prune: pruning for Keras 3, exported to TFLite."""
+"""Packaging for keras-prune: pruning for Keras 3, exported to TFLite.
+
+`pip install keras-prune` needs only Keras and NumPy: pruning and training run on any Keras
+backend without TensorFlow. TensorFlow comes with the `export` extra, where TFLite lives.
+"""
 
 from setuptools import find_packages, setup
 
-EXPORT = ["ai-edge-litert>=2.0", "tflite-micro"]
-EXAMPLES = ["scikit-learn"]
-TEST = EXPORT + EXAMPLES + [
+# TFLite conversion (TensorFlow) and the runtimes every export is checked on.
+EXPORT = ["tensorflow>=2.16", "ai-edge-litert>=2.0", "tflite-micro"]
+PLOTS = ["matplotlib"]
+# What the README's first command needs: the demo and every script in examples/.
+EXAMPLES = EXPORT + PLOTS + ["scikit-learn"]
+DOCS = ["mkdocs", "mkdocs-material", "mkdocstrings[python]"]
+LINT = ["ruff", "import-linter"]
+TEST = EXAMPLES + LINT + DOCS + [
     "pytest",
     "hypothesis",
     # Parity oracle only: keras_prune never imports these.
@@ -14,6 +23,8 @@ TEST = EXPORT + EXAMPLES + [
     # too large for CI; that test skips without it).
     "jax==0.10.2",
     "jaxlib==0.10.2",
+    # Backbones built from small configs (BERT, ViT, ...) for tracing, MACs and export tests.
+    "keras-hub",
 ]
 
 setup(
@@ -24,12 +35,14 @@ setup(
     long_description_content_type="text/markdown",
     packages=find_packages(include=["keras_prune", "keras_prune.*"]),
     python_requires=">=3.10",
-    install_requires=["keras>=3.8", "numpy", "tensorflow>=2.16"],
+    install_requires=["keras>=3.8", "numpy"],
     extras_require={
         "export": EXPORT,
+        "plots": PLOTS,
         "examples": EXAMPLES,
+        "docs": DOCS,
+        "lint": LINT,
         "test": TEST,
-        "lint": ["ruff"],
     },
     entry_points={"console_scripts": ["keras-prune=keras_prune.cli:main"]},
     license="Apache-2.0",
