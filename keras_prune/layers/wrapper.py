@@ -107,8 +107,7 @@ class PruneWrapper(keras.layers.Wrapper):
         schedule: a `kp.PruningSchedule`; default `ConstantSparsity(0.5, begin_step=0,
             frequency=100)` as in tfmot.
         granularity: "unstructured", "channel", "2:4", or `kp.granularity.Block(...)`,
-        `kp.granularity.NofM(...)`,
-            `kp.granularity.Channel(...)`.
+            `kp.granularity.NofM(...)`, `kp.granularity.Channel(...)`.
         mask: "binary", "learnable" or "sigmoid", or a `kp.mask_types.BinaryMask()` /
             `kp.mask_types.LearnableMask()` / `kp.mask_types.SigmoidGateMask(...)`.
         criterion: how binary masks rank weights: a name from `kp.criteria.ALIASES`

@@ -202,12 +202,11 @@ class RigL(_DropAndGrow):
     Args:
         sparsity: overall sparsity, held fixed, in [0, 1).
         calibration_data: `(x, y)` on which gradients are computed at each update.
-        frequency: steps between drop-and-grow updates.
-        drop_fraction: fraction of active connections moved per update, in (0, 1).
-        end_step: stop updating here, with cosine decay of the fraction; None: never stop.
-        distribution: "erk" or "uniform".
-        seed: seed of the random start.
         calibration_batch_size: batch size for the gradient computation.
+        **kwargs: the arguments of `SET`: `frequency` (steps between drop-and-grow updates),
+            `drop_fraction` (fraction of active connections moved per update, in (0, 1)),
+            `end_step` (stop updating here, with cosine decay of the fraction; None: never
+            stop), `distribution` ("erk" or "uniform") and `seed` (of the random start).
 
     Example:
 

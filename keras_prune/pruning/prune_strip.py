@@ -227,10 +227,9 @@ def prune(
         model: a model, a layer, or a list of layers.
         schedule: a `kp.PruningSchedule` (default `ConstantSparsity(0.5)`).
         granularity: "unstructured", "channel", "2:4" or a `kp.granularity.Block` /
-        `kp.granularity.NofM` /
-            `kp.granularity.Channel` instance. At channel granularity only layers whose channels
-            `kp.shrink` can remove are wrapped (their BatchNormalizations too), unless
-            `kp.granularity.Channel(only_removable=False)`.
+            `kp.granularity.NofM` / `kp.granularity.Channel` instance. At channel granularity
+            only layers whose channels `kp.shrink` can remove are wrapped (their
+            BatchNormalizations too), unless `kp.granularity.Channel(only_removable=False)`.
         mask: "binary", "learnable", "sigmoid" or a mask-type instance.
         filters: which layers to prune: None (all), a regex on the layer name, a list of regexes,
             or a callable `layer -> bool`.

@@ -39,7 +39,8 @@ class PrunedModel(keras.Model):
     and tasks); Sequential and plain Functional models stay what they were.
 
     Args:
-        inputs, outputs: the symbolic inputs and outputs of the pruned graph.
+        inputs: the symbolic inputs of the pruned graph.
+        outputs: its symbolic outputs.
         source: the original model, serialized (`keras.saving.serialize_keras_object`).
         plan: `{layer name: wrapper settings}` for every wrapped layer.
         **kwargs: `keras.Model` arguments (`name`, ...).
