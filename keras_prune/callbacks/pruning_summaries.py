@@ -81,3 +81,8 @@ class PruningSummaries(keras.callbacks.Callback):
 
     def get_config(self):
         return {"log_dir": self.log_dir}
+
+    @classmethod
+    def from_config(cls, config):
+        """The callback `get_config` described (Keras callbacks have no `from_config`)."""
+        return cls(**config)
