@@ -32,8 +32,7 @@ class PruningSummaries(keras.callbacks.Callback):
     Example:
 
     ```python
-    pruned.fit(x, y, callbacks=[kp.PruningCallback(), kp.callbacks.PruningSummaries("logs"),
-                                keras.callbacks.TensorBoard("logs")])
+    pruned.fit(x, y, callbacks=[kp.PruningCallback(), kp.callbacks.PruningSummaries("logs")])
     ```
     """
 

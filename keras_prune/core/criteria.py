@@ -313,7 +313,7 @@ class Movement(Criterion):
     Example:
 
     ```python
-    kp.prune(pretrained, schedule=kp.PolynomialDecay(0.0, 0.9, 0, 1000), criterion="movement")
+    kp.prune(model, schedule=kp.PolynomialDecay(0.0, 0.9, 0, 1000), criterion="movement")
     ```
     """
 

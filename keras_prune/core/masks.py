@@ -256,7 +256,7 @@ def block_mask(scores, sparsity, block_shape, pooling="avg"):
     Example:
 
     ```python
-    kp.masks.block_mask(np.abs(np.random.randn(4, 8)), 0.5, (1, 4))
+    kp.masks.block_mask(np.abs(np.random.randn(4, 8)).astype("float32"), 0.5, (1, 4))
     ```
     """
     rows, columns = ops.shape(scores)

@@ -114,7 +114,8 @@ class GateL0(keras.regularizers.Regularizer):
     Example:
 
     ```python
-    kp.methods.penalize_masks(pruned, kp.regularizers.GateL0(1e-5, temperature=1.0))
+    gated = kp.prune(model, mask="sigmoid")
+    kp.methods.penalize_masks(gated, kp.regularizers.GateL0(1e-5, temperature=1.0))
     ```
     """
 

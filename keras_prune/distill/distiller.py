@@ -652,8 +652,10 @@ class Distiller(keras.Model):
         Example:
 
         ```python
+        trainer = kp.distill.Distiller(pruned, model)
+        trainer.compile(optimizer="adam")
         teacher_x = trainer.precompute_teacher(x)
-        trainer.fit(teacher_x, y, epochs=5)
+        trainer.fit(teacher_x, y, epochs=1)
         ```
         """
         model = self._extractors.teacher if self._extractors is not None else self.teacher

@@ -607,7 +607,9 @@ def read_model(model):
     Example:
 
     ```python
-    info = read_model("model.tflite")
+    # docs: slow
+    kp.export.to_tflite(pruned, "model.tflite")
+    info = kp.export.read_model("model.tflite")
     print(info.op_counts(), info.size_breakdown())
     ```
     """

@@ -129,7 +129,9 @@ def check_xnnpack_sparse(model):
     Example:
 
     ```python
-    check = check_xnnpack_sparse("model.tflite")
+    # docs: slow
+    kp.export.to_tflite(pruned, "model.tflite")
+    check = kp.export.check_xnnpack_sparse("model.tflite")
     print(check.eligible, *check.reasons, sep="\\n")
     ```
     """
@@ -295,7 +297,9 @@ def inspect_tflite(model, *, latency_runs=50):
     Example:
 
     ```python
-    print(inspect_tflite("model.tflite"))
+    # docs: slow
+    kp.export.to_tflite(pruned, "model.tflite")
+    print(kp.export.inspect_tflite("model.tflite"))
     ```
     """
     if isinstance(latency_runs, bool) or not isinstance(latency_runs, int) or latency_runs < 0:

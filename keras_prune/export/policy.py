@@ -34,6 +34,14 @@ def xnnpack_filter(model):
     Example:
 
     ```python
+    model = keras.Sequential([  # the stem XNNPACK's sparse inference needs
+        keras.Input((32, 32, 3)),
+        keras.layers.ZeroPadding2D(1),
+        keras.layers.Conv2D(16, 3, strides=2),
+        keras.layers.Conv2D(32, 1, activation="relu"),
+        keras.layers.GlobalAveragePooling2D(),
+        keras.layers.Dense(10),
+    ])
     pruned = kp.prune(model, schedule=kp.ConstantSparsity(0.8),
                       filters=kp.export.xnnpack_filter(model))
     ```
@@ -210,6 +218,14 @@ def check_xnnpack_sparse_model(model):
     Example:
 
     ```python
+    model = keras.Sequential([  # the stem XNNPACK's sparse inference needs
+        keras.Input((32, 32, 3)),
+        keras.layers.ZeroPadding2D(1),
+        keras.layers.Conv2D(16, 3, strides=2),
+        keras.layers.Conv2D(32, 1, activation="relu"),
+        keras.layers.GlobalAveragePooling2D(),
+        keras.layers.Dense(10),
+    ])
     kp.export.check_xnnpack_sparse_model(model)   # raises naming what is missing, if anything
     ```
     """

@@ -599,7 +599,7 @@ def analyze(model):
     Example:
 
     ```python
-    analysis = kp.graph.analyze(model)
+    analysis = kp.graph.groups.analyze(model)
     print(analysis.unsupported)   # {layer name: why its channels are kept}
     ```
     """

@@ -126,7 +126,9 @@ class PruneWrapper(keras.layers.Wrapper):
         keras.layers.Dense(1),
     ])
     model.compile("adam", "mse")
-    model.fit(x, y, callbacks=[kp.PruningCallback()])
+    features = np.random.rand(64, 16).astype("float32")
+    targets = np.random.rand(64, 1).astype("float32")
+    model.fit(features, targets, callbacks=[kp.PruningCallback()])
     ```
     """
 

@@ -178,6 +178,7 @@ class SET(_DropAndGrow):
     Example:
 
     ```python
+    # docs: slow
     sparse = kp.prune(model)
     sparse.compile("adam", "sparse_categorical_crossentropy")
     sparse.fit(x, y, epochs=20, callbacks=[kp.methods.SET(0.9, frequency=50, end_step=2000)])
@@ -211,6 +212,7 @@ class RigL(_DropAndGrow):
     Example:
 
     ```python
+    # docs: slow
     sparse = kp.prune(model)
     sparse.compile("adam", "sparse_categorical_crossentropy")
     rigl = kp.methods.RigL(0.9, calibration_data=(x[:256], y[:256]), frequency=50, end_step=2000)

@@ -497,9 +497,10 @@ def update_masks(model, step, allocation=None):
     Use it in custom training loops:
 
     ```python
-    for step, (x, y) in enumerate(dataset):
-        kp.pruning.update_masks(model, step)
-        train_step(x, y)
+    dataset = [(x[i : i + 16], y[i : i + 16]) for i in range(0, len(x), 16)]
+    for step, (x_batch, y_batch) in enumerate(dataset):
+        kp.pruning.update_masks(pruned, step)
+        pruned.train_on_batch(x_batch, y_batch)  # or your own train step
     ```
     """
     if isinstance(step, bool) or not isinstance(step, int) and not _is_integral(step):

@@ -48,6 +48,9 @@ class PrunedModel(keras.Model):
     Example:
 
     ```python
+    # docs: slow
+    import keras_hub
+
     backbone = keras_hub.models.BertBackbone(vocabulary_size=1000, num_layers=2, num_heads=2,
                                              hidden_dim=32, intermediate_dim=64)
     pruned = kp.prune(backbone)          # a kp.pruning.PrunedModel
