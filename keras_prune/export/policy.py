@@ -1,7 +1,7 @@
 """Which layers to prune so that XNNPACK's sparse inference can use the zeros.
 
 XNNPACK's sparse (NCHW) kernels exploit zeros only in 1x1 convolutions, and its sparse region
-must open with a dense 3x3 stride-2 convolution (NOTES.md). Pruning anything else makes the
+must open with a dense 3x3 stride-2 convolution (docs/export.md). Pruning anything else makes the
 file smaller (sparse encoding + DENSIFY) but no faster, and pruning the first convolution
 gains nothing. `xnnpack_filter` selects exactly the layers worth pruning for that path; pass it
 as `filters=` to `kp.prune`, then check the exported file with `check_xnnpack_sparse`.
