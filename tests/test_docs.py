@@ -331,3 +331,35 @@ def test_examples_were_found():
     # A change to the block syntax must not silently turn the example tests into no-ops.
     assert len(docstring_examples()) > 100
     assert sum(len(blocks(path.read_text())) for path in pages()) > 20
+
+
+def _layout_tree():
+    """The module paths listed in docs/architecture.md's layout tree (indent: 2 per level)."""
+    text = (DOCS / "architecture.md").read_text()
+    tree = text.split("## Layout", 1)[1].split("```", 2)[1]
+    listed, folders = set(), []
+    for line in tree.splitlines():
+        name = line.strip().split(" ", 1)[0]
+        if not name:
+            continue
+        depth = (len(line) - len(line.lstrip())) // 2
+        folders = folders[:depth]
+        if name.endswith("/"):
+            folders.append(name.rstrip("/"))
+        else:
+            listed.add("/".join(folders + [name]))
+    return listed
+
+
+def test_architecture_page_lists_every_module():
+    package = ROOT / "keras_prune"
+    modules = {
+        str(path.relative_to(ROOT))
+        for path in package.rglob("*.py")
+        if path.name != "__init__.py" or path.parent == package
+    }
+    listed = _layout_tree()
+    assert modules == listed, (
+        "docs/architecture.md's layout tree is out of date: "
+        f"missing {sorted(modules - listed)}, gone {sorted(listed - modules)}"
+    )
