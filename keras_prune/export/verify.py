@@ -394,7 +394,7 @@ def find_min_arena(model):
 
     ```python
     # docs: slow
-    kp.export.to_tflite(pruned, "model.tflite")
+    kp.export.to_tflite(pruned, "model.tflite", target="mcu", calibration_data=x[:32])
     arena = kp.export.find_min_arena("model.tflite")  # e.g. 2976
     ```
     """
