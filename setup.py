@@ -14,7 +14,15 @@ PLOTS = ["matplotlib"]
 AUTO = EXPORT + PLOTS + ["optuna>=5.0"]
 # What the README's first command needs: the demo and every script in examples/.
 EXAMPLES = AUTO + ["scikit-learn"]
-DOCS = ["mkdocs", "mkdocs-material", "mkdocstrings[python]"]
+# The docs site (mkdocs.yml): theme, API reference from the docstrings, cross-references.
+DOCS = [
+    "mkdocs>=1.6",
+    "mkdocs-material>=9.5",
+    "mkdocstrings>=0.29",
+    "mkdocstrings-python>=1.16",
+    "mkdocs-autorefs>=1.4",
+    "pymdown-extensions>=10",
+]
 LINT = ["ruff", "import-linter"]
 TEST = EXAMPLES + LINT + DOCS + [
     "pytest",

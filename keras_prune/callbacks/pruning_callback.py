@@ -156,6 +156,11 @@ class PruningCallback(keras.callbacks.Callback):
             "calibration_batch_size": self.calibration_batch_size,
         }
 
+    @classmethod
+    def from_config(cls, config):
+        """The callback `get_config` described (Keras callbacks have no `from_config`)."""
+        return cls(**config)
+
 
 @keras.saving.register_keras_serializable(package="keras_prune")
 class UpdatePruningStep(PruningCallback):

@@ -32,8 +32,7 @@ class PruningSummaries(keras.callbacks.Callback):
     Example:
 
     ```python
-    pruned.fit(x, y, callbacks=[kp.PruningCallback(), kp.callbacks.PruningSummaries("logs"),
-                                keras.callbacks.TensorBoard("logs")])
+    pruned.fit(x, y, callbacks=[kp.PruningCallback(), kp.callbacks.PruningSummaries("logs")])
     ```
     """
 
@@ -81,3 +80,8 @@ class PruningSummaries(keras.callbacks.Callback):
 
     def get_config(self):
         return {"log_dir": self.log_dir}
+
+    @classmethod
+    def from_config(cls, config):
+        """The callback `get_config` described (Keras callbacks have no `from_config`)."""
+        return cls(**config)

@@ -95,6 +95,11 @@ class StepCounter(keras.callbacks.Callback):
     _wrappers = ()
     _windows = None
 
+    @classmethod
+    def from_config(cls, config):
+        """The callback `get_config` described (Keras callbacks have no `from_config`)."""
+        return cls(**config)
+
     def on_epoch_begin(self, epoch, logs=None):
         if self._windows is None:
             self._windows = StepWindows(

@@ -26,6 +26,22 @@ from keras_prune.core import granularity as granularity_lib
 from keras_prune.core import masks, registry, validation
 from keras_prune.core.config_object import ConfigObject
 
+__all__ = [
+    "Allocation",
+    "ERKAllocation",
+    "GlobalAllocation",
+    "LayerScores",
+    "PercentileAllocation",
+    "PerLayerAllocation",
+    "ThresholdAllocation",
+    "deserialize",
+    "erk_sparsities",
+    "get",
+    "global_masks",
+    "serialize",
+    "threshold_mask",
+]
+
 
 @dataclasses.dataclass
 class LayerScores:

@@ -29,6 +29,24 @@ from keras import ops
 from keras_prune.core import registry
 from keras_prune.core.config_object import ConfigObject
 
+__all__ = [
+    "BatchNormScale",
+    "Criterion",
+    "Fisher",
+    "FunctionCriterion",
+    "GradientMagnitude",
+    "GradientStatistics",
+    "L2",
+    "Magnitude",
+    "Movement",
+    "OBD",
+    "Random",
+    "Taylor",
+    "deserialize",
+    "get",
+    "serialize",
+]
+
 
 class GradientStatistics:
     """Running gradient statistics of one weight, gathered by `collect_gradients`.
@@ -295,7 +313,7 @@ class Movement(Criterion):
     Example:
 
     ```python
-    kp.prune(pretrained, schedule=kp.PolynomialDecay(0.0, 0.9, 0, 1000), criterion="movement")
+    kp.prune(model, schedule=kp.PolynomialDecay(0.0, 0.9, 0, 1000), criterion="movement")
     ```
     """
 

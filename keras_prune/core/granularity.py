@@ -12,6 +12,20 @@ from keras import ops
 from keras_prune.core import masks, registry, validation
 from keras_prune.core.config_object import ConfigObject
 
+__all__ = [
+    "Block",
+    "Channel",
+    "Granularity",
+    "NofM",
+    "NotApplicable",
+    "Unstructured",
+    "deserialize",
+    "from_tfmot_block",
+    "from_tfmot_m_by_n",
+    "get",
+    "serialize",
+]
+
 
 class NotApplicable(ValueError):
     """The pattern does not apply to a weight's layout (N:M on a weight with no input-channel

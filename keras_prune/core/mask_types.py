@@ -15,6 +15,16 @@ from keras import ops
 from keras_prune.core import registry
 from keras_prune.core.config_object import ConfigObject
 
+__all__ = [
+    "BinaryMask",
+    "LearnableMask",
+    "MaskType",
+    "SigmoidGateMask",
+    "deserialize",
+    "get",
+    "serialize",
+]
+
 
 class MaskType(ConfigObject):
     """Base class. `learnable` mask types own trainable scores and mask in the forward pass."""

@@ -14,6 +14,19 @@ import numbers
 import keras
 from keras import ops
 
+__all__ = [
+    "block_mask",
+    "from_tflite_view",
+    "keep_count",
+    "magnitude_mask",
+    "n_of_m_mask",
+    "row_mask",
+    "row_norms",
+    "sparsity_mask",
+    "to_tflite_view",
+    "top_k_mask",
+]
+
 _RADIX_BINS = 65536
 
 
@@ -243,7 +256,7 @@ def block_mask(scores, sparsity, block_shape, pooling="avg"):
     Example:
 
     ```python
-    kp.masks.block_mask(np.abs(np.random.randn(4, 8)), 0.5, (1, 4))
+    kp.masks.block_mask(np.abs(np.random.randn(4, 8)).astype("float32"), 0.5, (1, 4))
     ```
     """
     rows, columns = ops.shape(scores)

@@ -19,6 +19,12 @@ from keras import ops
 
 from keras_prune.core import validation
 
+__all__ = [
+    "GateL0",
+    "GroupLasso",
+    "L1",
+]
+
 
 def _check_strength(strength):
     if isinstance(strength, bool) or not isinstance(strength, numbers.Real) or strength < 0:
@@ -108,7 +114,8 @@ class GateL0(keras.regularizers.Regularizer):
     Example:
 
     ```python
-    kp.methods.penalize_masks(pruned, kp.regularizers.GateL0(1e-5, temperature=1.0))
+    gated = kp.prune(model, mask="sigmoid")
+    kp.methods.penalize_masks(gated, kp.regularizers.GateL0(1e-5, temperature=1.0))
     ```
     """
 

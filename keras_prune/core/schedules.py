@@ -12,6 +12,18 @@ from keras import ops
 from keras_prune.core import registry, validation
 from keras_prune.core.config_object import ConfigObject
 
+__all__ = [
+    "ConstantSparsity",
+    "FunctionSchedule",
+    "IterativeSparsity",
+    "OneShotSparsity",
+    "PolynomialDecay",
+    "PruningSchedule",
+    "deserialize",
+    "get",
+    "serialize",
+]
+
 
 class PruningSchedule(ConfigObject):
     """Base class for sparsity schedules.

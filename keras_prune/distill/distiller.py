@@ -1,4 +1,10 @@
-"""`Distiller`: train a (pruned) student with knowledge from a frozen teacher in `model.fit`."""
+"""`Distiller`: train a (pruned) student with knowledge from a frozen teacher in `model.fit`.
+
+Why one long module: it is one Keras `Model` subclass. Its train and test steps, hint
+projections, teacher precomputation, metrics and config all read and write the same state,
+and the functions above the class only check its arguments. The losses it combines are in
+losses.py and the settings that move with the pruning schedule in schedule.py.
+"""
 
 import keras
 from keras import ops
@@ -646,8 +652,10 @@ class Distiller(keras.Model):
         Example:
 
         ```python
+        trainer = kp.distill.Distiller(pruned, model)
+        trainer.compile(optimizer="adam")
         teacher_x = trainer.precompute_teacher(x)
-        trainer.fit(teacher_x, y, epochs=5)
+        trainer.fit(teacher_x, y, epochs=1)
         ```
         """
         model = self._extractors.teacher if self._extractors is not None else self.teacher

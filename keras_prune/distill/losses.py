@@ -61,10 +61,13 @@ def soft_target_loss(teacher_outputs, student_outputs, temperature, from_logits=
 
     Example:
 
+    ```pycon
     >>> import numpy as np
     >>> t = np.array([[2.0, 0.0, -1.0]], "float32")
     >>> float(soft_target_loss(t, t, temperature=4.0)[0])
     0.0
+
+    ```
     """
     teacher_log_p = _as_log_probabilities(teacher_outputs, temperature, from_logits)
     student_log_p = _as_log_probabilities(student_outputs, temperature, from_logits)
@@ -86,10 +89,13 @@ def feature_matching_loss(teacher_features, student_features, normalize=False):
 
     Example:
 
+    ```pycon
     >>> import numpy as np
     >>> a = np.ones((2, 4), "float32")
     >>> [float(v) for v in feature_matching_loss(a, 0 * a)]
     [1.0, 1.0]
+
+    ```
     """
     if normalize:
         teacher_features = _l2_normalize_per_sample(teacher_features)
@@ -114,10 +120,13 @@ def attention_map(features, p=2):
 
     Example:
 
+    ```pycon
     >>> import numpy as np
     >>> m = attention_map(np.ones((1, 2, 2, 3), "float32"))
     >>> [round(float(v), 3) for v in m[0]]
     [0.5, 0.5, 0.5, 0.5]
+
+    ```
     """
     if len(features.shape) < 3:
         raise ValueError(
@@ -145,10 +154,13 @@ def attention_transfer_loss(teacher_features, student_features, p=2):
 
     Example:
 
+    ```pycon
     >>> import numpy as np
     >>> a = np.random.rand(2, 4, 4, 8).astype("float32")
     >>> [round(float(v), 6) for v in attention_transfer_loss(a, 3 * a)]
     [0.0, 0.0]
+
+    ```
     """
     teacher_map = attention_map(teacher_features, p)
     student_map = attention_map(student_features, p)

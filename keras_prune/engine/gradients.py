@@ -244,7 +244,8 @@ def gradient_statistics(
     Example:
 
     ```python
-    statistics = kp.engine.gradient_statistics(model, (x[:256], y[:256]), loss="mse")
+    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    statistics = kp.engine.gradient_statistics(model, (x[:32], y[:32]), loss=loss)
     ```
     """
     loss = _check_loss(model, loss, "kp.engine.gradient_statistics")

@@ -1,8 +1,8 @@
 """Native work run in child processes, so that a crash ends the child and not the user's process.
 
 TensorFlow's converter, the LiteRT interpreter, TensorFlow Lite Micro and HDF5 can all end a
-process with a segmentation fault on bad input (NOTES.md): non-finite int8 calibration data, an
-LSTM quantized to int8, a corrupted `.tflite` or weights file, a too-small TFLM arena.
+process with a segmentation fault on bad input (docs/export.md): non-finite int8 calibration
+data, an LSTM quantized to int8, a corrupted `.tflite` or weights file, a too-small TFLM arena.
 `isolation.py` runs this file as a script (through runpy with -P, so this directory never goes
 first on sys.path) and turns a crash into an exception naming the stage. It imports only NumPy
 and the one native library each command needs, so starting it is quick; the converter instead

@@ -222,6 +222,7 @@ def to_tflite(
     Example:
 
     ```python
+    # docs: slow
     import keras, numpy as np
     import keras_prune as kp
     model = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Flatten(),

@@ -218,7 +218,8 @@ def recover(directory):
     Example:
 
     ```python
-    recover("build/")  # {"completed": [], "removed": [".../build/.keras_prune-4242-ab12cd"]}
+    kp.export.recover("build/")
+    # {"completed": [], "removed": [".../build/.keras_prune-4242-ab12cd"]}
     ```
     """
     done = {"completed": [], "removed": []}

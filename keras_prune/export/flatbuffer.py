@@ -7,6 +7,10 @@ shipped with `ai-edge-litert`, the runtime the exported files are checked on.
 Every offset, length and index is checked against the file before it is followed, so a
 corrupted or truncated file raises `InvalidModelFileError` (a `ValueError`) naming what is
 wrong, never an `IndexError` from deep inside a parser or a read past the end of the data.
+
+Why one long module: it is one reader of one file format. The records it returns, the
+bounds-checked table reader and the walk over the schema change together when the TFLite
+schema does, and keeping them in one place keeps every read behind the same checks.
 """
 
 import dataclasses
@@ -603,7 +607,9 @@ def read_model(model):
     Example:
 
     ```python
-    info = read_model("model.tflite")
+    # docs: slow
+    kp.export.to_tflite(pruned, "model.tflite")
+    info = kp.export.read_model("model.tflite")
     print(info.op_counts(), info.size_breakdown())
     ```
     """

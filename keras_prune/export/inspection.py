@@ -1,10 +1,11 @@
 """`inspect_tflite`: what is in a `.tflite` file, why it is (not) fast, and how fast it is.
 
 The XNNPACK check encodes the conditions under which XNNPACK's sparse (NCHW) inference takes
-over a float model, as measured and read from XNNPACK's sources (NOTES.md): the sparse region
-starts with a 3x3 stride-2 CONV_2D on 3 input channels with explicit padding 1, ends in a
-spatial MEAN or DEPTH_TO_SPACE, holds only 1x1 CONV_2D, 3x3 / 5x5 DEPTHWISE_CONV_2D, ADD, MUL,
-unary activations and bilinear resizes, and at least 2/3 of all 1x1 conv weights are zero.
+over a float model, as measured and read from XNNPACK's sources (docs/export.md, "XNNPACK sparse
+inference"): the sparse region starts with a 3x3 stride-2 CONV_2D on 3 input channels with
+explicit padding 1, ends in a spatial MEAN or DEPTH_TO_SPACE, holds only 1x1 CONV_2D, 3x3 / 5x5
+DEPTHWISE_CONV_2D, ADD, MUL, unary activations and bilinear resizes, and at least 2/3 of all 1x1
+conv weights are zero.
 """
 
 import dataclasses
@@ -129,7 +130,9 @@ def check_xnnpack_sparse(model):
     Example:
 
     ```python
-    check = check_xnnpack_sparse("model.tflite")
+    # docs: slow
+    kp.export.to_tflite(pruned, "model.tflite")
+    check = kp.export.check_xnnpack_sparse("model.tflite")
     print(check.eligible, *check.reasons, sep="\\n")
     ```
     """
@@ -295,7 +298,9 @@ def inspect_tflite(model, *, latency_runs=50):
     Example:
 
     ```python
-    print(inspect_tflite("model.tflite"))
+    # docs: slow
+    kp.export.to_tflite(pruned, "model.tflite")
+    print(kp.export.inspect_tflite("model.tflite"))
     ```
     """
     if isinstance(latency_runs, bool) or not isinstance(latency_runs, int) or latency_runs < 0:

@@ -85,6 +85,7 @@ def load_model(path, *, custom_objects=None):
     Example:
 
     ```python
+    pruned.save("pruned.keras")
     model = kp.export.load_model("pruned.keras")
     ```
     """

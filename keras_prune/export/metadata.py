@@ -1,10 +1,10 @@
 """TFLite metadata (name, version, normalization, labels, pruning record) via tflite-support.
 
 tflite-support is optional: its last release pins protobuf < 4 while TensorFlow 2.21 needs
-protobuf >= 6, so pip cannot install both the normal way (NOTES.md). Installed with
-`pip install --no-deps tflite-support` (plus the system library libusb-1.0 its native module
-links against), its metadata writers work beside TensorFlow. Without it the export goes on
-without metadata and says so once per process.
+protobuf >= 6, so pip cannot install both the normal way (docs/export.md, "Metadata"). Installed
+with `pip install --no-deps tflite-support` (plus the system library libusb-1.0 its native
+module links against), its metadata writers work beside TensorFlow. Without it the export goes
+on without metadata and says so once per process.
 """
 
 import json

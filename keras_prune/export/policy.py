@@ -1,7 +1,7 @@
 """Which layers to prune so that XNNPACK's sparse inference can use the zeros.
 
 XNNPACK's sparse (NCHW) kernels exploit zeros only in 1x1 convolutions, and its sparse region
-must open with a dense 3x3 stride-2 convolution (NOTES.md). Pruning anything else makes the
+must open with a dense 3x3 stride-2 convolution (docs/export.md). Pruning anything else makes the
 file smaller (sparse encoding + DENSIFY) but no faster, and pruning the first convolution
 gains nothing. `xnnpack_filter` selects exactly the layers worth pruning for that path; pass it
 as `filters=` to `kp.prune`, then check the exported file with `check_xnnpack_sparse`.
@@ -34,6 +34,14 @@ def xnnpack_filter(model):
     Example:
 
     ```python
+    model = keras.Sequential([  # the stem XNNPACK's sparse inference needs
+        keras.Input((32, 32, 3)),
+        keras.layers.ZeroPadding2D(1),
+        keras.layers.Conv2D(16, 3, strides=2),
+        keras.layers.Conv2D(32, 1, activation="relu"),
+        keras.layers.GlobalAveragePooling2D(),
+        keras.layers.Dense(10),
+    ])
     pruned = kp.prune(model, schedule=kp.ConstantSparsity(0.8),
                       filters=kp.export.xnnpack_filter(model))
     ```
@@ -210,6 +218,14 @@ def check_xnnpack_sparse_model(model):
     Example:
 
     ```python
+    model = keras.Sequential([  # the stem XNNPACK's sparse inference needs
+        keras.Input((32, 32, 3)),
+        keras.layers.ZeroPadding2D(1),
+        keras.layers.Conv2D(16, 3, strides=2),
+        keras.layers.Conv2D(32, 1, activation="relu"),
+        keras.layers.GlobalAveragePooling2D(),
+        keras.layers.Dense(10),
+    ])
     kp.export.check_xnnpack_sparse_model(model)   # raises naming what is missing, if anything
     ```
     """

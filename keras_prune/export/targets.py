@@ -1,9 +1,10 @@
 """Deployment targets for `keras_prune.export.to_tflite`.
 
 A target fixes how the converter is driven (float or full-integer, sparse encoding or not) and
-which runtime checks the file. The facts behind each choice are in NOTES.md: the converter's
-sparse encoding only pays off where a runtime has sparse kernels (LiteRT's FULLY_CONNECTED), and
-TensorFlow Lite Micro has no DENSIFY op, so an MCU file must store its weights dense.
+which runtime checks the file. The converter's sparse encoding only pays off where a runtime has
+sparse kernels (LiteRT's FULLY_CONNECTED; other ops get a DENSIFY op in front: a smaller file, a
+dense run), and TensorFlow Lite Micro has no DENSIFY op (a sparse-encoded file fails to
+allocate), so an MCU file stores its weights dense. docs/export.md has the measurements.
 """
 
 import dataclasses
@@ -26,8 +27,7 @@ class Target:
     Example:
 
     ```python
-    from keras_prune.export.targets import get_target
-    get_target("mcu").quantize  # True
+    kp.export.get_target("mcu").quantize  # True
     ```
     """
 
@@ -61,6 +61,15 @@ TARGETS = {
         runtime="tflm",
     ),
 }
+"""The deployment targets by name: what `to_tflite(target=...)` and `keras-prune export
+--target` accept.
+
+Example:
+
+```python
+sorted(kp.export.TARGETS)  # ['mcu', 'mobile', 'mobile-int8']
+```
+"""
 
 
 def get_target(name):
@@ -72,7 +81,7 @@ def get_target(name):
     Example:
 
     ```python
-    get_target("mobile").sparse_encoding  # True
+    kp.export.get_target("mobile").sparse_encoding  # True
     ```
     """
     if isinstance(name, Target):

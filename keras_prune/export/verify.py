@@ -261,7 +261,9 @@ def predict(model, x, *, runtime="litert", xnnpack=True, arena_bytes=None):
     Example:
 
     ```python
-    probabilities = predict("model.tflite", x_test[:10])
+    # docs: slow
+    kp.export.to_tflite(pruned, "model.tflite")
+    probabilities = kp.export.predict("model.tflite", x[:10])
     ```
     """
     if runtime not in ("litert", "tflm"):
@@ -321,7 +323,9 @@ def measure_latency(model, *, xnnpack=True, runs=50, warmup=5, x=None, threads=1
     Example:
 
     ```python
-    measure_latency("model.tflite", xnnpack=False)
+    # docs: slow
+    kp.export.to_tflite(pruned, "model.tflite")
+    kp.export.measure_latency("model.tflite", xnnpack=False)
     ```
     """
     if not isinstance(runs, int) or runs < 1:
@@ -498,7 +502,9 @@ def find_min_arena(model, verbose=0):
     Example:
 
     ```python
-    arena = find_min_arena("model.tflite")  # e.g. 2976
+    # docs: slow
+    kp.export.to_tflite(pruned, "model.tflite", target="mcu", calibration_data=x[:32])
+    arena = kp.export.find_min_arena("model.tflite")  # e.g. 2976
     ```
     """
     data = load_bytes(model)

@@ -30,6 +30,12 @@ Channels are never removed from model inputs or outputs, nor from a group that t
 or operation this analysis does not understand (custom layers, LayerNormalization, Softmax over
 channels, grouped convolutions, a constant with one value per channel, ...): such groups are
 kept whole, with the reason in `Group.reason`.
+
+Why one long module: the channel-flow rules above (the layer and operation tables at the top)
+and the one pass over the graph that applies them (`Analysis`) change together: a new layer
+kind is a table entry plus, at most, one branch of `Analysis`. Split, each rule would live in
+two files. Tracing is in tracing.py, importance in channel_importance.py, mask coupling in
+keras_prune.engine.coupling, zero propagation in keras_prune.surgery.zeros.
 """
 
 import dataclasses
@@ -601,7 +607,7 @@ def analyze(model):
     Example:
 
     ```python
-    analysis = kp.graph.analyze(model)
+    analysis = kp.graph.groups.analyze(model)
     print(analysis.unsupported)   # {layer name: why its channels are kept}
     ```
     """

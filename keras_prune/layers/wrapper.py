@@ -107,8 +107,7 @@ class PruneWrapper(keras.layers.Wrapper):
         schedule: a `kp.PruningSchedule`; default `ConstantSparsity(0.5, begin_step=0,
             frequency=100)` as in tfmot.
         granularity: "unstructured", "channel", "2:4", or `kp.granularity.Block(...)`,
-        `kp.granularity.NofM(...)`,
-            `kp.granularity.Channel(...)`.
+            `kp.granularity.NofM(...)`, `kp.granularity.Channel(...)`.
         mask: "binary", "learnable" or "sigmoid", or a `kp.mask_types.BinaryMask()` /
             `kp.mask_types.LearnableMask()` / `kp.mask_types.SigmoidGateMask(...)`.
         criterion: how binary masks rank weights: a name from `kp.criteria.ALIASES`
@@ -127,7 +126,9 @@ class PruneWrapper(keras.layers.Wrapper):
         keras.layers.Dense(1),
     ])
     model.compile("adam", "mse")
-    model.fit(x, y, callbacks=[kp.PruningCallback()])
+    features = np.random.rand(64, 16).astype("float32")
+    targets = np.random.rand(64, 1).astype("float32")
+    model.fit(features, targets, callbacks=[kp.PruningCallback()])
     ```
     """
 

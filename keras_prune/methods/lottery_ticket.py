@@ -54,6 +54,7 @@ class LotteryTicket(StepCounter):
     Example:
 
     ```python
+    # docs: slow
     pruned = kp.prune(model)
     pruned.compile("adam", "sparse_categorical_crossentropy")
     ticket = kp.methods.LotteryTicket([0.5, 0.75, 0.9], frequency=300, rewind_step=20)

@@ -178,6 +178,7 @@ class SET(_DropAndGrow):
     Example:
 
     ```python
+    # docs: slow
     sparse = kp.prune(model)
     sparse.compile("adam", "sparse_categorical_crossentropy")
     sparse.fit(x, y, epochs=20, callbacks=[kp.methods.SET(0.9, frequency=50, end_step=2000)])
@@ -202,16 +203,16 @@ class RigL(_DropAndGrow):
     Args:
         sparsity: overall sparsity, held fixed, in [0, 1).
         calibration_data: `(x, y)` on which gradients are computed at each update.
-        frequency: steps between drop-and-grow updates.
-        drop_fraction: fraction of active connections moved per update, in (0, 1).
-        end_step: stop updating here, with cosine decay of the fraction; None: never stop.
-        distribution: "erk" or "uniform".
-        seed: seed of the random start.
         calibration_batch_size: batch size for the gradient computation.
+        **kwargs: the arguments of `SET`: `frequency` (steps between drop-and-grow updates),
+            `drop_fraction` (fraction of active connections moved per update, in (0, 1)),
+            `end_step` (stop updating here, with cosine decay of the fraction; None: never
+            stop), `distribution` ("erk" or "uniform") and `seed` (of the random start).
 
     Example:
 
     ```python
+    # docs: slow
     sparse = kp.prune(model)
     sparse.compile("adam", "sparse_categorical_crossentropy")
     rigl = kp.methods.RigL(0.9, calibration_data=(x[:256], y[:256]), frequency=50, end_step=2000)

@@ -40,7 +40,7 @@ def prune_once(
     Example:
 
     ```python
-    pruned = kp.prune_once(trained, 0.9, allocation=kp.allocation.GlobalAllocation())
+    pruned = kp.prune_once(model, 0.9, allocation=kp.allocation.GlobalAllocation())
     pruned.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
     pruned.fit(x, y, epochs=2)
     ```

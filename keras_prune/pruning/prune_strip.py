@@ -227,10 +227,9 @@ def prune(
         model: a model, a layer, or a list of layers.
         schedule: a `kp.PruningSchedule` (default `ConstantSparsity(0.5)`).
         granularity: "unstructured", "channel", "2:4" or a `kp.granularity.Block` /
-        `kp.granularity.NofM` /
-            `kp.granularity.Channel` instance. At channel granularity only layers whose channels
-            `kp.shrink` can remove are wrapped (their BatchNormalizations too), unless
-            `kp.granularity.Channel(only_removable=False)`.
+            `kp.granularity.NofM` / `kp.granularity.Channel` instance. At channel granularity
+            only layers whose channels `kp.shrink` can remove are wrapped (their
+            BatchNormalizations too), unless `kp.granularity.Channel(only_removable=False)`.
         mask: "binary", "learnable", "sigmoid" or a mask-type instance.
         filters: which layers to prune: None (all), a regex on the layer name, a list of regexes,
             or a callable `layer -> bool`.
@@ -498,9 +497,10 @@ def update_masks(model, step, allocation=None):
     Use it in custom training loops:
 
     ```python
-    for step, (x, y) in enumerate(dataset):
-        kp.pruning.update_masks(model, step)
-        train_step(x, y)
+    dataset = [(x[i : i + 16], y[i : i + 16]) for i in range(0, len(x), 16)]
+    for step, (x_batch, y_batch) in enumerate(dataset):
+        kp.pruning.update_masks(pruned, step)
+        pruned.train_on_batch(x_batch, y_batch)  # or your own train step
     ```
     """
     if isinstance(step, bool) or not isinstance(step, int) and not _is_integral(step):

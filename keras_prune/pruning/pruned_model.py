@@ -39,7 +39,8 @@ class PrunedModel(keras.Model):
     and tasks); Sequential and plain Functional models stay what they were.
 
     Args:
-        inputs, outputs: the symbolic inputs and outputs of the pruned graph.
+        inputs: the symbolic inputs of the pruned graph.
+        outputs: its symbolic outputs.
         source: the original model, serialized (`keras.saving.serialize_keras_object`).
         plan: `{layer name: wrapper settings}` for every wrapped layer.
         **kwargs: `keras.Model` arguments (`name`, ...).
@@ -47,6 +48,9 @@ class PrunedModel(keras.Model):
     Example:
 
     ```python
+    # docs: slow
+    import keras_hub
+
     backbone = keras_hub.models.BertBackbone(vocabulary_size=1000, num_layers=2, num_heads=2,
                                              hidden_dim=32, intermediate_dim=64)
     pruned = kp.prune(backbone)          # a kp.pruning.PrunedModel

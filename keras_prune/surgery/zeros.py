@@ -104,8 +104,8 @@ def zero_channels(analysis):
     Example:
 
     ```python
-    analysis = kp.graph.analyze(model)
-    zero = zero_channels(analysis)
+    analysis = kp.graph.groups.analyze(model)
+    zero = kp.surgery.zero_channels(analysis)
     zero[id(analysis.graph.outputs[0])]   # which output channels are always zero
     ```
     """
@@ -215,8 +215,8 @@ def removable_channels(analysis, groups, zero=None):
     Example:
 
     ```python
-    analysis = kp.graph.analyze(model)
-    removable = removable_channels(analysis, analysis.groups())
+    analysis = kp.graph.groups.analyze(model)
+    removable = kp.surgery.removable_channels(analysis, analysis.groups())
     ```
     """
     zero = zero_channels(analysis) if zero is None else zero

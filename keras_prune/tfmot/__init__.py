@@ -13,7 +13,7 @@ import keras_prune as kp
 
 pruned = kp.tfmot.prune_low_magnitude(
     model, pruning_schedule=kp.tfmot.PolynomialDecay(0.0, 0.5, begin_step=0, end_step=100))
-pruned.compile("adam", "mse")
+pruned.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
 pruned.fit(x, y, callbacks=[kp.tfmot.UpdatePruningStep()])
 plain = kp.tfmot.strip_pruning(pruned)
 ```

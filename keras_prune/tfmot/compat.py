@@ -41,6 +41,7 @@ def prune_scope():
     Example:
 
     ```python
+    pruned.save("pruned.keras")
     with kp.tfmot.prune_scope():
         model = keras.saving.load_model("pruned.keras")
     ```
@@ -59,6 +60,14 @@ class PruneForLatencyOnXNNPack:
     Example:
 
     ```python
+    model = keras.Sequential([  # the stem XNNPACK's sparse inference needs
+        keras.Input((32, 32, 3)),
+        keras.layers.ZeroPadding2D(1),
+        keras.layers.Conv2D(16, 3, strides=2),
+        keras.layers.Conv2D(32, 1, activation="relu"),
+        keras.layers.GlobalAveragePooling2D(),
+        keras.layers.Dense(10),
+    ])
     policy = kp.tfmot.PruneForLatencyOnXNNPack()
     pruned = kp.prune(model, filters=policy.filters(model))
     ```
