@@ -9,10 +9,13 @@ booleans, NaN and infinities are refused. The checks return the value converted 
 Python `int` / `float`, so callers store clean values that serialize.
 """
 
+import difflib
 import math
 import numbers
 import os
 import re
+
+import keras
 
 
 def _describe(value):
@@ -153,3 +156,42 @@ def layer_filter(filters):
         "Expected `filters` to be None, a regex string, a list of regex strings, or a callable "
         f"taking a layer and returning a bool. Received: filters={filters!r}"
     )
+
+
+def did_you_mean(value, names):
+    """ " Did you mean 'name'?" for the known name closest to `value`, or ""."""
+    if not isinstance(value, str):
+        return ""
+    names = [str(name) for name in names]
+    lowered = {name.lower(): name for name in names}
+    close = difflib.get_close_matches(value.lower(), list(lowered), n=1, cutoff=0.6)
+    if not close:
+        close = [name for name in lowered if name.startswith(value.lower()) and value]
+    return f" Did you mean {lowered[close[0]]!r}?" if close else ""
+
+
+def check_callable(name, value):
+    if not callable(value):
+        raise TypeError(
+            f"Expected `{name}` to be callable (a function). Received: {name}={_describe(value)}"
+        )
+    return value
+
+
+def check_model(name, value, built=True):
+    """A `keras.Model` (built, unless `built=False`), or an error saying what to pass."""
+    if not isinstance(value, keras.Model):
+        hint = ""
+        if isinstance(value, (str, os.PathLike)):
+            hint = f" Load it first: {name} = keras.saving.load_model({os.fspath(value)!r})."
+        elif isinstance(value, keras.layers.Layer):
+            hint = " Wrap the layer in a keras.Sequential or functional keras.Model."
+        raise TypeError(
+            f"Expected `{name}` to be a keras.Model. Received: {name}={_describe(value)}.{hint}"
+        )
+    if built and not value.built:
+        raise ValueError(
+            f"Expected `{name}` to be built. Received: {name}={value.name!r}, which is not built: "
+            "start it with keras.Input(shape) or call model.build(input_shape) first."
+        )
+    return value
