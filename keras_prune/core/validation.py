@@ -112,7 +112,13 @@ def check_pair(name, value, check_item, example):
         raise ValueError(
             f"Expected `{name}` to be a pair, e.g. {example}. Received: {name}={_describe(value)}"
         )
-    return tuple(check_item(f"{name}[{index}]", item) for index, item in enumerate(value))
+    items = []
+    for index, item in enumerate(value):
+        try:
+            items.append(check_item(f"{name}[{index}]", item))
+        except ValueError as error:
+            raise ValueError(f"{error} (in {name}={tuple(value)!r}; e.g. {example})") from None
+    return tuple(items)
 
 
 def compile_regex(name, pattern):
@@ -194,4 +200,19 @@ def check_model(name, value, built=True):
             f"Expected `{name}` to be built. Received: {name}={value.name!r}, which is not built: "
             "start it with keras.Input(shape) or call model.build(input_shape) first."
         )
+    return value
+
+
+def check_graph_model(name, value):
+    """A built Sequential or Functional model (one whose layer graph can be read), or an error."""
+    check_model(name, value)
+    try:
+        value.inputs  # noqa: B018 (a subclassed model has no graph: reading it raises)
+    except AttributeError:
+        raise ValueError(
+            f"Expected `{name}` to be a Sequential or Functional model (its layer graph is read). "
+            f"Received: {name}={value.name!r}, a subclassed {type(value).__name__} whose `call` "
+            "is Python code. Rebuild it with the functional API (keras.Input -> layers -> "
+            "keras.Model) to restructure it."
+        ) from None
     return value

@@ -8,6 +8,8 @@ TensorFlow Lite Micro has no DENSIFY op, so an MCU file must store its weights d
 
 import dataclasses
 
+from keras_prune.core import validation
+
 
 @dataclasses.dataclass(frozen=True)
 class Target:
@@ -79,5 +81,8 @@ def get_target(name):
         return name
     if not isinstance(name, str) or name not in TARGETS:
         valid = ", ".join(f'"{key}"' for key in TARGETS)
-        raise ValueError(f"Expected `target` to be one of {valid}. Received: target={name!r}")
+        raise ValueError(
+            f"Expected `target` to be one of {valid}. Received: target={name!r}."
+            + validation.did_you_mean(name, TARGETS)
+        )
     return TARGETS[name]

@@ -305,12 +305,9 @@ def shrink(model, *, round_to=None):
     print(small.shrink_report)
     ```
     """
+    validation.check_graph_model("model", model)
     if round_to is not None:
         validation.check_int("round_to", round_to, minimum=1)
-    if not isinstance(model, keras.Model):
-        raise TypeError(
-            f"Expected a built keras.Model (Sequential or Functional). Received: model={model!r}"
-        )
     if find_wrappers(model):
         model = strip(model)
     analysis = groups_lib.analyze(model)
