@@ -107,7 +107,7 @@ class PerLayerAllocation(Allocation):
                 for pattern, value in overrides.items()
             }
             for pattern, value in overrides.items():
-                re.compile(pattern)
+                validation.compile_regex("overrides", pattern)
                 if not callable(value):
                     validation.check_sparsity(f"overrides[{pattern!r}]", value)
         elif overrides is not None and not callable(overrides):
