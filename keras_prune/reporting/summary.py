@@ -93,7 +93,8 @@ def summary(model, print_fn=print):
     ```
     """
     validation.check_model("model", model)
-    validation.check_callable("print_fn", print_fn)
+    if print_fn is not None:
+        validation.check_callable("print_fn", print_fn)
     if not isinstance(model, keras.Model):
         raise TypeError(
             f"Expected a keras.Model to summarize. Received: model={model!r} "
