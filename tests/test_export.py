@@ -302,7 +302,7 @@ def test_labels_and_normalization_are_validated(model, tmp_path):
         export.to_tflite(model, tmp_path / "m.tflite", labels=["a", "b"])
     with pytest.raises(ValueError, match="std in `normalization` > 0"):
         export.to_tflite(model, tmp_path / "m.tflite", normalization=(0.0, 0.0))
-    with pytest.raises(TypeError, match="Expected a keras.Model"):
+    with pytest.raises(TypeError, match="Expected `model` to be a keras.Model"):
         export.to_tflite("model.keras", tmp_path / "m.tflite")
     assert _no_files(tmp_path)
 

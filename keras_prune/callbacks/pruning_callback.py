@@ -5,6 +5,7 @@ from keras import ops
 
 from keras_prune.callbacks.steps import StepWindows, latest_due_step, steps_per_batch_call
 from keras_prune.core import allocation as allocation_lib
+from keras_prune.core import validation
 from keras_prune.engine.engine import (
     engine_for,
     is_follower,
@@ -51,7 +52,9 @@ class PruningCallback(keras.callbacks.Callback):
         if calibration_data is not None:
             check_calibration_data(calibration_data)
         self.calibration_data = calibration_data
-        self.calibration_batch_size = calibration_batch_size
+        self.calibration_batch_size = validation.check_int(
+            "calibration_batch_size", calibration_batch_size, minimum=1
+        )
         self._wrappers = []
         self._unbuilt = []
         self._engine = None

@@ -7,11 +7,16 @@ import keras
 from keras import ops
 
 from keras_prune.engine.engine import realised_sparsity, wrappers_or_warn
-from keras_prune.layers.wrapper import find_wrappers
+from keras_prune.layers.wrapper import PruneWrapper, find_wrappers
 
 
 def layer_sparsity(wrapper):
     """Realised sparsity of one wrapper's pruned weights."""
+    if not isinstance(wrapper, PruneWrapper):
+        raise TypeError(
+            f"Expected `wrapper` to be a kp.PruneWrapper. Received: wrapper={wrapper!r} "
+            f"(of type {type(wrapper).__name__}); prune its model with kp.prune first."
+        )
     return realised_sparsity([wrapper])
 
 

@@ -9,6 +9,7 @@ at any step of a multi-step call happens at its start and none is skipped.
 import keras
 from keras import ops
 
+from keras_prune.core import validation
 from keras_prune.core.schedules import decide
 from keras_prune.engine.fit_state import make_variables_current
 
@@ -43,9 +44,11 @@ class StepWindows:
     """
 
     def __init__(self, steps_per_call=1, steps_per_epoch=None, first_step=0):
-        self.steps_per_call = steps_per_call
+        self.steps_per_call = validation.check_int("steps_per_call", steps_per_call, minimum=1)
+        if steps_per_epoch is not None:
+            steps_per_epoch = validation.check_int("steps_per_epoch", steps_per_epoch, minimum=1)
         self.steps_per_epoch = steps_per_epoch
-        self.first_step = first_step
+        self.first_step = validation.check_int("first_step", first_step, minimum=0)
         self.epoch_start = 0
         self.checked_through = None
 

@@ -16,7 +16,6 @@ An allocation computes binary masks (the mask engine installs them); pass it to
 
 import dataclasses
 import math
-import numbers
 import re
 
 import keras
@@ -124,7 +123,7 @@ class PerLayerAllocation(Allocation):
                 for pattern, value in overrides.items()
             }
             for pattern, value in overrides.items():
-                re.compile(pattern)
+                validation.compile_regex("overrides", pattern)
                 if not callable(value):
                     validation.check_sparsity(f"overrides[{pattern!r}]", value)
         elif overrides is not None and not callable(overrides):
@@ -283,9 +282,7 @@ class ThresholdAllocation(Allocation):
     """
 
     def __init__(self, threshold):
-        if isinstance(threshold, bool) or not isinstance(threshold, numbers.Real) or threshold < 0:
-            raise ValueError(f"Expected `threshold` >= 0. Received: threshold={threshold!r}")
-        self.threshold = float(threshold)
+        self.threshold = validation.check_real("threshold", threshold, low=0)
 
     def allocate(self, layers, sparsities):
         result = []
@@ -332,15 +329,9 @@ class PercentileAllocation(Allocation):
     """
 
     def __init__(self, percentile):
-        if (
-            isinstance(percentile, bool)
-            or not isinstance(percentile, numbers.Real)
-            or not 0 <= percentile < 100
-        ):
-            raise ValueError(
-                f"Expected `percentile` in [0, 100). Received: percentile={percentile!r}"
-            )
-        self.percentile = float(percentile)
+        self.percentile = validation.check_real(
+            "percentile", percentile, low=0, high=100, high_open=True
+        )
 
     def allocate(self, layers, sparsities):
         _check_unstructured(layers, "PercentileAllocation")
@@ -409,11 +400,9 @@ class ERKAllocation(Allocation):
     """
 
     def __init__(self, power_scale=1.0):
-        if isinstance(power_scale, bool) or not isinstance(power_scale, numbers.Real):
-            raise ValueError(
-                f"Expected `power_scale` to be a number. Received: power_scale={power_scale!r}"
-            )
-        self.power_scale = float(power_scale)
+        self.power_scale = validation.check_real(
+            "power_scale", power_scale, low=0, hint="0 spreads the sparsity uniformly."
+        )
 
     def allocate(self, layers, sparsities):
         shapes = [tuple(ops.shape(scores)) for layer in layers for scores in layer.scores]

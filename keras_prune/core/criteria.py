@@ -26,7 +26,7 @@ import zlib
 import keras
 from keras import ops
 
-from keras_prune.core import registry
+from keras_prune.core import registry, validation
 from keras_prune.core.config_object import ConfigObject
 
 __all__ = [
@@ -355,7 +355,7 @@ class FunctionCriterion(Criterion):
                 f"Received: function={function!r}"
             )
         self.function = function
-        self.needs_gradients = bool(needs_gradients)
+        self.needs_gradients = validation.check_bool("needs_gradients", needs_gradients)
 
     def score(self, weight, statistics):
         scores = self.function(weight, statistics)

@@ -32,6 +32,10 @@ class NotApplicable(ValueError):
     axis): the weight is left unpruned, with this message as the reason, rather than refused."""
 
 
+def _positive_int(name, value):
+    return validation.check_int(name, value, minimum=1)
+
+
 class Granularity(ConfigObject):
     """Base class: turns per-weight scores and a sparsity into a 0/1 mask of the weight's shape."""
 
@@ -79,14 +83,7 @@ class Block(Granularity):
     """
 
     def __init__(self, block_shape=(1, 4), pooling="avg"):
-        block_shape = tuple(block_shape)
-        if len(block_shape) != 2 or any(
-            isinstance(size, bool) or not isinstance(size, int) or size < 1 for size in block_shape
-        ):
-            raise ValueError(
-                "Expected `block_shape` to be two positive integers (rows, columns), e.g. (1, 4). "
-                f"Received: block_shape={block_shape!r}"
-            )
+        block_shape = validation.check_pair("block_shape", block_shape, _positive_int, "(1, 4)")
         validation.check_choice("pooling", pooling, {"avg", "max"})
         self.block_shape = block_shape
         self.pooling = pooling
@@ -273,12 +270,7 @@ def from_tfmot_block(block_size, block_pooling_type="AVG"):
     ```
     """
     validation.check_choice("block_pooling_type", block_pooling_type, {"AVG", "MAX"})
-    if not isinstance(block_size, (list, tuple)) or len(block_size) != 2:
-        raise ValueError(
-            "Expected `block_size` to be a pair of positive integers (rows, columns of the "
-            f"kernel), e.g. (1, 1) for unstructured. Received: block_size={block_size!r}"
-        )
-    shape = tuple(int(size) for size in block_size)
+    shape = validation.check_pair("block_size", block_size, _positive_int, "(1, 1) or (1, 4)")
     if shape == (1, 1):
         return Unstructured()
     return Block((shape[1], shape[0]), pooling=block_pooling_type.lower())
@@ -293,10 +285,12 @@ def from_tfmot_m_by_n(sparsity_m_by_n):
     kp.granularity.from_tfmot_m_by_n((1, 4))  # NofM(n=3, m=4)
     ```
     """
-    if not isinstance(sparsity_m_by_n, (list, tuple)) or len(sparsity_m_by_n) != 2:
+    zeros, group = validation.check_pair(
+        "sparsity_m_by_n", sparsity_m_by_n, _positive_int, "(2, 4) (zeros, group)"
+    )
+    if zeros >= group:
         raise ValueError(
-            "Expected `sparsity_m_by_n` to be a pair (zeros, group), e.g. (2, 4). "
-            f"Received: sparsity_m_by_n={sparsity_m_by_n!r}"
+            "Expected `sparsity_m_by_n` = (zeros, group) with zeros < group, e.g. (2, 4). "
+            f"Received: sparsity_m_by_n={tuple(sparsity_m_by_n)!r}"
         )
-    zeros, group = (int(value) for value in sparsity_m_by_n)
     return NofM(group - zeros, group)

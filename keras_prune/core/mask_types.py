@@ -12,7 +12,7 @@
 import keras
 from keras import ops
 
-from keras_prune.core import registry
+from keras_prune.core import registry, validation
 from keras_prune.core.config_object import ConfigObject
 
 __all__ = [
@@ -98,12 +98,7 @@ class SigmoidGateMask(MaskType):
     learnable = True
 
     def __init__(self, temperature=1.0):
-        if (
-            isinstance(temperature, bool)
-            or not isinstance(temperature, (int, float))
-            or temperature <= 0
-        ):
-            raise ValueError(f"Expected `temperature` > 0. Received: temperature={temperature!r}")
+        temperature = validation.check_real("temperature", temperature, low=0, low_open=True)
         self.temperature = float(temperature)
 
     def initial_scores(self, weight_value):

@@ -11,6 +11,8 @@ that work.
 
 import keras
 
+from keras_prune.core import validation
+
 
 class Registry:
     """Aliases and (de)serialization of one kind of keras_prune object.
@@ -52,7 +54,8 @@ class Registry:
             raise ValueError(
                 f"Unknown {self.kind} {identifier!r}. Expected one of {self.names()}"
                 + (f", or an instance such as {self.examples}" if self.examples else "")
-                + f". Received: {self.kind}={identifier!r}"
+                + f". Received: {self.kind}={identifier!r}."
+                + validation.did_you_mean(identifier, self.names())
             )
         if isinstance(identifier, dict):
             return self.deserialize(identifier)

@@ -12,8 +12,6 @@ Penalties shrink but rarely reach exactly zero: follow them with
 `ThresholdAllocation`) to zero what they shrank.
 """
 
-import numbers
-
 import keras
 from keras import ops
 
@@ -27,9 +25,7 @@ __all__ = [
 
 
 def _check_strength(strength):
-    if isinstance(strength, bool) or not isinstance(strength, numbers.Real) or strength < 0:
-        raise ValueError(f"Expected `strength` >= 0. Received: strength={strength!r}")
-    return float(strength)
+    return validation.check_real("strength", strength, low=0)
 
 
 @keras.saving.register_keras_serializable(package="keras_prune")
@@ -121,13 +117,7 @@ class GateL0(keras.regularizers.Regularizer):
 
     def __init__(self, strength=1e-5, temperature=1.0):
         self.strength = _check_strength(strength)
-        if (
-            isinstance(temperature, bool)
-            or not isinstance(temperature, numbers.Real)
-            or temperature <= 0
-        ):
-            raise ValueError(f"Expected `temperature` > 0. Received: temperature={temperature!r}")
-        self.temperature = float(temperature)
+        self.temperature = validation.check_real("temperature", temperature, low=0, low_open=True)
 
     def __call__(self, scores):
         return self.strength * ops.sum(ops.sigmoid(scores / self.temperature))

@@ -9,10 +9,13 @@ booleans, NaN and infinities are refused. The checks return the value converted 
 Python `int` / `float`, so callers store clean values that serialize.
 """
 
+import difflib
 import math
 import numbers
 import os
 import re
+
+import keras
 
 
 def _describe(value):
@@ -109,7 +112,13 @@ def check_pair(name, value, check_item, example):
         raise ValueError(
             f"Expected `{name}` to be a pair, e.g. {example}. Received: {name}={_describe(value)}"
         )
-    return tuple(check_item(f"{name}[{index}]", item) for index, item in enumerate(value))
+    items = []
+    for index, item in enumerate(value):
+        try:
+            items.append(check_item(f"{name}[{index}]", item))
+        except ValueError as error:
+            raise ValueError(f"{error} (in {name}={tuple(value)!r}; e.g. {example})") from None
+    return tuple(items)
 
 
 def compile_regex(name, pattern):
@@ -153,3 +162,57 @@ def layer_filter(filters):
         "Expected `filters` to be None, a regex string, a list of regex strings, or a callable "
         f"taking a layer and returning a bool. Received: filters={filters!r}"
     )
+
+
+def did_you_mean(value, names):
+    """ " Did you mean 'name'?" for the known name closest to `value`, or ""."""
+    if not isinstance(value, str):
+        return ""
+    names = [str(name) for name in names]
+    lowered = {name.lower(): name for name in names}
+    close = difflib.get_close_matches(value.lower(), list(lowered), n=1, cutoff=0.6)
+    if not close:
+        close = [name for name in lowered if name.startswith(value.lower()) and value]
+    return f" Did you mean {lowered[close[0]]!r}?" if close else ""
+
+
+def check_callable(name, value):
+    if not callable(value):
+        raise TypeError(
+            f"Expected `{name}` to be callable (a function). Received: {name}={_describe(value)}"
+        )
+    return value
+
+
+def check_model(name, value, built=True):
+    """A `keras.Model` (built, unless `built=False`), or an error saying what to pass."""
+    if not isinstance(value, keras.Model):
+        hint = ""
+        if isinstance(value, (str, os.PathLike)):
+            hint = f" Load it first: {name} = keras.saving.load_model({os.fspath(value)!r})."
+        elif isinstance(value, keras.layers.Layer):
+            hint = " Wrap the layer in a keras.Sequential or functional keras.Model."
+        raise TypeError(
+            f"Expected `{name}` to be a keras.Model. Received: {name}={_describe(value)}.{hint}"
+        )
+    if built and not value.built:
+        raise ValueError(
+            f"Expected `{name}` to be built. Received: {name}={value.name!r}, which is not built: "
+            "start it with keras.Input(shape) or call model.build(input_shape) first."
+        )
+    return value
+
+
+def check_graph_model(name, value):
+    """A built Sequential or Functional model (one whose layer graph can be read), or an error."""
+    check_model(name, value)
+    try:
+        value.inputs  # noqa: B018 (a subclassed model has no graph: reading it raises)
+    except AttributeError:
+        raise ValueError(
+            f"Expected `{name}` to be a Sequential or Functional model (its layer graph is read). "
+            f"Received: {name}={value.name!r}, a subclassed {type(value).__name__} whose `call` "
+            "is Python code. Rebuild it with the functional API (keras.Input -> layers -> "
+            "keras.Model) to restructure it."
+        ) from None
+    return value

@@ -50,6 +50,18 @@ def _functional_outputs(model):
     return list(outputs) if outputs else None
 
 
+def _check_input_shapes(teacher, student):
+    """Both models see the same batch: their inputs must have the same shapes."""
+    teacher_shapes = [tuple(tensor.shape)[1:] for tensor in teacher.inputs]
+    student_shapes = [tuple(tensor.shape)[1:] for tensor in student.inputs]
+    if teacher_shapes != student_shapes:
+        raise ValueError(
+            "Expected `teacher` and `student` to take the same inputs (both are called on "
+            f"each batch). Received: teacher inputs of shape {teacher_shapes}, student inputs "
+            f"of shape {student_shapes}. Give the student the teacher's keras.Input shapes."
+        )
+
+
 def _check_output_shapes(teacher_shape, student_shape):
     teacher_shape, student_shape = tuple(teacher_shape)[1:], tuple(student_shape)[1:]
     if teacher_shape != student_shape:
@@ -346,6 +358,7 @@ class Distiller(keras.Model):
             _functional_outputs(teacher),
         )
         if student_outputs is not None and teacher_outputs is not None:
+            _check_input_shapes(teacher, student)
             _check_output_shapes(teacher_outputs[0].shape, student_outputs[0].shape)
         if projection not in _PROJECTION_CHOICES:
             raise ValueError(

@@ -17,6 +17,8 @@ Each is a `keras.losses.Loss` taking `(y_true=teacher, y_pred=student)`, usable 
 
 """
 
+import numbers
+
 import keras
 from keras import ops
 
@@ -69,6 +71,8 @@ def soft_target_loss(teacher_outputs, student_outputs, temperature, from_logits=
 
     ```
     """
+    if isinstance(temperature, numbers.Real):
+        temperature = validation.check_real("temperature", temperature, low=0, low_open=True)
     teacher_log_p = _as_log_probabilities(teacher_outputs, temperature, from_logits)
     student_log_p = _as_log_probabilities(student_outputs, temperature, from_logits)
     kl = ops.sum(ops.exp(teacher_log_p) * (teacher_log_p - student_log_p), axis=-1)
@@ -205,7 +209,7 @@ class SoftTargets(keras.losses.Loss):
     ):
         super().__init__(name=name, reduction=reduction, dtype=dtype)
         self.temperature = _check_positive("temperature", temperature)
-        self.from_logits = bool(from_logits)
+        self.from_logits = validation.check_bool("from_logits", from_logits)
 
     def call(self, y_true, y_pred):
         return soft_target_loss(y_true, y_pred, self.temperature, self.from_logits)
@@ -252,7 +256,7 @@ class FeatureMatching(keras.losses.Loss):
         dtype=None,
     ):
         super().__init__(name=name, reduction=reduction, dtype=dtype)
-        self.normalize = bool(normalize)
+        self.normalize = validation.check_bool("normalize", normalize)
 
     def call(self, y_true, y_pred):
         return feature_matching_loss(y_true, y_pred, self.normalize)

@@ -44,24 +44,15 @@ class DistillSchedule:
     """
 
     def __init__(self, initial, final, begin_step=0, end_step=1000, power=3.0, frequency=1):
-        for name, value in (("initial", initial), ("final", final)):
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise ValueError(f"Expected `{name}` to be a number. Received: {name}={value!r}")
-        if not isinstance(begin_step, int) or begin_step < 0:
+        self.initial = validation.check_real("initial", initial)
+        self.final = validation.check_real("final", final)
+        begin_step = validation.check_int("begin_step", begin_step, minimum=0)
+        end_step = validation.check_int("end_step", end_step, minimum=0)
+        if end_step < begin_step:
             raise ValueError(
-                f"Expected `begin_step` to be an int >= 0. Received: begin_step={begin_step!r}"
+                f"Expected `end_step` >= `begin_step` ({begin_step}). Received: end_step={end_step}"
             )
-        if not isinstance(end_step, int) or end_step < begin_step:
-            raise ValueError(
-                "Expected `end_step` to be an int >= `begin_step` "
-                f"({begin_step}). Received: end_step={end_step!r}"
-            )
-        if not isinstance(frequency, int) or frequency < 1:
-            raise ValueError(
-                f"Expected `frequency` to be an int >= 1. Received: frequency={frequency!r}"
-            )
-        self.initial = float(initial)
-        self.final = float(final)
+        frequency = validation.check_int("frequency", frequency, minimum=1)
         self.begin_step = begin_step
         self.end_step = end_step
         self.power = validation.check_real("power", power, low=0, low_open=True)

@@ -13,6 +13,7 @@ such batches (a `tf.data.Dataset`, a generator); arrays are cut into `batch_size
 import contextlib
 
 import keras
+import numpy as np
 from keras import ops
 
 from keras_prune.core import criteria as criteria_lib
@@ -30,9 +31,12 @@ def _cut(structure, window):
     return keras.tree.map_structure(lambda array: array[window], structure)
 
 
-def check_calibration_data(calibration_data, name="calibration_data"):
+def check_calibration_data(calibration_data, name="calibration_data", model=None, labels=False):
     """Raise a ValueError naming `name` unless `calibration_data` is `(x, y)` arrays of one
-    length, `x` arrays, or an iterable of batches; returns it."""
+    length, `x` arrays (unless `labels`), or an iterable of batches; returns it.
+
+    Arrays must hold finite numbers; with `model`, `x` must match its inputs' shapes.
+    """
     if isinstance(calibration_data, (str, bytes)) or calibration_data is None:
         raise ValueError(
             f"Expected `{name}` to be `(x, y)` arrays, `x`, or an iterable of batches. "
@@ -53,18 +57,27 @@ def check_calibration_data(calibration_data, name="calibration_data"):
                     f"lengths {sorted(lengths)}"
                 )
             if lengths == {0}:
-                raise ValueError(f"Expected at least one example in `{name}`. Received none.")
+                raise ValueError(f"Expected at least one example in `{name}`. Received 0 examples.")
+            _check_arrays(x, name, model)
         return calibration_data
     if _is_array_data(calibration_data):
+        if labels:
+            shapes = [tuple(leaf.shape) for leaf in keras.tree.flatten(calibration_data)]
+            raise ValueError(
+                f"Expected `{name}` = (x, y): the loss gradient needs the targets. Received: "
+                f"{name} = arrays of shape {shapes[0] if len(shapes) == 1 else shapes} alone; "
+                f"pass {name}=(x, y)."
+            )
         if not len(keras.tree.flatten(calibration_data)[0]):
-            raise ValueError(f"Expected at least one example in `{name}`. Received none.")
+            raise ValueError(f"Expected at least one example in `{name}`. Received 0 examples.")
+        _check_arrays(calibration_data, name, model)
         return calibration_data
     try:
         iter(calibration_data)
     except TypeError as error:
         raise ValueError(
             f"Expected `{name}` to be `(x, y)` arrays, `x`, or an iterable of batches. "
-            f"Received: {name} of type {type(calibration_data).__name__}"
+            f"Received: {name}={calibration_data!r} (of type {type(calibration_data).__name__})"
         ) from error
     return calibration_data
 
@@ -77,6 +90,38 @@ def _batch_count(calibration_data, batch_size, num_batches):
         return num_batches
     count = -(-len(keras.tree.flatten(x)[0]) // batch_size)
     return count if num_batches is None else min(count, num_batches)
+
+
+def _check_arrays(x, name, model):
+    """Finite values, and (with `model`) one array per input whose shape matches it."""
+    leaves = keras.tree.flatten(x)
+    for leaf in leaves:
+        values = ops.convert_to_numpy(leaf)
+        if values.dtype.kind == "f" and not np.isfinite(values).all():
+            bad = "nan" if np.isnan(values).any() else "inf"
+            raise ValueError(
+                f"Expected `{name}` to hold finite numbers. Received: {name} with {bad} values "
+                f"({int((~np.isfinite(values)).sum())} of {values.size}); clean or drop those "
+                "examples first."
+            )
+    if model is None or not getattr(model, "built", False):
+        return
+    try:
+        inputs = model.inputs
+    except AttributeError:
+        return
+    expected = [tuple(tensor.shape[1:]) for tensor in inputs]
+    received = [tuple(leaf.shape[1:]) for leaf in leaves]
+    fits = len(expected) == len(received) and all(
+        len(want) == len(got) and all(w is None or w == g for w, g in zip(want, got, strict=True))
+        for want, got in zip(expected, received, strict=False)
+    )
+    if not fits:
+        raise ValueError(
+            f"Expected `{name}` to match the inputs of model {model.name!r}: examples of shape "
+            f"{expected[0] if len(expected) == 1 else expected}. Received: x of shape "
+            f"{tuple(leaves[0].shape) if len(leaves) == 1 else [tuple(v.shape) for v in leaves]}."
+        )
 
 
 def batches(calibration_data, batch_size=32, num_batches=None):

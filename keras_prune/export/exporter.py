@@ -2,7 +2,6 @@
 
 import os
 
-import keras
 import numpy as np
 
 from keras_prune.core import validation
@@ -233,9 +232,14 @@ def to_tflite(
     print(result)
     ```
     """
+    validation.check_model("model", model)
+    path = validation.check_path("path", path)
     target = get_target(target)
-    if not isinstance(model, keras.Model):
-        raise TypeError(f"Expected a keras.Model. Received: {type(model).__name__}")
+    if name is not None and not isinstance(name, str):
+        raise ValueError(
+            f"Expected `name` to be None or a string. Received: name={name!r} "
+            f"(of type {type(name).__name__})"
+        )
     _convert.check_backend()
     if on_mismatch not in ("raise", "warn"):
         raise ValueError(

@@ -9,6 +9,8 @@ allocate), so an MCU file stores its weights dense. docs/export.md has the measu
 
 import dataclasses
 
+from keras_prune.core import validation
+
 
 @dataclasses.dataclass(frozen=True)
 class Target:
@@ -88,5 +90,8 @@ def get_target(name):
         return name
     if not isinstance(name, str) or name not in TARGETS:
         valid = ", ".join(f'"{key}"' for key in TARGETS)
-        raise ValueError(f"Expected `target` to be one of {valid}. Received: target={name!r}")
+        raise ValueError(
+            f"Expected `target` to be one of {valid}. Received: target={name!r}."
+            + validation.did_you_mean(name, TARGETS)
+        )
     return TARGETS[name]

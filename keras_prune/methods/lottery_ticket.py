@@ -83,7 +83,7 @@ class LotteryTicket(StepCounter):
         self.frequency = frequency
         self.rewind_step = rewind_step
         self.allocation = allocation_lib.get(allocation or "per_layer")
-        self.reset_optimizer = bool(reset_optimizer)
+        self.reset_optimizer = validation.check_bool("reset_optimizer", reset_optimizer)
         self.saved = None
         self.rounds_done = 0
 

@@ -32,6 +32,7 @@ def drop_and_grow(mask, drop_scores, grow_scores, count):
     """
     mask = ops.cast(mask, "float32")
     active = ops.greater(mask, 0)
+    validation.check_int("count", count, minimum=0)
     size = math.prod(ops.shape(mask))
     active_count = int(ops.convert_to_numpy(ops.sum(mask)))
     count = min(int(count), active_count - 1, size - active_count)
@@ -221,11 +222,21 @@ class RigL(_DropAndGrow):
     """
 
     def __init__(self, sparsity, calibration_data=None, calibration_batch_size=128, **kwargs):
+        known = ("frequency", "drop_fraction", "end_step", "distribution", "seed")
+        unknown = sorted(set(kwargs) - set(known))
+        if unknown:
+            raise TypeError(
+                f"RigL got unexpected arguments {unknown}; it accepts sparsity, calibration_data, "
+                f"calibration_batch_size and {', '.join(known)}."
+                + validation.did_you_mean(unknown[0], known)
+            )
         super().__init__(sparsity, **kwargs)
         if calibration_data is not None:
-            check_calibration_data(calibration_data)
+            check_calibration_data(calibration_data, labels=True)
         self.calibration_data = calibration_data
-        self.calibration_batch_size = calibration_batch_size
+        self.calibration_batch_size = validation.check_int(
+            "calibration_batch_size", calibration_batch_size, minimum=1
+        )
 
     def on_train_begin(self, logs=None):
         if self.calibration_data is None:

@@ -5,7 +5,7 @@ from keras_prune.core import criteria as criteria_lib
 from keras_prune.core import validation
 from keras_prune.core.schedules import OneShotSparsity
 from keras_prune.engine.engine import engine_for
-from keras_prune.engine.gradients import collect_gradients
+from keras_prune.engine.gradients import check_calibration_data, collect_gradients
 from keras_prune.pruning.prune_strip import prune
 
 
@@ -45,9 +45,25 @@ def prune_once(
     pruned.fit(x, y, epochs=2)
     ```
     """
+    validation.check_model("model", model)
     validation.check_sparsity("sparsity", sparsity)
     chosen = criteria_lib.get(criterion)
     allocation = None if allocation is None else allocation_lib.get(allocation)
+    if chosen.needs_gradients:
+        # Checked before anything is copied: a copy of a large model is wasted on a typo.
+        if calibration_data is None:
+            raise ValueError(
+                f"Expected `calibration_data`=(x, y) for criterion={chosen!r}, which ranks by "
+                "gradients. Received: calibration_data=None. Pass a few hundred training "
+                "examples, e.g. calibration_data=(x[:256], y[:256])."
+            )
+        check_calibration_data(calibration_data, model=model, labels=True)
+        if not getattr(model, "compiled", False):
+            raise ValueError(
+                f"criterion={chosen!r} ranks by the loss gradient: compile `model` "
+                f"({model.name!r}) first, e.g. model.compile('adam', "
+                "'sparse_categorical_crossentropy'); its loss is used."
+            )
     pruned = prune(
         model,
         schedule=OneShotSparsity(sparsity),
@@ -57,11 +73,6 @@ def prune_once(
     )
     engine = engine_for(pruned)
     if chosen.needs_gradients:
-        if calibration_data is None or not getattr(model, "compiled", False):
-            raise ValueError(
-                f"Criterion {chosen!r} ranks by gradients: pass `calibration_data=(x, y)` and "
-                "compile `model` first (its loss is used to compute the gradients)."
-            )
         pruned.compile(optimizer="sgd", loss=model.loss)
         collect_gradients(pruned, calibration_data)
     engine.attach()

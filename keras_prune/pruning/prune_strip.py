@@ -13,6 +13,7 @@ import dataclasses
 import keras
 
 from keras_prune.core import granularity as granularity_lib
+from keras_prune.core import validation
 from keras_prune.core.validation import layer_filter
 from keras_prune.engine.engine import engine_for
 from keras_prune.graph import groups as groups_lib
@@ -261,11 +262,24 @@ def prune(
         pruned, report = _prune_in_place(model, settings, selected)
     if not report.wrapped and not find_wrappers(pruned):
         raise ValueError(
-            f"kp.prune found nothing to prune in model {model.name!r}; the model is unchanged.\n"
+            f"kp.prune found nothing to prune in model {model.name!r}; the model is unchanged."
+            + _filters_hint(filters, report)
+            + "\n"
             + str(report)
         )
     pruned.pruning_report = report
     return pruned
+
+
+def _filters_hint(filters, report):
+    """Why `filters` selected nothing, with the prunable layers' names (typos are common)."""
+    excluded = [name for name, why in report.skipped.items() if why == FILTERED]
+    if filters is None or not excluded:
+        return ""
+    hint = f" Received: filters={filters!r}, which matches none of the prunable layers {excluded}."
+    if isinstance(filters, str):
+        hint += validation.did_you_mean(filters, excluded)
+    return hint + " Pass a regex that matches some of them (re.search on the layer name)."
 
 
 def _prune_graph(model, settings, selected):
@@ -507,6 +521,10 @@ def update_masks(model, step, allocation=None):
         raise TypeError(
             f"Expected `step` to be an integer optimizer step (e.g. "
             f"`int(model.optimizer.iterations)`). Received: step={step!r}"
+        )
+    if int(step) < 0:
+        raise ValueError(
+            f"Expected `step` >= 0 (an optimizer step counts from 0). Received: step={step!r}"
         )
     engine = engine_for(model)
     if not engine.wrappers:

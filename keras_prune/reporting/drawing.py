@@ -2,6 +2,7 @@
 
 import keras
 
+from keras_prune.core import validation
 from keras_prune.graph import groups as groups_lib
 from keras_prune.graph import tracing
 
@@ -24,6 +25,7 @@ def groups_svg(model, title="Channel groups"):
     open("groups.svg", "w").write(groups_svg(model))
     ```
     """
+    validation.check_model("model", model)
     names = []
     if isinstance(model, keras.Model):
         groups = groups_lib.channel_groups(model)

@@ -31,6 +31,7 @@ import weakref
 import keras
 import numpy as np
 
+from keras_prune.core import validation
 from keras_prune.graph import groups as groups_lib
 from keras_prune.graph import tracing
 from keras_prune.layers import layouts
@@ -318,6 +319,8 @@ def layer_costs(model, size_of=_size):
         print(cost.name, cost.params, cost.macs, cost.note)
     ```
     """
+    validation.check_model("model", model)
+    validation.check_callable("size_of", size_of)
     costs = {}
     for call in tracing.trace(model).calls:
         macs, note = call_macs(call, size_of)
@@ -353,6 +356,7 @@ def count(model):
     kp.reporting.macs.count(keras.applications.MobileNetV2((96, 96, 3), weights=None))["macs"]
     ```
     """
+    validation.check_model("model", model)
     return _totals(layer_costs(model))
 
 
@@ -430,6 +434,8 @@ def compare(model_a, model_b):
     print(kp.reporting.compare(model, small))
     ```
     """
+    validation.check_model("model_a", model_a)
+    validation.check_model("model_b", model_b)
     first, second = layer_costs(model_a), layer_costs(model_b)
     by_name = {cost.name: cost for cost in second}
     rows = []

@@ -5,6 +5,7 @@ import dataclasses
 import keras
 import numpy as np
 
+from keras_prune.core import validation
 from keras_prune.layers import layouts
 from keras_prune.layers.wrapper import PruneWrapper, find_wrappers
 
@@ -39,6 +40,7 @@ def weight_rows(model):
 
     For a wrapped layer the nonzeros are those of the effective weight (mask applied).
     """
+    validation.check_model("model", model)
     rows = []
     for layer in _leaf_layers(model):
         if isinstance(layer, PruneWrapper):
@@ -90,6 +92,9 @@ def summary(model, print_fn=print):
     kp.summary(pruned)
     ```
     """
+    validation.check_model("model", model)
+    if print_fn is not None:
+        validation.check_callable("print_fn", print_fn)
     if not isinstance(model, keras.Model):
         raise TypeError(
             f"Expected a keras.Model to summarize. Received: model={model!r} "

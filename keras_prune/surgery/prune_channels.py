@@ -7,6 +7,7 @@ from keras_prune.core import criteria as criteria_lib
 from keras_prune.core import validation
 from keras_prune.core.validation import layer_filter
 from keras_prune.engine import gradients as gradients_lib
+from keras_prune.engine.gradients import check_calibration_data
 from keras_prune.graph import channel_importance, rewire, tracing
 from keras_prune.graph import groups as groups_lib
 from keras_prune.layers.wrapper import find_wrappers
@@ -129,6 +130,8 @@ def prune_channels(
     small.fit(x, y, epochs=2)   # fine-tune
     ```
     """
+    validation.check_graph_model("model", model)
+    verbose = validation.check_int("verbose", verbose, minimum=0, maximum=2)
     given = [
         name
         for name, value in (
@@ -165,8 +168,10 @@ def prune_channels(
         raise ValueError(
             f"criterion={criterion!r} ranks channels by the loss gradient: pass "
             "`calibration_data=(x, y)` (and `loss=` if the model is not compiled, e.g. "
-            "loss='sparse_categorical_crossentropy')."
+            "loss='sparse_categorical_crossentropy'). Received: calibration_data=None."
         )
+    if calibration_data is not None:
+        check_calibration_data(calibration_data, model=model)
     selected_layer = layer_filter(filters)
     working = _copy_model(model)
     statistics = None

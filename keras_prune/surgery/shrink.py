@@ -385,10 +385,7 @@ def shrink(model, *, round_to=None, width=None, remove_blocks=None):
             model = model.backbone
         else:
             width = width_lib.check_width(width)
-    if not isinstance(model, keras.Model):
-        raise TypeError(
-            f"Expected a built keras.Model (Sequential or Functional). Received: model={model!r}"
-        )
+    validation.check_graph_model("model", model)
     if find_wrappers(model):
         model = strip(model)
     analysis = groups_lib.analyze(model)

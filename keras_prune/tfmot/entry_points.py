@@ -3,9 +3,19 @@
 import keras
 
 from keras_prune.core import granularity as granularity_lib
+from keras_prune.core import validation
 from keras_prune.layers import layouts
 from keras_prune.layers.wrapper import PruneWrapper
 from keras_prune.pruning.prune_strip import prune, strip
+
+_ARGUMENTS = (
+    "pruning_schedule",
+    "block_size",
+    "block_pooling_type",
+    "pruning_policy",
+    "sparsity_m_by_n",
+    "filters",
+)
 
 
 def prune_low_magnitude(
@@ -38,6 +48,17 @@ def prune_low_magnitude(
     pruned = kp.tfmot.prune_low_magnitude(model, pruning_schedule=kp.tfmot.ConstantSparsity(0.5, 0))
     ```
     """
+    if not isinstance(to_prune, (keras.layers.Layer, list, tuple)):
+        raise TypeError(
+            "Expected `to_prune` to be a keras.Model, a keras.layers.Layer or a list of layers. "
+            f"Received: to_prune={to_prune!r} (of type {type(to_prune).__name__})"
+        )
+    if pruning_policy is not None and not callable(getattr(pruning_policy, "filters", None)):
+        raise TypeError(
+            "Expected `pruning_policy` to be None or a policy such as "
+            "kp.tfmot.PruneForLatencyOnXNNPack() (an object with a `filters(model)` method). "
+            f"Received: pruning_policy={pruning_policy!r}"
+        )
     granularity = granularity_lib.from_tfmot_block(block_size, block_pooling_type)
     if sparsity_m_by_n is not None:
         granularity = granularity_lib.from_tfmot_m_by_n(sparsity_m_by_n)
@@ -47,6 +68,7 @@ def prune_low_magnitude(
             raise TypeError(
                 f"prune_low_magnitude(model, ...) got unexpected arguments {sorted(unknown)}; "
                 "for a model only `filters=` is accepted (layer arguments go to layers)."
+                + validation.did_you_mean(sorted(unknown)[0], _ARGUMENTS)
             )
         if pruning_policy is not None:
             kwargs["filters"] = pruning_policy.filters(to_prune)

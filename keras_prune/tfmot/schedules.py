@@ -6,7 +6,7 @@ keras_prune calls the amount pruned `sparsity` everywhere; tfmot's `ConstantSpar
 
 import keras
 
-from keras_prune.core import schedules
+from keras_prune.core import schedules, validation
 
 
 @keras.saving.register_keras_serializable(package="keras_prune.tfmot")
@@ -27,6 +27,7 @@ class ConstantSparsity(schedules.ConstantSparsity):
     """
 
     def __init__(self, target_sparsity, begin_step=0, end_step=-1, frequency=100):
+        target_sparsity = validation.check_sparsity("target_sparsity", target_sparsity)
         super().__init__(target_sparsity, begin_step, end_step, frequency)
 
     @property
