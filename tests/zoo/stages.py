@@ -404,9 +404,23 @@ def _group_reasons(groups):
     return "; ".join(f"{reason} (x{count})" for reason, count in counts.items())
 
 
+def _graph_free(model):
+    """Why `model` has no graph to read (a subclassed model: `kp.graph.analyze` raises
+    `NotTraceable` naming the fix), or None."""
+    try:
+        kp.graph.trace(model)
+    except kp.graph.NotTraceable as error:
+        return f"{type(model).__name__} is subclassed: {str(error).splitlines()[0]}"
+    return None
+
+
 def shrink(model, inputs):
     """Channel pruning (`prune_once` at channel granularity, 50%) then `kp.shrink`: same
-    outputs as the masked model, fewer MACs. Skipped when no channel group is removable."""
+    outputs as the masked model, fewer MACs. Skipped when no channel group is removable, or
+    when the model has no graph (subclassed: shrink reads channel groups from the graph)."""
+    reason = _graph_free(model)
+    if reason:
+        return skipped(reason)
     groups, unsupported = channel_groups(model)
     if not any(prunable for prunable, _ in groups):
         reasons = [_group_reasons(groups)] if groups else ["no channel groups"]
@@ -431,7 +445,11 @@ def shrink(model, inputs):
 
 
 def macs(model, inputs):
-    """`kp.reporting.macs.count` is nonzero, and so is every layer that does multiply-accumulates."""
+    """`kp.reporting.macs.count` is nonzero, and so is every layer that does multiply-accumulates.
+    Skipped for models without a graph (MACs are counted from the graph's tensor shapes)."""
+    reason = _graph_free(model)
+    if reason:
+        return skipped(reason)
     total = total_macs(model)
     by_name = {layer.name: layer for layer in sublayers(model)}
     zero, lookups = [], []
