@@ -2,6 +2,7 @@
 
 import os
 
+import keras
 import numpy as np
 
 from keras_prune.core import validation
