@@ -105,6 +105,15 @@ def _small_model(name):
     return keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, name="logits")], name=name)
 
 
+def _small_cnn(name):
+    inputs = keras.Input((8, 8, 1))
+    x = keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="conv1")(inputs)
+    x = keras.layers.MaxPooling2D(name="pool1")(x)
+    x = keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="conv2")(x)
+    x = keras.layers.GlobalAveragePooling2D(name="gap")(x)
+    return keras.Model(inputs, keras.layers.Dense(3, name="logits")(x), name=name)
+
+
 EXAMPLES = {
     "keras_prune>ConstantSparsity": lambda: kp.schedules.ConstantSparsity(
         0.5, begin_step=2, frequency=10
@@ -131,6 +140,15 @@ EXAMPLES = {
         _small_model("student"), _small_model("teacher"), alpha=0.3, temperature=2.0
     ),
     "keras_prune>PrunedModel": lambda: kp.prune(_TinyNet(name="tiny")),
+    "keras_prune>SensitivityAllocation": lambda: kp.auto.SensitivityAllocation(
+        {"conv1": [0.0, 0.1], "conv2": [0.0, 0.2]}, grid=[0.5, 0.9]
+    ),
+    "keras_prune>EarlyExitModel": lambda: kp.dynamic.EarlyExitModel(
+        _small_cnn("backbone"), exits=["pool1"], exit_weights=[0.5]
+    ),
+    "keras_prune>SlimmableModel": lambda: kp.dynamic.SlimmableModel(
+        _small_cnn("backbone"), widths=[0.5, 1.0], num_random=0
+    ),
     "keras_prune.tfmot>ConstantSparsity": lambda: kp.tfmot.ConstantSparsity(
         target_sparsity=0.5, begin_step=0
     ),

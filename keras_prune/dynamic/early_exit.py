@@ -8,6 +8,8 @@ with the backbone (`freeze_backbone=False`) or on a trained, frozen backbone; wi
 `distillation`, each exit also learns from the final head's predictions (self-distillation).
 """
 
+import copy
+
 import keras
 from keras import ops
 
@@ -193,7 +195,8 @@ class EarlyExitModel(keras.Model):
 
     @classmethod
     def from_config(cls, config):
-        config = dict(config)
+        # Deep copy: deserializing consumes the nested model config, and the caller's must stay.
+        config = copy.deepcopy(config)
         config["model"] = keras.saving.deserialize_keras_object(config["model"])
         return cls(**config)
 

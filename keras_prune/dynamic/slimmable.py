@@ -11,6 +11,8 @@ width=w)`. Batch statistics differ between widths, so `at_width` re-estimates th
 BatchNormalization statistics of each materialised width on calibration data (as US-Nets do).
 """
 
+import copy
+
 import keras
 import numpy as np
 from keras import ops
@@ -234,7 +236,8 @@ class SlimmableModel(keras.Model):
 
     @classmethod
     def from_config(cls, config):
-        config = dict(config)
+        # Deep copy: deserializing consumes the nested model config, and the caller's must stay.
+        config = copy.deepcopy(config)
         config["model"] = keras.saving.deserialize_keras_object(config["model"])
         return cls(**config)
 
