@@ -68,6 +68,9 @@ class Allocation(ConfigObject):
     #: Whether `allocate` is written in tensor operations only (sparsities may be tensors), so
     #: the mask engine can trace it once and call it at every update.
     compilable = False
+    #: Whether `allocate` sets each layer's masks from that layer alone (so the layers can be
+    #: computed in separate calls).
+    separable = False
 
     def allocate(self, layers, sparsities):
         raise NotImplementedError(f"{type(self).__name__} must implement `allocate`.")
@@ -126,6 +129,8 @@ class PerLayerAllocation(Allocation):
                 f"Received: overrides={overrides!r}"
             )
         self.overrides = overrides
+
+    separable = True
 
     @property
     def compilable(self):

@@ -11,6 +11,8 @@ is masked, and installs the result through `PruneWrapper.install`, the only writ
 wrapper's masks and pruning state.
 """
 
+import contextlib
+import logging
 import math
 import warnings
 import weakref
@@ -216,25 +218,41 @@ class MaskEngine:
         if self.compile_masks == "auto" and self._uses[key] < 2:
             self.eager_reason = "first use (compile_masks='auto' traces from the second)"
             return None
-        if key not in self._compiled:
-            self._compiled[key] = self._compiled_masks(wrappers, allocation)
-        compiled = self._compiled[key]
-        if compiled is None:
+        if self._compiled.get(key, True) is None:
             self.eager_reason = "tracing failed"
             return None
-        arguments = (
-            [variable.value for variable in _state_read(wrappers)],
-            ops.convert_to_tensor(asked, "float32"),
-        )
-        try:
-            per_layer, finite = compiled(*arguments)
-        except Exception as error:  # noqa: BLE001 - anything the tracer refuses runs eagerly
-            # The eager path raises the error again if it was not the tracer's.
-            self._compiled[key] = None
-            self.eager_reason = f"tracing failed: {type(error).__name__}: {error}"
-            return None
-        _raise_if_not_finite(wrappers, ops.convert_to_numpy(finite), step)
-        return per_layer
+        # Tracing time grows faster than the graph: an allocation that sets each layer on its
+        # own is traced in chunks of a few layers, one function each.
+        size = _CHUNK if allocation.separable else len(wrappers)
+        chunks = [
+            range(start, min(start + size, len(wrappers)))
+            for start in range(0, len(wrappers), size)
+        ]
+        found = []
+        for chunk in chunks:
+            part = [wrappers[index] for index in chunk]
+            chunk_key = (key, chunk.start)
+            tracing = chunk_key not in self._compiled
+            if tracing:
+                self._compiled[chunk_key] = self._compiled_masks(part, allocation)
+            arguments = (
+                [variable.value for variable in _state_read(part)],
+                ops.convert_to_tensor([asked[index] for index in chunk], "float32"),
+            )
+            try:
+                with _quiet_tensorflow(tracing):
+                    per_layer, finite = self._compiled[chunk_key](*arguments)
+            except Exception as error:  # noqa: BLE001 - anything the tracer refuses runs eagerly
+                # The eager path raises the error again if it was not the tracer's.
+                self._compiled[key] = None
+                self.eager_reason = f"tracing failed: {type(error).__name__}: {error}"
+                return None
+            found.append((part, per_layer, finite))
+        masks = []
+        for part, per_layer, finite in found:
+            _raise_if_not_finite(part, ops.convert_to_numpy(finite), step)
+            masks.extend(per_layer)
+        return masks
 
     def _compiled_masks(self, wrappers, allocation):
         """A traced function `(state values, sparsities) -> (masks per wrapper, finite flags)`
@@ -252,6 +270,24 @@ class MaskEngine:
             return masks, finite
 
         return backend_compile(compute)
+
+
+# Layers per traced function for allocations that set each layer on its own.
+_CHUNK = 8
+
+
+@contextlib.contextmanager
+def _quiet_tensorflow(quiet):
+    """Silence TensorFlow's "frequent retracing" warning while the chunks are first traced:
+    each chunk is its own function, traced once."""
+    logger = logging.getLogger("tensorflow")
+    level = logger.level
+    if quiet:
+        logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def _state_read(wrappers):
