@@ -207,7 +207,7 @@ def updates_section(args):
         "traces"
     )
     header = (
-        f"{'model':<13}{'allocation':<11}{'weights':>9}  {'eager s':<22}{'compiled s':<22}"
+        f"{'model':<13}{'allocation':<11}{'weights':>9}  {'eager s':<24}{'compiled s':<24}"
         f"{'eager/compiled':>15}{'first s':>9}"
     )
     print(header)
@@ -217,8 +217,8 @@ def updates_section(args):
             weights, eager, compiled, first = update_seconds(name, allocation, args.repeats)
             ratio = statistics.median(eager) / statistics.median(compiled)
             print(
-                f"{name:<13}{label:<11}{weights / 1e6:>8.2f}M  {spread(eager):<22}"
-                f"{spread(compiled):<22}{ratio:>14.1f}x{first:>9.1f}",
+                f"{name:<13}{label:<11}{weights / 1e6:>8.2f}M  {spread(eager):<24}"
+                f"{spread(compiled):<24}{ratio:>14.1f}x{first:>9.1f}",
                 flush=True,
             )
     print("target (issue 13): ResNet50 <= 0.5 s per-layer, <= 1 s global")
