@@ -1,11 +1,16 @@
-"""Benchmark the foundation's two performance targets, side by side in one run.
+"""Benchmark the core's performance targets, side by side in one run.
 
 1. Training-time overhead of pruning-aware training over the same dense model (Keras 3),
    per epoch: target <= 1.15x. (tfmot on Keras 2 measures 2.5-3x; run with --tfmot to add its
    row, measured in a subprocess with TF_USE_LEGACY_KERAS=1.)
 2. Mask recomputation for a 4M-weight kernel: target <= 50 ms.
+3. Whole-model mask updates, eager against compiled (`MaskEngine(compile_masks=...)`), for a
+   small CNN, MobileNetV2 and ResNet50 (weights=None), per-layer and global allocation,
+   interleaved repetitions (issue 13: ResNet50 <= 0.5 s per-layer, <= 1 s global); and the
+   fit step with a mask update at every step against the dense step (target <= 1.5x).
 
     python benchmarks/bench_core.py [--epochs 6] [--tfmot]
+    python benchmarks/bench_core.py --section updates [--repeats 7] [--models cnn,mobilenetv2]
 """
 
 import argparse
@@ -142,12 +147,111 @@ def mask_milliseconds(shape, sparsity, repeats=21):
     return magnitude, signed, sort, top_k
 
 
+UPDATE_MODELS = {
+    "cnn": lambda: cnn(),
+    "mobilenetv2": lambda: keras.applications.MobileNetV2(weights=None, input_shape=(96, 96, 3)),
+    "resnet50": lambda: keras.applications.ResNet50(weights=None, input_shape=(64, 64, 3)),
+}
+
+
+def spread(times):
+    """`median [min-max]` of seconds."""
+    return f"{statistics.median(times):.3f} [{min(times):.3f}-{max(times):.3f}]"
+
+
+def update_seconds(name, allocation, repeats):
+    """Seconds per whole-model mask update, eager and compiled, interleaved on one model."""
+    from keras_prune.engine.engine import MaskEngine
+
+    pruned = kp.prune(UPDATE_MODELS[name](), schedule=kp.ConstantSparsity(0.5))
+    engines = {compiled: MaskEngine(pruned, compile_masks=compiled) for compiled in (False, True)}
+    last_mask = engines[True].wrappers[-1].masks[0]
+
+    def update(compiled):
+        start = time.perf_counter()
+        engines[compiled].prune_to(0.5, allocation=allocation)
+        ops.convert_to_numpy(last_mask)  # wait for asynchronous backends
+        return time.perf_counter() - start
+
+    first = update(True)  # traces
+    if engines[True].eager_reason:
+        raise RuntimeError(f"compiled update ran eagerly: {engines[True].eager_reason}")
+    times = {False: [], True: []}
+    for _ in range(repeats):
+        for compiled in (False, True):
+            times[compiled].append(update(compiled))
+    weights = sum(math.prod(t.variable.shape) for w in engines[True].wrappers for t in w.targets)
+    return weights, times[False], times[True], first
+
+
+def step_seconds(rounds):
+    """Median seconds per fit epoch of the digits CNN: dense, and pruned with a mask update
+    at every step (eager and compiled), epochs interleaved."""
+    from keras_prune.engine.engine import engine_for
+
+    x, y = digits()
+    schedule = kp.PolynomialDecay(0.0, 0.9, 0, 10_000, frequency=1)
+    models = []
+    for compiled in (False, True):
+        pruned = kp.prune(cnn(), schedule=schedule)
+        engine_for(pruned).compile_masks = compiled
+        models.append((pruned, [kp.PruningCallback()]))
+    dense, eager, compiled = interleaved_epoch_seconds([(cnn(), []), *models], x, y, rounds)
+    return int(np.ceil(len(x) / 32)), dense, eager, compiled
+
+
+def updates_section(args):
+    print(
+        f"\nWhole-model mask update, backend {keras.backend.backend()}: seconds, median "
+        f"[min-max] of {args.repeats} interleaved repetitions; first = the compiled update that "
+        "traces"
+    )
+    header = (
+        f"{'model':<13}{'allocation':<11}{'weights':>9}  {'eager s':<24}{'compiled s':<24}"
+        f"{'eager/compiled':>15}{'first s':>9}"
+    )
+    print(header)
+    allocations = {"per_layer": None, "global": kp.allocation.GlobalAllocation()}
+    for name in args.models.split(","):
+        for label, allocation in allocations.items():
+            weights, eager, compiled, first = update_seconds(name, allocation, args.repeats)
+            ratio = statistics.median(eager) / statistics.median(compiled)
+            print(
+                f"{name:<13}{label:<11}{weights / 1e6:>8.2f}M  {spread(eager):<24}"
+                f"{spread(compiled):<24}{ratio:>14.1f}x{first:>9.1f}",
+                flush=True,
+            )
+    print("target (issue 13): ResNet50 <= 0.5 s per-layer, <= 1 s global")
+    if args.epochs:
+        steps, dense, eager, compiled = step_seconds(args.epochs)
+        print(
+            f"\nFit with a mask update at every step (digits CNN, {steps} steps/epoch, median "
+            f"of {args.epochs} interleaved epochs)"
+        )
+        print(f"{'model':<34}{'ms/step':>10}{'vs dense':>10}")
+        for label, seconds in [
+            ("dense", dense),
+            ("pruned, eager updates", eager),
+            ("pruned, compiled updates", compiled),
+        ]:
+            print(f"{label:<34}{seconds / steps * 1e3:>10.1f}{seconds / dense:>9.2f}x")
+        print("target (issue 13): <= 1.5x the dense step")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=6)
     parser.add_argument("--tfmot", action="store_true", help="add tfmot's Keras 2 rows")
     parser.add_argument("--frequency", type=int, default=100, help="steps between mask updates")
+    parser.add_argument("--section", choices=["training", "updates"], default="training")
+    parser.add_argument("--repeats", type=int, default=7, help="mask updates timed per model")
+    parser.add_argument(
+        "--models", default="cnn,mobilenetv2,resnet50", help="for --section updates"
+    )
     args = parser.parse_args()
+    if args.section == "updates":
+        updates_section(args)
+        return
     x, y = digits()
     steps = int(np.ceil(len(x) / 32))
     schedule = kp.PolynomialDecay(0.0, 0.9, 0, steps * (args.epochs - 1), frequency=args.frequency)

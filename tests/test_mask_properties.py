@@ -45,7 +45,11 @@ def test_top_k_is_deterministic_and_breaks_ties_by_position(scores, k):
     first = to_numpy(masks_lib.top_k_mask(scores, k))
     np.testing.assert_array_equal(first, to_numpy(masks_lib.top_k_mask(scores.copy(), k)))
     flat, kept = scores.ravel(), first.ravel()
-    order = np.lexsort((np.arange(flat.size), -flat))  # by score desc, then position asc
+    # By score desc, then position asc; scores compare in the float total order the masks use
+    # (-0.0 ranks below 0.0, as in tests/test_masks.py).
+    bits = flat.view("int32").astype("int64")
+    keys = np.where(bits < 0, bits ^ 0x7FFFFFFF, bits)
+    order = np.lexsort((np.arange(flat.size), -keys))
     np.testing.assert_array_equal(np.flatnonzero(kept), np.sort(order[:k]))
 
 

@@ -80,8 +80,19 @@ class Allocation(ConfigObject):
     pruned weight). It computes masks only; `keras_prune.engine` installs them.
     """
 
+    #: Whether `allocate` is written in tensor operations only (sparsities may be tensors), so
+    #: the mask engine can trace it once and call it at every update.
+    compilable = False
+    #: Whether `allocate` sets each layer's masks from that layer alone (so the layers can be
+    #: computed in separate calls).
+    separable = False
+
     def allocate(self, layers, sparsities):
         raise NotImplementedError(f"{type(self).__name__} must implement `allocate`.")
+
+    def check(self, sizes, sparsities):
+        """Refuse, before any work, what `allocate` cannot do: `sizes` holds each layer's
+        weight sizes, `sparsities` each layer's asked sparsity (Python floats)."""
 
 
 def _check_unstructured(layers, allocation):
@@ -134,6 +145,12 @@ class PerLayerAllocation(Allocation):
             )
         self.overrides = overrides
 
+    separable = True
+
+    @property
+    def compilable(self):
+        return self.overrides is None
+
     def sparsity_for(self, layer_name, sparsity):
         """The sparsity layer `layer_name` gets when the schedule asks for `sparsity`."""
         if self.overrides is None:
@@ -172,6 +189,16 @@ class PerLayerAllocation(Allocation):
         return type(self) is type(other) and repr(self.overrides) == repr(other.overrides)
 
 
+def _check_floors(sizes, sparsity, min_density):
+    floors = [max(math.ceil(min_density * size - 1e-9), 1) for size in sizes]
+    kept = masks.keep_count(sum(sizes), sparsity)
+    if sum(floors) > kept:
+        raise ValueError(
+            f"The per-layer floors keep {sum(floors)} weights but sparsity={sparsity} keeps only "
+            f"{kept} of {sum(sizes)}. Lower `min_density` (now {min_density}) or the sparsity."
+        )
+
+
 def global_masks(scores, sparsity, min_density=0.0):
     """Masks for a list of score tensors ranked together: exactly `keep_count(total, sparsity)`
     entries survive overall, and tensor i keeps at least `max(ceil(min_density * n_i), 1)` of its
@@ -186,12 +213,9 @@ def global_masks(scores, sparsity, min_density=0.0):
     """
     sizes = [math.prod(ops.shape(tensor)) for tensor in scores]
     floors = [max(math.ceil(min_density * size - 1e-9), 1) for size in sizes]
+    if isinstance(sparsity, numbers.Real):
+        _check_floors(sizes, sparsity, min_density)
     kept = masks.keep_count(sum(sizes), sparsity)
-    if sum(floors) > kept:
-        raise ValueError(
-            f"The per-layer floors keep {sum(floors)} weights but sparsity={sparsity} keeps only "
-            f"{kept} of {sum(sizes)}. Lower `min_density` (now {min_density}) or the sparsity."
-        )
     boosted = []
     for tensor, floor in zip(scores, floors, strict=True):
         tensor = ops.cast(tensor, "float32")
@@ -240,13 +264,23 @@ class GlobalAllocation(Allocation):
         validation.check_sparsity("min_density", min_density)
         self.min_density = float(min_density)
 
-    def allocate(self, layers, sparsities):
-        _check_unstructured(layers, "GlobalAllocation")
+    compilable = True
+
+    def check(self, sizes, sparsities):
         if len(set(sparsities)) > 1:
-            asked = {layer.name: s for layer, s in zip(layers, sparsities, strict=True)}
             raise ValueError(
                 "GlobalAllocation ranks all layers together, so their schedules must ask for the "
-                f"same sparsity at the same step. Received: {asked}"
+                f"same sparsity at the same step. Received: {sparsities}"
+            )
+        flat = [size for layer in sizes for size in layer]
+        _check_floors(flat, sparsities[0], self.min_density)
+
+    def allocate(self, layers, sparsities):
+        _check_unstructured(layers, "GlobalAllocation")
+        if all(isinstance(s, numbers.Real) for s in sparsities):
+            self.check(
+                [[math.prod(ops.shape(s)) for s in layer.scores] for layer in layers],
+                list(sparsities),
             )
         scores = [tensor for layer in layers for tensor in layer.scores]
         flat = global_masks(scores, sparsities[0], self.min_density)

@@ -11,6 +11,9 @@ is masked, and installs the result through `PruneWrapper.install`, the only writ
 wrapper's masks and pruning state.
 """
 
+import contextlib
+import logging
+import math
 import warnings
 import weakref
 
@@ -81,9 +84,17 @@ def check_finite(wrapper, step):
 class MaskEngine:
     """Computes and installs the masks of one model's wrappers.
 
+    Masks of the wrappers updated together are computed by one traced function
+    (`tf.function` on TensorFlow, `jax.jit` on JAX; eager on torch) instead of one eager op per
+    tensor; the result is exactly the eager one. What cannot be traced (gradient criteria,
+    allocations with Python-level rules, criteria whose function is not traceable) runs eagerly.
+
     Args:
         model: the model holding the `kp.PruneWrapper`s.
         wrappers: the wrappers to drive (default: all of the model's).
+        compile_masks: "auto" (default) traces the mask computation from its second use with the
+            same wrappers and allocation (so a one-shot prune does not pay for tracing), True
+            from its first use, False never.
 
     Example:
 
@@ -94,10 +105,22 @@ class MaskEngine:
     ```
     """
 
-    def __init__(self, model, wrappers=None):
+    def __init__(self, model, wrappers=None, compile_masks="auto"):
+        if not (compile_masks == "auto" or isinstance(compile_masks, bool)):
+            raise ValueError(
+                'Expected `compile_masks` to be "auto", True or False. '
+                f"Received: compile_masks={compile_masks!r}"
+            )
         self.model = model
         self.wrappers = find_wrappers(model) if wrappers is None else list(wrappers)
+        self.compile_masks = compile_masks
         self._coupling = None
+        # One traced mask computation per set of wrappers updated together (usually all), or
+        # None where tracing failed (then the masks are computed eagerly).
+        self._compiled = {}
+        self._uses = {}
+        #: Why the last update ran eagerly (None if it ran compiled).
+        self.eager_reason = None
 
     @property
     def coupling(self):
@@ -149,8 +172,6 @@ class MaskEngine:
     # -- internals -------------------------------------------------------------------------
 
     def _install_all(self, wrappers, sparsities, step, allocation):
-        for wrapper in wrappers:
-            check_finite(wrapper, step)
         allocation = allocation_lib.get(allocation or "per_layer")
         coupling = self.coupling
         coupled = [w for w in wrappers if coupling is not None and coupling.covers(w)]
@@ -167,15 +188,156 @@ class MaskEngine:
                     "the forward pass per layer; allocations install binary masks. Use "
                     "mask='binary' with an allocation, or drop `allocation=` for learnable masks."
                 )
-            per_layer = allocation.allocate(
-                [w.layer_scores() for w in alone], [sparsities[id(w)] for w in alone]
+            asked = [sparsities[id(w)] for w in alone]
+            allocation.check(
+                [[math.prod(t.variable.shape) for t in w.targets] for w in alone], asked
             )
+            per_layer = self._compiled_allocate(alone, allocation, asked, step)
+            if per_layer is None:
+                for wrapper in alone:
+                    check_finite(wrapper, step)
+                per_layer = allocation.allocate([w.layer_scores() for w in alone], asked)
             for wrapper, masks in zip(alone, per_layer, strict=True):
                 wrapper.install(masks, sparsities[id(wrapper)], step)
             updated += alone
         if coupled:
+            for wrapper in coupled:
+                check_finite(wrapper, step)
             updated += coupling.update(coupled, sparsities, step, allocation)
         return updated
+
+    def _compiled_allocate(self, wrappers, allocation, asked, step):
+        """The masks of `wrappers` from one traced call, or None when they are to be computed
+        eagerly (not compilable, not yet worth tracing, or tracing failed)."""
+        self.eager_reason = _not_compilable(wrappers, allocation)
+        if self.eager_reason or self.compile_masks is False:
+            self.eager_reason = self.eager_reason or "compile_masks=False"
+            return None
+        key = (tuple(id(w) for w in wrappers), repr(allocation))
+        self._uses[key] = self._uses.get(key, 0) + 1
+        if self.compile_masks == "auto" and self._uses[key] < 2:
+            self.eager_reason = "first use (compile_masks='auto' traces from the second)"
+            return None
+        if self._compiled.get(key, True) is None:
+            self.eager_reason = "tracing failed"
+            return None
+        # Tracing time grows faster than the graph: an allocation that sets each layer on its
+        # own is traced in chunks of a few layers, one function each.
+        size = _CHUNK if allocation.separable else len(wrappers)
+        chunks = [
+            range(start, min(start + size, len(wrappers)))
+            for start in range(0, len(wrappers), size)
+        ]
+        found = []
+        for chunk in chunks:
+            part = [wrappers[index] for index in chunk]
+            chunk_key = (key, chunk.start)
+            tracing = chunk_key not in self._compiled
+            if tracing:
+                self._compiled[chunk_key] = self._compiled_masks(part, allocation)
+            arguments = (
+                [variable.value for variable in _state_read(part)],
+                ops.convert_to_tensor([asked[index] for index in chunk], "float32"),
+            )
+            try:
+                with _quiet_tensorflow(tracing):
+                    per_layer, finite = self._compiled[chunk_key](*arguments)
+            except Exception as error:  # noqa: BLE001 - anything the tracer refuses runs eagerly
+                # The eager path raises the error again if it was not the tracer's.
+                self._compiled[key] = None
+                self.eager_reason = f"tracing failed: {type(error).__name__}: {error}"
+                return None
+            found.append((part, per_layer, finite))
+        masks = []
+        for part, per_layer, finite in found:
+            _raise_if_not_finite(part, ops.convert_to_numpy(finite), step)
+            masks.extend(per_layer)
+        return masks
+
+    def _compiled_masks(self, wrappers, allocation):
+        """A traced function `(state values, sparsities) -> (masks per wrapper, finite flags)`
+        computing every wrapper's masks in one call instead of one eager op at a time."""
+        state = _state_read(wrappers)
+
+        def compute(values, sparsities):
+            with keras.StatelessScope(state_mapping=list(zip(state, values, strict=True))):
+                layers = [w.layer_scores() for w in wrappers]
+                asked = [sparsities[index] for index in range(len(wrappers))]
+                masks = allocation.allocate(layers, asked)
+                finite = ops.stack(
+                    [ops.all(ops.isfinite(t.variable)) for w in wrappers for t in w.targets]
+                )
+            return masks, finite
+
+        return backend_compile(compute)
+
+
+# Layers per traced function for allocations that set each layer on its own.
+_CHUNK = 8
+
+
+@contextlib.contextmanager
+def _quiet_tensorflow(quiet):
+    """Silence TensorFlow's "frequent retracing" warning while the chunks are first traced:
+    each chunk is its own function, traced once."""
+    logger = logging.getLogger("tensorflow")
+    level = logger.level
+    if quiet:
+        logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def _state_read(wrappers):
+    """The variables a mask computation reads: pruned weights and learnable scores."""
+    state = []
+    for wrapper in wrappers:
+        state.extend(target.variable for target in wrapper.targets)
+        state.extend(wrapper.scores)
+    return state
+
+
+def _not_compilable(wrappers, allocation):
+    """Why the masks cannot be computed in one traced call (None if they can): they can when
+    the criteria read only the weights (gradient statistics live outside the variables) and the
+    allocation is written in tensor operations."""
+    if keras.backend.backend() not in ("tensorflow", "jax"):
+        return f"the {keras.backend.backend()} backend runs eagerly"
+    if not allocation.compilable:
+        return f"{type(allocation).__name__} is not compilable"
+    for wrapper in wrappers:
+        if wrapper.criterion.needs_gradients:
+            return f"criterion of {wrapper.name!r} reads gradient statistics"
+    return None
+
+
+def _raise_if_not_finite(wrappers, finite, step):
+    """Raise, as `check_finite` does, for the first wrapper whose flag in `finite` (one per
+    target, in order) is False."""
+    position = 0
+    for wrapper in wrappers:
+        count = len(wrapper.targets)
+        if not all(bool(flag) for flag in finite[position : position + count]):
+            check_finite(wrapper, step)  # raises, naming the layer and the weight
+        position += count
+
+
+def backend_compile(function):
+    """`function` traced once by the backend's compiler (tf.function, jax.jit); as it is on
+    torch, where eager mode is the default."""
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        # No autograph: the traced code is the eager code, op for op.
+        return tf.function(function, reduce_retracing=True, autograph=False)
+    if backend == "jax":
+        import jax
+
+        return jax.jit(function)
+    return function
 
 
 _ENGINES = weakref.WeakKeyDictionary()
