@@ -14,6 +14,10 @@ The table is checked against the whole model converted and timed end to end at e
 shapes and the runtime settings, so equal blocks (repeated stages) and later runs cost nothing.
 For `target="mcu"` the files are int8 and the table holds file bytes, TensorFlow Lite Micro op
 support and the whole model's smallest arena instead of latency.
+
+Why one long module: the table, the way it is measured (blocks at a few sparsities) and the way
+it is read back (interpolation over MACs and traffic, checked end to end) change together; the
+block extraction, the disk cache and the constraints already live in their own modules.
 """
 
 import dataclasses

@@ -4,6 +4,11 @@ Every number `to_tflite` reports comes from here: outputs compared with Keras, l
 and the smallest TFLM arena that runs the model. Both runtimes can end a process with a
 segmentation fault on a corrupted file (or, for TFLM, a too-small arena), so they run in child
 processes (`isolation.py`); a crash becomes a `RuntimeCheckError` naming the stage.
+
+Why one long module: the output checks, latency timing and arena search all build the same
+child-process job (inputs quantized to the file's input tensors, outputs read back and
+dequantized) and share its tolerance rules; split, each would repeat that job format, which
+must stay identical to what `_worker.py` reads.
 """
 
 import dataclasses
