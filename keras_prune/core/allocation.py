@@ -16,6 +16,7 @@ An allocation computes binary masks (the mask engine installs them); pass it to
 
 import dataclasses
 import math
+import numbers
 import re
 
 import keras
