@@ -253,8 +253,10 @@ class SearchResult:
 
         Args:
             path: the PNG to write.
-            x, y: objective names (default: the first cost, then the first metric; or the
-                first two objectives).
+            x: the objective on the x axis, by name (default: the first cost, or the first
+                objective).
+            y: the objective on the y axis, by name (default: the first metric, or the first
+                other objective).
             marked: extra `[(x, y, label)]` reference points (e.g. uniform pruning).
         """
         from keras_prune.reporting import plots

@@ -54,7 +54,9 @@ def line_curves(curves, path, *, title="", xlabel="", ylabel="", log_y=False, le
     Args:
         curves: `{label: (xs, ys)}`.
         path: the PNG to write (its directory is created).
-        title, xlabel, ylabel: texts.
+        title: the text above the plot.
+        xlabel: the x axis label.
+        ylabel: the y axis label.
         log_y: a symmetric-log y axis (for drops that span orders of magnitude).
         legend_limit: with more curves than this, only the `legend_limit` reaching the
             highest y are named in the legend.
@@ -101,7 +103,8 @@ def bar_chart(labels, values, path, *, title="", xlabel="", highlight=0, limit=3
         labels: one name per bar.
         values: one number per bar.
         path: the PNG to write.
-        title, xlabel: texts.
+        title: the text above the plot.
+        xlabel: the x axis label.
         highlight: how many of the largest bars to colour (the bottlenecks).
         limit: draw at most this many bars (the largest).
 
@@ -143,7 +146,9 @@ def scatter_front(points, front, path, *, title="", xlabel="", ylabel="", labels
         points: `[(x, y)]`, every evaluated point.
         front: indices into `points` of the front (e.g. the Pareto-optimal ones).
         path: the PNG to write.
-        title, xlabel, ylabel: texts.
+        title: the text above the plot.
+        xlabel: the x axis label.
+        ylabel: the y axis label.
         labels: optional `{index: text}` written next to those points.
         marked: `[(x, y, text)]` reference points drawn as stars (e.g. a baseline).
 
