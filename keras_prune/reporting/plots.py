@@ -21,7 +21,7 @@ def pyplot():
     Example:
 
     ```python
-    plt = keras_prune.reporting.plots.pyplot()
+    plt = kp.reporting.plots.pyplot()
     ```
     """
     try:
@@ -67,7 +67,8 @@ def line_curves(curves, path, *, title="", xlabel="", ylabel="", log_y=False, le
     Example:
 
     ```python
-    line_curves({"conv1": ([0, .5, .9], [0, .01, .2])}, "curves.png", xlabel="sparsity")
+    curves = {"conv1": ([0, .5, .9], [0, .01, .2])}
+    kp.reporting.plots.line_curves(curves, "curves.png", xlabel="sparsity")
     ```
     """
     plt = pyplot()
@@ -114,7 +115,9 @@ def bar_chart(labels, values, path, *, title="", xlabel="", highlight=0, limit=3
     Example:
 
     ```python
-    bar_chart(["conv1", "dense"], [120.0, 15.5], "latency.png", xlabel="us", highlight=1)
+    kp.reporting.plots.bar_chart(
+        ["conv1", "dense"], [120.0, 15.5], "latency.png", xlabel="us", highlight=1
+    )
     ```
     """
     labels, values = list(labels), [float(value) for value in values]
@@ -158,7 +161,7 @@ def scatter_front(points, front, path, *, title="", xlabel="", ylabel="", labels
     Example:
 
     ```python
-    scatter_front([(1, .9), (2, .95), (2, .8)], [0, 1], "front.png", xlabel="ms")
+    kp.reporting.plots.scatter_front([(1, .9), (2, .95), (2, .8)], [0, 1], "front.png", xlabel="ms")
     ```
     """
     points = [(float(x), float(y)) for x, y in points]
