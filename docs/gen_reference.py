@@ -40,10 +40,13 @@ NAMESPACES = [
     ("pruning.md", "kp.pruning", "pruning", "whole-model prune, strip, one shot"),
     ("callbacks.md", "kp.callbacks", "callbacks", "`model.fit` callbacks"),
     ("methods.md", "kp.methods", "methods", "lottery tickets, SET, RigL, penalties"),
-    ("surgery.md", "kp.surgery", "surgery", "remove channels for real"),
+    ("surgery.md", "kp.surgery", "surgery", "remove channels, heads, neurons and blocks for real"),
     ("distill.md", "kp.distill", "distill", "distillation-aware pruning"),
     ("reporting.md", "kp.reporting", "reporting", "summaries, MACs, comparisons, pictures"),
     ("export.md", "kp.export", "export", "TFLite export checked on LiteRT and TFLM"),
+    ("auto.md", "kp.auto", "auto", "sensitivity, latency profiles, Pareto search"),
+    ("dynamic.md", "kp.dynamic", "dynamic", "slimmable widths, early exit, channel gates"),
+    ("posttraining.md", "kp.posttraining", "posttraining", "SparseGPT, Wanda, magnitude one shot"),
     ("tfmot.md", "kp.tfmot", "tfmot", "tensorflow-model-optimization's names"),
 ]
 

@@ -56,7 +56,9 @@ class Constraint:
     Example:
 
     ```python
-    parse("latency <= 20 ms")  # Constraint(name='latency', op='<=', value=20000.0, text=...)
+    from keras_prune.auto.constraints import parse
+
+    parse("latency <= 20 ms")  # Constraint(name='latency', op='<=', value=20000.0, ...)
     ```
     """
 

@@ -194,7 +194,8 @@ def search(
     Example:
 
     ```python
-    result = kp.auto.search(model, (x_val, y_val), objectives=["accuracy", "latency"],
+    # docs: slow (latency measured on LiteRT, an Optuna study, fine-tuning)
+    result = kp.auto.search(model, (x, y), objectives=["accuracy", "latency"],
                             constraints=["latency <= 2 ms"], fine_tune_data=(x, y),
                             n_trials=30)
     print(result.table())

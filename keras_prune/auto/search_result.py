@@ -24,9 +24,11 @@ class Candidate:
     Example:
 
     ```python
+    # docs: slow (an Optuna study)
+    result = kp.auto.search(model, (x, y), objectives=["accuracy", "macs"], n_trials=6)
     point = result.best()
-    point.value("latency"), point.mean_sparsity
-    model = point.materialize()
+    point.value("macs"), point.mean_sparsity
+    small = point.materialize()
     ```
     """
 
@@ -100,7 +102,8 @@ class SearchResult:
     Example:
 
     ```python
-    result = kp.auto.search(model, (x_val, y_val), objectives=["accuracy", "macs"])
+    # docs: slow (an Optuna study)
+    result = kp.auto.search(model, (x, y), objectives=["accuracy", "macs"], n_trials=6)
     for point in result.front:
         print(point.number, point.values, point.sparsities)
     small = result.materialize(result.front[0])
@@ -253,8 +256,10 @@ class SearchResult:
 
         Args:
             path: the PNG to write.
-            x, y: objective names (default: the first cost, then the first metric; or the
-                first two objectives).
+            x: the objective on the x axis, by name (default: the first cost, or the first
+                objective).
+            y: the objective on the y axis, by name (default: the first metric, or the first
+                other objective).
             marked: extra `[(x, y, label)]` reference points (e.g. uniform pruning).
         """
         from keras_prune.reporting import plots

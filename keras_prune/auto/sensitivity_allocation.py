@@ -64,8 +64,9 @@ def equal_drop_sparsities(curves, grid, sizes, sparsity, max_sparsity=None):
     Example:
 
     ```python
-    equal_drop_sparsities({"a": [0.0, 0.1], "b": [0.2, 0.9]}, [0.5, 0.9],
-                          {"a": 100, "b": 100}, 0.6)  # "a" prunes more than "b"
+    kp.auto.equal_drop_sparsities(
+        {"a": [0.0, 0.1], "b": [0.2, 0.9]}, [0.5, 0.9], {"a": 100, "b": 100}, 0.6
+    )  # "a" prunes more than "b"
     ```
     """
     validation.check_sparsity("sparsity", sparsity)
@@ -109,7 +110,7 @@ class SensitivityAllocation(Allocation):
     Example:
 
     ```python
-    scan = kp.auto.sensitivity(model, (x_val, y_val))
+    scan = kp.auto.sensitivity(model, (x, y), verbose=0)
     pruned = kp.prune_once(model, 0.9, allocation=scan.allocation())
     ```
     """

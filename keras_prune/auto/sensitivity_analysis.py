@@ -204,7 +204,7 @@ class Sensitivity:
     Example:
 
     ```python
-    scan = kp.auto.sensitivity(model, (x_val, y_val))
+    scan = kp.auto.sensitivity(model, (x, y), verbose=0)
     scan.sparsities_for(0.9)  # {"conv1": 0.71, "dense": 0.93, ...}
     ```
     """
@@ -347,7 +347,7 @@ def sensitivity(
     Example:
 
     ```python
-    scan = kp.auto.sensitivity(model, (x_val, y_val), metric="accuracy")
+    scan = kp.auto.sensitivity(model, (x, y), metric="accuracy", verbose=0)
     print(scan.table())
     scan.plot("sensitivity.png")
     pruned = kp.prune_once(model, 0.95, allocation=scan.allocation())

@@ -58,8 +58,19 @@ def recalibrate_batchnorm(model, calibration_data, *, batch_size=64):
     Example:
 
     ```python
-    half = kp.shrink(slimmable, width=0.5)
-    kp.dynamic.recalibrate_batchnorm(half, x_train[:1000])
+    pretrained = keras.Sequential([
+        keras.Input((8, 8, 1)),
+        keras.layers.Conv2D(16, 3),
+        keras.layers.BatchNormalization(),
+        keras.layers.ReLU(),
+        keras.layers.GlobalAveragePooling2D(),
+        keras.layers.Dense(10),
+    ])
+    slim = kp.dynamic.SlimmableModel(pretrained, widths=[0.25, 0.5, 1.0])
+    slim.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    slim.fit(x, y, epochs=1, verbose=0)
+    half = kp.shrink(slim, width=0.5)
+    kp.dynamic.recalibrate_batchnorm(half, x)
     ```
     """
     layers = list(_batchnorms(model))

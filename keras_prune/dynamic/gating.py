@@ -39,8 +39,11 @@ class ChannelGate(keras.layers.Layer):
     Example:
 
     ```python
-    x = keras.layers.Conv2D(32, 3, activation="relu")(inputs)
-    x = kp.dynamic.ChannelGate(keep=0.5, regularizer=kp.regularizers.L1(1e-4))(x)
+    inputs = keras.Input((8, 8, 1))
+    h = keras.layers.Conv2D(32, 3, activation="relu")(inputs)
+    h = kp.dynamic.ChannelGate(keep=0.5, regularizer=kp.regularizers.L1(1e-4))(h)
+    outputs = keras.layers.Dense(10)(keras.layers.GlobalAveragePooling2D()(h))
+    gated = keras.Model(inputs, outputs)
     ```
     """
 
@@ -105,7 +108,12 @@ def gate_channel_scores(model, calibration_data, *, batch_size=64):
     Example:
 
     ```python
-    scores = kp.dynamic.gate_channel_scores(gated, x_train[:1000])
+    inputs = keras.Input((8, 8, 1))
+    h = keras.layers.Conv2D(32, 3, activation="relu")(inputs)
+    h = kp.dynamic.ChannelGate(keep=0.5, regularizer=kp.regularizers.L1(1e-4))(h)
+    outputs = keras.layers.Dense(10)(keras.layers.GlobalAveragePooling2D()(h))
+    gated = keras.Model(inputs, outputs)
+    scores = kp.dynamic.gate_channel_scores(gated, x)
     ```
     """
     gates = _gates(model)

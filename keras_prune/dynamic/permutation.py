@@ -95,7 +95,7 @@ def order_channels(model, criterion="magnitude", *, norm="l2", groups=None):
     Example:
 
     ```python
-    kp.dynamic.order_channels(pretrained)   # then kp.dynamic.SlimmableModel(pretrained)
+    kp.dynamic.order_channels(model)   # then kp.dynamic.SlimmableModel(model)
     ```
     """
     groups = groups_lib.channel_groups(model) if groups is None else groups

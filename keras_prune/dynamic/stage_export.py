@@ -52,9 +52,17 @@ def export_stages(
     Example:
 
     ```python
-    kp.dynamic.export_stages(early_exit, "build/exit", calibration_data=x_train[:500],
-                             threshold=calibration.threshold)
-    runner = kp.dynamic.StagedRunner("build/exit/digits_stages.json")
+    # docs: slow (TFLite export, verified on LiteRT)
+    inputs = keras.Input((8, 8, 1))
+    h = keras.layers.Conv2D(8, 3, activation="relu", name="block1")(inputs)
+    h = keras.layers.Conv2D(16, 3, activation="relu", name="block2")(h)
+    outputs = keras.layers.Dense(10)(keras.layers.GlobalAveragePooling2D()(h))
+    early_exit = kp.dynamic.EarlyExitModel(keras.Model(inputs, outputs), exits=["block1"])
+    early_exit.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    early_exit.fit(x, y, epochs=1, verbose=0)
+    manifest = kp.dynamic.export_stages(early_exit, "build/exit", calibration_data=x,
+                                        threshold=0.9)
+    runner = kp.dynamic.StagedRunner(manifest["manifest_path"])
     ```
     """
     from keras_prune.export import to_tflite

@@ -32,9 +32,18 @@ class StagedRunner:
     Example:
 
     ```python
-    runner = kp.dynamic.StagedRunner("build/exit/digits_stages.json", threshold=0.9)
-    probabilities, stage = runner.run(x_test[0])
-    predictions, stages = runner.predict(x_test)
+    # docs: slow (TFLite export, verified on LiteRT)
+    inputs = keras.Input((8, 8, 1))
+    h = keras.layers.Conv2D(8, 3, activation="relu", name="block1")(inputs)
+    h = keras.layers.Conv2D(16, 3, activation="relu", name="block2")(h)
+    outputs = keras.layers.Dense(10)(keras.layers.GlobalAveragePooling2D()(h))
+    early_exit = kp.dynamic.EarlyExitModel(keras.Model(inputs, outputs), exits=["block1"])
+    early_exit.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    early_exit.fit(x, y, epochs=1, verbose=0)
+    manifest = kp.dynamic.export_stages(early_exit, "build/exit", calibration_data=x)
+    runner = kp.dynamic.StagedRunner(manifest["manifest_path"], threshold=0.9)
+    probabilities, stage = runner.run(x[0])
+    predictions, stages = runner.predict(x)
     ```
     """
 

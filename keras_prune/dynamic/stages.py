@@ -33,7 +33,14 @@ def stage_models(model):
     Example:
 
     ```python
-    stages = kp.dynamic.stage_models(early_exit_model)
+    inputs = keras.Input((8, 8, 1))
+    h = keras.layers.Conv2D(8, 3, activation="relu", name="block1")(inputs)
+    h = keras.layers.Conv2D(16, 3, activation="relu", name="block2")(h)
+    outputs = keras.layers.Dense(10)(keras.layers.GlobalAveragePooling2D()(h))
+    early_exit = kp.dynamic.EarlyExitModel(keras.Model(inputs, outputs), exits=["block1"])
+    early_exit.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    early_exit.fit(x, y, epochs=1, verbose=0)
+    stages = kp.dynamic.stage_models(early_exit)
     out = stages[0](x)   # {"features": ..., "logits": ...}
     ```
     """

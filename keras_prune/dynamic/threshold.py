@@ -97,8 +97,15 @@ def calibrate_threshold(probabilities, labels, *, max_accuracy_drop=0.01, stage_
     Example:
 
     ```python
-    probs = early_exit.exit_predictions(x_val)
-    calibration = kp.dynamic.calibrate_threshold(probs, y_val, max_accuracy_drop=0.005)
+    inputs = keras.Input((8, 8, 1))
+    h = keras.layers.Conv2D(8, 3, activation="relu", name="block1")(inputs)
+    h = keras.layers.Conv2D(16, 3, activation="relu", name="block2")(h)
+    outputs = keras.layers.Dense(10)(keras.layers.GlobalAveragePooling2D()(h))
+    early_exit = kp.dynamic.EarlyExitModel(keras.Model(inputs, outputs), exits=["block1"])
+    early_exit.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    early_exit.fit(x, y, epochs=1, verbose=0)
+    probs = early_exit.exit_predictions(x)   # held-out data in practice
+    calibration = kp.dynamic.calibrate_threshold(probs, y, max_accuracy_drop=0.005)
     calibration.threshold, calibration.exit_fractions
     ```
     """

@@ -87,7 +87,17 @@ def export_widths(
     Example:
 
     ```python
-    manifest = kp.dynamic.export_widths(slim, "build/slim", calibration_data=x_train[:1000])
+    # docs: slow (TFLite export, verified on LiteRT)
+    pretrained = keras.Sequential([
+        keras.Input((8, 8, 1)),
+        keras.layers.Conv2D(16, 3, activation="relu"),
+        keras.layers.GlobalAveragePooling2D(),
+        keras.layers.Dense(10),
+    ])
+    slim = kp.dynamic.SlimmableModel(pretrained, widths=[0.25, 0.5, 1.0])
+    slim.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    slim.fit(x, y, epochs=1, verbose=0)
+    manifest = kp.dynamic.export_widths(slim, "build/slim", calibration_data=x)
     picker = kp.dynamic.WidthPicker(manifest["manifest_path"])
     ```
     """

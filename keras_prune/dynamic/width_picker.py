@@ -20,8 +20,19 @@ class WidthPicker:
     Example:
 
     ```python
-    picker = kp.dynamic.WidthPicker("build/slim/digits_widths.json")
-    width = picker.pick(budget_us=40)
+    # docs: slow (TFLite export, verified on LiteRT)
+    pretrained = keras.Sequential([
+        keras.Input((8, 8, 1)),
+        keras.layers.Conv2D(16, 3, activation="relu"),
+        keras.layers.GlobalAveragePooling2D(),
+        keras.layers.Dense(10),
+    ])
+    slim = kp.dynamic.SlimmableModel(pretrained, widths=[0.25, 0.5, 1.0])
+    slim.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    slim.fit(x, y, epochs=1, verbose=0)
+    manifest = kp.dynamic.export_widths(slim, "build/slim", calibration_data=x)
+    picker = kp.dynamic.WidthPicker(manifest["manifest_path"])
+    width = picker.pick(budget_us=10_000)
     runtime = picker.interpreter(width)   # an ai_edge_litert Interpreter, allocated
     ```
     """

@@ -375,7 +375,10 @@ def measure_latencies(
     Example:
 
     ```python
-    small, large = measure_latencies(["small.tflite", "large.tflite"], threads=2)
+    # docs: slow
+    kp.export.to_tflite(kp.shrink(kp.strip(pruned)), "small.tflite")
+    kp.export.to_tflite(model, "large.tflite")
+    small, large = kp.export.measure_latencies(["small.tflite", "large.tflite"], threads=2)
     ```
     """
     if not isinstance(runs, int) or runs < 1:

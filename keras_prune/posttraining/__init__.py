@@ -3,8 +3,10 @@
 Example:
 
 ```python
+# model: a trained Keras model; x: a few hundred of its training inputs. 2:4 prunes the
+# layers whose input channels are a multiple of 4 (`filters=` picks them).
 pruned = kp.posttraining.prune_posttraining(
-    trained, x_train[:256], method="wanda", granularity="2:4"
+    model, x, method="wanda", granularity="2:4", filters=["conv2", "dense1", "logits"]
 )
 print(pruned.posttraining_report)
 ```

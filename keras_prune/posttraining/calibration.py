@@ -133,8 +133,8 @@ def calibration_batches(
     Example:
 
     ```python
-    calibration = calibration_batches(x_train[:128], model, batch_size=32)
-    len(calibration.batches)   # 4
+    calibration = kp.posttraining.calibration_batches(x, model, batch_size=32)
+    len(calibration.batches)   # 2
     ```
     """
     if calibration_data is None:

@@ -88,9 +88,7 @@ class Wanda(PosttrainingMethod):
     Example:
 
     ```python
-    kp.posttraining.prune_posttraining(
-        model, x_calibration, method=kp.posttraining.Wanda(), sparsity=0.5
-    )
+    kp.posttraining.prune_posttraining(model, x, method=kp.posttraining.Wanda(), sparsity=0.5)
     ```
     """
 
@@ -115,9 +113,7 @@ class SparseGPT(PosttrainingMethod):
     Example:
 
     ```python
-    kp.posttraining.prune_posttraining(
-        model, x_calibration, method=kp.posttraining.SparseGPT(damping=0.1)
-    )
+    kp.posttraining.prune_posttraining(model, x, method=kp.posttraining.SparseGPT(damping=0.1))
     ```
     """
 

@@ -248,9 +248,7 @@ def prune_posttraining(
     Example:
 
     ```python
-    pruned = kp.posttraining.prune_posttraining(
-        trained, x_train[:256], method="sparsegpt", sparsity=0.5
-    )
+    pruned = kp.posttraining.prune_posttraining(model, x, method="sparsegpt", sparsity=0.5)
     print(pruned.posttraining_report)
     plain = kp.strip(pruned)
     ```

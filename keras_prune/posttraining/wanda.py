@@ -17,7 +17,7 @@ def wanda_scores(weight, input_norms):
     Example:
 
     ```python
-    wanda_scores(np.array([[1.0, -2.0]]), np.array([3.0, 0.5]))   # [[3.0, 1.0]]
+    kp.posttraining.wanda_scores(np.array([[1.0, -2.0]]), np.array([3.0, 0.5]))   # [[3.0, 1.0]]
     ```
     """
     weight = np.asarray(weight, dtype=np.float64)

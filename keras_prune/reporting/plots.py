@@ -21,7 +21,7 @@ def pyplot():
     Example:
 
     ```python
-    plt = keras_prune.reporting.plots.pyplot()
+    plt = kp.reporting.plots.pyplot()
     ```
     """
     try:
@@ -54,7 +54,9 @@ def line_curves(curves, path, *, title="", xlabel="", ylabel="", log_y=False, le
     Args:
         curves: `{label: (xs, ys)}`.
         path: the PNG to write (its directory is created).
-        title, xlabel, ylabel: texts.
+        title: the text above the plot.
+        xlabel: the x axis label.
+        ylabel: the y axis label.
         log_y: a symmetric-log y axis (for drops that span orders of magnitude).
         legend_limit: with more curves than this, only the `legend_limit` reaching the
             highest y are named in the legend.
@@ -65,7 +67,8 @@ def line_curves(curves, path, *, title="", xlabel="", ylabel="", log_y=False, le
     Example:
 
     ```python
-    line_curves({"conv1": ([0, .5, .9], [0, .01, .2])}, "curves.png", xlabel="sparsity")
+    curves = {"conv1": ([0, .5, .9], [0, .01, .2])}
+    kp.reporting.plots.line_curves(curves, "curves.png", xlabel="sparsity")
     ```
     """
     plt = pyplot()
@@ -101,7 +104,8 @@ def bar_chart(labels, values, path, *, title="", xlabel="", highlight=0, limit=3
         labels: one name per bar.
         values: one number per bar.
         path: the PNG to write.
-        title, xlabel: texts.
+        title: the text above the plot.
+        xlabel: the x axis label.
         highlight: how many of the largest bars to colour (the bottlenecks).
         limit: draw at most this many bars (the largest).
 
@@ -111,7 +115,9 @@ def bar_chart(labels, values, path, *, title="", xlabel="", highlight=0, limit=3
     Example:
 
     ```python
-    bar_chart(["conv1", "dense"], [120.0, 15.5], "latency.png", xlabel="us", highlight=1)
+    kp.reporting.plots.bar_chart(
+        ["conv1", "dense"], [120.0, 15.5], "latency.png", xlabel="us", highlight=1
+    )
     ```
     """
     labels, values = list(labels), [float(value) for value in values]
@@ -143,7 +149,9 @@ def scatter_front(points, front, path, *, title="", xlabel="", ylabel="", labels
         points: `[(x, y)]`, every evaluated point.
         front: indices into `points` of the front (e.g. the Pareto-optimal ones).
         path: the PNG to write.
-        title, xlabel, ylabel: texts.
+        title: the text above the plot.
+        xlabel: the x axis label.
+        ylabel: the y axis label.
         labels: optional `{index: text}` written next to those points.
         marked: `[(x, y, text)]` reference points drawn as stars (e.g. a baseline).
 
@@ -153,7 +161,7 @@ def scatter_front(points, front, path, *, title="", xlabel="", ylabel="", labels
     Example:
 
     ```python
-    scatter_front([(1, .9), (2, .95), (2, .8)], [0, 1], "front.png", xlabel="ms")
+    kp.reporting.plots.scatter_front([(1, .9), (2, .95), (2, .8)], [0, 1], "front.png", xlabel="ms")
     ```
     """
     points = [(float(x), float(y)) for x, y in points]

@@ -38,7 +38,8 @@ def scheduled_sparsity(schedule, last_step):
     Example:
 
     ```python
-    steps, sparsities = scheduled_sparsity(kp.PolynomialDecay(0.0, 0.9, 0, 100, frequency=10), 120)
+    schedule = kp.PolynomialDecay(0.0, 0.9, 0, 100, frequency=10)
+    steps, sparsities = kp.reporting.pruning_plots.scheduled_sparsity(schedule, 120)
     ```
     """
     last_step = validation.check_int("last_step", last_step, minimum=0)
@@ -61,7 +62,10 @@ def realised_sparsity_history(history, steps_per_epoch):
     Example:
 
     ```python
-    steps, sparsities = realised_sparsity_history(pruned.fit(...), steps_per_epoch=45)
+    history = pruned.fit(x, y, batch_size=32, callbacks=[kp.PruningCallback()], verbose=0)
+    steps, sparsities = kp.reporting.pruning_plots.realised_sparsity_history(
+        history, steps_per_epoch=2
+    )
     ```
     """
     logs = getattr(history, "history", history)
@@ -91,7 +95,15 @@ def plot_sparsity_schedule(schedule, path, *, history=None, steps_per_epoch=None
     Example:
 
     ```python
-    plot_sparsity_schedule(schedule, "sparsity.png", history=history, steps_per_epoch=45)
+    schedule = kp.PolynomialDecay(0.0, 0.8, begin_step=0, end_step=4, frequency=1)
+    pruned = kp.prune(model, schedule=schedule)
+    pruned.compile(optimizer="adam", loss=keras.losses.SparseCategoricalCrossentropy(True))
+    history = pruned.fit(
+        x, y, epochs=3, batch_size=32, callbacks=[kp.PruningCallback()], verbose=0
+    )
+    kp.reporting.pruning_plots.plot_sparsity_schedule(
+        schedule, "sparsity.png", history=history, steps_per_epoch=2
+    )
     ```
     """
     realised = None
@@ -133,7 +145,7 @@ def plot_layer_sparsity(model, path, *, title=None):
     Example:
 
     ```python
-    plot_layer_sparsity(pruned, "layers.png")
+    kp.reporting.pruning_plots.plot_layer_sparsity(pruned, "layers.png")
     ```
     """
     rows = weight_rows(model)
@@ -167,7 +179,8 @@ def plot_before_after(rows, path, *, labels=("before", "after"), title="Before a
     Example:
 
     ```python
-    plot_before_after([("accuracy", 0.97, 0.96), ("file bytes", 600_000, 90_000)], "ba.png")
+    rows = [("accuracy", 0.97, 0.96), ("file bytes", 600_000, 90_000)]
+    kp.reporting.pruning_plots.plot_before_after(rows, "ba.png")
     ```
     """
     rows = [(name, a, b) for name, a, b in rows if a is not None and b is not None]

@@ -456,8 +456,11 @@ def report(
     Example:
 
     ```python
+    history = pruned.fit(
+        x, y, epochs=2, batch_size=32, callbacks=[kp.PruningCallback()], verbose=0
+    )
     result = kp.reporting.report(
-        "artifacts/report.md", pruned, dense_model=model, history=history, steps_per_epoch=45,
+        "artifacts/report.md", pruned, dense_model=model, history=history, steps_per_epoch=2,
         metrics={"test accuracy": (0.97, 0.96)},
     )
     print(result)

@@ -246,7 +246,15 @@ def block_importance(model, calibration_data, blocks=None, span=1, batch_size=32
     Example:
 
     ```python
-    scores = kp.surgery.depth.block_importance(model, x_train[:128], span=2)
+    # a one-block transformer on 6 tokens of width 16, and 32 calibration sequences
+    inputs = keras.Input((6, 16))
+    h = keras.layers.MultiHeadAttention(4, 4, name="mha")(inputs, inputs)
+    h = keras.layers.Add(name="res_a")([inputs, h])
+    f = keras.layers.Dense(32, activation="relu", name="ffn_in")(h)
+    h = keras.layers.Add(name="res_f")([h, keras.layers.Dense(16, name="ffn_out")(f)])
+    lm = keras.Model(inputs, keras.layers.Dense(10, name="logits")(h))
+    tokens = np.random.default_rng(0).normal(size=(32, 6, 16)).astype("float32")
+    scores = kp.surgery.depth.block_importance(lm, tokens)   # {"res_a": ..., "res_f": ...}
     least = min(scores, key=scores.get)
     ```
     """
@@ -325,7 +333,15 @@ def prune_depth(model, count, calibration_data, span=1, blocks=None, batch_size=
     Example:
 
     ```python
-    shallow = kp.surgery.depth.prune_depth(model, 2, x_train[:128], span=2)
+    # a one-block transformer on 6 tokens of width 16, and 32 calibration sequences
+    inputs = keras.Input((6, 16))
+    h = keras.layers.MultiHeadAttention(4, 4, name="mha")(inputs, inputs)
+    h = keras.layers.Add(name="res_a")([inputs, h])
+    f = keras.layers.Dense(32, activation="relu", name="ffn_in")(h)
+    h = keras.layers.Add(name="res_f")([h, keras.layers.Dense(16, name="ffn_out")(f)])
+    lm = keras.Model(inputs, keras.layers.Dense(10, name="logits")(h))
+    tokens = np.random.default_rng(0).normal(size=(32, 6, 16)).astype("float32")
+    shallow = kp.surgery.depth.prune_depth(lm, 1, tokens)
     print(shallow.depth_report)
     ```
     """

@@ -194,7 +194,15 @@ def neuron_importance(
     Example:
 
     ```python
-    scores = kp.surgery.ffn.neuron_importance(model, x_train[:128])
+    # a one-block transformer on 6 tokens of width 16, and 32 calibration sequences
+    inputs = keras.Input((6, 16))
+    h = keras.layers.MultiHeadAttention(4, 4, name="mha")(inputs, inputs)
+    h = keras.layers.Add(name="res_a")([inputs, h])
+    f = keras.layers.Dense(32, activation="relu", name="ffn_in")(h)
+    h = keras.layers.Add(name="res_f")([h, keras.layers.Dense(16, name="ffn_out")(f)])
+    lm = keras.Model(inputs, keras.layers.Dense(10, name="logits")(h))
+    tokens = np.random.default_rng(0).normal(size=(32, 6, 16)).astype("float32")
+    scores = kp.surgery.ffn.neuron_importance(lm, tokens)   # {"ffn_in": 32 scores}
     ```
     """
     validation.check_choice("criterion", criterion, set(CRITERIA))
@@ -335,7 +343,15 @@ def mask_neurons(
     Example:
 
     ```python
-    masked = kp.surgery.ffn.mask_neurons(model, 0.5, x_train[:256])
+    # a one-block transformer on 6 tokens of width 16, and 32 calibration sequences
+    inputs = keras.Input((6, 16))
+    h = keras.layers.MultiHeadAttention(4, 4, name="mha")(inputs, inputs)
+    h = keras.layers.Add(name="res_a")([inputs, h])
+    f = keras.layers.Dense(32, activation="relu", name="ffn_in")(h)
+    h = keras.layers.Add(name="res_f")([h, keras.layers.Dense(16, name="ffn_out")(f)])
+    lm = keras.Model(inputs, keras.layers.Dense(10, name="logits")(h))
+    tokens = np.random.default_rng(0).normal(size=(32, 6, 16)).astype("float32")
+    masked = kp.surgery.ffn.mask_neurons(lm, 0.5, tokens)
     small = kp.shrink(masked)       # smaller intermediate Dense layers
     ```
     """

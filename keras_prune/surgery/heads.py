@@ -160,7 +160,7 @@ def head_contributions(output_input, output_kernel, chunk=4096):
     ```python
     z = np.ones((2, 3, 2, 4))            # batch 2, 3 tokens, 2 heads of size 4
     w = np.ones((2, 4, 8))
-    total, count = head_contributions(z, w)   # total / count == [sqrt(8) * 4] * 2
+    total, count = kp.surgery.heads.head_contributions(z, w)   # total / count == [sqrt(8) * 4] * 2
     ```
     """
     heads, dim = output_kernel.shape[0], output_kernel.shape[1]
@@ -246,7 +246,15 @@ def head_importance(
     Example:
 
     ```python
-    scores = kp.surgery.heads.head_importance(model, x_train[:128])
+    # a one-block transformer on 6 tokens of width 16, and 32 calibration sequences
+    inputs = keras.Input((6, 16))
+    h = keras.layers.MultiHeadAttention(4, 4, name="mha")(inputs, inputs)
+    h = keras.layers.Add(name="res_a")([inputs, h])
+    f = keras.layers.Dense(32, activation="relu", name="ffn_in")(h)
+    h = keras.layers.Add(name="res_f")([h, keras.layers.Dense(16, name="ffn_out")(f)])
+    lm = keras.Model(inputs, keras.layers.Dense(10, name="logits")(h))
+    tokens = np.random.default_rng(0).normal(size=(32, 6, 16)).astype("float32")
+    scores = kp.surgery.heads.head_importance(lm, tokens)
     scores["mha"]          # one score per head
     ```
     """
@@ -420,8 +428,18 @@ def mask_heads(
     Example:
 
     ```python
-    masked = kp.surgery.heads.mask_heads(model, 0.25, x_train[:256])
-    masked.fit(x, y, epochs=1, callbacks=[kp.PruningCallback()])
+    # a one-block transformer on 6 tokens of width 16, and 32 calibration sequences
+    inputs = keras.Input((6, 16))
+    h = keras.layers.MultiHeadAttention(4, 4, name="mha")(inputs, inputs)
+    h = keras.layers.Add(name="res_a")([inputs, h])
+    f = keras.layers.Dense(32, activation="relu", name="ffn_in")(h)
+    h = keras.layers.Add(name="res_f")([h, keras.layers.Dense(16, name="ffn_out")(f)])
+    lm = keras.Model(inputs, keras.layers.Dense(10, name="logits")(h))
+    tokens = np.random.default_rng(0).normal(size=(32, 6, 16)).astype("float32")
+    labels = np.random.default_rng(1).integers(0, 10, (32, 6))
+    masked = kp.surgery.heads.mask_heads(lm, 0.25, tokens)
+    masked.compile(optimizer="adam", loss=keras.losses.SparseCategoricalCrossentropy(True))
+    masked.fit(tokens, labels, epochs=1, callbacks=[kp.PruningCallback()], verbose=0)
     small = kp.shrink(masked)            # fewer heads per MultiHeadAttention
     ```
     """

@@ -373,6 +373,8 @@ def shrink(model, *, round_to=None, width=None, remove_blocks=None):
     ```python
     small = kp.shrink(kp.strip(pruned), round_to=8)
     print(small.shrink_report)
+
+    slimmable = kp.dynamic.SlimmableModel(model, widths=[0.5, 1.0])
     half = kp.shrink(slimmable, width=0.5)   # a kp.dynamic.SlimmableModel's half width
     ```
     """

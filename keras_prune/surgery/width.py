@@ -64,8 +64,8 @@ def width_channels(size, width, round_to=None):
     Example:
 
     ```python
-    width_channels(24, 0.25)               # 6
-    width_channels(24, 0.25, round_to=8)   # 8
+    kp.dynamic.width_channels(24, 0.25)               # 6
+    kp.dynamic.width_channels(24, 0.25, round_to=8)   # 8
     ```
     """
     count = max(1, math.ceil(round(width * size, 6)))
