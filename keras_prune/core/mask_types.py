@@ -40,6 +40,14 @@ class MaskType(ConfigObject):
         raise NotImplementedError
 
 
+def _same_dtype(scores, hard_mask):
+    """Scores as the forward pass reads them, and the hard mask in their dtype: under a mixed
+    precision policy Keras reads the scores in float16 / bfloat16 while the top-k mask computed
+    from them is float32, and the backends refuse to add the two."""
+    scores = ops.convert_to_tensor(scores)
+    return scores, ops.cast(hard_mask, scores.dtype)
+
+
 @keras.saving.register_keras_serializable(package="keras_prune")
 class BinaryMask(MaskType):
     """Non-trainable 0/1 masks from importance scores (magnitude by default).
@@ -74,6 +82,7 @@ class LearnableMask(MaskType):
 
     def forward_mask(self, hard_mask, scores):
         # Forward: the hard mask. Backward: d mask / d scores = 1.
+        scores, hard_mask = _same_dtype(scores, hard_mask)
         return hard_mask + scores - ops.stop_gradient(scores)
 
 
@@ -107,6 +116,7 @@ class SigmoidGateMask(MaskType):
         return self.temperature * (3.0 + relative)
 
     def forward_mask(self, hard_mask, scores):
+        scores, hard_mask = _same_dtype(scores, hard_mask)
         gate = ops.sigmoid(scores / self.temperature)
         # Forward: hard * gate. Backward also reaches pruned entries (through the
         # straight-through term), so a gate outside the top-k can grow back in.

@@ -276,11 +276,15 @@ class PruneWrapper(keras.layers.Wrapper):
         self.scores = []
         if self.mask_type.learnable:
             for target in self.targets:
+                # autocast=False: under a mixed precision policy the top-k must rank the
+                # float32 scores, as strip does; rounded to bfloat16 many scores tie and the
+                # forward pass would keep other weights than the stripped model.
                 scores = self.add_weight(
                     name=f"{_local_name(target.variable)}_scores",
                     shape=target.variable.shape,
                     initializer="zeros",
                     trainable=True,
+                    autocast=False,
                 )
                 scores.assign(self.mask_type.initial_scores(target.variable))
                 self.scores.append(scores)
