@@ -512,3 +512,30 @@ def test_zero_channels_of_a_dense_with_sigmoid_are_kept():
     assert small.get_layer("a").kernel.shape[-1] == 6
     x = np.random.default_rng(0).normal(size=(5, 4)).astype("float32")
     np.testing.assert_allclose(small(x), model(x), atol=1e-6)
+
+
+def test_batchnorm_without_gamma_loses_its_pruned_channels():
+    # InceptionV3's BatchNormalization(scale=False): a removed channel would output
+    # -moving_mean / sqrt(moving_variance) unless its running mean is zeroed with beta.
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((12, 12, 3))
+    x = keras.layers.Conv2D(8, 3, use_bias=False)(inputs)
+    x = keras.layers.BatchNormalization(scale=False)(x)
+    x = keras.layers.Activation("relu")(x)
+    x = keras.layers.Conv2D(8, 3, use_bias=False)(x)
+    x = keras.layers.BatchNormalization(scale=False)(x)
+    x = keras.layers.Activation("relu")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    model = keras.Model(inputs, keras.layers.Dense(3)(x))
+    data = np.random.default_rng(0).random((32, 12, 12, 3)).astype("float32")
+    model.compile("adam", "mse")
+    model.fit(data, np.random.default_rng(1).random((32, 3)), epochs=2, verbose=0)
+    means = [np.array(layer.moving_mean) for layer in model.layers if hasattr(layer, "moving_mean")]
+    masked = kp.prune_once(model, 0.5, granularity="channel")
+    small = kp.shrink(masked)
+    assert kp.reporting.macs.count(small)["macs"] < 0.5 * kp.reporting.macs.count(model)["macs"]
+    np.testing.assert_allclose(np.asarray(small(data)), np.asarray(masked(data)), atol=1e-5)
+    # The user's model keeps its statistics.
+    after = [np.array(layer.moving_mean) for layer in model.layers if hasattr(layer, "moving_mean")]
+    for before, now in zip(means, after, strict=True):
+        np.testing.assert_array_equal(before, now)

@@ -355,6 +355,23 @@ class PruneWrapper(keras.layers.Wrapper):
                 bias_slot.assign(bias_mask)
                 if not self.mask_type.learnable:
                     target.bias.assign(target.bias * ops.cast(bias_mask, target.bias.dtype))
+            self._forget_removed_means(target, mask)
+
+    def _forget_removed_means(self, target, mask):
+        """A BatchNormalization without gamma (`scale=False`, as in InceptionV3) outputs
+        `beta - moving_mean / sqrt(moving_variance + epsilon)` for a removed channel, not zero:
+        its running mean is set to zero there too. Batch statistics of a removed channel are
+        zero, so training keeps it at zero, and the channel is exactly zero as shrink needs."""
+        layer = self.layer
+        if (
+            self.mask_type.learnable
+            or not isinstance(layer, keras.layers.BatchNormalization)
+            or layer.gamma is not None
+            or target.variable is not layer.beta
+        ):
+            return
+        mean = layer.moving_mean
+        mean.assign(mean * ops.cast(mask, mean.dtype))
 
     def hold_masked_weights(self):
         """Zero the weights (and channel biases) that the binary masks remove.
