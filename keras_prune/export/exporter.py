@@ -159,6 +159,29 @@ def _notes(info, target, model):
     return notes
 
 
+def _with_symbolic_inputs(model, data):
+    """A subclassed model has no `inputs` to name a signature by: call it on a `keras.Input`
+    shaped as it was built (or as one array of `data`) and export that Functional view, which
+    computes the same. Models with inputs, and models this cannot be done for, are returned
+    as they are (`Signature` then names the problem)."""
+    if getattr(model, "inputs", None) or not isinstance(model, keras.Model) or not model.built:
+        return model
+    shape = (model.get_build_config() or {}).get("input_shape")
+    known = isinstance(shape, list | tuple) and all(d is None or isinstance(d, int) for d in shape)
+    if not known:
+        shape = None
+    if shape is None and isinstance(data, np.ndarray) and data.ndim >= 1:
+        shape = (None, *data.shape[1:])
+    if shape is None:
+        return model
+    plain, _ = _convert.strip_wrappers(model)
+    try:
+        inputs = keras.Input(batch_shape=(None, *tuple(shape)[1:]), name="input")
+        return keras.Model(inputs, plain(inputs), name=plain.name)
+    except Exception:  # noqa: BLE001  (a call that cannot run symbolically: Signature explains)
+        return model
+
+
 def to_tflite(
     model,
     path,
@@ -248,6 +271,9 @@ def to_tflite(
         )
     if isinstance(latency_runs, bool) or not isinstance(latency_runs, int) or latency_runs < 0:
         raise ValueError(f"Expected `latency_runs` >= 0. Received: latency_runs={latency_runs!r}")
+    model = _with_symbolic_inputs(
+        model, verification_data if verification_data is not None else calibration_data
+    )
     signature = Signature(model)
     if target.quantize and calibration_data is None:
         raise ValueError(

@@ -109,7 +109,8 @@ class Signature:
             raise ValueError(
                 "Expected a built model with known inputs (a Sequential with `keras.Input`, or "
                 f"a Functional model). Received: {type(model).__name__} without `inputs`. Build "
-                "it with `keras.Input(shape)` or call it once on data before exporting."
+                "it with `keras.Input(shape)`, call it once on data, or pass "
+                "`verification_data` (its shape gives the input's)."
             )
         self.input_structure = _structure(model, "input")
         self.output_structure = _structure(model, "output")
