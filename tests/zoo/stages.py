@@ -476,11 +476,9 @@ def macs(model, inputs):
 
 
 def _export_limits(model):
-    """Why `to_tflite` cannot take `model` by its documented contract (docs/export.md: one
-    input of fixed shape, one output), or None."""
-    inputs = getattr(model, "inputs", None) or []  # subclassed: to_tflite uses its build shape
-    if inputs and any(dim is None for dim in inputs[0].shape[1:]):
-        return f"to_tflite needs a fixed input shape; the model's is {tuple(inputs[0].shape)}"
+    """Why `to_tflite` cannot take `model`, or None. Nothing is out of its scope any more: it
+    takes several inputs and outputs, fixes open dimensions from the verification data and
+    exports subclassed models at their build shape."""
     return None
 
 
@@ -495,8 +493,10 @@ def export(model, inputs):
         inputs_path = os.path.join(directory, "inputs.npz")
         report_path = os.path.join(directory, "report.json")
         model.save(model_path)
-        arrays = [np.asarray(array) for array in keras.tree.flatten(inputs)]
-        np.savez(inputs_path, *arrays)
+        if isinstance(inputs, dict):  # keras-hub backbones take {"token_ids": ..., ...}
+            np.savez(inputs_path, **{key: np.asarray(value) for key, value in inputs.items()})
+        else:
+            np.savez(inputs_path, *[np.asarray(array) for array in keras.tree.flatten(inputs)])
         environment = dict(os.environ)
         environment["PYTHONPATH"] = os.pathsep.join(
             [ROOT] + [p for p in environment.get("PYTHONPATH", "").split(os.pathsep) if p]
@@ -543,8 +543,12 @@ def _export_child(model_path, inputs_path, tflite_path, report_path):
     try:
         model = keras.models.load_model(model_path)
         with np.load(inputs_path) as stored:
-            arrays = [stored[f"arr_{index}"] for index in range(len(stored.files))]
-        inputs = arrays[0] if len(arrays) == 1 else arrays
+            named = {key: stored[key] for key in stored.files}
+        if all(key.startswith("arr_") for key in named):
+            arrays = [named[f"arr_{index}"] for index in range(len(named))]
+            inputs = arrays[0] if len(arrays) == 1 else arrays
+        else:
+            arrays, inputs = list(named.values()), named
         scale = max(float(np.max(np.abs(output))) for output in _values(model(inputs)))
         result = export_tflite(model, tflite_path, inputs)
         checks = export_checks(result)
@@ -572,7 +576,10 @@ def _export_child(model_path, inputs_path, tflite_path, report_path):
                 np.nextafter(a, np.inf).astype(a.dtype) if a.dtype.kind == "f" else a
                 for a in arrays
             ]
-            nudged = nudged[0] if len(nudged) == 1 else nudged
+            if isinstance(inputs, dict):
+                nudged = dict(zip(inputs, nudged, strict=True))
+            elif len(nudged) == 1:
+                nudged = nudged[0]
             own, _ = _difference(model(inputs, training=False), model(nudged, training=False))
             metrics["keras_self_difference"] = own
             if metrics["max_error"] <= 2 * own:
