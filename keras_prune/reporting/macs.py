@@ -228,8 +228,15 @@ def _inner_graph(layer, call):
     cache = _INNER_GRAPHS.setdefault(layer, {})
     if key not in cache:
         cache[key] = None
+        # Sizes 1, not None: some composite layers size tensors from `ops.shape(x)` (keras-hub's
+        # ViT patch embedding from the batch, its causal decoder blocks from the sequence
+        # length), which None breaks. The batch is not counted (MACs are per example), and an
+        # open sequence length counts as 1 everywhere in `macs` (noted by the caller).
         fresh = {
-            id(tensor): keras.Input(batch_shape=_shape(tensor), dtype=tensor.dtype)
+            id(tensor): keras.Input(
+                batch_shape=(1, *(1 if d is None else d for d in _shape(tensor)[1:])),
+                dtype=tensor.dtype,
+            )
             for tensor in call.inputs
         }
 
@@ -272,6 +279,8 @@ def _layer_macs(count, layer, call):
             count.note(f"{type(layer).__name__} is a layer macs does not know: MACs not counted")
         return 0
     inner = _inner_graph(layer, call)
+    if any(d is None for tensor in call.inputs for d in _shape(tensor)[1:]):
+        count.note(PER_STEP)
     if inner is None:
         count.note(f"{type(layer).__name__} could not be run symbolically: MACs not counted")
         return 0
