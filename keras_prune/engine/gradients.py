@@ -266,6 +266,30 @@ def _check_loss(model, loss, caller):
     return None
 
 
+def _gradients_per_batch(
+    model, variables, calibration_data, loss, batch_size, num_batches, verbose
+):
+    """`([[gradient per batch] per variable], batches used)`, with a progress bar over batches."""
+    per_variable = [[] for _ in variables]
+    used = 0
+    progress = keras.utils.Progbar(
+        _batch_count(calibration_data, batch_size, num_batches), verbose=verbose, unit_name="batch"
+    )
+    for x_batch, y_batch in batches(calibration_data, batch_size, num_batches):
+        found = _loss_gradients(model, x_batch, y_batch, variables, loss)
+        for position, gradient in enumerate(found):
+            per_variable[position].append(gradient)
+        used += 1
+        progress.update(used)
+    if verbose:
+        progress.update(used, finalize=True)
+    if used == 0:
+        raise ValueError(
+            "Expected at least one example in `calibration_data`. Received an empty dataset."
+        )
+    return per_variable, used
+
+
 def gradient_statistics(
     model, calibration_data, variables=None, loss=None, batch_size=32, num_batches=None, verbose=0
 ):
@@ -295,23 +319,9 @@ def gradient_statistics(
     """
     loss = _check_loss(model, loss, "kp.engine.gradient_statistics")
     variables = list(model.trainable_variables if variables is None else variables)
-    per_variable = [[] for _ in variables]
-    used = 0
-    progress = keras.utils.Progbar(
-        _batch_count(calibration_data, batch_size, num_batches), verbose=verbose, unit_name="batch"
+    per_variable, used = _gradients_per_batch(
+        model, variables, calibration_data, loss, batch_size, num_batches, verbose
     )
-    for x_batch, y_batch in batches(calibration_data, batch_size, num_batches):
-        found = _loss_gradients(model, x_batch, y_batch, variables, loss)
-        for position, gradient in enumerate(found):
-            per_variable[position].append(gradient)
-        used += 1
-        progress.update(used)
-    if verbose:
-        progress.update(used, finalize=True)
-    if used == 0:
-        raise ValueError(
-            "Expected at least one example in `calibration_data`. Received an empty dataset."
-        )
     result = {}
     for variable, gradients in zip(variables, per_variable, strict=True):
         statistics = criteria_lib.GradientStatistics()
@@ -360,23 +370,9 @@ def collect_gradients(
         for index, target in enumerate(wrapper.targets)
     ]
     variables = [variable for _, _, variable in targets]
-    per_variable = [[] for _ in variables]
-    used = 0
-    progress = keras.utils.Progbar(
-        _batch_count(calibration_data, batch_size, num_batches), verbose=verbose, unit_name="batch"
+    per_variable, used = _gradients_per_batch(
+        model, variables, calibration_data, loss, batch_size, num_batches, verbose
     )
-    for x_batch, y_batch in batches(calibration_data, batch_size, num_batches):
-        found = _loss_gradients(model, x_batch, y_batch, variables, loss)
-        for position, gradient in enumerate(found):
-            per_variable[position].append(gradient)
-        used += 1
-        progress.update(used)
-    if verbose:
-        progress.update(used, finalize=True)
-    if used == 0:
-        raise ValueError(
-            "Expected at least one example in `calibration_data`. Received an empty dataset."
-        )
     for (wrapper, index, variable), gradients in zip(targets, per_variable, strict=True):
         wrapper.gradient_statistics[index].record(variable, gradients)
     return used
