@@ -95,3 +95,40 @@ def test_bert_backbone_counts_its_transformer_blocks_per_token():
     assert costs["token_embedding"].macs == 0 and costs["token_embedding"].params == 32000
     totals = macs.count(backbone)
     assert totals["macs"] > 0 and totals["params"] == backbone.count_params()
+
+
+class EagerOnlyBlock(layers.Layer):
+    """A transformer-like block whose `call` cannot run on symbolic tensors (as keras-hub's
+    cached decoder attention cannot): Keras builds it from `compute_output_shape`."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.attention = layers.MultiHeadAttention(num_heads=2, key_dim=4)
+        self.up = layers.Dense(12)
+        self.down = layers.Dense(8)
+        self.norm = layers.LayerNormalization()
+
+    def build(self, input_shape):
+        self.attention.build(input_shape, input_shape)
+        self.up.build(input_shape)
+        self.down.build((*input_shape[:-1], 12))
+        self.norm.build(input_shape)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def call(self, x):
+        if isinstance(x, keras.KerasTensor):
+            raise TypeError("this block runs on concrete tensors only")
+        x = self.norm(x + self.attention(x, x))
+        return x + self.down(self.up(x))
+
+
+def test_composite_that_cannot_run_symbolically_counts_its_sublayers_token_wise():
+    inputs = keras.Input((5, 8))
+    outputs = EagerOnlyBlock(name="block")(inputs)
+    cost = costs_by_name(keras.Model(inputs, outputs))["block"]
+    tokens = 5
+    attention = 4 * tokens * (8 * 2 * 4) + tokens * tokens * 2 * (4 + 4)
+    assert cost.macs == attention + tokens * (8 * 12 + 12 * 8)
+    assert "counted token-wise" in cost.note

@@ -13,7 +13,9 @@ model's graph (`keras_prune.graph.tracing.trace`, nested models inlined):
   kernels (times the output positions for ConvLSTM), times the sequence length.
 - Embedding: 0 MACs (a table look-up); its parameters are counted.
 - A layer built from other layers (a keras-hub transformer block, `TimeDistributed`): the sum
-  of its sublayers' MACs, found by running its `call` on symbolic inputs.
+  of its sublayers' MACs, found by running its `call` on symbolic inputs. If its `call` cannot
+  run symbolically (keras-hub's GPT-2 decoder block), its Dense, EinsumDense and attention
+  sublayers are counted once per position of its input, and `LayerCost.note` says so.
 - Operations that are not layers: `keras.ops.matmul` / `einsum` count their multiply-adds;
   element-wise operations (`x + h`) count zero.
 - BatchNormalization (which the TFLite converter folds), activations, pooling and every other
@@ -142,9 +144,16 @@ def _attention(count, layer, call):
     if not isinstance(query, keras.KerasTensor) or not isinstance(value, keras.KerasTensor):
         count.note("MultiHeadAttention called without query / value tensors: not counted")
         return 0
-    query_steps = count.positions(_shape(query))
-    key_steps = count.positions(_shape(key))
-    value_steps = count.positions(_shape(value))
+    return _attention_at(
+        count,
+        layer,
+        count.positions(_shape(query)),
+        count.positions(_shape(key)),
+        count.positions(_shape(value)),
+    )
+
+
+def _attention_at(count, layer, query_steps, key_steps, value_steps):
     projections = (
         query_steps * count.size_of(layer.query_dense.kernel)
         + key_steps * count.size_of(layer.key_dense.kernel)
@@ -282,9 +291,36 @@ def _layer_macs(count, layer, call):
     if any(d is None for tensor in call.inputs for d in _shape(tensor)[1:]):
         count.note(PER_STEP)
     if inner is None:
-        count.note(f"{type(layer).__name__} could not be run symbolically: MACs not counted")
-        return 0
+        return _sublayer_macs(count, layer, input_shape)
     return sum(_call_macs(count, each) for each in inner.calls)
+
+
+def _sublayer_macs(count, layer, input_shape):
+    """MACs of a composite layer whose `call` cannot run symbolically (keras-hub's cached
+    attention asks Keras for an output spec with a `cache=` argument it does not take).
+
+    Its Dense, EinsumDense and attention sublayers are counted token-wise: each once, at every
+    position of the composite's input, as in a transformer block (self-attention over the
+    input's positions). Other sublayers with weights are named in the note, not counted."""
+    name = type(layer).__name__
+    count.note(f"{name} could not be run symbolically: its sublayers counted token-wise")
+    positions = count.positions(input_shape)
+    total = 0
+    for sublayer in layouts.sublayers(layer):
+        sublayer = groups_lib.unwrap(sublayer)
+        if isinstance(sublayer, layers.MultiHeadAttention):
+            total += _attention_at(count, sublayer, positions, positions, positions)
+        elif isinstance(sublayer, layers.Dense):
+            total += positions * count.kernels(sublayer.kernel)
+        elif isinstance(sublayer, layers.EinsumDense):
+            total += positions * count.size_of(sublayer.kernel)
+        elif isinstance(sublayer, _NO_MACS) or not sublayer.weights:
+            continue
+        elif layouts.sublayers(sublayer):
+            total += _sublayer_macs(count, sublayer, input_shape)
+        else:
+            count.note(f"{type(sublayer).__name__} in {name}: MACs not counted")
+    return total
 
 
 def _call_macs(count, call):
