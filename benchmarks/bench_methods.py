@@ -1,9 +1,9 @@
 """Accuracy vs sparsity of keras_prune's methods on a small CNN trained on sklearn's digits.
 
-One run, side by side: a dense baseline; per sparsity (90/95/98/99%) plain per-layer magnitude
-pruning, global magnitude, one-shot global + fine-tune, learnable (movement) masks, the best
-recipe, and tfmot's prune_low_magnitude (Keras 2, in a subprocess, if installed); then SET and
-RigL trained sparse from scratch at 90%.
+One run, side by side: a dense baseline; per sparsity (90/95/98/99%) the default (global
+magnitude), per-layer magnitude pruning, one-shot global + fine-tune, learnable (movement) masks,
+the best recipe, and tfmot's prune_low_magnitude (Keras 2, in a subprocess, if installed);
+then SET and RigL trained sparse from scratch at 90%.
 
     TF_CPP_MIN_LOG_LEVEL=3 python benchmarks/bench_methods.py            # full table
     TF_CPP_MIN_LOG_LEVEL=3 python benchmarks/bench_methods.py --quick    # fewer epochs
@@ -85,20 +85,19 @@ def steps_per_epoch(x, batch_size):
 def gradual(dense, sparsity, x, y, epochs, batch_size, **prune_kwargs):
     """Gradual pruning from the trained dense model: sparsity rises over the first 2/3 of
     fine-tuning, then the last third trains at the final mask."""
-    allocation_choice = prune_kwargs.pop("allocation", None)
     learning_rate = prune_kwargs.pop("learning_rate", 1e-3)
     total = epochs * steps_per_epoch(x, batch_size)
     schedule = kp.PolynomialDecay(
         0.0, sparsity, begin_step=0, end_step=2 * total // 3, frequency=10
     )
     pruned = compile_model(kp.prune(dense, schedule=schedule, **prune_kwargs), learning_rate)
-    callback = kp.PruningCallback(allocation=allocation_choice)
+    callback = kp.PruningCallback()  # follows the allocation kp.prune declared
     pruned.fit(x, y, epochs=epochs, batch_size=batch_size, verbose=0, callbacks=[callback])
     return kp.strip(pruned)
 
 
 def one_shot(dense, sparsity, x, y, epochs, batch_size):
-    pruned = kp.prune_once(dense, sparsity, allocation=kp.allocation.GlobalAllocation())
+    pruned = kp.prune_once(dense, sparsity)  # global by default
     compile_model(pruned)
     pruned.fit(x, y, epochs=epochs, batch_size=batch_size, verbose=0)
     return kp.strip(pruned)
@@ -108,10 +107,10 @@ def best_recipe(dense, sparsity, x, y, epochs, batch_size):
     """Global magnitude, gradual, longer fine-tuning with a decaying learning rate."""
     total = 2 * epochs * steps_per_epoch(x, batch_size)
     schedule = kp.PolynomialDecay(0.0, sparsity, begin_step=0, end_step=total // 2, frequency=10)
-    pruned = kp.prune(dense, schedule=schedule)
+    pruned = kp.prune(dense, schedule=schedule)  # global by default
     learning_rate = keras.optimizers.schedules.CosineDecay(2e-3, total)
     compile_model(pruned, learning_rate)
-    callback = kp.PruningCallback(allocation=kp.allocation.GlobalAllocation())
+    callback = kp.PruningCallback()
     pruned.fit(x, y, epochs=2 * epochs, batch_size=batch_size, verbose=0, callbacks=[callback])
     return kp.strip(pruned)
 
@@ -211,9 +210,11 @@ def main():
     )
 
     recipes = {
-        "magnitude, per layer (gradual)": lambda s: gradual(dense, s, x, y, epochs, batch_size),
-        "magnitude, global (gradual)": lambda s: gradual(
-            dense, s, x, y, epochs, batch_size, allocation=kp.allocation.GlobalAllocation()
+        "default: kp.prune, PruningCallback()": lambda s: gradual(
+            dense, s, x, y, epochs, batch_size
+        ),
+        'per layer (allocation="per_layer")': lambda s: gradual(
+            dense, s, x, y, epochs, batch_size, allocation="per_layer"
         ),
         "one-shot global + fine-tune": lambda s: one_shot(dense, s, x, y, epochs, batch_size),
         "learnable mask (movement)": lambda s: gradual(

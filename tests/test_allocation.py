@@ -201,3 +201,67 @@ def test_update_masks_accepts_an_allocation():
     assert sum(kept_per_wrapper(model).values()) == kp.masks.keep_count(total, 0.9)
     assert kp.pruning.update_masks(model, 0, allocation=allocation.PerLayerAllocation()) == updated
     assert kept_per_wrapper(model)["conv1"] == kp.masks.keep_count(72, 0.9)
+
+
+# -- the allocation kp.prune declares ------------------------------------------------------------
+
+
+def test_prune_declares_a_global_ranking_by_default_and_the_callback_follows_it(random_batch):
+    x, y = random_batch
+    schedule = kp.ConstantSparsity(0.9, begin_step=0, frequency=1)
+    model = compile_for_digits(kp.prune(small_cnn(), schedule=schedule))
+    wrappers = kp.layers.find_wrappers(model)
+    assert all(isinstance(w.allocation, allocation.GlobalAllocation) for w in wrappers)
+    default = kp.pruning.default_allocation("unstructured", "binary")
+    assert default.get_config() == allocation.GlobalAllocation().get_config()
+    model.fit(x, y, batch_size=32, epochs=1, verbose=0, callbacks=[kp.PruningCallback()])
+    sizes = {w.name: int(np.prod(w.masks[0].shape)) for w in wrappers}
+    kept = kept_per_wrapper(model)
+    # One ranking: exactly the target overall, unevenly per layer (what the docs describe).
+    assert sum(kept.values()) == kp.masks.keep_count(sum(sizes.values()), 0.9)
+    assert len({round(kept[n] / sizes[n], 3) for n in sizes}) > 1
+
+
+def test_per_layer_where_a_global_ranking_does_not_apply_or_was_not_asked_for(random_batch):
+    x, y = random_batch
+    assert kp.pruning.default_allocation("channel", "binary") is None
+    assert kp.pruning.default_allocation("2:4", "binary") is None
+    assert kp.pruning.default_allocation("unstructured", "learnable") is None
+    schedule = kp.ConstantSparsity(0.75, begin_step=0, frequency=1)
+    for model in (
+        kp.prune(small_cnn(), schedule=schedule, allocation="per_layer"),
+        kp.tfmot.prune_low_magnitude(small_cnn(), pruning_schedule=schedule),
+        kp.prune(small_cnn(), schedule=schedule, mask="learnable"),
+    ):
+        assert all(w.allocation is None for w in kp.layers.find_wrappers(model))
+    model = compile_for_digits(kp.prune(small_cnn(), schedule=schedule, allocation="per_layer"))
+    model.fit(x, y, batch_size=32, epochs=1, verbose=0, callbacks=[kp.PruningCallback()])
+    for wrapper in kp.layers.find_wrappers(model):
+        size = int(np.prod(wrapper.masks[0].shape))
+        assert kept_per_wrapper(model)[wrapper.name] == kp.masks.keep_count(size, 0.75)
+
+
+def test_the_callbacks_allocation_overrides_the_declared_one(random_batch):
+    x, y = random_batch
+    schedule = kp.ConstantSparsity(0.75, begin_step=0, frequency=1)
+    model = compile_for_digits(kp.prune(small_cnn(), schedule=schedule))
+    callback = kp.PruningCallback(allocation="per_layer")
+    model.fit(x, y, batch_size=32, epochs=1, verbose=0, callbacks=[callback])
+    for wrapper in kp.layers.find_wrappers(model):
+        size = int(np.prod(wrapper.masks[0].shape))
+        assert kept_per_wrapper(model)[wrapper.name] == kp.masks.keep_count(size, 0.75)
+
+
+def test_declared_allocation_survives_save_and_load(tmp_path):
+    model = kp.prune(small_cnn(), allocation=allocation.GlobalAllocation(min_density=0.05))
+    path = str(tmp_path / "pruned.keras")
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    for wrapper in kp.layers.find_wrappers(loaded):
+        assert isinstance(wrapper.allocation, allocation.GlobalAllocation)
+        assert wrapper.allocation.min_density == 0.05
+
+
+def test_learnable_masks_refuse_a_shared_ranking_naming_the_fix():
+    with pytest.raises(ValueError, match="allocation=None"):
+        kp.prune(small_cnn(), mask="learnable", allocation="global")

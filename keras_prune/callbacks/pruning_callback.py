@@ -9,8 +9,9 @@ from keras_prune.core import validation
 from keras_prune.engine.engine import (
     engine_for,
     is_follower,
-    realised_sparsity,
+    sparsity_of,
     wrappers_or_warn,
+    zero_counts,
 )
 from keras_prune.engine.fit_state import make_variables_current
 from keras_prune.engine.gradients import check_calibration_data, collect_gradients
@@ -21,9 +22,11 @@ class PruningCallback(keras.callbacks.Callback):
     """Updates masks as the schedules say, before each training batch, and logs `sparsity`.
 
     Args:
-        allocation: how the scheduled sparsity is spread across layers: None (each tensor at
-            the scheduled sparsity) or a `kp.allocation.Allocation` such as
-            `kp.allocation.GlobalAllocation()` (one ranking across all layers).
+        allocation: how the scheduled sparsity is spread across layers: None (default) follows
+            what the model declares (`kp.prune(allocation=...)`: a global ranking with
+            per-tensor floors for binary unstructured masks unless told otherwise); a
+            `kp.allocation.Allocation` or name ("per_layer", "global", ...) overrides it for
+            every layer.
         calibration_data: `(x, y)` (or a dataset) on which gradients are collected before
             each mask update, for gradient criteria ("taylor", "fisher", ...); see
             `kp.engine.collect_gradients`.
@@ -60,6 +63,7 @@ class PruningCallback(keras.callbacks.Callback):
         self._engine = None
         self._windows = StepWindows(first_step=1)
         self._step = 0
+        self._counts = {}
         self._sparsity = 0.0
 
     def on_train_begin(self, logs=None):
@@ -77,7 +81,7 @@ class PruningCallback(keras.callbacks.Callback):
             steps_per_batch_call(self.model), (self.params or {}).get("steps"), first_step=1
         )
         self._windows.start_training(self._iterations())
-        self._sparsity = realised_sparsity(self._wrappers)
+        self._count_zeros(self._wrappers, fresh=True)
 
     def _iterations(self):
         return int(ops.convert_to_numpy(self.model.optimizer.iterations))
@@ -109,8 +113,18 @@ class PruningCallback(keras.callbacks.Callback):
         make_variables_current(self.model, [w for group in due.values() for w in group])
         for step in sorted(due):
             self._collect_gradients_if_due(due[step])
-            self._engine.update(step, allocation=self.allocation, wrappers=due[step])
-        self._sparsity = realised_sparsity(self._wrappers)
+            updated = self._engine.update(step, allocation=self.allocation, wrappers=due[step])
+            self._count_zeros(updated)
+
+    def _count_zeros(self, wrappers, fresh=False):
+        """Refresh the zero counts of `wrappers` (from the engine's traced update where it
+        counted them) and the logged sparsity. Between updates a wrapper's zeros do not move:
+        masked weights are held at zero and trained weights do not land on exactly zero."""
+        if fresh:
+            self._counts = {}
+        known = None if fresh else self._engine.zero_counts
+        self._counts.update(zero_counts(wrappers, known))
+        self._sparsity = sparsity_of(self._counts)
 
     def _collect_gradients_if_due(self, wrappers):
         """Refresh gradient statistics before an update that ranks by gradients."""
@@ -132,7 +146,7 @@ class PruningCallback(keras.callbacks.Callback):
                 self._engine.attach()
                 self._engine.update(self._step, allocation=self.allocation, wrappers=built)
             self._unbuilt = []
-            self._sparsity = realised_sparsity(self._wrappers)
+            self._count_zeros(self._wrappers, fresh=True)
         if logs is not None:
             logs["sparsity"] = self._sparsity
 

@@ -18,7 +18,6 @@ import warnings
 import weakref
 
 import keras
-import numpy as np
 from keras import ops
 
 from keras_prune.core import allocation as allocation_lib
@@ -119,6 +118,9 @@ class MaskEngine:
         # None where tracing failed (then the masks are computed eagerly).
         self._compiled = {}
         self._uses = {}
+        #: `{id(wrapper): (zeros, total)}` of the pruned weights of the wrappers the last
+        #: compiled update installed, counted inside the traced call (no device read per weight).
+        self.zero_counts = {}
         #: Why the last update ran eagerly (None if it ran compiled).
         self.eager_reason = None
 
@@ -151,7 +153,11 @@ class MaskEngine:
         ]
 
     def update(self, step, allocation=None, wrappers=None):
-        """Apply the schedules at optimizer step `step`; returns the wrappers updated."""
+        """Apply the schedules at optimizer step `step`; returns the wrappers updated.
+
+        `allocation` None follows what each wrapper declares (`kp.prune(allocation=...)`):
+        wrappers declaring the same allocation share it, the others are set per layer. An
+        allocation given here applies to every due wrapper instead."""
         step = int(step)
         due = self.due(step, wrappers)
         if not due:
@@ -160,7 +166,8 @@ class MaskEngine:
         return self._install_all(due, sparsities, step, allocation)
 
     def prune_to(self, sparsity, allocation=None, step=0):
-        """Set every wrapper's masks now at `sparsity`, whatever the schedules say."""
+        """Set every wrapper's masks now at `sparsity`, whatever the schedules say (with the
+        declared allocations if `allocation` is None, as `update`)."""
         wrappers = [w for w in self.wrappers if w.built and not is_follower(w)]
         sparsities = {id(w): float(sparsity) for w in wrappers}
         return self._install_all(wrappers, sparsities, int(step), allocation)
@@ -172,6 +179,15 @@ class MaskEngine:
     # -- internals -------------------------------------------------------------------------
 
     def _install_all(self, wrappers, sparsities, step, allocation):
+        self.zero_counts = {}
+        if allocation is not None:
+            return self._install_group(wrappers, sparsities, step, allocation)
+        updated = []
+        for declared, members in declared_allocations(wrappers):
+            updated += self._install_group(members, sparsities, step, declared)
+        return updated
+
+    def _install_group(self, wrappers, sparsities, step, allocation):
         allocation = allocation_lib.get(allocation or "per_layer")
         coupling = self.coupling
         coupled = [w for w in wrappers if coupling is not None and coupling.covers(w)]
@@ -197,8 +213,9 @@ class MaskEngine:
                 for wrapper in alone:
                     check_finite(wrapper, step)
                 per_layer = allocation.allocate([w.layer_scores() for w in alone], asked)
-            for wrapper, masks in zip(alone, per_layer, strict=True):
-                wrapper.install(masks, sparsities[id(wrapper)], step)
+            if per_layer is not INSTALLED:
+                for wrapper, masks in zip(alone, per_layer, strict=True):
+                    wrapper.install(masks, sparsities[id(wrapper)], step)
             updated += alone
         if coupled:
             for wrapper in coupled:
@@ -238,6 +255,7 @@ class MaskEngine:
             arguments = (
                 [variable.value for variable in _state_read(part)],
                 ops.convert_to_tensor([asked[index] for index in chunk], "float32"),
+                ops.convert_to_tensor(step, "int64"),
             )
             try:
                 with _quiet_tensorflow(tracing):
@@ -250,16 +268,27 @@ class MaskEngine:
             found.append((part, per_layer, finite))
         masks = []
         for part, per_layer, finite in found:
+            # On TensorFlow a chunk whose weights are all finite was installed in the traced
+            # call; one that is not was left as it was, and this raises naming the weight.
             _raise_if_not_finite(part, ops.convert_to_numpy(finite), step)
-            masks.extend(per_layer)
-        return masks
+            if _installs_in_graph():
+                counts = ops.convert_to_numpy(per_layer)
+                for wrapper, (zeros, total) in zip(part, counts, strict=True):
+                    self.zero_counts[id(wrapper)] = (int(zeros), int(total))
+            else:
+                masks.extend(per_layer)
+        return INSTALLED if _installs_in_graph() else masks
 
     def _compiled_masks(self, wrappers, allocation):
-        """A traced function `(state values, sparsities) -> (masks per wrapper, finite flags)`
-        computing every wrapper's masks in one call instead of one eager op at a time."""
+        """A traced function `(state values, sparsities, step) -> (masks per wrapper, finite
+        flags)` computing every wrapper's masks in one call instead of one eager op at a time.
+
+        On TensorFlow the same call also installs them (`PruneWrapper.install` traced: its
+        assignments run in the graph, only if every weight is finite) and returns, instead of
+        the masks, each wrapper's `(zeros, total)` count of its pruned weights."""
         state = _state_read(wrappers)
 
-        def compute(values, sparsities):
+        def compute(values, sparsities, step):
             with keras.StatelessScope(state_mapping=list(zip(state, values, strict=True))):
                 layers = [w.layer_scores() for w in wrappers]
                 asked = [sparsities[index] for index in range(len(wrappers))]
@@ -267,9 +296,54 @@ class MaskEngine:
                 finite = ops.stack(
                     [ops.all(ops.isfinite(t.variable)) for w in wrappers for t in w.targets]
                 )
-            return masks, finite
+            if not _installs_in_graph():
+                return masks, finite
+            import tensorflow as tf
+
+            def install():
+                for index, wrapper in enumerate(wrappers):
+                    wrapper.install(masks[index], asked[index], step)
+                return ops.stack([zero_count(wrapper) for wrapper in wrappers])
+
+            def leave():
+                return ops.zeros((len(wrappers), 2), "int64")
+
+            return tf.cond(ops.all(finite), install, leave), finite
 
         return backend_compile(compute)
+
+
+def declared_allocations(wrappers):
+    """`[(allocation or None, wrappers declaring it)]`, in the order first declared: wrappers
+    whose declared allocations have the same config share one ranking."""
+    found = {}
+    for wrapper in wrappers:
+        declared = wrapper.allocation
+        key = None if declared is None else repr(keras.saving.serialize_keras_object(declared))
+        found.setdefault(key, (declared, []))[1].append(wrapper)
+    return list(found.values())
+
+
+# Returned by `_compiled_allocate` when the traced call installed the masks itself.
+INSTALLED = object()
+
+
+def _installs_in_graph():
+    """Whether traced mask updates install the masks too: on TensorFlow variables are assigned
+    inside `tf.function`; `jax.jit` is pure, so on JAX the masks come back and are installed
+    eagerly (an assignment there is cheap)."""
+    return keras.backend.backend() == "tensorflow"
+
+
+def zero_count(wrapper):
+    """`[zeros, total]` (int64) of the weights `wrapper` prunes, masks applied; NaN and inf
+    count as not zero. Runs eagerly or traced."""
+    zeros = total = 0
+    for variable, value in wrapper.effective_weights():
+        if any(variable is target.variable for target in wrapper.targets):
+            zeros += ops.sum(ops.cast(ops.equal(value, 0), "int64"))
+            total += math.prod(value.shape)
+    return ops.stack([ops.cast(zeros, "int64"), ops.cast(total, "int64")])
 
 
 # Layers per traced function for allocations that set each layer on its own.
@@ -353,17 +427,30 @@ def engine_for(model):
     return engine
 
 
-def realised_sparsity(wrappers):
-    """The true fraction of zeros among the weights `wrappers` prune, masks applied (0.0 if
-    none). Weights that are NaN or inf count as not zero."""
-    total = zeros = 0
+def zero_counts(wrappers, known=None):
+    """`{id(wrapper): (zeros, total)}` of the weights each built, non-follower wrapper prunes,
+    masks applied; taken from `known` (e.g. `MaskEngine.zero_counts`) where it has them, else
+    counted now (one small device read per wrapper)."""
+    known = known or {}
+    counts = {}
     for wrapper in wrappers:
         if not wrapper.built or is_follower(wrapper):
             continue
-        for variable, value in wrapper.effective_weights():
-            if not any(variable is target.variable for target in wrapper.targets):
-                continue
-            array = np.asarray(ops.convert_to_numpy(value))
-            total += array.size
-            zeros += int(np.count_nonzero(array == 0))
+        counted = known.get(id(wrapper))
+        if counted is None:
+            counted = tuple(int(v) for v in ops.convert_to_numpy(zero_count(wrapper)))
+        counts[id(wrapper)] = counted
+    return counts
+
+
+def sparsity_of(counts):
+    """The fraction of zeros in `zero_counts(...)` (0.0 if it counts no weight)."""
+    zeros = sum(zeros for zeros, _ in counts.values())
+    total = sum(total for _, total in counts.values())
     return zeros / total if total else 0.0
+
+
+def realised_sparsity(wrappers):
+    """The true fraction of zeros among the weights `wrappers` prune, masks applied (0.0 if
+    none). Weights that are NaN or inf count as not zero."""
+    return sparsity_of(zero_counts(wrappers))

@@ -114,6 +114,10 @@ class PruneWrapper(keras.layers.Wrapper):
             ("magnitude" default, "l2", "random", "gradient", "taylor", "fisher", "obd",
             "movement"), a `kp.criteria.Criterion`, or a function `(weight, statistics) ->
             scores`. Learnable masks rank by their trainable scores instead.
+        allocation: how this wrapper's scheduled sparsity is shared with the other wrappers that
+            declare the same allocation: None (this tensor alone at the scheduled sparsity, as
+            in tfmot) or a `kp.allocation.Allocation` / name, e.g. "global" (one ranking across
+            every wrapper declaring it). `kp.prune` declares it for the whole model.
         **kwargs: base layer arguments (`name`, ...).
 
     Example:
@@ -139,6 +143,7 @@ class PruneWrapper(keras.layers.Wrapper):
         granularity="unstructured",
         mask="binary",
         criterion="magnitude",
+        allocation=None,
         **kwargs,
     ):
         if isinstance(layer, PruneWrapper):
@@ -173,6 +178,14 @@ class PruneWrapper(keras.layers.Wrapper):
         self.granularity = granularity_lib.get(granularity)
         self.mask_type = mask_types.get(mask)
         self.criterion = criteria_lib.get(criterion)
+        self.allocation = None if allocation is None else allocation_lib.get(allocation)
+        if self.mask_type.learnable and not _per_layer(self.allocation):
+            raise ValueError(
+                f"Layer {layer.name!r}: a learnable mask chooses its top-k per layer in the "
+                f"forward pass, so it cannot share a ranking. Received: allocation="
+                f"{allocation!r} with mask={mask!r}. Use allocation=None (per layer) with "
+                "learnable masks, or mask='binary'."
+            )
         self.supports_masking = layer.supports_masking
         self._call_spec = None
         # Set by the mask engine when something drives the masks (kp.PruningCallback,
@@ -475,6 +488,9 @@ class PruneWrapper(keras.layers.Wrapper):
                 "granularity": keras.saving.serialize_keras_object(self.granularity),
                 "mask": keras.saving.serialize_keras_object(self.mask_type),
                 "criterion": keras.saving.serialize_keras_object(self.criterion),
+                "allocation": None
+                if self.allocation is None
+                else keras.saving.serialize_keras_object(self.allocation),
             }
         )
         return config
@@ -482,13 +498,17 @@ class PruneWrapper(keras.layers.Wrapper):
     @classmethod
     def from_config(cls, config, custom_objects=None):
         config = dict(config)
-        for key in ("schedule", "granularity", "mask", "criterion"):
-            if key in config:
+        for key in ("schedule", "granularity", "mask", "criterion", "allocation"):
+            if config.get(key) is not None:
                 config[key] = keras.saving.deserialize_keras_object(
                     config[key], custom_objects=custom_objects
                 )
         config["layer"] = keras.layers.deserialize(config["layer"], custom_objects=custom_objects)
         return cls(**config)
+
+
+def _per_layer(allocation):
+    return allocation is None or isinstance(allocation, allocation_lib.PerLayerAllocation)
 
 
 def _declared_input_shape(layer):

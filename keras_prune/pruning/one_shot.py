@@ -1,6 +1,5 @@
 """`prune_once`: prune a trained model in one shot, ready to fine-tune."""
 
-from keras_prune.core import allocation as allocation_lib
 from keras_prune.core import criteria as criteria_lib
 from keras_prune.core import validation
 from keras_prune.core.schedules import OneShotSparsity
@@ -14,7 +13,7 @@ def prune_once(
     sparsity,
     granularity="unstructured",
     criterion="magnitude",
-    allocation=None,
+    allocation="auto",
     filters=None,
     calibration_data=None,
 ):
@@ -29,11 +28,13 @@ def prune_once(
         granularity: see `kp.prune`.
         criterion: see `kp.criteria`; gradient criteria need `calibration_data` and a compiled
             `model` (its loss is used).
-        allocation: a `kp.allocation.Allocation` or name. Default: every tensor at
-            `sparsity`, and at channel granularity the channels of each dependency group ranked
-            together (BatchNormalization held at zero), so `kp.shrink` removes them. An explicit
-            allocation ranks channels layer by layer; then each group keeps a channel if any
-            of its layers kept it.
+        allocation: as in `kp.prune`: "auto" (default) ranks binary unstructured weights
+            globally (`kp.allocation.GlobalAllocation()`) and sets everything else per layer;
+            at channel granularity per layer means the channels of each dependency group ranked
+            together (BatchNormalization held at zero), so `kp.shrink` removes them.
+            "per_layer" (or None) puts every tensor at `sparsity`. An explicit allocation
+            ranks channels layer by layer; then each group keeps a channel if any of its layers
+            kept it.
         filters: which layers to prune (see `kp.prune`).
         calibration_data: `(x, y)` for gradient criteria.
 
@@ -48,7 +49,6 @@ def prune_once(
     validation.check_model("model", model)
     validation.check_sparsity("sparsity", sparsity)
     chosen = criteria_lib.get(criterion)
-    allocation = None if allocation is None else allocation_lib.get(allocation)
     if chosen.needs_gradients:
         # Checked before anything is copied: a copy of a large model is wasted on a typo.
         if calibration_data is None:
@@ -70,11 +70,12 @@ def prune_once(
         granularity=granularity,
         criterion=chosen,
         filters=filters,
+        allocation=allocation,
     )
     engine = engine_for(pruned)
     if chosen.needs_gradients:
         pruned.compile(optimizer="sgd", loss=model.loss)
         collect_gradients(pruned, calibration_data)
     engine.attach()
-    engine.prune_to(sparsity, allocation=allocation, step=0)
+    engine.prune_to(sparsity, step=0)  # with the allocation the wrappers declare
     return pruned

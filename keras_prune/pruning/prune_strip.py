@@ -12,8 +12,9 @@ import dataclasses
 
 import keras
 
+from keras_prune.core import allocation as allocation_lib
 from keras_prune.core import granularity as granularity_lib
-from keras_prune.core import validation
+from keras_prune.core import mask_types, validation
 from keras_prune.core.validation import layer_filter
 from keras_prune.engine.engine import engine_for
 from keras_prune.graph import groups as groups_lib
@@ -83,6 +84,7 @@ class _Settings:
     granularity: object
     mask: object
     criterion: object
+    allocation: object
 
     def wrap(self, layer):
         return PruneWrapper(
@@ -91,10 +93,31 @@ class _Settings:
             granularity=self.granularity,
             mask=self.mask,
             criterion=self.criterion,
+            allocation=self.allocation,
         )
 
 
-def _settings(schedule, granularity, mask, criterion):
+def default_allocation(granularity, mask):
+    """The allocation `kp.prune` declares when given `allocation="auto"` (its default).
+
+    Binary unstructured masks: one global ranking across all pruned tensors with a floor per
+    tensor (`kp.allocation.GlobalAllocation()`). At high sparsity it keeps the accuracy that
+    pruning every tensor to the same sparsity loses (docs/methods.md: digits CNN at 99%).
+    Anything else is set per layer: learnable masks choose their top-k per layer in the forward
+    pass, and structured granularities (channels, blocks, N:M) keep their structure per layer.
+    """
+    granularity = granularity_lib.get(granularity)
+    mask = mask_types.get(mask)
+    if isinstance(granularity, granularity_lib.Unstructured) and not mask.learnable:
+        return allocation_lib.GlobalAllocation()
+    return None
+
+
+def _settings(schedule, granularity, mask, criterion, allocation):
+    if isinstance(allocation, str) and allocation == "auto":
+        allocation = default_allocation(granularity, mask)
+    elif isinstance(allocation, str) and allocation == "per_layer":
+        allocation = None
     # A throwaway wrapper validates every argument once, before anything is copied.
     template = PruneWrapper(
         keras.layers.Dense(1),
@@ -102,9 +125,14 @@ def _settings(schedule, granularity, mask, criterion):
         granularity=granularity,
         mask=mask,
         criterion=criterion,
+        allocation=allocation,
     )
     return _Settings(
-        template.schedule, template.granularity, template.mask_type, template.criterion
+        template.schedule,
+        template.granularity,
+        template.mask_type,
+        template.criterion,
+        template.allocation,
     )
 
 
@@ -208,6 +236,7 @@ def prune(
     mask="binary",
     filters=None,
     criterion="magnitude",
+    allocation="auto",
 ):
     """Return a copy of `model` whose prunable layers are wrapped in `PruneWrapper`.
 
@@ -235,6 +264,15 @@ def prune(
         filters: which layers to prune: None (all), a regex on the layer name, a list of regexes,
             or a callable `layer -> bool`.
         criterion: importance criterion for binary masks (see `kp.PruneWrapper`).
+        allocation: how the scheduled sparsity is spread across the pruned tensors, declared on
+            every wrapper and followed by `kp.PruningCallback` and `kp.prune_once`:
+            - "auto" (default): `kp.allocation.GlobalAllocation()` (one ranking across all
+              tensors, each keeping at least 0.1% of its weights) for binary unstructured
+              masks; per layer for learnable masks and structured granularities (see
+              `kp.pruning.default_allocation`);
+            - "per_layer" or None: every tensor at the scheduled sparsity (tfmot's semantics,
+              kept by `kp.tfmot.prune_low_magnitude`);
+            - a `kp.allocation.Allocation` or its name ("global", "erk").
 
     Example:
 
@@ -243,10 +281,13 @@ def prune(
     print(pruned.pruning_report)
     ```
     """
-    settings = _settings(schedule, granularity, mask, criterion)
+    settings = _settings(schedule, granularity, mask, criterion, allocation)
     selected = layer_filter(filters)
     if isinstance(model, (list, tuple)):
-        return [prune(layer, schedule, granularity, mask, filters, criterion) for layer in model]
+        return [
+            prune(layer, schedule, granularity, mask, filters, criterion, settings.allocation)
+            for layer in model
+        ]
     if isinstance(model, keras.layers.Layer) and not isinstance(model, keras.Model):
         layouts.check_wrappable(model, unbuilt_custom=True)
         return settings.wrap(model)
@@ -504,9 +545,9 @@ def update_masks(model, step, allocation=None):
     each batch); returns the wrappers whose masks were recomputed.
 
     `allocation` (a `kp.allocation.Allocation`, e.g. `kp.allocation.GlobalAllocation()`) decides
-    how the
-    scheduled sparsity is spread across layers; None prunes each tensor to it. Channel masks are
-    coupled by dependency group, so `kp.shrink` removes what they mask.
+    how the scheduled sparsity is spread across layers; None follows what `kp.prune` declared
+    (see its `allocation=`). Channel masks are coupled by dependency group, so `kp.shrink`
+    removes what they mask.
 
     Use it in custom training loops:
 

@@ -28,7 +28,8 @@ def wrap_as_planned(model, plan):
 def wrapper_settings(wrapper):
     """The constructor arguments of `wrapper` other than its layer (JSON-able)."""
     config = wrapper.get_config()
-    return {key: config[key] for key in ("schedule", "granularity", "mask", "criterion")}
+    keys = ("schedule", "granularity", "mask", "criterion", "allocation")
+    return {key: config[key] for key in keys}
 
 
 @keras.saving.register_keras_serializable(package="keras_prune")

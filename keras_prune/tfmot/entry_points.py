@@ -72,7 +72,14 @@ def prune_low_magnitude(
             )
         if pruning_policy is not None:
             kwargs["filters"] = pruning_policy.filters(to_prune)
-        return prune(to_prune, schedule=pruning_schedule, granularity=granularity, **kwargs)
+        # tfmot prunes every tensor to the scheduled sparsity: no global ranking.
+        return prune(
+            to_prune,
+            schedule=pruning_schedule,
+            granularity=granularity,
+            allocation="per_layer",
+            **kwargs,
+        )
     if isinstance(to_prune, (list, tuple)):
         return [
             prune_low_magnitude(
