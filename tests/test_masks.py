@@ -164,3 +164,19 @@ def test_magnitude_mask_on_large_kernel_matches_top_k_of_absolute_values():
     for sparsity in [0.0, 0.5, 0.8, 0.95]:
         expected = _key_order_reference(np.abs(weight), masks.keep_count(weight.size, sparsity))
         np.testing.assert_array_equal(numpy(masks.magnitude_mask(weight, sparsity)), expected)
+
+
+@pytest.mark.parametrize("rounded", [False, True])
+def test_top_k_masks_together_equal_the_top_k_of_the_concatenation(rounded):
+    # Above 65,536 elements the tensors are ranked by summed radix histograms, never
+    # concatenated; the result must be exactly the concatenation's, ties included.
+    rng = np.random.default_rng(0)
+    scores = [rng.standard_normal(size).astype("float32") for size in (70000, 3, 40000)]
+    if rounded:
+        scores = [np.round(tensor, 1) for tensor in scores]  # many ties across tensors
+    flat = np.concatenate(scores)
+    for k in (1, 17, 50000, flat.size - 1, flat.size):
+        together = masks.top_k_masks_together(scores, k)
+        got = np.concatenate([ops.convert_to_numpy(mask) for mask in together])
+        assert got.sum() == k
+        np.testing.assert_array_equal(got, ops.convert_to_numpy(masks.top_k_mask(flat, k)))

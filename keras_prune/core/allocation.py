@@ -217,17 +217,12 @@ def global_masks(scores, sparsity, min_density=0.0):
     if isinstance(sparsity, numbers.Real):
         _check_floors(sizes, sparsity, min_density)
     kept = masks.keep_count(sum(sizes), sparsity)
-    boosted = []
-    for tensor, floor in zip(scores, floors, strict=True):
-        tensor = ops.cast(tensor, "float32")
-        forced = masks.top_k_mask(tensor, floor)
-        boosted.append(ops.reshape(ops.where(forced > 0, float("inf"), tensor), (-1,)))
-    flat_mask = masks.top_k_mask(ops.concatenate(boosted), kept)
-    result, start = [], 0
-    for tensor, size in zip(scores, sizes, strict=True):
-        result.append(ops.reshape(flat_mask[start : start + size], ops.shape(tensor)))
-        start += size
-    return result
+    # Each tensor's floor is forced in (1 byte per entry, not a boosted copy of the scores).
+    forced = [
+        ops.greater(masks.top_k_mask(tensor, floor), 0)
+        for tensor, floor in zip(scores, floors, strict=True)
+    ]
+    return masks.top_k_masks_together(scores, kept, forced)
 
 
 def _split(flat, layers):

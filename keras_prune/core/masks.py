@@ -25,6 +25,7 @@ __all__ = [
     "sparsity_mask",
     "to_tflite_view",
     "top_k_mask",
+    "top_k_masks_together",
 ]
 
 _RADIX_BINS = 65536
@@ -71,29 +72,104 @@ def _kth_largest_key_by_radix(keys, k, nonnegative):
     saves two passes over the keys. Returns the threshold key and how many keys lie above it
     and tie with it.
     """
+    return _kth_largest_key_of_parts([keys], k, nonnegative)
+
+
+def _kth_largest_key_of_parts(parts, k, nonnegative, to_keys=lambda keys: keys):
+    """`_kth_largest_key_by_radix` over the union of the int32 keys `to_keys(part)` of several
+    tensors, without concatenating them: their digit histograms add up. Keys are made again in
+    each pass rather than kept, so only one tensor's keys exist at a time."""
     offset = 0 if nonnegative else 32768
-    # Full-size intermediates are dropped as soon as they are used: with 16 MB buffers, fresh
-    # allocations cost as much as the arithmetic.
-    high_digit = ops.right_shift(keys, 16)
-    if offset:
-        high_digit = high_digit + offset
-    high_histogram = ops.bincount(high_digit, minlength=_RADIX_BINS)
-    del high_digit
+
+    def high_digits(keys):
+        # Full-size intermediates are dropped as soon as they are used: with 16 MB buffers,
+        # fresh allocations cost as much as the arithmetic.
+        digit = ops.right_shift(keys, 16)
+        return digit + offset if offset else digit
+
+    high_histogram = sum(
+        ops.bincount(high_digits(to_keys(part)), minlength=_RADIX_BINS) for part in parts
+    )
     high, above_bucket = _select_digit(high_histogram, k)
     # Second pass: the low 16 bits of the keys inside the chosen bucket; every other key goes
     # to one extra bin, _RADIX_BINS, which is then dropped. Inside the bucket the XOR with its
     # start is the low 16 bits; outside, a higher bit differs, so it is >= 65536 or negative.
     bucket_start = (high - offset) * 65536
-    low_digit = ops.bitwise_xor(keys, bucket_start)
-    if nonnegative:
-        low_digit = ops.minimum(low_digit, _RADIX_BINS)
-    else:
-        in_bucket = ops.equal(ops.right_shift(low_digit, 16), 0)
-        low_digit = ops.where(in_bucket, low_digit, _RADIX_BINS)
-    low_histogram = ops.bincount(low_digit, minlength=_RADIX_BINS + 1)[:_RADIX_BINS]
-    del low_digit
+
+    def low_digits(keys):
+        digit = ops.bitwise_xor(keys, bucket_start)
+        if nonnegative:
+            return ops.minimum(digit, _RADIX_BINS)
+        in_bucket = ops.equal(ops.right_shift(digit, 16), 0)
+        return ops.where(in_bucket, digit, _RADIX_BINS)
+
+    low_histogram = sum(
+        ops.bincount(low_digits(to_keys(part)), minlength=_RADIX_BINS + 1)[:_RADIX_BINS]
+        for part in parts
+    )
     low, above_low = _select_digit(low_histogram, k - above_bucket)
     return bucket_start + low, above_bucket + above_low, low_histogram[low]
+
+
+def top_k_masks_together(scores, k, forced=None):
+    """0/1 masks for a list of score tensors ranked together: exactly the `k` largest scores
+    of all of them survive (ties: earlier tensors, then earlier positions, first), as
+    `top_k_mask` of their concatenation would give. `forced` (a boolean tensor per score
+    tensor, or None) marks entries ranked above every score, as if their score were +inf.
+
+    From 65,536 elements up (except on JAX) the tensors are never concatenated: the radix
+    histograms of each are added, so memory stays at one tensor's intermediates.
+
+    Args:
+        scores: list of float tensors of any shapes.
+        k: number of elements to keep overall (int or int32 scalar tensor).
+        forced: None, or one boolean tensor per score tensor, shaped like it.
+
+    Example:
+
+    ```python
+    kp.masks.top_k_masks_together([np.array([0.1, 0.9]), np.array([0.5])], 2)  # [0, 1], [1]
+    ```
+    """
+    sizes = [math.prod(ops.shape(tensor)) for tensor in scores]
+    k = ops.cast(k, "int32")
+    if sum(sizes) < _RADIX_BINS or keras.backend.backend() == "jax":
+        if forced is not None:
+            scores = [
+                ops.where(mask, float("inf"), ops.cast(tensor, "float32"))
+                for tensor, mask in zip(scores, forced, strict=True)
+            ]
+        flat = ops.concatenate([ops.reshape(ops.cast(t, "float32"), (-1,)) for t in scores])
+        keep = top_k_mask(flat, k)
+        result, start = [], 0
+        for tensor, size in zip(scores, sizes, strict=True):
+            result.append(ops.reshape(keep[start : start + size], ops.shape(tensor)))
+            start += size
+        return result
+
+    def to_keys(index):
+        keys = _sortable_keys_from_bits(_float_bits(scores[index]))
+        if forced is None:
+            return keys
+        # The key of +inf: forced entries rank above every finite score.
+        return ops.where(ops.reshape(forced[index], (-1,)), 0x7F800000, keys)
+
+    indices = range(len(scores))
+    threshold, above_count, _ = _kth_largest_key_of_parts(indices, k, False, to_keys)
+    ties_to_keep = k - above_count
+    result, ties_before = [], ops.convert_to_tensor(0, "int32")
+    for index, tensor in enumerate(scores):
+        part = to_keys(index)
+        is_tie = ops.equal(part, threshold)
+        # The tie rank counts the ties of the tensors before this one: earlier tensors first.
+        tie_rank = ties_before + ops.cumsum(ops.cast(is_tie, "int32"))
+        keep = ops.logical_or(
+            ops.greater(part, threshold),
+            ops.logical_and(is_tie, ops.less_equal(tie_rank, ties_to_keep)),
+        )
+        ties_before = ties_before + ops.sum(ops.cast(is_tie, "int32"))
+        result.append(ops.reshape(ops.cast(keep, "float32"), ops.shape(tensor)))
+    return result
 
 
 def _kth_largest_key_by_sort(keys, k):
