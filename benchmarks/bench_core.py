@@ -11,6 +11,7 @@
 
     python benchmarks/bench_core.py [--epochs 6] [--tfmot]
     python benchmarks/bench_core.py --section updates [--repeats 7] [--models cnn,mobilenetv2]
+        [--scaling 1,4,16,64] [--epochs 6]
 """
 
 import argparse
@@ -184,20 +185,92 @@ def update_seconds(name, allocation, repeats):
     return weights, times[False], times[True], first
 
 
+STEP_ROWS = [
+    (f"{allocation}, {'compiled' if compiled else 'eager'} updates", allocation, compiled)
+    for allocation in ("per_layer", "auto")
+    for compiled in (False, True)
+]
+
+
 def step_seconds(rounds):
     """Median seconds per fit epoch of the digits CNN: dense, and pruned with a mask update
-    at every step (eager and compiled), epochs interleaved."""
+    at every step (per-layer and the default global allocation, eager and compiled), epochs
+    interleaved. Returns steps per epoch, the dense median and one median per `STEP_ROWS`."""
     from keras_prune.engine.engine import engine_for
 
     x, y = digits()
     schedule = kp.PolynomialDecay(0.0, 0.9, 0, 10_000, frequency=1)
     models = []
-    for compiled in (False, True):
-        pruned = kp.prune(cnn(), schedule=schedule)
+    for _, allocation, compiled in STEP_ROWS:
+        pruned = kp.prune(cnn(), schedule=schedule, allocation=allocation)
         engine_for(pruned).compile_masks = compiled
         models.append((pruned, [kp.PruningCallback()]))
-    dense, eager, compiled = interleaved_epoch_seconds([(cnn(), []), *models], x, y, rounds)
-    return int(np.ceil(len(x) / 32)), dense, eager, compiled
+    dense, *pruned = interleaved_epoch_seconds([(cnn(), []), *models], x, y, rounds)
+    return int(np.ceil(len(x) / 32)), dense, pruned
+
+
+def scaling_seconds(millions, repeats):
+    """Compiled whole-model mask update of one Dense kernel of `millions` x 2**20 weights:
+    `{allocation: [seconds]}`, allocations interleaved."""
+    from keras_prune.engine.engine import MaskEngine
+
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((1024,)), keras.layers.Dense(millions * 1024)])
+    pruned = kp.prune(model, schedule=kp.ConstantSparsity(0.5))
+    engine = MaskEngine(pruned, compile_masks=True)
+    mask = engine.wrappers[0].masks[0]
+    allocations = {"per_layer": "per_layer", "global": kp.allocation.GlobalAllocation()}
+    times = {label: [] for label in allocations}
+    for repeat in range(repeats + 1):
+        for label, allocation in allocations.items():
+            start = time.perf_counter()
+            engine.prune_to(0.5, allocation=allocation)
+            ops.convert_to_numpy(mask[0, 0])
+            if repeat:  # the first traces
+                times[label].append(time.perf_counter() - start)
+    return times
+
+
+MEMORY_SCRIPT = r"""
+import json, os, resource, sys
+os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
+import keras, numpy as np
+import keras_prune as kp
+variant, width, layers = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+keras.utils.set_random_seed(0)
+model = keras.Sequential(
+    [keras.Input((width,))] + [keras.layers.Dense(width) for _ in range(layers)]
+)
+callbacks = []
+if variant != "dense":
+    model = kp.prune(model, schedule=kp.ConstantSparsity(0.9, 0, frequency=1), allocation=variant)
+    callbacks = [kp.PruningCallback()]
+model.compile("adam", "mse")
+x = np.random.rand(64, width).astype("float32")
+model.fit(x, x, batch_size=32, epochs=2, verbose=0, callbacks=callbacks)
+print(json.dumps({"params": model.count_params(),
+                  "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+"""
+
+
+def memory_rows(width, layers, rounds):
+    """Peak RSS (MB) of `fit` on a `layers` x Dense(`width`) MLP, dense and pruned (binary
+    masks, a mask update at every step; the default allocation and per layer), each in a
+    fresh process, rounds interleaved."""
+    peaks = {"dense": [], "auto": [], "per_layer": []}
+    params = {}
+    for _ in range(rounds):
+        for variant in peaks:
+            result = subprocess.run(
+                [sys.executable, "-c", MEMORY_SCRIPT, variant, str(width), str(layers)],
+                capture_output=True,
+                text=True,
+                check=True,
+            )
+            row = json.loads(result.stdout.strip().splitlines()[-1])
+            peaks[variant].append(row["peak_mb"])
+            params[variant] = row["params"]
+    return params, peaks
 
 
 def updates_section(args):
@@ -211,8 +284,8 @@ def updates_section(args):
         f"{'eager/compiled':>15}{'first s':>9}"
     )
     print(header)
-    allocations = {"per_layer": None, "global": kp.allocation.GlobalAllocation()}
-    for name in args.models.split(","):
+    allocations = {"per_layer": "per_layer", "global": kp.allocation.GlobalAllocation()}
+    for name in filter(None, args.models.split(",")):
         for label, allocation in allocations.items():
             weights, eager, compiled, first = update_seconds(name, allocation, args.repeats)
             ratio = statistics.median(eager) / statistics.median(compiled)
@@ -222,18 +295,43 @@ def updates_section(args):
                 flush=True,
             )
     print("target (issue 13): ResNet50 <= 0.5 s per-layer, <= 1 s global")
+    if args.scaling:
+        print(
+            f"\nScaling: compiled update of one Dense kernel, seconds median [min-max] of "
+            f"{args.repeats}; ms per million weights should stay flat (linear scaling)"
+        )
+        print(f"{'weights':>9}  {'per_layer s':<24}{'ms/M':>7}  {'global s':<24}{'ms/M':>7}")
+        for millions in (int(m) for m in args.scaling.split(",")):
+            times = scaling_seconds(millions, args.repeats)
+            cells = "".join(
+                f"{spread(times[label]):<24}"
+                f"{statistics.median(times[label]) * 1e3 / (millions * 1.048576):>7.1f}  "
+                for label in ("per_layer", "global")
+            )
+            print(f"{millions * 1.048576:>8.1f}M  {cells}", flush=True)
+    if args.memory_rounds:
+        params, peaks = memory_rows(4096, 3, args.memory_rounds)
+        print(
+            f"\nPeak RSS of fit (Adam, 2 epochs of 2 steps), {params['dense'] / 1e6:.1f}M "
+            f"parameters (3 x Dense(4096)), fresh process each, median [min-max] of "
+            f"{args.memory_rounds}"
+        )
+        for variant, values in peaks.items():
+            ratio = statistics.median(values) / statistics.median(peaks["dense"])
+            print(
+                f"{variant:<10}{statistics.median(values):>9.0f} MB  "
+                f"[{min(values):.0f}-{max(values):.0f}]  {ratio:.2f}x"
+            )
+        print("target (issue 13): pruned <= 1.3x dense (auto = the default, global allocation)")
     if args.epochs:
-        steps, dense, eager, compiled = step_seconds(args.epochs)
+        steps, dense, pruned = step_seconds(args.epochs)
         print(
             f"\nFit with a mask update at every step (digits CNN, {steps} steps/epoch, median "
-            f"of {args.epochs} interleaved epochs)"
+            f"of {args.epochs} interleaved epochs; allocation auto = the default, global)"
         )
         print(f"{'model':<34}{'ms/step':>10}{'vs dense':>10}")
-        for label, seconds in [
-            ("dense", dense),
-            ("pruned, eager updates", eager),
-            ("pruned, compiled updates", compiled),
-        ]:
+        labels = ["dense"] + [label for label, _, _ in STEP_ROWS]
+        for label, seconds in zip(labels, [dense, *pruned], strict=True):
             print(f"{label:<34}{seconds / steps * 1e3:>10.1f}{seconds / dense:>9.2f}x")
         print("target (issue 13): <= 1.5x the dense step")
 
@@ -247,6 +345,14 @@ def main():
     parser.add_argument("--repeats", type=int, default=7, help="mask updates timed per model")
     parser.add_argument(
         "--models", default="cnn,mobilenetv2,resnet50", help="for --section updates"
+    )
+    parser.add_argument(
+        "--scaling",
+        default="1,4,16,64",
+        help="for --section updates: kernel sizes in millions of weights ('' skips)",
+    )
+    parser.add_argument(
+        "--memory-rounds", type=int, default=3, help="for --section updates (0 skips)"
     )
     args = parser.parse_args()
     if args.section == "updates":
