@@ -13,8 +13,10 @@ import numpy as np
 import pytest
 from conftest import compile_for_digits, small_cnn
 
+import keras_prune as kp
 from keras_prune import auto
 from keras_prune.auto.search_result import dominates
+from keras_prune.auto.space import SearchSpace
 
 optuna = pytest.importorskip("optuna")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -85,6 +87,18 @@ def test_unstructured_single_objective_with_fine_tune(trained, digits, tmp_path)
     sparsity = {row.layer: row.sparsity for row in auto_rows(pruned)}
     for name, value in best.sparsities.items():
         assert sparsity[name] == pytest.approx(value, abs=0.01)
+
+
+def test_search_prices_channels_with_the_public_shrunk_cost():
+    # The space prices a channel choice with `kp.surgery.ShrunkCost` (no private surgery
+    # import); its MACs and parameters are those of the model `prune_channels` builds.
+    model = small_cnn()
+    space = SearchSpace(model, "channel", None, 0.75, 0.25, None, "mobile")
+    assert isinstance(space.estimator, kp.surgery.ShrunkCost)
+    small = kp.prune_channels(model, 0.5)
+    counted = kp.reporting.macs.count(small)
+    predicted = space.costs(space.uniform(0.5))
+    assert (predicted["macs"], predicted["params"]) == (counted["macs"], counted["params"])
 
 
 def auto_rows(model):

@@ -22,8 +22,8 @@ from keras_prune.graph import groups as groups_lib
 from keras_prune.layers import layouts
 from keras_prune.reporting import macs as macs_lib
 from keras_prune.surgery import zeros
-from keras_prune.surgery.prune_channels import _Estimator
 from keras_prune.surgery.shrink import shrink
+from keras_prune.surgery.shrunk_cost import ShrunkCost
 
 # The TFLite converter sparse-encodes a weight only from this fraction of exact zeros on.
 SPARSE_ENCODING_FROM = 0.3
@@ -77,7 +77,7 @@ class SearchSpace:
         if granularity == "channel":
             self.analysis = groups_lib.analyze(model)
             self.groups = self.analysis.groups()
-            self.estimator = _Estimator(self.analysis, self.groups)
+            self.estimator = ShrunkCost(self.analysis, self.groups)
             self.variables = []
             for group in self.groups:
                 creators = [

@@ -8,13 +8,13 @@ from keras_prune.core import validation
 from keras_prune.core.validation import layer_filter
 from keras_prune.engine import gradients as gradients_lib
 from keras_prune.engine.gradients import check_calibration_data
-from keras_prune.graph import channel_importance, rewire, tracing
+from keras_prune.graph import channel_importance, rewire
 from keras_prune.graph import groups as groups_lib
 from keras_prune.layers.wrapper import find_wrappers
 from keras_prune.pruning.prune_strip import strip
-from keras_prune.reporting import macs as macs_lib
 from keras_prune.surgery import zeros
 from keras_prune.surgery.shrink import shrink
+from keras_prune.surgery.shrunk_cost import ShrunkCost
 
 
 def _removed_count(size, sparsity):
@@ -26,41 +26,6 @@ def _copy_model(model):
     if find_wrappers(model):
         return strip(model)
     return rewire.copy_model(model)
-
-
-class _Estimator:
-    """Params / MACs of the shrunk model for a given number of kept channels per group."""
-
-    def __init__(self, analysis, groups):
-        self.analysis = analysis
-        self.groups = groups
-        self.calls = tracing.trace(analysis.model).calls
-        group_of_root = {group.root: group for group in groups}
-        # id(variable) -> {axis: [(group or None, repeat, size)]}
-        self.axes = {}
-        for atom, member in analysis.members:
-            root = analysis.atoms.root(atom)
-            entry = (group_of_root.get(root), member.repeat, analysis.atoms.size[root])
-            self.axes.setdefault(id(member.variable), {}).setdefault(member.axis, []).append(entry)
-        self.weights = analysis.model.weights
-
-    def size_function(self, kept):
-        def size_of(variable):
-            shape = list(variable.shape)
-            for axis, entries in self.axes.get(id(variable), {}).items():
-                shape[axis] = sum(
-                    repeat * (kept[group.index] if group is not None else size)
-                    for group, repeat, size in entries
-                )
-            return int(np.prod(shape, dtype=np.int64))
-
-        return size_of
-
-    def cost(self, kept):
-        size_of = self.size_function(kept)
-        macs = sum(macs_lib.call_macs(call, size_of)[0] for call in self.calls)
-        params = sum(size_of(weight) for weight in self.weights)
-        return {"macs": macs, "params": params}
 
 
 def _kept_counts(groups, selected, sparsity, round_to):
@@ -211,7 +176,7 @@ def prune_channels(
         key, target = (
             ("macs", target_macs) if target_macs is not None else ("params", target_params)
         )
-        estimator = _Estimator(analysis, groups)
+        estimator = ShrunkCost(analysis, groups)
 
         def cost(candidate):
             return estimator.cost(_kept_counts(groups, selected, candidate, round_to))[key]
