@@ -90,3 +90,18 @@ def test_taylor_and_bad_arguments():
         kp.surgery.ffn.mask_neurons(model, neurons={"logits": [1]})
     with pytest.raises(ValueError, match="needs a loss"):
         kp.surgery.ffn.neuron_importance(model, (x, y), criterion="taylor")
+
+
+def test_criterion_names_outside_the_structure_criteria_are_refused():
+    model = tiny_lm()
+    x, _ = token_data(4)
+    for caller, call in (
+        ("neuron_importance", lambda: kp.surgery.ffn.neuron_importance(model, x, criterion="l2")),
+        ("mask_neurons", lambda: kp.surgery.ffn.mask_neurons(model, 0.5, x, criterion="l2")),
+    ):
+        with pytest.raises(ValueError) as info:
+            call()
+        message = str(info.value)
+        assert message.startswith(f"kp.surgery.ffn.{caller}: expected `criterion` to be one of")
+        assert "['activation', 'taylor']" in message and "Received: criterion='l2'." in message
+        assert "a neuron is ranked as a whole" in message

@@ -155,3 +155,30 @@ def test_heads_inside_keras_hub_blocks_are_masked_and_kept_by_shrink():
     assert "enc" in small.shrink_report.kept_heads
     assert "cannot express fewer heads" in str(small.shrink_report)
     np.testing.assert_allclose(small.predict(x, verbose=0), masked.predict(x, verbose=0), atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "criterion, reason",
+    [
+        ("magnitude", "'magnitude' is a per-weight criterion of `kp.criteria`"),
+        (kp.criteria.Taylor(), "is a per-weight criterion of `kp.criteria`"),
+        ("activations", "Did you mean 'activation'?"),
+        (None, "Received: criterion=None."),
+    ],
+)
+def test_criterion_is_a_closed_set_of_structure_criteria(criterion, reason):
+    model = _attention_model()
+    x = np.zeros((2, 5, 8), "float32")
+    for caller, call in (
+        (
+            "head_importance",
+            lambda: kp.surgery.heads.head_importance(model, x, criterion=criterion),
+        ),
+        ("mask_heads", lambda: kp.surgery.heads.mask_heads(model, 0.25, x, criterion=criterion)),
+    ):
+        with pytest.raises(ValueError) as info:
+            call()
+        message = str(info.value)
+        assert message.startswith(f"kp.surgery.heads.{caller}: expected `criterion` to be one of")
+        assert "['activation', 'taylor']" in message and reason in message
+    assert kp.surgery.heads.CRITERIA == kp.surgery.ffn.CRITERIA == ("activation", "taylor")

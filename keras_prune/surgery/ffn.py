@@ -16,11 +16,13 @@ A feed-forward network is a pair of Dense layers: the intermediate one creates t
   `W2` (and column of `W1`): it then contributes exactly nothing whatever its activation, and
   `kp.shrink` rebuilds the block with a smaller `intermediate_dim` and the weights sliced.
 
-Neuron importance (`neuron_importance`):
-- "activation": `||a_j||_2 * ||W2[j, :]||_2`, the RMS of the neuron's activation over the
-  calibration tokens times the norm of its output weights (Wanda's score, per neuron).
+Neuron importance (`neuron_importance`): `criterion` is one of `CRITERIA`, the structure
+criteria of `kp.surgery.heads` (a closed set that ranks a neuron as a whole; the per-weight
+names of `kp.criteria` are refused with the reason):
+- "activation" (default): `||a_j||_2 * ||W2[j, :]||_2`, the RMS of the neuron's activation over
+  the calibration tokens times the norm of its output weights (Wanda's score, per neuron).
 - "taylor": `|sum_e W2[j, e] * dL/dW2[j, e]|`, the first-order loss change when the neuron is
-  scaled away.
+  scaled away (`kp.criteria`'s "taylor" summed over the neuron before the absolute value).
 """
 
 import dataclasses
@@ -41,6 +43,7 @@ from keras_prune.pruning.prune_strip import layer_filter
 from keras_prune.surgery import heads as heads_lib
 
 __all__ = [
+    "CRITERIA",
     "FeedForward",
     "NeuronReport",
     "feed_forwards",
@@ -52,7 +55,8 @@ layers = keras.layers
 
 INTERMEDIATE_NAME = "feedforward_intermediate_dense"
 OUTPUT_NAME = "feedforward_output_dense"
-CRITERIA = ("activation", "taylor")
+CRITERIA = heads_lib.CRITERIA
+"""The structure criteria of `kp.surgery.heads`: the names `criterion` takes here."""
 
 
 def _numpy(value):
@@ -185,7 +189,8 @@ def neuron_importance(
         model: a built model.
         calibration_data: x (or an iterable of batches) for "activation"; `(x, y)` for
             "taylor".
-        criterion: "activation" or "taylor" (see the module docstring).
+        criterion: "activation" or "taylor" (`CRITERIA`, see the module docstring); the
+            per-weight names of `kp.criteria` are refused with a ValueError.
         loss: the loss for "taylor" (default: the compiled model's).
         filters: which pairs: None (all), a regex, a list of regexes or a callable, matched
             against the intermediate Dense or the block holding it.
@@ -205,7 +210,7 @@ def neuron_importance(
     scores = kp.surgery.ffn.neuron_importance(lm, tokens)   # {"ffn_in": 32 scores}
     ```
     """
-    validation.check_choice("criterion", criterion, set(CRITERIA))
+    heads_lib.check_criterion(criterion, "kp.surgery.ffn.neuron_importance", unit="neuron")
     found = _select(feed_forwards(model), filters)
     if not found:
         raise ValueError(
@@ -332,7 +337,7 @@ def mask_neurons(
         sparsity: fraction of each pair's neurons to mask, in [0, 1) (one neuron always stays).
         calibration_data: data for `criterion` (see `neuron_importance`).
         neurons: instead of `sparsity`, `{intermediate Dense key or name: [indices]}`.
-        criterion: "activation" or "taylor".
+        criterion: "activation" or "taylor" (see `neuron_importance`).
         loss: the loss for "taylor".
         filters: which pairs (see `neuron_importance`).
         batch_size: examples per batch.
@@ -363,6 +368,7 @@ def mask_neurons(
         )
     if sparsity is not None:
         validation.check_sparsity("sparsity", sparsity)
+    heads_lib.check_criterion(criterion, "kp.surgery.ffn.mask_neurons", unit="neuron")
     report = NeuronReport()
     found = _select(feed_forwards(model, report.skipped), filters)
     if not found:

@@ -17,11 +17,16 @@ What is supported:
   heads of the same size cannot be expressed; `kp.shrink` keeps those heads (they compute zero)
   and says so in its report. Their feed-forward neurons can be removed (`kp.surgery.ffn`).
 
-Head importance (`head_importance`):
-- "activation": the mean L2 norm of each head's contribution to the attention output,
+Head importance (`head_importance`): `criterion` is one of `CRITERIA`, a closed set of
+structure criteria that rank a head as a whole (feed-forward neurons take the same names,
+`kp.surgery.ffn`). They are not the per-weight criteria of `kp.criteria` (`kp.prune`,
+`kp.prune_channels`), whose names are refused here with the reason:
+- "activation" (default): the mean L2 norm of each head's contribution to the attention output,
   `||z_h W_o[h]||`, over the calibration tokens (z_h: the head's attention output).
 - "taylor": `|sum W_o[h] * dL/dW_o[h]|`, the first-order change of the loss when the head is
-  scaled away (Michel et al., 2019: scaling head h by a gate g_h is scaling W_o[h] by it).
+  scaled away (Michel et al., 2019: scaling head h by a gate g_h is scaling W_o[h] by it); the
+  structure form of `kp.criteria`'s "taylor" (`|w * mean g|`), summed over the head before the
+  absolute value.
 """
 
 import dataclasses
@@ -29,6 +34,7 @@ import dataclasses
 import keras
 import numpy as np
 
+from keras_prune.core import criteria as criteria_lib
 from keras_prune.core import validation
 from keras_prune.core.schedules import OneShotSparsity
 from keras_prune.engine import gradients as gradients_lib
@@ -41,6 +47,7 @@ from keras_prune.posttraining.capture import recording_inputs
 from keras_prune.pruning.prune_strip import layer_filter, prune
 
 __all__ = [
+    "CRITERIA",
     "AttentionLayer",
     "HeadReport",
     "attention_layers",
@@ -53,7 +60,33 @@ __all__ = [
 layers = keras.layers
 
 CRITERIA = ("activation", "taylor")
+"""The structure criteria: the names `criterion` takes to rank a whole head (and, in
+`kp.surgery.ffn`, a whole feed-forward neuron); a closed set, not names of `kp.criteria`."""
 ALLOCATIONS = ("per_layer", "global")
+
+
+def check_criterion(criterion, caller, unit="head"):
+    """`criterion` if it is one of `CRITERIA`, else a ValueError naming the argument, the value
+    and the allowed names (and, for a `kp.criteria` name or instance, why it does not apply)."""
+    try:
+        if criterion in CRITERIA:
+            return criterion
+    except (TypeError, ValueError):  # unhashable, or an array without one truth value
+        pass
+    hint = validation.did_you_mean(criterion, CRITERIA)
+    is_weight_criterion = isinstance(criterion, criteria_lib.Criterion) or (
+        isinstance(criterion, str) and criterion in criteria_lib.REGISTRY.names()
+    )
+    if is_weight_criterion:
+        hint = (
+            f" {criterion!r} is a per-weight criterion of `kp.criteria` (for `kp.prune`, "
+            f"`kp.prune_channels`); a {unit} is ranked as a whole."
+        )
+    raise ValueError(
+        f"{caller}: expected `criterion` to be one of {list(CRITERIA)} (how a whole {unit} is "
+        "ranked: 'activation' from calibration_data=x, 'taylor' from calibration_data=(x, y) "
+        f"and a loss). Received: criterion={criterion!r}.{hint}"
+    )
 
 
 def _numpy(value):
@@ -237,7 +270,8 @@ def head_importance(
         model: a built model (Functional, Sequential, keras-hub backbone, subclassed).
         calibration_data: x (or an iterable of batches) for "activation"; `(x, y)` for
             "taylor".
-        criterion: "activation" or "taylor" (see the module docstring).
+        criterion: "activation" or "taylor" (`CRITERIA`, see the module docstring); the
+            per-weight names of `kp.criteria` are refused with a ValueError.
         loss: the loss for "taylor" (default: the compiled model's).
         filters: which attention layers: None (all), a regex, a list of regexes or a callable,
             matched against the attention layer or the layer holding it.
@@ -258,7 +292,7 @@ def head_importance(
     scores["mha"]          # one score per head
     ```
     """
-    validation.check_choice("criterion", criterion, set(CRITERIA))
+    check_criterion(criterion, "kp.surgery.heads.head_importance")
     found = _select(attention_layers(model), filters)
     if not found:
         raise ValueError(
@@ -415,7 +449,7 @@ def mask_heads(
             one head.
         calibration_data: data for `criterion` (see `head_importance`).
         heads: instead of `sparsity`, the heads to mask: `{attention key or name: [indices]}`.
-        criterion: "activation" or "taylor".
+        criterion: "activation" or "taylor" (see `head_importance`).
         loss: the loss for "taylor".
         allocation: "per_layer" (each layer loses the same fraction) or "global" (heads ranked
             across layers, each layer's scores normalized by their L2 norm, as Michel et al.).
@@ -453,6 +487,7 @@ def mask_heads(
     if sparsity is not None:
         validation.check_sparsity("sparsity", sparsity)
     validation.check_choice("allocation", allocation, set(ALLOCATIONS))
+    check_criterion(criterion, "kp.surgery.heads.mask_heads")
     found = _select(attention_layers(model), filters)
     if not found:
         raise ValueError(
