@@ -232,7 +232,7 @@ def scaling_seconds(millions, repeats):
 
 
 MEMORY_SCRIPT = r"""
-import json, os, resource, sys
+import json, os, sys
 os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
 import keras, numpy as np
 import keras_prune as kp
@@ -248,8 +248,10 @@ if variant != "dense":
 model.compile("adam", "mse")
 x = np.random.rand(64, width).astype("float32")
 model.fit(x, x, batch_size=32, epochs=2, verbose=0, callbacks=callbacks)
-print(json.dumps({"params": model.count_params(),
-                  "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+# VmHWM, not ru_maxrss: the latter keeps the high-water mark of the parent forked before exec.
+status = open("/proc/self/status").read().splitlines()
+peak_kb = next(int(line.split()[1]) for line in status if line.startswith("VmHWM"))
+print(json.dumps({"params": model.count_params(), "peak_mb": peak_kb / 1024}))
 """
 
 

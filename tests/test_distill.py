@@ -15,8 +15,8 @@ from keras import ops  # noqa: E402
 
 import keras_prune as kp  # noqa: E402
 from keras_prune import distill  # noqa: E402
-from keras_prune.callbacks.pruning_callback import realised_sparsity  # noqa: E402
 from keras_prune.distill.distiller import Distiller, find_layer  # noqa: E402
+from keras_prune.engine import realised_sparsity  # noqa: E402
 
 NUM_CLASSES = 5
 
