@@ -237,7 +237,7 @@ def to_tflite(
             `"latency"` (default) converts the model twice, with sparse-encoded and with dense
             weights, times both on LiteRT with XNNPACK (interleaved rounds) and keeps the
             sparse file only if XNNPACK runs it and it is not slower than the dense one (within
-            3% measurement noise), so the file is never slower than the dense export on the
+            5% measurement noise), so the file is never slower than the dense export on the
             default runtime; `"size"` keeps the sparse file (the smallest), even where it runs
             slower or XNNPACK refuses it (the notes say so). The result reports the choice
             (`storage`) and `latency_vs_dense`.

@@ -27,12 +27,14 @@ OBJECTIVES = ("latency", "size")
 ROUNDS = 7
 
 # The sparse file is kept when its median is at most (1 + NOISE_MARGIN) times the dense
-# file's. Timing the same file against itself (A/A) on this shared 2-core machine with 7
-# rounds of 50 runs gave median ratios within 0.97-1.03 (docs/export.md, "Sparse or dense
-# storage"); a sparse file inside that band is as fast as dense within what can be measured,
-# and it is the smaller file, so the tie goes to it. Real differences are far outside the
-# band: 0.5x (float 1x4 blocks) and 1.3x (int8 1x16 blocks).
-NOISE_MARGIN = 0.03
+# file's. Timing a file against itself (A/A: 12 repeats of 7 rounds of 50 runs, MLP
+# 784-1024-1024-10, on a shared 2-core machine at load average 7) gave median ratios whose
+# middle half lay in 0.97-1.01 (float) and 0.93-1.08 (int8), all within 0.82-1.10. The real
+# differences measured are far outside that: 0.23-0.27x (float 1x4 / 1x16 blocks), 1.97x (int8
+# 1x16 blocks). So the margin only settles ties (sparse weights DENSIFY'd at load run the same
+# dense kernel): within 5% the files are as fast as can be told apart, and the tie goes to the
+# sparse file, the smaller one. The result reports the measured ratio either way.
+NOISE_MARGIN = 0.05
 
 
 @dataclasses.dataclass
