@@ -11,9 +11,18 @@ int8 file the int8 1x16 one). The convolutions stay dense: they are 1% of the we
 TFLite would only DENSIFY them at load. For each target the table shows file and gzip size,
 the ratio to the dense float file, LiteRT latency with and without XNNPACK, TFLM's arena and
 the test accuracy computed from the interpreter's outputs (TFLM's for "mcu").
+
+    python benchmarks/bench_export.py --storage [--runs 50 --rounds 7]
+
+prints the second table instead: sparse-encoded vs dense storage vs what
+`to_tflite(objective="latency")` chose, for an MLP 784-1024-1024-10 pruned to 90% (unstructured,
+1x4 blocks, 1x16 blocks), float and int8, timed on LiteRT with XNNPACK (1 thread), the three
+files (and a second copy of the dense file, an A/A check of the noise) interleaved in one
+process: medians of the per-round medians and their min-max spread.
 """
 
 import argparse
+import dataclasses
 import os
 import tempfile
 
@@ -95,11 +104,111 @@ def interpreter_accuracy(result, x, y):
     return float(np.mean(np.argmax(outputs, axis=1) == y))
 
 
+STORAGE_GRANULARITIES = {
+    "unstructured": "unstructured",
+    "1x4 blocks": kp.granularity.Block((1, 4)),
+    "1x16 blocks": kp.granularity.Block((1, 16)),
+}
+
+
+def build_mlp():
+    keras.utils.set_random_seed(0)
+    return keras.Sequential(
+        [
+            keras.Input((784,)),
+            keras.layers.Dense(1024, activation="relu"),
+            keras.layers.Dense(1024, activation="relu"),
+            keras.layers.Dense(10),
+        ],
+        name="mlp",
+    )
+
+
+def _spread(rounds):
+    median = float(np.median(rounds))
+    return median, 100 * (max(rounds) - min(rounds)) / 2 / median
+
+
+def storage_table(runs, rounds):
+    """Sparse file vs dense file vs `to_tflite`'s choice, timed interleaved with XNNPACK."""
+    from keras_prune.export import convert, storage, verify
+
+    calibration = np.random.default_rng(0).standard_normal((200, 784)).astype("float32")
+    mlp = build_mlp()
+    rows = []
+    with tempfile.TemporaryDirectory() as workdir:
+        for label, granularity in STORAGE_GRANULARITIES.items():
+            pruned = kp.strip(kp.prune_once(mlp, SPARSITY, granularity=granularity))
+            for target_name in ("mobile", "mobile-int8"):
+                target = kp.export.get_target(target_name)
+                sparse = convert.convert(pruned, target, calibration)
+                dense = convert.convert(
+                    pruned, dataclasses.replace(target, sparse_encoding=False), calibration
+                )
+                result = kp.export.to_tflite(
+                    pruned,
+                    os.path.join(workdir, f"{target_name}-{label.split()[0]}.tflite"),
+                    target=target_name,
+                    calibration_data=calibration,
+                    latency_runs=runs,
+                )
+                files = {"dense": dense, "chosen": result.path, "dense A/A": dense}
+                try:
+                    verify.latency_rounds(
+                        [sparse], runs=1, warmup=0, rounds=1
+                    )  # XNNPACK refuses some int8 files: time them without it below
+                    files = {"sparse": sparse, **files}
+                except verify.XnnpackRefusedError:
+                    pass
+                timed = verify.latency_rounds(
+                    list(files.values()), runs=runs, warmup=5, rounds=rounds
+                )
+                stats = {name: _spread(r) for name, r in zip(files, timed, strict=True)}
+                rows.append((label, target_name, len(sparse), len(dense), result, stats))
+    header = (
+        f"{'granularity':<13} {'target':<12} {'sparse B':>10} {'dense B':>10} "
+        f"{'sparse us':>15} {'dense us':>15} {'chosen us':>15} {'sparse/dense':>12} "
+        f"{'A/A':>6} {'chosen':>7} {'chosen/dense':>12}"
+    )
+    print()
+    print(
+        f"MLP 784-1024-1024-10, 90% sparse, LiteRT + XNNPACK, 1 thread; medians of {rounds} "
+        f"interleaved rounds of {runs} invocations (+-: half the min-max spread of the rounds); "
+        f"to_tflite keeps sparse when sparse <= dense * {1 + storage.NOISE_MARGIN:.2f}"
+    )
+    print(header)
+    print("-" * len(header))
+
+    def cell(stats, name):
+        if name not in stats:
+            return f"{'refused':>15}"
+        median, spread = stats[name]
+        return f"{median:>8,.1f} +-{spread:>3.0f}%"
+
+    for label, target_name, sparse_bytes, dense_bytes, result, stats in rows:
+        dense = stats["dense"][0]
+        ratio = f"{stats['sparse'][0] / dense:>12.2f}" if "sparse" in stats else f"{'-':>12}"
+        print(
+            f"{label:<13} {target_name:<12} {sparse_bytes:>10,} {dense_bytes:>10,} "
+            f"{cell(stats, 'sparse')} {cell(stats, 'dense')} {cell(stats, 'chosen')} {ratio} "
+            f"{stats['dense A/A'][0] / dense:>6.2f} {result.storage:>7} "
+            f"{stats['chosen'][0] / dense:>12.2f}"
+        )
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--epochs", type=int, default=15, help="dense training epochs")
     parser.add_argument("--prune-epochs", type=int, default=10, help="pruning epochs")
+    parser.add_argument(
+        "--storage", action="store_true", help="sparse vs dense storage table (MLP) only"
+    )
+    parser.add_argument("--runs", type=int, default=50, help="invocations per round (--storage)")
+    parser.add_argument("--rounds", type=int, default=7, help="interleaved rounds (--storage)")
     args = parser.parse_args()
+    if args.storage:
+        storage_table(args.runs, args.rounds)
+        return
 
     x_train, x_test, y_train, y_test = digits()
     dense, pruned = train(x_train, y_train, args.epochs, args.prune_epochs)
@@ -115,6 +224,7 @@ def main():
                     target=target,
                     calibration_data=x_train[:300],
                     verification_data=x_test[:64],
+                    objective="size",  # this table is about size: the sparse-encoded files
                 )
                 rows.append(
                     {

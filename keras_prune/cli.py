@@ -93,6 +93,13 @@ def _add_export(subparsers):
         default=50,
         help="timed runs per latency figure, median reported; 0 skips timing (default: 50)",
     )
+    parser.add_argument(
+        "--objective",
+        choices=("latency", "size"),
+        default="latency",
+        help="mobile targets: keep sparse-encoded weights only where not slower than dense on "
+        "LiteRT+XNNPACK (latency), or always (size; the smallest file) (default: latency)",
+    )
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     parser.set_defaults(handler=_run_export)
 
@@ -169,6 +176,7 @@ def _run_export(args):
             description=args.description,
             on_mismatch=args.on_mismatch,
             latency_runs=args.latency_runs,
+            objective=args.objective,
             # The stages' progress bar, for a person at a terminal; never inside piped output.
             verbose=1 if sys.stdout.isatty() and not args.json else 0,
         )

@@ -71,6 +71,9 @@ def exports(model, calibration, tmp_path_factory):
             calibration_data=calibration,
             labels=[f"digit {i}" for i in range(10)],
             latency_runs=5,
+            # The sparse-encoded files whatever their speed: these tests read their encoding
+            # (the latency objective is tested in test_export_storage.py).
+            objective="size",
         )
     return results
 
@@ -243,7 +246,7 @@ def test_wrapped_models_are_stripped_before_conversion(tmp_path):
     )
     kp.pruning.update_masks(wrapped, 0)
     assert export.convert.keras_prune_layers(wrapped)
-    result = export.to_tflite(wrapped, tmp_path / "model.tflite", latency_runs=1)
+    result = export.to_tflite(wrapped, tmp_path / "model.tflite", latency_runs=1, objective="size")
     assert result.stripped_wrappers and result.passed
     assert not any(name.startswith("CUSTOM") for name in result.ops)
     assert [t["encoding"] for t in result.sparse_tensors] == ["sparse CSR, block 1x4"] * 2

@@ -1,5 +1,6 @@
 """`to_tflite`: strip, convert, verify on the target's runtimes, measure, then write."""
 
+import dataclasses
 import os
 
 import keras
@@ -11,6 +12,7 @@ from keras_prune.export import files as _files
 from keras_prune.export import mcu as _mcu
 from keras_prune.export import metadata as _metadata
 from keras_prune.export import precision as _precision
+from keras_prune.export import storage as _storage
 from keras_prune.export import verify as _verify
 from keras_prune.export.errors import ConversionError
 from keras_prune.export.flatbuffer import read_model
@@ -196,6 +198,7 @@ def to_tflite(
     verification_data=None,
     on_mismatch="raise",
     latency_runs=50,
+    objective="latency",
     verbose=0,
 ):
     """Converts a Keras model to a verified `.tflite` file for phones or microcontrollers.
@@ -230,6 +233,14 @@ def to_tflite(
         on_mismatch: `"raise"` (default: raise `ExportVerificationError`, write nothing) or
             `"warn"` (write anyway; the result shows FAIL).
         latency_runs: Timed invocations per latency figure (median reported); 0 skips timing.
+        objective: For the sparse-encoding targets (`"mobile"`, `"mobile-int8"`):
+            `"latency"` (default) converts the model twice, with sparse-encoded and with dense
+            weights, times both on LiteRT with XNNPACK (interleaved rounds) and keeps the
+            sparse file only if XNNPACK runs it and it is not slower than the dense one (within
+            5% measurement noise), so the file is never slower than the dense export on the
+            default runtime; `"size"` keeps the sparse file (the smallest), even where it runs
+            slower or XNNPACK refuses it (the notes say so). The result reports the choice
+            (`storage`) and `latency_vs_dense`.
         verbose: 1 shows a progress bar over the stages (convert, LiteRT checks and timing,
             TFLM arena search and check for `"mcu"`, write); 0 is silent.
 
@@ -271,6 +282,7 @@ def to_tflite(
         )
     if isinstance(latency_runs, bool) or not isinstance(latency_runs, int) or latency_runs < 0:
         raise ValueError(f"Expected `latency_runs` >= 0. Received: latency_runs={latency_runs!r}")
+    objective = validation.check_choice("objective", objective, _storage.OBJECTIVES)
     model = _with_symbolic_inputs(
         model, verification_data if verification_data is not None else calibration_data
     )
@@ -308,6 +320,17 @@ def to_tflite(
         plain, stripped = _convert.strip_wrappers(model)
         plain, precision_note = _float32(plain, signature, samples)
         data = _convert.convert_checked(plain, target, calibration, signature)
+        choice = _storage.StorageChoice("dense", data)
+        if target.sparse_encoding and target.runtime == "litert":
+            dense_target = dataclasses.replace(target, sparse_encoding=False)
+            choice = _storage.choose_storage(
+                data,
+                lambda: _convert.convert_checked(plain, dense_target, calibration, signature),
+                objective=objective,
+                latency_runs=latency_runs,
+                warmup=_LATENCY_WARMUP,
+            )
+            data = choice.data
         progress.update(1)
         if target.runtime == "tflm":
             missing = _mcu.unsupported_ops(read_model(data).op_names)
@@ -336,10 +359,16 @@ def to_tflite(
             files.update(
                 _mcu.c_sources(data, run.info.op_names, symbol=symbol, arena_bytes=run.arena)
             )
+        if choice.note:
+            notes.insert(0, choice.note)
         if precision_note:
             notes.insert(0, precision_note)
         result = run.result(path, files, checks, latency, notes + _notes(run.info, target, plain))
         result.stripped_wrappers, result.metadata = stripped, metadata_status
+        result.objective, result.storage = objective, choice.storage
+        result.sparse_latency_us = choice.sparse_latency_us
+        result.dense_latency_us = choice.dense_latency_us
+        result.latency_vs_dense = choice.latency_vs_dense
         if not result.passed and on_mismatch == "raise":
             raise ExportVerificationError(
                 "The exported model disagrees with Keras beyond tolerance; no file was written. "

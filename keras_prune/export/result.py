@@ -36,6 +36,16 @@ class ExportResult:
         inputs: One dict per model input, in `model.inputs` order: Keras name, shape in the
             file, dtype and quantization (`{"scale", "zero_point"}` for int8 inputs).
         outputs: The same per model output.
+        objective: The `objective` passed to `to_tflite` (`"latency"` or `"size"`).
+        storage: How the weights are stored in the file written: `"sparse"` (sparse-encoded
+            tensors) or `"dense"`.
+        sparse_latency_us: Median latency on LiteRT with XNNPACK of the sparse-encoded file,
+            timed interleaved with the dense file (None when not timed or refused by XNNPACK).
+        dense_latency_us: The same for the dense-storage file.
+        latency_vs_dense: Median latency of the file written / that of the dense-storage file,
+            from the same interleaved timing (1.0 when dense storage was written; None when the
+            two were not compared: `objective="size"`, `latency_runs=0`, the `"mcu"` target or
+            nothing sparse-encoded).
     """
 
     path: str
@@ -57,6 +67,11 @@ class ExportResult:
     notes: list = dataclasses.field(default_factory=list)
     inputs: list = dataclasses.field(default_factory=list)
     outputs: list = dataclasses.field(default_factory=list)
+    objective: str = "latency"
+    storage: str = "dense"
+    sparse_latency_us: float | None = None
+    dense_latency_us: float | None = None
+    latency_vs_dense: float | None = None
 
     @property
     def passed(self):
@@ -67,6 +82,16 @@ class ExportResult:
         data = dataclasses.asdict(self)
         data["passed"] = self.passed
         return data
+
+    def _storage_row(self):
+        row = f"{self.storage} (objective={self.objective!r})"
+        if self.latency_vs_dense is not None:
+            sparse = _micros(self.sparse_latency_us)
+            row += (
+                f": {self.latency_vs_dense:.2f}x the dense file's latency on XNNPACK "
+                f"(sparse {sparse}, dense {_micros(self.dense_latency_us)})"
+            )
+        return row
 
     def __str__(self):
         rows = [("file", f"{self.path}")]
@@ -95,6 +120,7 @@ class ExportResult:
                 )
                 shape = "x".join(str(d) for d in port["shape"])
                 rows.append((kind, f"{port['name']}: {shape} {port['dtype']}{scale}"))
+        rows.append(("storage", self._storage_row()))
         rows.append(("ops", ", ".join(f"{name} x{count}" for name, count in self.ops.items())))
         rows.append(("sparse tensors", str(len(self.sparse_tensors))))
         for tensor in self.sparse_tensors:

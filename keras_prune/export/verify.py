@@ -381,6 +381,35 @@ def measure_latencies(
     small, large = kp.export.measure_latencies(["small.tflite", "large.tflite"], threads=2)
     ```
     """
+    rounds_measured = latency_rounds(
+        models,
+        xnnpack=xnnpack,
+        runs=runs,
+        warmup=warmup,
+        threads=threads,
+        rounds=rounds,
+        clock=clock,
+    )
+    return [float(np.median(medians)) for medians in rounds_measured]
+
+
+def latency_rounds(models, *, xnnpack=True, runs=50, warmup=5, threads=1, rounds=1, clock="wall"):
+    """`measure_latencies`, keeping every round: one list per model of its per-round medians
+    (microseconds), the rounds interleaved (model 1, 2, ..., 1, 2, ...) in one child process.
+    The arguments are those of `measure_latencies`; the spread of the rounds shows how much
+    the machine's load moved the figures.
+
+    Raises:
+        XnnpackRefusedError: `xnnpack=True` and XNNPACK refused one of the files.
+        RuntimeCheckError: LiteRT refused a file or crashed on it.
+
+    Example:
+
+    ```python
+    # docs: slow
+    sparse, dense = latency_rounds(["sparse.tflite", "dense.tflite"], rounds=7)
+    ```
+    """
     if not isinstance(runs, int) or runs < 1:
         raise ValueError(f"Expected `runs` >= 1. Received: runs={runs}")
     if not isinstance(rounds, int) or rounds < 1:
@@ -428,8 +457,7 @@ def measure_latencies(
         with open(os.path.join(job, "latency.json"), encoding="utf-8") as handle:
             latency = json.load(handle)
     return [
-        float(np.median([latency[f"m{number}r{r}"] for r in range(rounds)]))
-        for number in range(len(models))
+        [float(latency[f"m{number}r{r}"]) for r in range(rounds)] for number in range(len(models))
     ]
 
 

@@ -1,0 +1,152 @@
+"""to_tflite(objective=...): sparse-encoded or dense storage, chosen on LiteRT with XNNPACK."""
+
+import json
+
+import keras
+import numpy as np
+import pytest
+
+import keras_prune as kp
+from keras_prune import export
+from keras_prune.export import storage
+
+GRANULARITIES = {
+    "unstructured": ("unstructured", 0.8),
+    "1x4": (kp.granularity.Block((1, 4)), 0.8),
+    "2:4": (kp.granularity.NofM(2, 4), 0.5),
+    "channel": (kp.granularity.Channel(), 0.5),
+}
+
+
+def small_model(seed=0):
+    """A convolution (for channel pruning) feeding fully-connected layers (sparse kernels)."""
+    keras.utils.set_random_seed(seed)
+    return keras.Sequential(
+        [
+            keras.Input((6, 6, 2)),
+            keras.layers.Conv2D(8, 3, activation="relu"),
+            keras.layers.Flatten(),
+            keras.layers.Dense(64, activation="relu"),
+            keras.layers.Dense(10),
+        ]
+    )
+
+
+def pruned(granularity="unstructured"):
+    model = small_model()
+    chosen, sparsity = GRANULARITIES[granularity]
+    return kp.strip(kp.prune_once(model, sparsity, granularity=chosen))
+
+
+def assert_matches_keras(result, model, data, int8):
+    """The file was checked on LiteRT with and without XNNPACK, and runs like Keras on both."""
+    assert [check.runtime for check in result.checks] == ["litert+xnnpack", "litert-builtin"]
+    assert result.passed, str(result)
+    expected = keras.ops.convert_to_numpy(model(data))
+    tolerance = 0.1 * float(np.ptp(expected)) if int8 else 1e-4
+    for xnnpack in (True, False):
+        outputs = export.predict(result.path, data, xnnpack=xnnpack)
+        assert np.max(np.abs(outputs - expected)) <= tolerance
+
+
+@pytest.fixture(scope="module")
+def data():
+    return np.random.default_rng(0).standard_normal((48, 6, 6, 2)).astype("float32")
+
+
+def test_int8_unstructured_runs_on_xnnpack_by_default(tmp_path, data):
+    model = pruned()
+    result = export.to_tflite(
+        model, tmp_path / "m.tflite", target="mobile-int8", calibration_data=data, latency_runs=5
+    )
+    # XNNPACK refuses int8 FULLY_CONNECTED with unstructured sparsity: dense storage is written.
+    assert result.objective == "latency" and result.storage == "dense"
+    assert not result.sparse_tensors
+    assert [check.runtime for check in result.checks] == ["litert+xnnpack", "litert-builtin"]
+    assert result.passed
+    assert result.sparse_latency_us is None and result.dense_latency_us > 0
+    assert result.latency_vs_dense == 1.0
+    assert any("XNNPACK refuses the sparse-encoded file" in note for note in result.notes)
+    assert_matches_keras(result, model, data, int8=True)
+
+
+def test_size_keeps_the_sparse_file_and_says_xnnpack_refuses_it(tmp_path, data):
+    result = export.to_tflite(
+        pruned(),
+        tmp_path / "m.tflite",
+        target="mobile-int8",
+        calibration_data=data,
+        objective="size",
+        latency_runs=0,
+    )
+    assert result.storage == "sparse" and result.sparse_tensors
+    assert result.latency_vs_dense is None
+    assert [check.runtime for check in result.checks] == ["litert-builtin"]
+    assert any(note.startswith("XNNPACK refused this file") for note in result.notes)
+
+
+def test_without_timing_the_sparse_file_is_kept_where_xnnpack_runs_it(tmp_path, data):
+    model = pruned()
+    result = export.to_tflite(model, tmp_path / "m.tflite", latency_runs=0)
+    assert result.storage == "sparse" and result.sparse_tensors
+    assert result.latency_vs_dense is None and result.dense_latency_us is None
+    assert any("latency_runs=0: not timed" in note for note in result.notes)
+    assert_matches_keras(result, model, data, int8=False)
+
+
+@pytest.mark.parametrize("objective", ["speed", None, "Latency"])
+def test_a_bad_objective_names_the_argument_and_the_choices(tmp_path, objective):
+    with pytest.raises(ValueError, match=r"`objective`.*'latency', 'size'.*objective="):
+        export.to_tflite(small_model(), tmp_path / "m.tflite", objective=objective)
+    assert not (tmp_path / "m.tflite").exists()
+
+
+def test_the_result_reports_the_timed_choice(tmp_path, data):
+    result = export.to_tflite(
+        pruned("1x4"), tmp_path / "m.tflite", calibration_data=data, latency_runs=5
+    )
+    assert result.storage in ("sparse", "dense")
+    assert result.sparse_latency_us > 0 and result.dense_latency_us > 0
+    chosen = result.sparse_latency_us if result.storage == "sparse" else result.dense_latency_us
+    assert result.latency_vs_dense == pytest.approx(chosen / result.dense_latency_us)
+    ratio = result.sparse_latency_us / result.dense_latency_us
+    assert (result.storage == "sparse") == (ratio <= 1 + storage.NOISE_MARGIN)
+    assert bool(result.sparse_tensors) == (result.storage == "sparse")
+    stored = json.loads(json.dumps(result.to_dict()))
+    for field in ("objective", "storage", "sparse_latency_us", "dense_latency_us"):
+        assert stored[field] == getattr(result, field)
+    assert stored["latency_vs_dense"] == pytest.approx(result.latency_vs_dense)
+    assert f"{result.storage} (objective='latency'): {result.latency_vs_dense:.2f}x" in str(result)
+
+
+def test_targets_without_sparse_encoding_report_dense_storage(tmp_path, data):
+    result = export.to_tflite(
+        small_model(), tmp_path / "m.tflite", calibration_data=data, latency_runs=0
+    )
+    assert result.storage == "dense" and result.latency_vs_dense is None
+
+
+# Unstructured is covered above (int8 by default, float without timing); 2:4 int8 is the fast
+# representative of the files XNNPACK refuses sparse.
+SLOW = pytest.mark.slow
+
+
+@pytest.mark.parametrize(
+    ("granularity", "target"),
+    [
+        pytest.param("1x4", "mobile", marks=SLOW),
+        pytest.param("1x4", "mobile-int8", marks=SLOW),
+        ("2:4", "mobile-int8"),
+        pytest.param("2:4", "mobile", marks=SLOW),
+        pytest.param("channel", "mobile", marks=SLOW),
+        pytest.param("channel", "mobile-int8", marks=SLOW),
+    ],
+)
+def test_every_granularity_matches_keras_with_and_without_xnnpack(
+    tmp_path, data, granularity, target
+):
+    model = pruned(granularity)
+    result = export.to_tflite(
+        model, tmp_path / "m.tflite", target=target, calibration_data=data, latency_runs=0
+    )
+    assert_matches_keras(result, model, data, int8=target == "mobile-int8")
