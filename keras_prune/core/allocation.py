@@ -217,12 +217,23 @@ def global_masks(scores, sparsity, min_density=0.0):
     if isinstance(sparsity, numbers.Real):
         _check_floors(sizes, sparsity, min_density)
     kept = masks.keep_count(sum(sizes), sparsity)
-    # Each tensor's floor is forced in (1 byte per entry, not a boosted copy of the scores).
-    forced = [
-        ops.greater(masks.top_k_mask(tensor, floor), 0)
-        for tensor, floor in zip(scores, floors, strict=True)
-    ]
-    return masks.top_k_masks_together(scores, kept, forced)
+    # Usually every tensor keeps its floor anyway: then the plain global ranking is the answer
+    # (the floors' own selections, one per tensor, are skipped). Otherwise each tensor's floor
+    # is forced in, 1 byte per entry rather than a boosted copy of the scores; where the plain
+    # ranking already kept the floors, both give the same masks.
+    plain = masks.top_k_masks_together(scores, kept)
+    enough = ops.all(
+        ops.stack([ops.sum(mask) >= floor for mask, floor in zip(plain, floors, strict=True)])
+    )
+
+    def with_floors():
+        forced = [
+            ops.greater(masks.top_k_mask(tensor, floor), 0)
+            for tensor, floor in zip(scores, floors, strict=True)
+        ]
+        return masks.top_k_masks_together(scores, kept, forced)
+
+    return ops.cond(enough, lambda: plain, with_floors)
 
 
 def _split(flat, layers):
