@@ -245,7 +245,8 @@ def markdown(rows, seconds=None):
         ),
         "",
         "- **prune**: `kp.prune` (unstructured, `ConstantSparsity(0.5)`), a few `fit` steps with "
-        "`kp.PruningCallback`; every pruned weight >= 50% zeros, and at least "
+        "`kp.PruningCallback`; the pruned weights together >= 50% zeros (the default global "
+        "allocation), none emptied, and at least "
         f"{stages.MIN_KERNEL_COVERAGE:.0%} of the parameters of Dense / EinsumDense / Conv / "
         "Embedding / RNN kernels (sublayers included) pruned. The percentage is that coverage.",
         "- **strip**: `kp.strip` gives the same outputs (within "

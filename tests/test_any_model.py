@@ -182,7 +182,7 @@ def test_subclassed_model_is_pruned_in_place_and_stripped():
     model = Subclassed()
     x = np.random.default_rng(0).random((16, 8), dtype=np.float32)
     model(x)
-    pruned = kp.prune(model, schedule=EVERY_STEP)
+    pruned = kp.prune(model, schedule=EVERY_STEP, allocation="per_layer")
     assert pruned is model and pruned.pruning_report.in_place
     train_a_little(pruned, x, epochs=2)
     kernels = [keras.ops.convert_to_numpy(layer.kernel) for layer in (model.hidden, model.out)]

@@ -134,8 +134,9 @@ def test_fit_with_calibration_data_prunes_by_taylor(random_batch):
     base = small_cnn()
     # One update, at the first batch (step 1: fit counts batches from 1, as tfmot does).
     schedule = kp.ConstantSparsity(0.75, begin_step=1, end_step=1, frequency=1)
-    model = compile_for_digits(kp.prune(base, schedule=schedule, criterion="taylor"))
-    reference = compile_for_digits(kp.prune(base, schedule=schedule, criterion="taylor"))
+    per_layer = dict(schedule=schedule, criterion="taylor", allocation="per_layer")
+    model = compile_for_digits(kp.prune(base, **per_layer))
+    reference = compile_for_digits(kp.prune(base, **per_layer))
     collect_gradients(reference, (x[:32], y[:32]))
     expected = {
         wrapper.name: to_numpy(wrapper.layer_scores().masks_at(0.75)[0][0])

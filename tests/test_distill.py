@@ -494,7 +494,13 @@ def test_pruned_student_trains_through_the_distiller_with_pruning_callback(mask,
     x, y = _data()
     teacher = _cnn(6, seed=1)
     schedule = kp.ConstantSparsity(0.75, begin_step=0, frequency=2)
-    student = kp.prune(_cnn(6, seed=1), schedule=schedule, granularity=granularity, mask=mask)
+    student = kp.prune(
+        _cnn(6, seed=1),
+        schedule=schedule,
+        granularity=granularity,
+        mask=mask,
+        allocation="per_layer",
+    )
     trainer = Distiller(student, teacher, alpha=0.7, hints=[("conv", "conv")])
     trainer.compile(optimizer="adam", metrics=["accuracy"])
     history = trainer.fit(x, y, epochs=2, batch_size=8, verbose=0, callbacks=[kp.PruningCallback()])

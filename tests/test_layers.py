@@ -83,6 +83,7 @@ def test_layer_is_pruned_trained_and_stripped(case):
         model,
         schedule=kp.ConstantSparsity(0.5, begin_step=0, frequency=1),
         filters=lambda layer: layer.name == target_name,
+        allocation="per_layer",
     )
     assert pruned.pruning_report.wrapped == [target_name]
     wrapper = pruned.get_layer(target_name)
@@ -131,7 +132,9 @@ class NotAVariable(Scale):
 
 def test_custom_layer_protocol():
     model = seq((5,), Scale(name="custom"), L.Dense(2))
-    pruned = kp.prune(model, schedule=kp.ConstantSparsity(0.8, 0, frequency=1))
+    pruned = kp.prune(
+        model, schedule=kp.ConstantSparsity(0.8, 0, frequency=1), allocation="per_layer"
+    )
     assert sorted(pruned.pruning_report.wrapped) == sorted(["custom", model.layers[-1].name])
     kp.pruning.update_masks(pruned, 0)
     kernel = np.asarray(pruned.get_layer("custom").layer.kernel)

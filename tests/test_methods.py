@@ -63,7 +63,9 @@ def test_prune_once_with_gradient_criterion_needs_calibration(random_batch):
     base = compile_for_digits(small_cnn())
     with pytest.raises(ValueError, match="calibration_data"):
         kp.prune_once(base, 0.5, criterion="fisher")
-    pruned = kp.prune_once(base, 0.5, criterion="fisher", calibration_data=(x, y))
+    pruned = kp.prune_once(
+        base, 0.5, criterion="fisher", calibration_data=(x, y), allocation="per_layer"
+    )
     for name, count in kept(pruned).items():
         assert count == kp.masks.keep_count(sizes(pruned)[name], 0.5)
 

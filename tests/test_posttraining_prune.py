@@ -194,7 +194,7 @@ def test_progress_names_the_layer(capsys):
 def test_magnitude_needs_no_data_and_equals_prune_once():
     model = small_cnn()
     pruned = kp.posttraining.prune_posttraining(model, method="magnitude", sparsity=0.7, verbose=0)
-    once = kp.prune_once(model, 0.7)
+    once = kp.prune_once(model, 0.7, allocation="per_layer")
     for a, b in zip(kp.layers.find_wrappers(pruned), kp.layers.find_wrappers(once), strict=True):
         np.testing.assert_array_equal(np.asarray(a.masks[0]), np.asarray(b.masks[0]))
 

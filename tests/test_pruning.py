@@ -206,7 +206,11 @@ def test_tfmot_names(random_batch):
 def test_pruning_summaries_record_per_layer_sparsity(tmp_path, random_batch):
     x, y = random_batch
     pruned = compile_for_digits(
-        kp.prune(small_cnn(), schedule=kp.PolynomialDecay(0.0, 0.6, 0, 16, frequency=4))
+        kp.prune(
+            small_cnn(),
+            schedule=kp.PolynomialDecay(0.0, 0.6, 0, 16, frequency=4),
+            allocation="per_layer",
+        )
     )
     summaries = kp.callbacks.PruningSummaries(log_dir=str(tmp_path))
     history = pruned.fit(

@@ -74,7 +74,10 @@ def test_realised_sparsity_matches_schedule(granularity, expected):
     keras.utils.set_random_seed(3)
     model = keras.Sequential([keras.Input((16,)), L.Dense(32, name="a"), L.Dense(8, name="b")])
     pruned = kp.prune(
-        model, schedule=kp.ConstantSparsity(0.7, 0, frequency=1), granularity=granularity
+        model,
+        schedule=kp.ConstantSparsity(0.7, 0, frequency=1),
+        granularity=granularity,
+        allocation="per_layer",
     )
     kp.pruning.update_masks(pruned, 0)
     for wrapper in kp.layers.find_wrappers(pruned):
