@@ -34,7 +34,6 @@ import dataclasses
 import keras
 import numpy as np
 
-from keras_prune.core import criteria as criteria_lib
 from keras_prune.core import validation
 from keras_prune.core.schedules import OneShotSparsity
 from keras_prune.engine import gradients as gradients_lib
@@ -45,6 +44,7 @@ from keras_prune.layers.wrapper import PruneWrapper, find_wrappers
 from keras_prune.posttraining import calibration as calibration_lib
 from keras_prune.posttraining.capture import recording_inputs
 from keras_prune.pruning.prune_strip import layer_filter, prune
+from keras_prune.surgery.structure_criteria import CRITERIA, check_criterion
 
 __all__ = [
     "CRITERIA",
@@ -58,35 +58,7 @@ __all__ = [
 ]
 
 layers = keras.layers
-
-CRITERIA = ("activation", "taylor")
-"""The structure criteria: the names `criterion` takes to rank a whole head (and, in
-`kp.surgery.ffn`, a whole feed-forward neuron); a closed set, not names of `kp.criteria`."""
 ALLOCATIONS = ("per_layer", "global")
-
-
-def check_criterion(criterion, caller, unit="head"):
-    """`criterion` if it is one of `CRITERIA`, else a ValueError naming the argument, the value
-    and the allowed names (and, for a `kp.criteria` name or instance, why it does not apply)."""
-    try:
-        if criterion in CRITERIA:
-            return criterion
-    except (TypeError, ValueError):  # unhashable, or an array without one truth value
-        pass
-    hint = validation.did_you_mean(criterion, CRITERIA)
-    is_weight_criterion = isinstance(criterion, criteria_lib.Criterion) or (
-        isinstance(criterion, str) and criterion in criteria_lib.REGISTRY.names()
-    )
-    if is_weight_criterion:
-        hint = (
-            f" {criterion!r} is a per-weight criterion of `kp.criteria` (for `kp.prune`, "
-            f"`kp.prune_channels`); a {unit} is ranked as a whole."
-        )
-    raise ValueError(
-        f"{caller}: expected `criterion` to be one of {list(CRITERIA)} (how a whole {unit} is "
-        "ranked: 'activation' from calibration_data=x, 'taylor' from calibration_data=(x, y) "
-        f"and a loss). Received: criterion={criterion!r}.{hint}"
-    )
 
 
 def _numpy(value):
