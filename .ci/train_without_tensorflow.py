@@ -53,11 +53,14 @@ assert abs(logged - 0.75) < 0.01, logged
 
 plain = kp.strip(pruned)
 assert not kp.layers.find_wrappers(plain), "strip left wrappers in the model"
+# kp.prune's default allocation ranks all kernels together: 75% overall, none emptied.
+total = zeros = 0
 for name in ("conv", "hidden", "logits"):
     kernel = keras.ops.convert_to_numpy(plain.get_layer(name).kernel)
-    zeros = float(np.mean(kernel == 0))
-    print(f"stripped {name}: {zeros:.3f} of the kernel is zero")
-    assert abs(zeros - 0.75) < 0.02, (name, zeros)
+    print(f"stripped {name}: {float(np.mean(kernel == 0)):.3f} of the kernel is zero")
+    assert np.count_nonzero(kernel), (name, "emptied")
+    total, zeros = total + kernel.size, zeros + int(np.sum(kernel == 0))
+assert abs(zeros / total - 0.75) < 0.01, zeros / total
 np.testing.assert_allclose(
     keras.ops.convert_to_numpy(plain(x)), keras.ops.convert_to_numpy(pruned(x)), atol=1e-5
 )
