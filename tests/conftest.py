@@ -1,5 +1,6 @@
 """Shared fixtures: small data and models, built once per session where tests only read them."""
 
+import contextlib
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -44,6 +45,17 @@ def compile_for_digits(model, learning_rate=1e-2):
         metrics=["accuracy"],
     )
     return model
+
+
+@contextlib.contextmanager
+def dtype_policy(policy):
+    """Build layers under the Keras dtype `policy` (e.g. "mixed_float16"); the global policy is
+    float32 again afterwards, even if the block raises."""
+    keras.config.set_dtype_policy(policy)
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy("float32")
 
 
 @pytest.fixture

@@ -5,6 +5,7 @@ import re
 import keras
 import numpy as np
 import pytest
+from conftest import dtype_policy
 
 from keras_prune import export
 from keras_prune.export import convert, targets
@@ -105,11 +106,8 @@ def mixed_model():
 @pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])
 def test_mixed_precision_models_export_as_float32_copies(tmp_path, policy):
     keras.utils.set_random_seed(0)
-    keras.config.set_dtype_policy(policy)
-    try:
+    with dtype_policy(policy):
         model = mixed_model()
-    finally:
-        keras.config.set_dtype_policy("float32")
     data = np.random.default_rng(0).random((16, 8, 8, 3)).astype("float32")
     result = export.to_tflite(
         model, tmp_path / "m.tflite", target="mcu", calibration_data=data, latency_runs=0

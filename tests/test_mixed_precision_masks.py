@@ -3,6 +3,7 @@
 import keras
 import numpy as np
 import pytest
+from conftest import dtype_policy
 
 import keras_prune as kp
 
@@ -20,14 +21,11 @@ def _model():
 @pytest.mark.parametrize("mask", ["learnable", "sigmoid"])
 def test_masks_train_under_mixed_precision(policy, mask):
     keras.utils.set_random_seed(0)
-    keras.config.set_dtype_policy(policy)
-    try:
+    with dtype_policy(policy):
         model = _model()
         pruned = kp.prune(
             model, schedule=kp.ConstantSparsity(0.5, begin_step=0, frequency=1), mask=mask
         )
-    finally:
-        keras.config.set_dtype_policy("float32")
     assert pruned.get_layer("hidden").dtype_policy.name == policy
     rng = np.random.default_rng(0)
     x = rng.random((64, 8, 8, 1), dtype=np.float32)
