@@ -233,14 +233,17 @@ def to_tflite(
         on_mismatch: `"raise"` (default: raise `ExportVerificationError`, write nothing) or
             `"warn"` (write anyway; the result shows FAIL).
         latency_runs: Timed invocations per latency figure (median reported); 0 skips timing.
-        objective: For the sparse-encoding targets (`"mobile"`, `"mobile-int8"`):
-            `"latency"` (default) converts the model twice, with sparse-encoded and with dense
-            weights, times both on LiteRT with XNNPACK (interleaved rounds) and keeps the
-            sparse file only if XNNPACK runs it and it is not slower than the dense one (within
-            5% measurement noise), so the file is never slower than the dense export on the
-            default runtime; `"size"` keeps the sparse file (the smallest), even where it runs
-            slower or XNNPACK refuses it (the notes say so). The result reports the choice
-            (`storage`) and `latency_vs_dense`.
+        objective: For the sparse-encoding targets (`"mobile"`, `"mobile-int8"`), chosen per
+            tensor. The model is converted twice, with sparse-encoded and with dense weights.
+            `"latency"` (default) stores a weight sparse only where its op reads it sparse
+            (float FULLY_CONNECTED with random or 1x4-block sparsity, int8 with 1x16 blocks)
+            and every other weight dense (no DENSIFY op), times that file against the dense
+            one on LiteRT with XNNPACK (interleaved rounds) and keeps it only if XNNPACK runs
+            it and it is not slower (within 5% measurement noise), so the file is never slower
+            than the dense export on the default runtime. `"size"` keeps every weight the
+            converter encodes sparse (the smallest file), even where it runs slower or XNNPACK
+            refuses it (the notes say so). The result reports the choice (`storage`,
+            `tensor_storage`) and `latency_vs_dense`.
         verbose: 1 shows a progress bar over the stages (convert, LiteRT checks and timing,
             TFLM arena search and check for `"mcu"`, write); 0 is silent.
 
@@ -369,6 +372,7 @@ def to_tflite(
         result.sparse_latency_us = choice.sparse_latency_us
         result.dense_latency_us = choice.dense_latency_us
         result.latency_vs_dense = choice.latency_vs_dense
+        result.tensor_storage = choice.tensors
         if not result.passed and on_mismatch == "raise":
             raise ExportVerificationError(
                 "The exported model disagrees with Keras beyond tolerance; no file was written. "
