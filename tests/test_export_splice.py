@@ -63,3 +63,19 @@ def test_different_models_do_not_line_up(files):
     _, other = _both(small_model(seed=1))
     with pytest.raises(splice.MisalignedError, match="different values"):
         splice.pair_weights(sparse, other)
+
+
+def test_conversions_that_do_not_line_up_fall_back_to_the_per_file_choice(files, monkeypatch):
+    from keras_prune.export import storage
+
+    sparse, dense = files
+
+    def misaligned(*_):
+        raise splice.MisalignedError("the ops differ")
+
+    monkeypatch.setattr(splice, "pair_weights", misaligned)
+    choice = storage.choose_storage(
+        sparse, lambda: dense, objective="latency", latency_runs=0, warmup=0
+    )
+    assert choice.storage == "sparse" and choice.data == sparse and not choice.tensors
+    assert "cannot be spliced (the ops differ), so the choice is per file" in choice.note

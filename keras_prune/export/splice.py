@@ -33,6 +33,9 @@ _NUMPY_DTYPES = {
     "INT64": np.int64,
 }
 _BUFFER_ALIGNMENT = 16
+# Files are rewritten whole, buffers inline; a flatbuffer cannot exceed 2 GiB, and larger
+# models (weights stored after the flatbuffer) keep the per-file choice.
+MAX_FILE_BYTES = 2**31 - 2**27
 
 
 class MisalignedError(ValueError):

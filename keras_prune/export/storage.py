@@ -167,10 +167,13 @@ def choose_storage(sparse, convert_dense, *, objective, latency_runs, warmup):
         return StorageChoice("dense", sparse)
     dense = convert_dense()
     size = f"{len(sparse):,} B sparse vs {len(dense):,} B dense"
-    try:
-        pairs, misaligned = _splice.pair_weights(sparse, dense), None
-    except _splice.MisalignedError as error:
-        pairs, misaligned = None, str(error)
+    if len(dense) > _splice.MAX_FILE_BYTES:
+        pairs, misaligned = None, f"the dense file is over {_splice.MAX_FILE_BYTES:,} B"
+    else:
+        try:
+            pairs, misaligned = _splice.pair_weights(sparse, dense), None
+        except _splice.MisalignedError as error:
+            pairs, misaligned = None, str(error)
     if objective == "size":
         return _keep_sparse(sparse, dense, pairs, latency_runs, warmup, size)
     if pairs is None:
@@ -182,8 +185,8 @@ def choose_storage(sparse, convert_dense, *, objective, latency_runs, warmup):
             latency_runs,
             warmup,
             size,
-            f"the sparse and dense conversions do not line up ({misaligned}), so the choice "
-            "is per file",
+            f"the sparse and dense conversions cannot be spliced ({misaligned}), so the "
+            "choice is per file",
         )
     candidates, tensors = _plan(pairs)
     if not candidates:
