@@ -10,7 +10,10 @@ blocks sparse, and XNNPACK refuses int8 files with DENSIFY'd unstructured, 1x4 o
 So both files are converted and the choice is made per tensor (`splice.py` builds the file):
 
 - `objective="latency"`: a weight is stored sparse only where its op reads it sparse (no
-  DENSIFY after it in the sparse conversion); every other weight is stored dense. The file
+  DENSIFY after it in the sparse conversion); every other weight is stored dense. (One
+  exception: a float file that qualifies for XNNPACK's sparse inference, `check_xnnpack_sparse`,
+  keeps the sparse conversion whole, since on ARM XNNPACK reads DENSIFY'd 1x1 conv weights
+  sparse.) The file
   with those weights spliced into the dense conversion is timed against the dense file on the
   target's default runtime (LiteRT with XNNPACK), interleaved, and kept only when XNNPACK runs
   it and it is not slower; otherwise the dense file is kept. The file is never slower than the
@@ -29,6 +32,7 @@ import numpy as np
 from keras_prune.export import splice as _splice
 from keras_prune.export import verify as _verify
 from keras_prune.export.flatbuffer import read_model
+from keras_prune.export.inspection import check_xnnpack_sparse
 
 OBJECTIVES = ("latency", "size")
 
@@ -188,6 +192,22 @@ def choose_storage(sparse, convert_dense, *, objective, latency_runs, warmup):
             f"the sparse and dense conversions cannot be spliced ({misaligned}), so the "
             "choice is per file",
         )
+    if any(not pair.direct for pair in pairs) and check_xnnpack_sparse(sparse).eligible:
+        # XNNPACK's sparse inference (NCHW, on ARM) runs only for sparse-encoded conv weights
+        # behind DENSIFY, and only when the whole file qualifies: keep the sparse conversion
+        # whole, timed like any candidate (on x86 XNNPACK leaves its sparse path off: a tie).
+        tensors = [
+            _tensor(
+                pair,
+                "sparse",
+                f"{pair.op} reads it sparse"
+                if pair.direct
+                else "XNNPACK's sparse inference (ARM) reads it after DENSIFY: the file "
+                "qualifies (check_xnnpack_sparse)",
+            )
+            for pair in pairs
+        ]
+        return _choose_file(sparse, dense, "sparse", tensors, latency_runs, warmup, size, None)
     candidates, tensors = _plan(pairs)
     if not candidates:
         note = (
