@@ -130,7 +130,7 @@ def _port_report(ports, tensors, info, quantized):
     return report
 
 
-def _notes(info, target, model):
+def _notes(info, target, model, encoded):
     notes = []
     sparsity = compare_sparsity(model, info).note()
     if sparsity:
@@ -153,7 +153,7 @@ def _notes(info, target, model):
             f"{len(sparse_fc)} FULLY_CONNECTED op(s) run LiteRT's sparse kernel "
             "(XNNPACK leaves them to the built-in kernels)"
         )
-    if target.sparse_encoding and not info.sparse_tensors:
+    if target.sparse_encoding and not encoded:
         notes.append(
             "no tensor was sparse-encoded: the converter needs >= 30% exact zeros in a "
             "rank-2/4 weight (prune the model first)"
@@ -323,7 +323,7 @@ def to_tflite(
         plain, stripped = _convert.strip_wrappers(model)
         plain, precision_note = _float32(plain, signature, samples)
         data = _convert.convert_checked(plain, target, calibration, signature)
-        choice = _storage.StorageChoice("dense", data)
+        choice = _storage.StorageChoice("dense", data, encoded=False)
         if target.sparse_encoding and target.runtime == "litert":
             dense_target = dataclasses.replace(target, sparse_encoding=False)
             choice = _storage.choose_storage(
@@ -366,7 +366,9 @@ def to_tflite(
             notes.insert(0, choice.note)
         if precision_note:
             notes.insert(0, precision_note)
-        result = run.result(path, files, checks, latency, notes + _notes(run.info, target, plain))
+        result = run.result(
+            path, files, checks, latency, notes + _notes(run.info, target, plain, choice.encoded)
+        )
         result.stripped_wrappers, result.metadata = stripped, metadata_status
         result.objective, result.storage = objective, choice.storage
         result.sparse_latency_us = choice.sparse_latency_us

@@ -70,6 +70,7 @@ class StorageChoice:
         tensors: One dict per weight the converter sparse-encodes: `name`, `shape`, `op`,
             `encoding` (the converter's), `storage` (`"sparse"` or `"dense"` in the file kept)
             and `reason`.
+        encoded: Whether the converter sparse-encoded any weight (False: both files are one).
     """
 
     storage: str
@@ -79,6 +80,7 @@ class StorageChoice:
     spread: dict | None = None
     note: str | None = None
     tensors: list = dataclasses.field(default_factory=list)
+    encoded: bool = True
 
     @property
     def latency_vs_dense(self):
@@ -168,7 +170,7 @@ def choose_storage(sparse, convert_dense, *, objective, latency_runs, warmup):
         A `StorageChoice`.
     """
     if not read_model(sparse).sparse_tensors:
-        return StorageChoice("dense", sparse)
+        return StorageChoice("dense", sparse, encoded=False)
     dense = convert_dense()
     size = f"{len(sparse):,} B sparse vs {len(dense):,} B dense"
     if len(dense) > _splice.MAX_FILE_BYTES:
