@@ -104,17 +104,67 @@ def run(model, callbacks):
     return statistics.median(timer.times[1:])
 dense = run(cnn(), [])
 frequency = int(sys.argv[2])
-schedule = tfmot.sparsity.keras.PolynomialDecay(0.0, 0.9, 0, 200, frequency=frequency)
+end_step = int(sys.argv[3])
+schedule = tfmot.sparsity.keras.PolynomialDecay(0.0, 0.9, 0, end_step, frequency=frequency)
 pruned = tfmot.sparsity.keras.prune_low_magnitude(cnn(), pruning_schedule=schedule)
 pruned_seconds = run(pruned, [tfmot.sparsity.keras.UpdatePruningStep()])
 print(json.dumps({"dense": dense, "pruned": pruned_seconds}))
 """
 
 
-def tfmot_row(epochs, frequency):
+def tfmot_row(epochs, frequency, end_step):
+    """tfmot's epoch seconds on the digits CNN, dense and pruned (PolynomialDecay to 0.9 at
+    `end_step`), in its own Keras 2 process."""
     env = dict(os.environ, TF_USE_LEGACY_KERAS="1")
     result = subprocess.run(
-        [sys.executable, "-c", TFMOT_SCRIPT, str(epochs), str(frequency)],
+        [sys.executable, "-c", TFMOT_SCRIPT, str(epochs), str(frequency), str(end_step)],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
+    if result.returncode != 0:
+        return None, result.stderr.strip().splitlines()[-1:]
+    return json.loads(result.stdout.strip().splitlines()[-1]), None
+
+
+TFMOT_UPDATE_SCRIPT = r"""
+import json, os, sys, time
+import numpy as np
+import tf_keras as keras
+import tensorflow_model_optimization as tfmot
+name, repeats = sys.argv[1], int(sys.argv[2])
+builders = {
+    "resnet50": lambda: keras.applications.ResNet50(weights=None, input_shape=(224, 224, 3)),
+    "mobilenetv2": lambda: keras.applications.MobileNetV2(weights=None, input_shape=(224, 224, 3)),
+}
+schedule = tfmot.sparsity.keras.ConstantSparsity(0.5, 0, frequency=1)
+pruned = tfmot.sparsity.keras.prune_low_magnitude(builders[name](), pruning_schedule=schedule)
+wrappers = [layer for layer in pruned.layers if getattr(layer, "pruning_vars", None)]
+for wrapper in wrappers:
+    wrapper.pruning_step.assign(1)
+def update():
+    # What UpdatePruningStep runs for each wrapper before a batch (eager, Keras 2).
+    start = time.perf_counter()
+    for wrapper in wrappers:
+        wrapper.pruning_obj.conditional_mask_update()
+    wrappers[-1].pruning_vars[0][1].numpy()
+    return time.perf_counter() - start
+update()
+times = [update() for _ in range(repeats)]
+masks = [mask.numpy() for wrapper in wrappers for _, mask, _ in wrapper.pruning_vars]
+zeros = sum(float((mask == 0).sum()) for mask in masks) / sum(mask.size for mask in masks)
+weights = sum(mask.size for mask in masks)
+print(json.dumps({"seconds": times, "weights": weights, "sparsity": zeros}))
+"""
+
+
+def tfmot_update_seconds(name, repeats):
+    """tfmot's whole-model mask update (Keras 2, its own process): `{"seconds": [...],
+    "weights": n, "sparsity": s}`, or None with the error line when tfmot is unavailable."""
+    env = dict(os.environ, TF_USE_LEGACY_KERAS="1")
+    result = subprocess.run(
+        [sys.executable, "-c", TFMOT_UPDATE_SCRIPT, name, str(repeats)],
         capture_output=True,
         text=True,
         env=env,
@@ -296,6 +346,18 @@ def updates_section(args):
                 f"{spread(compiled):<24}{ratio:>14.1f}x{first:>9.1f}",
                 flush=True,
             )
+        if args.tfmot and name in ("resnet50", "mobilenetv2"):
+            result, error = tfmot_update_seconds(name, args.repeats)
+            if result is None:
+                print(f"{name:<13}{'tfmot':<11}unavailable: {error}")
+            else:
+                # Its own process (Keras 2), run after the keras_prune rows: not interleaved.
+                print(
+                    f"{name:<13}{'tfmot':<11}{result['weights'] / 1e6:>8.2f}M  "
+                    f"{spread(result['seconds']):<24}{'(eager only, Keras 2)':<24}"
+                    f"{'':>15}{'':>9}   sparsity {result['sparsity']:.3f}",
+                    flush=True,
+                )
     print("target (issue 13): ResNet50 <= 0.5 s per-layer, <= 1 s global")
     if args.scaling:
         print(
@@ -335,6 +397,20 @@ def updates_section(args):
         labels = ["dense"] + [label for label, _, _ in STEP_ROWS]
         for label, seconds in zip(labels, [dense, *pruned], strict=True):
             print(f"{label:<34}{seconds / steps * 1e3:>10.1f}{seconds / dense:>9.2f}x")
+        if args.tfmot:
+            # tfmot against its own Keras 2 dense model, in its own process: not interleaved.
+            result, error = tfmot_row(args.epochs, 1, 10_000)
+            if result is None:
+                print(f"{'tfmot (unavailable)':<34}{error}")
+            else:
+                for label, seconds in (
+                    ("tfmot dense (Keras 2)", result["dense"]),
+                    ("tfmot, UpdatePruningStep", result["pruned"]),
+                ):
+                    print(
+                        f"{label:<34}{seconds / steps * 1e3:>10.1f}"
+                        f"{seconds / result['dense']:>9.2f}x"
+                    )
         print("target (issue 13): <= 1.5x the dense step")
 
 
@@ -380,7 +456,7 @@ def main():
         ("keras_prune learnable mask", learnable, learnable / dense),
     ]
     if args.tfmot:
-        result, error = tfmot_row(args.epochs, args.frequency)
+        result, error = tfmot_row(args.epochs, args.frequency, steps * (args.epochs - 1))
         if result is None:
             rows.append((f"tfmot (unavailable: {error})", float("nan"), float("nan")))
         else:
