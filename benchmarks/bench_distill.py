@@ -22,7 +22,7 @@ Choose settings with `--split val` (80/20 split of the training images); report 
 
     PYTHONPATH=. nice -n 5 python benchmarks/bench_distill.py --defaults [--seeds 2]
         [--first-seed 0] [--sparsities 0.95 0.99] [--candidates 1:0.5:0.5 4:0.1:0.5]
-        [--allocation per_layer] [--softmax]
+        [--allocation per_layer] [--softmax] [--candidates-only]
 
 A candidate `T:a:a` keeps alpha constant; `T:a0:a` follows the pruning schedule from a0 to a.
 Each (sparsity, seed) runs every variant before the next, from the same dense model.
@@ -380,6 +380,8 @@ def defaults_main(args):
     data = (x, y), (x_test, y_test)
     seeds = list(range(args.first_seed, args.first_seed + args.seeds))
     variants = defaults_variants(args.candidates)
+    if args.candidates_only:  # to add rows to an earlier run's table (same seeds)
+        variants = [variants[0]] + variants[3:]
     started = time.perf_counter()
     denses = {}
     for seed in seeds:
@@ -484,6 +486,11 @@ def main(argv=None):
         default="auto",
         help="with --defaults: kp.prune's allocation ('auto' is its default, global with "
         "floors; 'per_layer' is tfmot's and kp.prune's default before issue 13)",
+    )
+    parser.add_argument(
+        "--candidates-only",
+        action="store_true",
+        help="with --defaults: run labels only and the candidates, not the two default rows",
     )
     parser.add_argument("--first-seed", type=int, default=0, help="with --defaults: the first seed")
     parser.add_argument(
