@@ -220,6 +220,15 @@ def main():
         "learnable mask (movement)": lambda s: gradual(
             dense, s, x, y, epochs, batch_size, mask="learnable"
         ),
+        'learnable mask, reselect="step"': lambda s: gradual(
+            dense,
+            s,
+            x,
+            y,
+            epochs,
+            batch_size,
+            mask=kp.mask_types.LearnableMask(reselect="step"),
+        ),
         "best: global, 2x fine-tune, cosine LR": lambda s: best_recipe(
             dense, s, x, y, epochs, batch_size
         ),
