@@ -115,3 +115,15 @@ def test_configs_saved_before_reselect_keep_selecting_every_step():
 def test_unknown_reselect_names_the_argument_and_choices(make):
     with pytest.raises(ValueError, match=r"reselect.*'schedule', 'step'.*reselect='epoch'"):
         make(reselect="epoch")
+
+
+@pytest.mark.parametrize("reselect", ["schedule", "step"])
+def test_kept_weights_pass_through_unscaled(reselect):
+    pruned = _pruned(LearnableMask(reselect=reselect), kp.ConstantSparsity(0.5, 0, frequency=1))
+    kp.pruning.update_masks(pruned, 0)
+    wrapper = pruned.get_layer("dense1")
+    wrapper.scores[0].assign(wrapper.scores[0] + 0.3)  # (1 + 0.3) - 0.3 is not 1 in float32
+    kernel = keras.ops.convert_to_numpy(wrapper.layer.kernel)
+    effective = _effective(wrapper)
+    kept = effective != 0
+    np.testing.assert_array_equal(effective[kept], kernel[kept])

@@ -130,9 +130,10 @@ class LearnableMask(_Reselecting):
         return ops.abs(weight_value)
 
     def forward_mask(self, hard_mask, scores):
-        # Forward: the hard mask. Backward: d mask / d scores = 1.
+        # Forward: the hard mask, exactly (the bracket is exactly zero; `(hard + scores) -
+        # scores` would round a kept 1 to 0.99999994). Backward: d mask / d scores = 1.
         scores, hard_mask = _same_dtype(scores, hard_mask)
-        return hard_mask + scores - ops.stop_gradient(scores)
+        return hard_mask + (scores - ops.stop_gradient(scores))
 
 
 @keras.saving.register_keras_serializable(package="keras_prune")
@@ -174,7 +175,7 @@ class SigmoidGateMask(_Reselecting):
         gate = ops.sigmoid(scores / self.temperature)
         # Forward: hard * gate. Backward also reaches pruned entries (through the
         # straight-through term), so a gate outside the top-k can grow back in.
-        return (hard_mask + gate - ops.stop_gradient(gate)) * gate
+        return (hard_mask + (gate - ops.stop_gradient(gate))) * gate
 
     def get_config(self):
         return {"temperature": self.temperature, "reselect": self.reselect}
