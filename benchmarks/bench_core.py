@@ -11,7 +11,7 @@
    interleaved repetitions (issue 13: ResNet50 <= 0.5 s per-layer, <= 1 s global); and the
    fit step with a mask update at every step against the dense step (target <= 1.5x).
 
-    python benchmarks/bench_core.py [--epochs 6] [--tfmot]
+    python benchmarks/bench_core.py [--epochs 6] [--tfmot] [--skip-recompute]
     python benchmarks/bench_core.py --section updates [--repeats 7] [--models cnn,mobilenetv2]
         [--scaling 1,4,16,64] [--epochs 6]
 """
@@ -56,16 +56,19 @@ def cnn():
     )
 
 
-def interleaved_epoch_times(models, x, y, rounds, batch_size=32):
+def interleaved_epoch_times(models, x, y, rounds, batch_size=32, cpu=None):
     """Seconds of each epoch of each `(model, callbacks)`: `rounds` lists per model, epochs run
     in turn so that load from other processes hits every model alike (the first epoch, which
-    includes tracing, is not counted)."""
+    includes tracing, is not counted). `cpu`, a list, receives the same for this process's CPU
+    seconds (less sensitive to other processes than wall time)."""
     for model, _ in models:
         model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     times = [[] for _ in models]
+    if cpu is not None:
+        cpu.extend([] for _ in models)
     for epoch in range(rounds + 1):
         for index, (model, callbacks) in enumerate(models):
-            start = time.perf_counter()
+            start, start_cpu = time.perf_counter(), time.process_time()
             model.fit(
                 x,
                 y,
@@ -77,6 +80,8 @@ def interleaved_epoch_times(models, x, y, rounds, batch_size=32):
             )
             if epoch:
                 times[index].append(time.perf_counter() - start)
+                if cpu is not None:
+                    cpu[index].append(time.process_time() - start_cpu)
     return times
 
 
@@ -108,7 +113,7 @@ def mlp():
 def learnable_rows(rounds, frequency):
     """Epoch seconds of dense, binary and learnable masks (both `reselect` modes) on the digits
     CNN and on an FC-heavy MLP (784-1024-1024-10, 1.8M weights, 2048 random samples), rounds
-    interleaved. Returns `[(title, [(label, times)])]`, dense first in each."""
+    interleaved. Returns `[(title, [(label, wall times, CPU times)])]`, dense first in each."""
     learnable = kp.mask_types.LearnableMask
     tables = []
     for title, build, (x, y) in [
@@ -130,8 +135,11 @@ def learnable_rows(rounds, frequency):
             ),
         ]
         models = [(row[1], row[2] if len(row) > 2 else [kp.PruningCallback()]) for row in rows]
-        times = interleaved_epoch_times(models, x, y, rounds)
-        tables.append((title, [(row[0], each) for row, each in zip(rows, times, strict=True)]))
+        cpu = []
+        times = interleaved_epoch_times(models, x, y, rounds, cpu=cpu)
+        tables.append(
+            (title, [(row[0], *each) for row, *each in zip(rows, times, cpu, strict=True)])
+        )
     return tables
 
 
@@ -407,6 +415,11 @@ def main():
     parser.add_argument("--tfmot", action="store_true", help="add tfmot's Keras 2 rows")
     parser.add_argument("--frequency", type=int, default=100, help="steps between mask updates")
     parser.add_argument("--section", choices=["training", "updates"], default="training")
+    parser.add_argument(
+        "--skip-recompute",
+        action="store_true",
+        help="for --section training: skip the mask recomputation table",
+    )
     parser.add_argument("--repeats", type=int, default=7, help="mask updates timed per model")
     parser.add_argument(
         "--models", default="cnn,mobilenetv2,resnet50", help="for --section updates"
@@ -429,10 +442,16 @@ def main():
             f"\nTraining overhead per epoch ({title}, batch 32, mask update every "
             f"{args.frequency} steps, {args.epochs} interleaved rounds)"
         )
-        print(f"{'model':<42}{'s/epoch [min-max]':>24}{'vs dense, per round [p25-p75]':>32}")
-        dense = rows[0][1]
-        for label, times in rows:
-            print(f"{label:<42}{spread(times):>24}{ratio_spread(times, dense):>32}")
+        print(
+            f"{'model':<42}{'s/epoch [min-max]':>24}{'vs dense, per round [p25-p75]':>32}"
+            f"{'CPU s vs dense':>24}"
+        )
+        _, dense, dense_cpu = rows[0]
+        for label, times, cpu in rows:
+            print(
+                f"{label:<42}{spread(times):>24}{ratio_spread(times, dense):>32}"
+                f"{ratio_spread(cpu, dense_cpu):>24}"
+            )
     print("targets: binary mask <= 1.15x, learnable mask <= 1.3x (issue 13)")
     if args.tfmot:
         result, error = tfmot_row(args.epochs, args.frequency)
@@ -444,6 +463,8 @@ def main():
                 f"{result['pruned']:.3f} s/epoch, {result['pruned'] / result['dense']:.2f}x"
             )
 
+    if args.skip_recompute:
+        return
     print("\nMask recomputation (exact count, median of 21 calls)")
     print(
         f"{'kernel':<16}{'magnitude ms':>14}{'signed ms':>12}{'ops.sort ms':>13}"
