@@ -103,12 +103,14 @@ class LearnableMask(_Reselecting):
     - `reselect="schedule"` (default): at each mask update of the schedule (every `frequency`
       steps from `begin_step` to `end_step`) the mask engine keeps the top-k of the current
       scores and stores that hard mask; between updates the forward pass uses it as it is.
-      After the schedule's last update the mask stays fixed, as a binary mask does. Training
-      costs about what a dense epoch costs (one multiply and the scores' optimizer update).
+      After the schedule's last update the mask stays fixed, as a binary mask does. A step
+      costs the multiply by the mask and the scores' gradient and optimizer update (1.2x the
+      dense epoch on a small CNN, 1.9x on an FC-heavy MLP: docs/performance.md).
     - `reselect="step"`: the forward pass keeps the top-k of the current scores at every step,
       also after the schedule ends (Sanh et al.'s rule). This is a top-k over every pruned
-      tensor per step: 1.3-2x the dense epoch on small models. With a schedule of
-      `frequency=1` the two are the same until `end_step`.
+      tensor per step: 2-3.5x the dense epoch. With a schedule of `frequency=1` the two are
+      the same until `end_step`. At high sparsity with a coarse `frequency` the default
+      learns less well (docs/methods.md): use `frequency=10` or finer, or "step".
 
     Args:
         reselect: "schedule" or "step" (above).
