@@ -530,6 +530,7 @@ def main():
             )
     print("targets: binary mask <= 1.15x, learnable mask <= 1.3x (issue 13)")
     if args.tfmot:
+        steps = int(np.ceil(len(digits()[0]) / 32))  # the same schedule as the rows above
         result, error = tfmot_row(args.epochs, args.frequency, steps * (args.epochs - 1))
         if result is None:
             print(f"tfmot (unavailable: {error})")
