@@ -1,15 +1,17 @@
 """Benchmark the core's performance targets, side by side in one run.
 
 1. Training-time overhead of pruning-aware training over the same dense model (Keras 3),
-   per epoch: target <= 1.15x. (tfmot on Keras 2 measures 2.5-3x; run with --tfmot to add its
-   row, measured in a subprocess with TF_USE_LEGACY_KERAS=1.)
+   per epoch, on the digits CNN and an FC-heavy MLP: binary masks (target <= 1.15x) and
+   learnable masks in both `reselect` modes (target <= 1.3x), rounds interleaved, medians and
+   the spread of the per-round ratios. (tfmot on Keras 2 measures 2.5-3x; run with --tfmot to
+   add its row, measured in a subprocess with TF_USE_LEGACY_KERAS=1.)
 2. Mask recomputation for a 4M-weight kernel: target <= 50 ms.
 3. Whole-model mask updates, eager against compiled (`MaskEngine(compile_masks=...)`), for a
    small CNN, MobileNetV2 and ResNet50 (weights=None), per-layer and global allocation,
    interleaved repetitions (issue 13: ResNet50 <= 0.5 s per-layer, <= 1 s global); and the
    fit step with a mask update at every step against the dense step (target <= 1.5x).
 
-    python benchmarks/bench_core.py [--epochs 6] [--tfmot]
+    python benchmarks/bench_core.py [--epochs 6] [--tfmot] [--skip-recompute]
     python benchmarks/bench_core.py --section updates [--repeats 7] [--models cnn,mobilenetv2]
         [--scaling 1,4,16,64] [--epochs 6]
 """
@@ -54,27 +56,96 @@ def cnn():
     )
 
 
-def interleaved_epoch_seconds(models, x, y, rounds):
-    """Median seconds per epoch of each `(model, callbacks)`, epochs run in turn so that load
-    from other processes hits every model alike."""
+def interleaved_epoch_times(models, x, y, rounds, batch_size=32, cpu=None):
+    """Seconds of each epoch of each `(model, callbacks)`: `rounds` lists per model, epochs run
+    in turn so that load from other processes hits every model alike (the first epoch, which
+    includes tracing, is not counted). `cpu`, a list, receives the same for this process's CPU
+    seconds (less sensitive to other processes than wall time)."""
     for model, _ in models:
         model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     times = [[] for _ in models]
+    if cpu is not None:
+        cpu.extend([] for _ in models)
     for epoch in range(rounds + 1):
         for index, (model, callbacks) in enumerate(models):
-            start = time.perf_counter()
+            start, start_cpu = time.perf_counter(), time.process_time()
             model.fit(
                 x,
                 y,
-                batch_size=32,
+                batch_size=batch_size,
                 epochs=epoch + 1,
                 initial_epoch=epoch,
                 verbose=0,
                 callbacks=list(callbacks),
             )
-            if epoch:  # the first epoch includes tracing
+            if epoch:
                 times[index].append(time.perf_counter() - start)
-    return [statistics.median(each) for each in times]
+                if cpu is not None:
+                    cpu[index].append(time.process_time() - start_cpu)
+    return times
+
+
+def interleaved_epoch_seconds(models, x, y, rounds):
+    """Median seconds per epoch of each `(model, callbacks)` (see `interleaved_epoch_times`)."""
+    return [statistics.median(each) for each in interleaved_epoch_times(models, x, y, rounds)]
+
+
+def ratio_spread(times, dense):
+    """`median [p25-p75]` of the per-round ratios of `times` to the `dense` epoch of the same
+    round: a load spike hits both epochs of a round, so it moves the ratio less."""
+    ratios = sorted(t / d for t, d in zip(times, dense, strict=True))
+    low, _, high = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else ratios * 3
+    return f"{statistics.median(ratios):.2f}x [{low:.2f}-{high:.2f}]"
+
+
+def mlp():
+    keras.utils.set_random_seed(0)
+    return keras.Sequential(
+        [
+            keras.Input((784,)),
+            keras.layers.Dense(1024, activation="relu"),
+            keras.layers.Dense(1024, activation="relu"),
+            keras.layers.Dense(10),
+        ]
+    )
+
+
+def learnable_rows(rounds, frequency):
+    """Epoch seconds of dense, binary and learnable masks (both `reselect` modes) on the digits
+    CNN and on an FC-heavy MLP (784-1024-1024-10, 1.8M weights, 2048 random samples), rounds
+    interleaved. Returns `[(title, [(label, wall times, CPU times)])]`, dense first in each."""
+    learnable = kp.mask_types.LearnableMask
+    tables = []
+    for title, build, (x, y) in [
+        ("digits CNN, 1797 samples", cnn, digits()),
+        ("MLP 784-1024-1024-10, 2048 samples", mlp, _random_data(2048, (784,))),
+    ]:
+        steps = int(np.ceil(len(x) / 32))
+        schedule = kp.PolynomialDecay(0.0, 0.9, 0, steps * (rounds - 1), frequency=frequency)
+        rows = [
+            ("dense", build(), []),
+            ("binary mask", kp.prune(build(), schedule=schedule, mask="binary")),
+            (
+                'learnable, reselect="schedule" (default)',
+                kp.prune(build(), schedule=schedule, mask="learnable"),
+            ),
+            (
+                'learnable, reselect="step"',
+                kp.prune(build(), schedule=schedule, mask=learnable(reselect="step")),
+            ),
+        ]
+        models = [(row[1], row[2] if len(row) > 2 else [kp.PruningCallback()]) for row in rows]
+        cpu = []
+        times = interleaved_epoch_times(models, x, y, rounds, cpu=cpu)
+        tables.append(
+            (title, [(row[0], *each) for row, *each in zip(rows, times, cpu, strict=True)])
+        )
+    return tables
+
+
+def _random_data(count, shape):
+    rng = np.random.default_rng(0)
+    return rng.random((count, *shape), dtype=np.float32), rng.integers(0, 10, count)
 
 
 TFMOT_SCRIPT = r"""
@@ -104,17 +175,67 @@ def run(model, callbacks):
     return statistics.median(timer.times[1:])
 dense = run(cnn(), [])
 frequency = int(sys.argv[2])
-schedule = tfmot.sparsity.keras.PolynomialDecay(0.0, 0.9, 0, 200, frequency=frequency)
+end_step = int(sys.argv[3])
+schedule = tfmot.sparsity.keras.PolynomialDecay(0.0, 0.9, 0, end_step, frequency=frequency)
 pruned = tfmot.sparsity.keras.prune_low_magnitude(cnn(), pruning_schedule=schedule)
 pruned_seconds = run(pruned, [tfmot.sparsity.keras.UpdatePruningStep()])
 print(json.dumps({"dense": dense, "pruned": pruned_seconds}))
 """
 
 
-def tfmot_row(epochs, frequency):
+def tfmot_row(epochs, frequency, end_step):
+    """tfmot's epoch seconds on the digits CNN, dense and pruned (PolynomialDecay to 0.9 at
+    `end_step`), in its own Keras 2 process."""
     env = dict(os.environ, TF_USE_LEGACY_KERAS="1")
     result = subprocess.run(
-        [sys.executable, "-c", TFMOT_SCRIPT, str(epochs), str(frequency)],
+        [sys.executable, "-c", TFMOT_SCRIPT, str(epochs), str(frequency), str(end_step)],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
+    if result.returncode != 0:
+        return None, result.stderr.strip().splitlines()[-1:]
+    return json.loads(result.stdout.strip().splitlines()[-1]), None
+
+
+TFMOT_UPDATE_SCRIPT = r"""
+import json, os, sys, time
+import numpy as np
+import tf_keras as keras
+import tensorflow_model_optimization as tfmot
+name, repeats = sys.argv[1], int(sys.argv[2])
+builders = {
+    "resnet50": lambda: keras.applications.ResNet50(weights=None, input_shape=(224, 224, 3)),
+    "mobilenetv2": lambda: keras.applications.MobileNetV2(weights=None, input_shape=(224, 224, 3)),
+}
+schedule = tfmot.sparsity.keras.ConstantSparsity(0.5, 0, frequency=1)
+pruned = tfmot.sparsity.keras.prune_low_magnitude(builders[name](), pruning_schedule=schedule)
+wrappers = [layer for layer in pruned.layers if getattr(layer, "pruning_vars", None)]
+for wrapper in wrappers:
+    wrapper.pruning_step.assign(1)
+def update():
+    # What UpdatePruningStep runs for each wrapper before a batch (eager, Keras 2).
+    start = time.perf_counter()
+    for wrapper in wrappers:
+        wrapper.pruning_obj.conditional_mask_update()
+    wrappers[-1].pruning_vars[0][1].numpy()
+    return time.perf_counter() - start
+update()
+times = [update() for _ in range(repeats)]
+masks = [mask.numpy() for wrapper in wrappers for _, mask, _ in wrapper.pruning_vars]
+zeros = sum(float((mask == 0).sum()) for mask in masks) / sum(mask.size for mask in masks)
+weights = sum(mask.size for mask in masks)
+print(json.dumps({"seconds": times, "weights": weights, "sparsity": zeros}))
+"""
+
+
+def tfmot_update_seconds(name, repeats):
+    """tfmot's whole-model mask update (Keras 2, its own process): `{"seconds": [...],
+    "weights": n, "sparsity": s}`, or None with the error line when tfmot is unavailable."""
+    env = dict(os.environ, TF_USE_LEGACY_KERAS="1")
+    result = subprocess.run(
+        [sys.executable, "-c", TFMOT_UPDATE_SCRIPT, name, str(repeats)],
         capture_output=True,
         text=True,
         env=env,
@@ -296,6 +417,18 @@ def updates_section(args):
                 f"{spread(compiled):<24}{ratio:>14.1f}x{first:>9.1f}",
                 flush=True,
             )
+        if args.tfmot and name in ("resnet50", "mobilenetv2"):
+            result, error = tfmot_update_seconds(name, args.repeats)
+            if result is None:
+                print(f"{name:<13}{'tfmot':<11}unavailable: {error}")
+            else:
+                # Its own process (Keras 2), run after the keras_prune rows: not interleaved.
+                print(
+                    f"{name:<13}{'tfmot':<11}{result['weights'] / 1e6:>8.2f}M  "
+                    f"{spread(result['seconds']):<24}{'(eager only, Keras 2)':<24}"
+                    f"{'':>15}{'':>9}   sparsity {result['sparsity']:.3f}",
+                    flush=True,
+                )
     print("target (issue 13): ResNet50 <= 0.5 s per-layer, <= 1 s global")
     if args.scaling:
         print(
@@ -335,6 +468,20 @@ def updates_section(args):
         labels = ["dense"] + [label for label, _, _ in STEP_ROWS]
         for label, seconds in zip(labels, [dense, *pruned], strict=True):
             print(f"{label:<34}{seconds / steps * 1e3:>10.1f}{seconds / dense:>9.2f}x")
+        if args.tfmot:
+            # tfmot against its own Keras 2 dense model, in its own process: not interleaved.
+            result, error = tfmot_row(args.epochs, 1, 10_000)
+            if result is None:
+                print(f"{'tfmot (unavailable)':<34}{error}")
+            else:
+                for label, seconds in (
+                    ("tfmot dense (Keras 2)", result["dense"]),
+                    ("tfmot, UpdatePruningStep", result["pruned"]),
+                ):
+                    print(
+                        f"{label:<34}{seconds / steps * 1e3:>10.1f}"
+                        f"{seconds / result['dense']:>9.2f}x"
+                    )
         print("target (issue 13): <= 1.5x the dense step")
 
 
@@ -344,6 +491,11 @@ def main():
     parser.add_argument("--tfmot", action="store_true", help="add tfmot's Keras 2 rows")
     parser.add_argument("--frequency", type=int, default=100, help="steps between mask updates")
     parser.add_argument("--section", choices=["training", "updates"], default="training")
+    parser.add_argument(
+        "--skip-recompute",
+        action="store_true",
+        help="for --section training: skip the mask recomputation table",
+    )
     parser.add_argument("--repeats", type=int, default=7, help="mask updates timed per model")
     parser.add_argument(
         "--models", default="cnn,mobilenetv2,resnet50", help="for --section updates"
@@ -360,44 +512,36 @@ def main():
     if args.section == "updates":
         updates_section(args)
         return
-    x, y = digits()
-    steps = int(np.ceil(len(x) / 32))
-    schedule = kp.PolynomialDecay(0.0, 0.9, 0, steps * (args.epochs - 1), frequency=args.frequency)
-
-    dense, binary, learnable = interleaved_epoch_seconds(
-        [
-            (cnn(), []),
-            (kp.prune(cnn(), schedule=schedule, mask="binary"), [kp.PruningCallback()]),
-            (kp.prune(cnn(), schedule=schedule, mask="learnable"), [kp.PruningCallback()]),
-        ],
-        x,
-        y,
-        args.epochs,
-    )
-    rows = [
-        ("keras_prune dense (Keras 3)", dense, 1.0),
-        ("keras_prune binary mask", binary, binary / dense),
-        ("keras_prune learnable mask", learnable, learnable / dense),
-    ]
+    tables = learnable_rows(args.epochs, args.frequency)
+    for title, rows in tables:
+        print(
+            f"\nTraining overhead per epoch ({title}, batch 32, mask update every "
+            f"{args.frequency} steps, {args.epochs} interleaved rounds)"
+        )
+        print(
+            f"{'model':<42}{'s/epoch [min-max]':>24}{'vs dense, per round [p25-p75]':>32}"
+            f"{'CPU s vs dense':>24}"
+        )
+        _, dense, dense_cpu = rows[0]
+        for label, times, cpu in rows:
+            print(
+                f"{label:<42}{spread(times):>24}{ratio_spread(times, dense):>32}"
+                f"{ratio_spread(cpu, dense_cpu):>24}"
+            )
+    print("targets: binary mask <= 1.15x, learnable mask <= 1.3x (issue 13)")
     if args.tfmot:
-        result, error = tfmot_row(args.epochs, args.frequency)
+        steps = int(np.ceil(len(digits()[0]) / 32))  # the same schedule as the rows above
+        result, error = tfmot_row(args.epochs, args.frequency, steps * (args.epochs - 1))
         if result is None:
-            rows.append((f"tfmot (unavailable: {error})", float("nan"), float("nan")))
+            print(f"tfmot (unavailable: {error})")
         else:
-            rows.append(("tfmot dense (Keras 2)", result["dense"], 1.0))
-            rows.append(
-                ("tfmot pruned (Keras 2)", result["pruned"], result["pruned"] / result["dense"])
+            print(
+                f"tfmot (Keras 2, digits CNN): dense {result['dense']:.3f} s/epoch, pruned "
+                f"{result['pruned']:.3f} s/epoch, {result['pruned'] / result['dense']:.2f}x"
             )
 
-    print(
-        f"\nTraining overhead per epoch (digits CNN, {len(x)} samples, batch 32, mask update "
-        f"every {args.frequency} steps, median of {args.epochs} interleaved epochs)"
-    )
-    print(f"{'model':<34}{'s/epoch':>10}{'vs its dense':>14}")
-    for label, seconds, ratio in rows:
-        print(f"{label:<34}{seconds:>10.3f}{ratio:>13.2f}x")
-    print("target: keras_prune binary mask <= 1.15x")
-
+    if args.skip_recompute:
+        return
     print("\nMask recomputation (exact count, median of 21 calls)")
     print(
         f"{'kernel':<16}{'magnitude ms':>14}{'signed ms':>12}{'ops.sort ms':>13}"

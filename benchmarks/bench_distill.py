@@ -13,10 +13,24 @@ several seeds (min-max shown); "train s" is the mean wall time of one training r
         [--distill 2:0.1:0.5 4:0.1:0.5:mixup] [--no-small]
 
 Choose settings with `--split val` (80/20 split of the training images); report `--split test`.
+
+`--defaults` runs the issue-13 comparison instead: the digits CNN of benchmarks/bench_methods.py
+(dense 30 epochs, then 30 pruning epochs with `PolynomialDecay` reaching the sparsity after 20,
+`kp.prune` defaults and `kp.PruningCallback()`), fine-tuned on labels alone, through
+`Distiller(student, teacher)` at its current defaults, at the defaults before issue 13
+(alpha=0.5, SoftTargets(temperature=4)), and at each `--candidates` setting:
+
+    PYTHONPATH=. nice -n 5 python benchmarks/bench_distill.py --defaults [--seeds 2]
+        [--first-seed 0] [--sparsities 0.95 0.99] [--candidates 1:0.5:0.5 4:0.1:0.5]
+        [--allocation per_layer] [--softmax] [--candidates-only]
+
+A candidate `T:a:a` keeps alpha constant; `T:a0:a` follows the pruning schedule from a0 to a.
+Each (sparsity, seed) runs every variant before the next, from the same dense model.
 """
 
 import argparse
 import os
+import sys
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -264,6 +278,163 @@ def format_gain(gain):
     return f"{100 * mean:+.2f} ± {100 * error:.2f} ({wins}+/{losses}-)"
 
 
+# --- issue 13: the Distiller's defaults on kp.prune's default path --------------------------
+
+DEFAULTS_DENSE_EPOCHS = 30
+DEFAULTS_EPOCHS = 30
+DEFAULTS_RAMP_EPOCHS = 20
+# The Distiller's defaults before issue 13, spelled out (they still work as explicit arguments).
+OLD_DEFAULTS = {"alpha": 0.5, "temperature": 4.0}
+
+
+def defaults_variants(candidates):
+    """`[(label, Distiller kwargs or None)]`: labels only, the defaults, the old defaults, the
+    candidates (a function of the pruning schedule, since alpha may follow it)."""
+    variants = [
+        ("labels only (no distillation)", None),
+        ("Distiller defaults: T=2, alpha auto", lambda schedule, softmax: {}),
+        (
+            "old defaults: alpha=0.5, T=4",
+            lambda schedule, softmax: {
+                "alpha": OLD_DEFAULTS["alpha"],
+                "distillation_loss": kp.distill.SoftTargets(
+                    temperature=OLD_DEFAULTS["temperature"]
+                ),
+            },
+        ),
+    ]
+    for setting in candidates:
+        temperature, alpha_start, alpha, transfer = setting
+
+        def kwargs(
+            schedule, softmax, temperature=temperature, alpha_start=alpha_start, alpha=alpha
+        ):
+            if alpha_start != alpha:
+                alpha = kp.distill.DistillSchedule.following(schedule, alpha_start, alpha)
+            return {
+                "alpha": alpha,
+                "distillation_loss": kp.distill.SoftTargets(
+                    temperature=temperature, from_logits=not softmax
+                ),
+            }
+
+        label = f"T={temperature:g} a=" + (
+            f"{alpha:g}" if alpha_start == alpha else f"{alpha_start:g}->{alpha:g} (schedule)"
+        )
+        variants.append((label, kwargs))
+    return variants
+
+
+def softmax_model(seed):
+    """bench_methods.py's CNN ending in `Dense(10, activation="softmax")`, as many Keras
+    models do: the Distiller must not read its probabilities as logits."""
+    from bench_methods import build_model
+
+    config = build_model(seed=seed).get_config()
+    config["layers"][-1]["config"]["activation"] = "softmax"
+    keras.utils.set_random_seed(seed)
+    return keras.Sequential.from_config(config)
+
+
+def compile_model(model, softmax=False):
+    model.compile(
+        optimizer=keras.optimizers.Adam(1e-3),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=not softmax),
+        metrics=["accuracy"],
+    )
+    return model
+
+
+def defaults_run(dense, sparsity, seed, make_kwargs, data, allocation="auto", softmax=False):
+    """Prunes a copy of `dense` with kp.prune's defaults; returns (test accuracy, seconds)."""
+    (x, y), (x_test, y_test) = data
+    keras.utils.set_random_seed(seed)
+    steps_per_epoch = -(-len(x) // BATCH_SIZE)
+    schedule = kp.PolynomialDecay(
+        0.0, sparsity, begin_step=0, end_step=DEFAULTS_RAMP_EPOCHS * steps_per_epoch, frequency=10
+    )
+    student = kp.prune(copy_of(dense), schedule=schedule, allocation=allocation)
+    if make_kwargs is None:
+        trainer = compile_model(student, softmax)
+    else:
+        trainer = kp.distill.Distiller(student, dense, **make_kwargs(schedule, softmax))
+        trainer.compile(keras.optimizers.Adam(1e-3), metrics=["accuracy"])
+    start = time.perf_counter()
+    trainer.fit(
+        x,
+        y,
+        batch_size=BATCH_SIZE,
+        epochs=DEFAULTS_EPOCHS,
+        verbose=0,
+        callbacks=[kp.PruningCallback()],
+    )
+    seconds = time.perf_counter() - start
+    return accuracy(kp.strip(student), x_test, y_test), seconds
+
+
+def defaults_main(args):
+    from bench_methods import build_model
+    from bench_methods import load_data as load_methods_data
+
+    x, x_test, y, y_test = load_methods_data()
+    data = (x, y), (x_test, y_test)
+    seeds = list(range(args.first_seed, args.first_seed + args.seeds))
+    variants = defaults_variants(args.candidates)
+    if args.candidates_only:  # to add rows to an earlier run's table (same seeds)
+        variants = [variants[0]] + variants[3:]
+    started = time.perf_counter()
+    denses = {}
+    for seed in seeds:
+        dense = softmax_model(seed) if args.softmax else build_model(seed=seed)
+        compile_model(dense, args.softmax)
+        dense.fit(x, y, epochs=DEFAULTS_DENSE_EPOCHS, batch_size=BATCH_SIZE, verbose=0)
+        denses[seed] = dense
+    results = {}
+    # Interleaved: every variant of one (sparsity, seed) runs before the next.
+    for sparsity in args.sparsities:
+        for seed in seeds:
+            for label, make_kwargs in variants:
+                results[(label, sparsity, seed)] = defaults_run(
+                    denses[seed], sparsity, seed, make_kwargs, data, args.allocation, args.softmax
+                )
+                print(
+                    f"  {label:<42}{sparsity:>6.0%} seed {seed}: "
+                    f"{results[(label, sparsity, seed)][0]:.4f}",
+                    flush=True,
+                )
+    print()
+    print(
+        f"digits CNN of bench_methods.py, {len(x)} train / {len(x_test)} test images; dense "
+        f"{DEFAULTS_DENSE_EPOCHS} epochs{' (softmax output)' if args.softmax else ''} (the "
+        "teacher and the student's start), then "
+        f"{DEFAULTS_EPOCHS} pruning epochs, sparsity reached after {DEFAULTS_RAMP_EPOCHS}; "
+        f"kp.prune(allocation={args.allocation!r}) + kp.PruningCallback(); Adam 1e-3, "
+        f"batch {BATCH_SIZE}"
+    )
+    dense_cells = "".join(f"{accuracy(denses[seed], x_test, y_test):>10.4f}" for seed in seeds)
+    columns = "".join(f"{f'seed {seed}':>10}" for seed in seeds)
+    header = f"{'variant':<44}{'sparsity':>9}{columns}{'mean':>9}{'vs labels':>11}{'train s':>9}"
+    print(header)
+    print("-" * len(header))
+    print(f"{'dense teacher':<44}{'0%':>9}{dense_cells}")
+    for sparsity in args.sparsities:
+        baseline = np.mean([results[(variants[0][0], sparsity, s)][0] for s in seeds])
+        for label, _ in variants:
+            values = [results[(label, sparsity, s)][0] for s in seeds]
+            seconds = np.median([results[(label, sparsity, s)][1] for s in seeds])
+            cells = "".join(f"{v:>10.4f}" for v in values)
+            gain = 100 * (np.mean(values) - baseline)
+            print(
+                f"{label:<44}{sparsity:>9.0%}{cells}{np.mean(values):>9.4f}"
+                f"{gain:>+10.2f}p{seconds:>9.1f}"
+            )
+    print(
+        "cells: test accuracy of the stripped student; vs labels: mean difference to labels "
+        "only, points; train s: median seconds per run. "
+        f"Total {time.perf_counter() - started:.0f} s"
+    )
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sparsities", type=float, nargs="+", default=[0.95, 0.99])
@@ -297,7 +468,41 @@ def main(argv=None):
         help="T:alpha_start:alpha[:transfer] for the small dense student (alpha constant)",
     )
     parser.add_argument("--no-small", action="store_true", help="skip the small dense rows")
+    parser.add_argument(
+        "--defaults",
+        action="store_true",
+        help="issue 13: labels only vs the Distiller's defaults vs --candidates on kp.prune's "
+        "default path (bench_methods.py's CNN); --seeds defaults to 2 here",
+    )
+    parser.add_argument(
+        "--candidates",
+        type=parse_setting,
+        nargs="*",
+        default=[],
+        help="with --defaults: settings T:alpha_start:alpha to compare with the defaults",
+    )
+    parser.add_argument(
+        "--allocation",
+        default="auto",
+        help="with --defaults: kp.prune's allocation ('auto' is its default, global with "
+        "floors; 'per_layer' is tfmot's and kp.prune's default before issue 13)",
+    )
+    parser.add_argument(
+        "--candidates-only",
+        action="store_true",
+        help="with --defaults: run labels only and the candidates, not the two default rows",
+    )
+    parser.add_argument("--first-seed", type=int, default=0, help="with --defaults: the first seed")
+    parser.add_argument(
+        "--softmax",
+        action="store_true",
+        help="with --defaults: the CNN ends in a softmax (probabilities, not logits)",
+    )
     args = parser.parse_args(argv)
+    if args.defaults:
+        if "--seeds" not in (argv if argv is not None else sys.argv):
+            args.seeds = 2
+        return defaults_main(args)
 
     data = load_data(args.split)
     (x_train, y_train), (x_eval, y_eval) = data

@@ -7,6 +7,7 @@ then SET and RigL trained sparse from scratch at 90%.
 
     TF_CPP_MIN_LOG_LEVEL=3 python benchmarks/bench_methods.py            # full table
     TF_CPP_MIN_LOG_LEVEL=3 python benchmarks/bench_methods.py --quick    # fewer epochs
+    python benchmarks/bench_methods.py --reselect --seeds 0,1   # learnable masks' reselect
 
 Most parameters live in one large Dense layer (2048 x 256), as in many small deployed models:
 a global ranking keeps the small convolutions dense and takes the sparsity from that layer.
@@ -193,11 +194,58 @@ def run_tfmot(sparsities, dense_epochs, epochs, batch_size):
     return None, "tfmot run failed: " + completed.stderr.strip().splitlines()[-1]
 
 
+def compare_reselect(seeds, sparsities=(0.9, 0.98), frequencies=(10, 100), epochs=15):
+    """Test accuracy of learnable masks choosing their top-k at the schedule's updates
+    (`reselect="schedule"`) or at every step ("step"), per seed, sparsity and frequency, with
+    the recipe of the table's learnable row."""
+    x, x_test, y, y_test = load_data()
+    results = {}
+    for seed in seeds:
+        dense = compile_model(build_model(seed))
+        dense.fit(x, y, epochs=30, batch_size=32, verbose=0)
+        results[("dense", seed)] = accuracy(dense, x_test, y_test)
+        total = epochs * steps_per_epoch(x, 32)
+        for sparsity in sparsities:
+            for frequency in frequencies:
+                for reselect in ("schedule", "step"):
+                    keras.utils.set_random_seed(seed)
+                    schedule = kp.PolynomialDecay(
+                        0.0, sparsity, begin_step=0, end_step=2 * total // 3, frequency=frequency
+                    )
+                    mask = kp.mask_types.LearnableMask(reselect=reselect)
+                    pruned = compile_model(kp.prune(dense, schedule=schedule, mask=mask))
+                    pruned.fit(
+                        x, y, epochs=epochs, batch_size=32, verbose=0,
+                        callbacks=[kp.PruningCallback()],
+                    )  # fmt: skip
+                    value = accuracy(kp.strip(pruned), x_test, y_test)
+                    results[(sparsity, frequency, reselect, seed)] = value
+                    print(f"  seed {seed} {sparsity:.0%} frequency {frequency} {reselect}: "
+                          f"{value:.4f}", flush=True)  # fmt: skip
+    columns = [(reselect, seed) for reselect in ("schedule", "step") for seed in seeds]
+    print("\nlearnable masks, test accuracy of the stripped model")
+    print(f"{'sparsity, frequency':22s}" + "".join(f"{f'{r} s{s}':>14s}" for r, s in columns))
+    print(f"{'dense':22s}" + "".join(f"{results[('dense', s)]:14.4f}" for _, s in columns))
+    for sparsity in sparsities:
+        for frequency in frequencies:
+            cells = "".join(f"{results[(sparsity, frequency, r, s)]:14.4f}" for r, s in columns)
+            print(f"{f'{sparsity:.0%}, {frequency}':22s}{cells}")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer epochs (a smoke run)")
     parser.add_argument("--no-tfmot", action="store_true", help="skip the tfmot subprocess")
+    parser.add_argument(
+        "--reselect",
+        action="store_true",
+        help="only compare learnable masks' reselect='schedule' and 'step' at 90%% and 98%%",
+    )
+    parser.add_argument("--seeds", default="0", help="for --reselect: comma-separated seeds")
     args = parser.parse_args()
+    if args.reselect:
+        compare_reselect([int(seed) for seed in args.seeds.split(",")])
+        return
     dense_epochs, epochs, batch_size = (8, 4, 64) if args.quick else (30, 15, 32)
     x, x_test, y, y_test = load_data()
     started = time.time()
@@ -219,6 +267,15 @@ def main():
         "one-shot global + fine-tune": lambda s: one_shot(dense, s, x, y, epochs, batch_size),
         "learnable mask (movement)": lambda s: gradual(
             dense, s, x, y, epochs, batch_size, mask="learnable"
+        ),
+        'learnable mask, reselect="step"': lambda s: gradual(
+            dense,
+            s,
+            x,
+            y,
+            epochs,
+            batch_size,
+            mask=kp.mask_types.LearnableMask(reselect="step"),
         ),
         "best: global, 2x fine-tune, cosine LR": lambda s: best_recipe(
             dense, s, x, y, epochs, batch_size

@@ -192,6 +192,15 @@ def test_bad_allocation_arguments():
     assert isinstance(allocation.get("global"), allocation.GlobalAllocation)
 
 
+def test_an_unknown_allocation_name_lists_auto_where_it_is_taken():
+    with pytest.raises(ValueError, match=r"Unknown allocation 'glbal'.*allocation='auto'"):
+        kp.prune(small_cnn(), allocation="glbal")
+    with pytest.raises(ValueError, match=r"Unknown allocation 'glbal'.*allocation='auto'"):
+        kp.prune_once(small_cnn(), 0.5, allocation="glbal")
+    # In the callback "auto" follows what the model declares, as None does.
+    assert kp.PruningCallback(allocation="auto").allocation is None
+
+
 def test_update_masks_accepts_an_allocation():
     schedule = kp.ConstantSparsity(0.9, begin_step=0, frequency=1)
     model = kp.prune(small_cnn(), schedule=schedule)

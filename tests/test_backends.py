@@ -43,6 +43,7 @@ import numpy as np, keras, keras_prune as kp
 
 
 def same_run(checkpoint_path, optimizer="sgd", mask="binary"):
+    mask = {"learnable_step": kp.mask_types.LearnableMask(reselect="step")}.get(mask, mask)
     rng = np.random.default_rng(0)
     x = rng.normal(size=(96, 12)).astype("float32")
     y = (x[:, :4] @ rng.normal(size=(4, 3))).astype("float32")
@@ -75,7 +76,7 @@ for wrapper in kp.layers.find_wrappers(saved):
     assert not kernel[keras.ops.convert_to_numpy(wrapper.masks[0]) == 0].any(), wrapper.name
 
 results = {}
-for mask in ["binary", "learnable"]:
+for mask in ["binary", "learnable", "learnable_step"]:
     pruned, x, history, masks, kernels = same_run(sys.argv[1] + f"/{mask}.keras", mask=mask)
     plain = kp.strip(pruned)
     assert np.abs(plain.predict(x, verbose=0) - pruned.predict(x, verbose=0)).max() < 1e-5
@@ -163,7 +164,7 @@ def test_masks_train_on_jax_as_on_tensorflow(tmp_path):
     namespace = {}
     exec(SAME_RUN, namespace)
     on_jax = np.load(tmp_path / "jax.npz")
-    for mask in ["binary", "learnable"]:
+    for mask in ["binary", "learnable", "learnable_step"]:
         _, _, _, masks, kernels = namespace["same_run"](
             str(tmp_path / f"tf_{mask}.keras"), mask=mask
         )

@@ -114,14 +114,19 @@ def test_row_mask_by_norm():
     np.testing.assert_array_equal(numpy(masks.row_mask(scores, 0.5, norm="l1")), [1, 0, 1])
 
 
+# Sizes that take each selection path: a sort, three 11-bit radix passes, two 16-bit ones.
+SELECTION_SIZES = [5_000, 70_000, 600_000]
+
+
+@pytest.mark.parametrize("size", SELECTION_SIZES)
 @pytest.mark.parametrize("with_ties", [False, True])
-def test_radix_path_for_large_tensors_is_exact(with_ties):
+def test_radix_path_for_large_tensors_is_exact(with_ties, size):
     rng = np.random.default_rng(7)
-    scores = rng.normal(size=70_000).astype("float32")
+    scores = rng.normal(size=size).astype("float32")
     if with_ties:
         scores[::3] = 0.0
         scores[1::7] = -1.5
-    for k in [1, 5_000, 23_334, 46_000, 70_000]:
+    for k in [1, size // 14, size // 3, size * 2 // 3, size]:
         expected = np.zeros(scores.size)
         expected[np.argsort(-scores, kind="stable")[:k]] = 1
         np.testing.assert_array_equal(numpy(masks.top_k_mask(scores, k)), expected)
@@ -136,10 +141,12 @@ def _key_order_reference(scores, k):
     return expected.reshape(scores.shape)
 
 
-def _bucket_edge_values(rng, size, signed):
-    """Floats whose bit patterns sit on and around 16-bit radix bucket edges, with ties."""
-    edges = rng.integers(0x3F00, 0x4100, size=size).astype("int64") * 65536
-    bits = edges + rng.choice([-1, 0, 1, 2, 65535], size=size)
+def _bucket_edge_values(rng, size, signed, digit_bits=16):
+    """Floats whose bit patterns sit on and around radix bucket edges of `digit_bits`-bit low
+    digits, with ties."""
+    unit = 1 << digit_bits
+    edges = rng.integers(0x3F000000 // unit, 0x41000000 // unit, size=size).astype("int64") * unit
+    bits = edges + rng.choice([-1, 0, 1, 2, unit - 1], size=size)
     values = bits.astype("int32").view("float32").copy()
     if signed:
         values[rng.random(size) < 0.5] *= -1
@@ -149,11 +156,12 @@ def _bucket_edge_values(rng, size, signed):
     return values
 
 
+@pytest.mark.parametrize(("size", "digit_bits"), [(70_000, 10), (70_000, 11), (600_000, 16)])
 @pytest.mark.parametrize("signed", [False, True])
-def test_radix_selection_is_exact_at_bucket_edges(signed):
+def test_radix_selection_is_exact_at_bucket_edges(signed, size, digit_bits):
     rng = np.random.default_rng(11)
-    scores = _bucket_edge_values(rng, 70_000, signed)
-    for k in [1, 13_999, 14_000, 35_000, 69_999]:
+    scores = _bucket_edge_values(rng, size, signed, digit_bits)
+    for k in [1, size // 5 - 1, size // 5, size // 2, size - 1]:
         mask = numpy(masks.top_k_mask(scores, k))
         np.testing.assert_array_equal(mask, _key_order_reference(scores, k))
 
@@ -168,10 +176,11 @@ def test_magnitude_mask_on_large_kernel_matches_top_k_of_absolute_values():
 
 @pytest.mark.parametrize("rounded", [False, True])
 def test_top_k_masks_together_equal_the_top_k_of_the_concatenation(rounded):
-    # Above 65,536 elements the tensors are ranked by summed radix histograms, never
-    # concatenated; the result must be exactly the concatenation's, ties included.
+    # From 8,192 elements the tensors are ranked by summed radix histograms, never
+    # concatenated; the result must be exactly the concatenation's, ties included. The sizes
+    # take the 11-bit and (together) the 16-bit digits.
     rng = np.random.default_rng(0)
-    scores = [rng.standard_normal(size).astype("float32") for size in (70000, 3, 40000)]
+    scores = [rng.standard_normal(size).astype("float32") for size in (70000, 3, 40000, 500000)]
     if rounded:
         scores = [np.round(tensor, 1) for tensor in scores]  # many ties across tensors
     flat = np.concatenate(scores)

@@ -22,11 +22,11 @@ class PruningCallback(keras.callbacks.Callback):
     """Updates masks as the schedules say, before each training batch, and logs `sparsity`.
 
     Args:
-        allocation: how the scheduled sparsity is spread across layers: None (default) follows
-            what the model declares (`kp.prune(allocation=...)`: a global ranking with
-            per-tensor floors for binary unstructured masks unless told otherwise); a
-            `kp.allocation.Allocation` or name ("per_layer", "global", ...) overrides it for
-            every layer.
+        allocation: how the scheduled sparsity is spread across layers: None (default) or
+            "auto" follows what the model declares (`kp.prune(allocation=...)`: a global
+            ranking with per-tensor floors for binary unstructured masks unless told
+            otherwise); a `kp.allocation.Allocation` or name ("per_layer", "global", ...)
+            overrides it for every layer.
         calibration_data: `(x, y)` (or a dataset) on which gradients are collected before
             each mask update, for gradient criteria ("taylor", "fisher", ...); see
             `kp.engine.collect_gradients`.
@@ -51,7 +51,9 @@ class PruningCallback(keras.callbacks.Callback):
     def __init__(self, allocation=None, calibration_data=None, calibration_batch_size=32):
         super().__init__()
 
-        self.allocation = None if allocation is None else allocation_lib.get(allocation)
+        # "auto" is what `kp.prune` calls following the declared allocation: the same as None.
+        follows = allocation is None or (isinstance(allocation, str) and allocation == "auto")
+        self.allocation = None if follows else allocation_lib.get(allocation)
         if calibration_data is not None:
             check_calibration_data(calibration_data)
         self.calibration_data = calibration_data

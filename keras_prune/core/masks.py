@@ -28,7 +28,10 @@ __all__ = [
     "top_k_masks_together",
 ]
 
-_RADIX_BINS = 65536
+# Below this many elements a sort is cheaper than radix passes.
+_SORT_BELOW = 8192
+# From this many elements on, two 16-bit radix passes (see `_radix_digit_widths`).
+_WIDE_DIGITS_FROM = 1 << 19
 
 
 def keep_count(size, sparsity):
@@ -65,50 +68,53 @@ def _select_digit(histogram, k):
     return digit, size - at_or_below[digit]
 
 
-def _kth_largest_key_by_radix(keys, k, nonnegative):
-    """The k-th largest of int32 `keys`: two 16-bit radix passes, O(n), no sort.
+def _radix_digit_widths(size):
+    """Digit widths (bits, summing to 32) of the radix passes for `size` keys.
 
-    `nonnegative=True` promises every key is >= 0 (the raw bits of non-negative floats), which
-    saves two passes over the keys. Returns the threshold key and how many keys lie above it
-    and tie with it.
+    Each pass is a few elementwise ops and a histogram over every key, plus a prefix sum over
+    the bins: wide digits mean fewer passes but bigger histograms. Measured on 2 CPU cores
+    (TensorFlow, `benchmarks/bench_core.py --section updates`): three 11-bit passes beat two
+    16-bit ones below about half a million keys, where the 65,536-bin histograms cost more
+    than the extra pass."""
+    return (11, 11, 10) if size < _WIDE_DIGITS_FROM else (16, 16)
+
+
+def _kth_largest_key_of_parts(parts, k, size, to_keys=lambda keys: keys):
+    """The k-th largest of the int32 keys `to_keys(part)` of several tensors together, by
+    radix selection: O(n), no sort, and no concatenation (the digit histograms of the parts
+    add up). Keys are made again in each pass rather than kept, so only one tensor's keys
+    exist at a time.
+
+    Each pass counts, among the keys that share the digits chosen so far (the prefix), how
+    many have each value of the next digit, and keeps the digit holding the k-th largest.
+    `size` is the number of keys in all parts. Returns the threshold key, how many keys lie
+    strictly above it, and how many tie with it.
     """
-    return _kth_largest_key_of_parts([keys], k, nonnegative)
-
-
-def _kth_largest_key_of_parts(parts, k, nonnegative, to_keys=lambda keys: keys):
-    """`_kth_largest_key_by_radix` over the union of the int32 keys `to_keys(part)` of several
-    tensors, without concatenating them: their digit histograms add up. Keys are made again in
-    each pass rather than kept, so only one tensor's keys exist at a time."""
-    offset = 0 if nonnegative else 32768
-
-    def high_digits(keys):
-        # Full-size intermediates are dropped as soon as they are used: with 16 MB buffers,
-        # fresh allocations cost as much as the arithmetic.
-        digit = ops.right_shift(keys, 16)
-        return digit + offset if offset else digit
-
-    high_histogram = sum(
-        ops.bincount(high_digits(to_keys(part)), minlength=_RADIX_BINS) for part in parts
-    )
-    high, above_bucket = _select_digit(high_histogram, k)
-    # Second pass: the low 16 bits of the keys inside the chosen bucket; every other key goes
-    # to one extra bin, _RADIX_BINS, which is then dropped. Inside the bucket the XOR with its
-    # start is the low 16 bits; outside, a higher bit differs, so it is >= 65536 or negative.
-    bucket_start = (high - offset) * 65536
-
-    def low_digits(keys):
-        digit = ops.bitwise_xor(keys, bucket_start)
-        if nonnegative:
-            return ops.minimum(digit, _RADIX_BINS)
-        in_bucket = ops.equal(ops.right_shift(digit, 16), 0)
-        return ops.where(in_bucket, digit, _RADIX_BINS)
-
-    low_histogram = sum(
-        ops.bincount(low_digits(to_keys(part)), minlength=_RADIX_BINS + 1)[:_RADIX_BINS]
+    widths = _radix_digit_widths(size)
+    shift = 32 - widths[0]
+    bins = 1 << widths[0]
+    # The top digit is signed (arithmetic shift): offset it into [0, bins).
+    histogram = sum(
+        ops.bincount(ops.right_shift(to_keys(part), shift) + bins // 2, minlength=bins)
         for part in parts
     )
-    low, above_low = _select_digit(low_histogram, k - above_bucket)
-    return bucket_start + low, above_bucket + above_low, low_histogram[low]
+    digit, above = _select_digit(histogram, k)
+    prefix = digit - bins // 2  # == key >> shift for the keys in the chosen bucket
+    for width in widths[1:]:
+        prefix_shift, shift, bins = shift, shift - width, 1 << width
+
+        def digits(keys, prefix=prefix, prefix_shift=prefix_shift, shift=shift, bins=bins):
+            # Keys outside the chosen bucket go to one extra bin, `bins`, which is dropped.
+            inside = ops.equal(ops.right_shift(keys, prefix_shift), prefix)
+            return ops.where(inside, ops.bitwise_and(ops.right_shift(keys, shift), bins - 1), bins)
+
+        histogram = sum(
+            ops.bincount(digits(to_keys(part)), minlength=bins + 1)[:bins] for part in parts
+        )
+        digit, above_digit = _select_digit(histogram, k - above)
+        above = above + above_digit
+        prefix = prefix * bins + digit
+    return prefix, above, histogram[digit]
 
 
 def top_k_masks_together(scores, k, forced=None):
@@ -117,7 +123,7 @@ def top_k_masks_together(scores, k, forced=None):
     `top_k_mask` of their concatenation would give. `forced` (a boolean tensor per score
     tensor, or None) marks entries ranked above every score, as if their score were +inf.
 
-    From 65,536 elements up (except on JAX) the tensors are never concatenated: the radix
+    From 8,192 elements up (except on JAX) the tensors are never concatenated: the radix
     histograms of each are added, so memory stays at one tensor's intermediates.
 
     Args:
@@ -133,7 +139,7 @@ def top_k_masks_together(scores, k, forced=None):
     """
     sizes = [math.prod(ops.shape(tensor)) for tensor in scores]
     k = ops.cast(k, "int32")
-    if sum(sizes) < _RADIX_BINS or keras.backend.backend() == "jax":
+    if sum(sizes) < _SORT_BELOW or keras.backend.backend() == "jax":
         if forced is not None:
             scores = [
                 ops.where(mask, float("inf"), ops.cast(tensor, "float32"))
@@ -155,7 +161,7 @@ def top_k_masks_together(scores, k, forced=None):
         return ops.where(ops.reshape(forced[index], (-1,)), 0x7F800000, keys)
 
     indices = range(len(scores))
-    threshold, above_count, _ = _kth_largest_key_of_parts(indices, k, False, to_keys)
+    threshold, above_count, _ = _kth_largest_key_of_parts(indices, k, sum(sizes), to_keys)
     ties_to_keep = k - above_count
     result, ties_before = [], ops.convert_to_tensor(0, "int32")
     for index, tensor in enumerate(scores):
@@ -208,9 +214,8 @@ def top_k_mask(scores, k):
     """0/1 mask keeping exactly the `k` largest `scores` (ties: earlier positions first).
 
     The threshold is found on order-preserving integer keys: by a sort for small tensors, and
-    by a two-pass radix selection (O(n), no sort) from 65,536 elements up (except on JAX, which
-    always sorts). Non-negative scores (magnitudes, most criteria) skip the key transform: their
-    float bits already sort.
+    by radix selection (O(n), no sort) from 8,192 elements up (except on JAX, which always
+    sorts).
 
     Args:
         scores: float tensor of any shape.
@@ -234,24 +239,16 @@ def _float_bits(values):
 def _top_k_of_bits(bits, k, nonnegative):
     """Boolean mask of the k largest floats given by their `bits` (see `top_k_mask`).
 
-    With `nonnegative=True` the caller guarantees no sign bit is set; otherwise it is checked.
+    With `nonnegative=True` the caller guarantees no sign bit is set: the bits of non-negative
+    floats already sort like the floats, so they are the keys.
     """
+    keys = bits if nonnegative else _sortable_keys_from_bits(bits)
+    size = ops.shape(bits)[0]
     # JAX cannot trace bincount (its output length depends on the data), and learnable masks
     # select inside jax.jit, so JAX always sorts.
-    if ops.shape(bits)[0] < _RADIX_BINS or keras.backend.backend() == "jax":
-        keys = _sortable_keys_from_bits(bits)
+    if size < _SORT_BELOW or keras.backend.backend() == "jax":
         return _top_k_of_keys(keys, k, _kth_largest_key_by_sort(keys, k))
-
-    def of_nonnegative():
-        return _top_k_of_keys(bits, k, _kth_largest_key_by_radix(bits, k, nonnegative=True))
-
-    def of_any_sign():
-        keys = _sortable_keys_from_bits(bits)
-        return _top_k_of_keys(keys, k, _kth_largest_key_by_radix(keys, k, nonnegative=False))
-
-    if nonnegative:
-        return of_nonnegative()
-    return ops.cond(ops.greater_equal(ops.min(bits), 0), of_nonnegative, of_any_sign)
+    return _top_k_of_keys(keys, k, _kth_largest_key_of_parts([keys], k, size))
 
 
 def sparsity_mask(scores, sparsity):

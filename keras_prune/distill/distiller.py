@@ -11,6 +11,7 @@ from keras import ops
 
 from keras_prune.distill import losses as distill
 from keras_prune.distill.schedule import DistillSchedule
+from keras_prune.graph import tracing
 from keras_prune.layers.wrapper import find_wrappers
 
 # Keys of the dict that `Distiller.precompute_teacher` returns and `fit` accepts as `x`.
@@ -19,6 +20,14 @@ TEACHER_OUTPUTS_KEY = "teacher_outputs"
 TEACHER_HINT_KEY = "teacher_hint_{}"
 
 _PROJECTION_CHOICES = ("auto", True, False)
+
+# The defaults (issue 13, measured in docs/distillation.md): a low temperature and a weight
+# that rises with the student's sparsity. At temperature 4 the T**2-scaled soft loss pulls a
+# 99%-sparse student towards the teacher's whole logit vector, which it has no capacity left to
+# match, and costs accuracy; at 1-2 it does not.
+DEFAULT_TEMPERATURE = 2.0
+DEFAULT_ALPHA_START = 0.1
+DEFAULT_ALPHA = 0.5
 
 
 def _check_model(name, model):
@@ -50,6 +59,73 @@ def _functional_outputs(model):
     return list(outputs) if outputs else None
 
 
+def ends_in_softmax(model):
+    """Whether `model`'s output is a softmax (probabilities rather than logits).
+
+    True when the call producing the output (nested models inlined) is a
+    `keras.layers.Softmax`, `keras.ops.softmax`, or a layer with `activation="softmax"` (a
+    `Dense`, an `Activation`, a pruning wrapper around one). A subclassed model cannot be
+    inspected and counts as logits.
+
+    Args:
+        model: a built `keras.Model`.
+
+    Returns:
+        A bool.
+
+    Example:
+
+    ```python
+    import keras
+    from keras_prune.distill.distiller import ends_in_softmax
+
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, activation="softmax")])
+    print(ends_in_softmax(model))  # True
+    ```
+    """
+    try:
+        graph = tracing.trace(model)
+    except tracing.NotTraceable:
+        return False
+    if len(graph.outputs) != 1 or graph.producer(graph.outputs[0]) is None:
+        return False
+    operation = graph.producer(graph.outputs[0]).operation
+    if isinstance(operation, keras.layers.Wrapper):
+        operation = operation.layer
+    if isinstance(operation, keras.Model):  # subclassed, left opaque by the trace
+        return False
+    # A Softmax layer, `keras.ops.softmax` on symbolic tensors, or activation="softmax".
+    if type(operation).__name__ == "Softmax":
+        return True
+    return getattr(getattr(operation, "activation", None), "__name__", None) == "softmax"
+
+
+def _default_distillation_loss(student, teacher):
+    """`SoftTargets` at the default temperature, on logits or probabilities as the models
+    output them."""
+    student_softmax, teacher_softmax = ends_in_softmax(student), ends_in_softmax(teacher)
+    if student_softmax != teacher_softmax:
+        kinds = {True: "probabilities (softmax)", False: "logits"}
+        raise ValueError(
+            "Expected the teacher and the student to output the same kind of values for the "
+            f"default distillation loss. Received: a teacher that outputs "
+            f"{kinds[teacher_softmax]} and a student that outputs {kinds[student_softmax]}. "
+            "End both in the same layer, or pass distillation_loss= and student_loss= "
+            "explicitly."
+        )
+    return distill.SoftTargets(temperature=DEFAULT_TEMPERATURE, from_logits=not student_softmax)
+
+
+def _default_alpha(student):
+    """`alpha="auto"`: from `DEFAULT_ALPHA_START` to `DEFAULT_ALPHA` in step with the student's
+    pruning schedule, or `DEFAULT_ALPHA` for a student without one."""
+    for wrapper in find_wrappers(student):
+        schedule = getattr(wrapper, "schedule", None)
+        if hasattr(schedule, "begin_step") and hasattr(schedule, "end_step"):
+            return DistillSchedule.following(schedule, DEFAULT_ALPHA_START, DEFAULT_ALPHA)
+    return DEFAULT_ALPHA
+
+
 def _check_input_shapes(teacher, student):
     """Both models see the same batch: their inputs must have the same shapes."""
     teacher_shapes = [tuple(tensor.shape)[1:] for tensor in teacher.inputs]
@@ -74,8 +150,9 @@ def _check_output_shapes(teacher_shape, student_shape):
         )
 
 
-def _check_weight(name, value, low, high=None):
-    """`value` is a number in [low, high] (or > low when high is None) or a schedule of them."""
+def _check_weight(name, value, low, high=None, also=""):
+    """`value` is a number in [low, high] (or > low when high is None) or a schedule of them;
+    `also` names further accepted values in the message."""
     if isinstance(value, DistillSchedule):
         for end in (value.initial, value.final):
             _check_weight(f"{name} schedule value", end, low, high)
@@ -90,7 +167,7 @@ def _check_weight(name, value, low, high=None):
         isinstance(value, bool) or not isinstance(value, (int, float)) or not (low <= value <= high)
     ):
         raise ValueError(
-            f"Expected `{name}` in [{low}, {high}] or a keras_prune.DistillSchedule. "
+            f"Expected `{name}` in [{low}, {high}] or a keras_prune.DistillSchedule{also}. "
             f"Received: {name}={value!r}"
         )
     return float(value)
@@ -259,10 +336,16 @@ class Distiller(keras.Model):
         student: the model to train, a built `keras.Model` (e.g. a pruned one).
         teacher: a built `keras.Model` with the same output shape; it is frozen.
         distillation_loss: loss between teacher outputs (`y_true`) and student outputs
-            (`y_pred`). Defaults to `keras_prune.distill.SoftTargets(temperature=4.0)`.
+            (`y_pred`). Defaults to `keras_prune.distill.SoftTargets(temperature=2.0)`, on
+            probabilities (`from_logits=False`) when the student and teacher end in a softmax
+            (see `ends_in_softmax`), on logits otherwise. A low temperature: at 4 the soft
+            loss costs a 99%-sparse student accuracy (docs/distillation.md).
         alpha: weight of the distillation loss in [0, 1]; the hard-label loss gets
-            `1 - alpha`. A float or a `keras_prune.DistillSchedule` (e.g. more
-            distillation as sparsity rises). With `alpha=1` labels are optional.
+            `1 - alpha`. A float, a `keras_prune.DistillSchedule` (e.g. more
+            distillation as sparsity rises), or `"auto"` (default): a schedule from 0.1 to
+            0.5 that follows the student's pruning schedule
+            (`DistillSchedule.following(schedule, 0.1, 0.5)`, read from its first pruning
+            wrapper), or 0.5 for a student without one. With `alpha=1` labels are optional.
         temperature: `None` to use the distillation loss's own temperature, or a float > 0
             or `DistillSchedule` that overrides it at each step (needs `SoftTargets`).
         student_loss: hard-label loss. Defaults to sparse categorical cross-entropy with the
@@ -319,7 +402,7 @@ class Distiller(keras.Model):
         student,
         teacher,
         distillation_loss=None,
-        alpha=0.5,
+        alpha="auto",
         temperature=None,
         student_loss=None,
         hints=None,
@@ -368,7 +451,9 @@ class Distiller(keras.Model):
 
         distillation_loss = _check_loss(
             "distillation_loss",
-            distill.SoftTargets() if distillation_loss is None else distillation_loss,
+            _default_distillation_loss(student, teacher)
+            if distillation_loss is None
+            else distillation_loss,
         )
         if temperature is not None and not isinstance(distillation_loss, distill.SoftTargets):
             raise ValueError(
@@ -385,7 +470,9 @@ class Distiller(keras.Model):
         self.student = student
         self.teacher = teacher
         self.distillation_loss = distillation_loss
-        self.alpha = _check_weight("alpha", alpha, 0.0, 1.0)
+        if isinstance(alpha, str) and alpha == "auto":
+            alpha = _default_alpha(student)
+        self.alpha = _check_weight("alpha", alpha, 0.0, 1.0, also=' or "auto"')
         self.temperature = (
             None if temperature is None else _check_weight("temperature", temperature, 0.0)
         )

@@ -253,7 +253,11 @@ class MaskEngine:
             if tracing:
                 self._compiled[chunk_key] = self._compiled_masks(part, allocation)
             arguments = (
-                [variable.value for variable in _state_read(part)],
+                # TensorFlow reads the variables inside the traced call (captured, no argument
+                # to flatten and match on each call); jax.jit is pure, so JAX gets their values.
+                None
+                if _installs_in_graph()
+                else [variable.value for variable in _state_read(part)],
                 ops.convert_to_tensor([asked[index] for index in chunk], "float32"),
                 ops.convert_to_tensor(step, "int64"),
             )
@@ -280,8 +284,9 @@ class MaskEngine:
         return INSTALLED if _installs_in_graph() else masks
 
     def _compiled_masks(self, wrappers, allocation):
-        """A traced function `(state values, sparsities, step) -> (masks per wrapper, finite
-        flags)` computing every wrapper's masks in one call instead of one eager op at a time.
+        """A traced function `(state values or None, sparsities, step) -> (masks per wrapper,
+        finite flags)` computing every wrapper's masks in one call instead of one eager op at a
+        time.
 
         On TensorFlow the same call also installs them (`PruneWrapper.install` traced: its
         assignments run in the graph, only if every weight is finite) and returns, instead of
@@ -289,7 +294,12 @@ class MaskEngine:
         state = _state_read(wrappers)
 
         def compute(values, sparsities, step):
-            with keras.StatelessScope(state_mapping=list(zip(state, values, strict=True))):
+            reading = (
+                contextlib.nullcontext()
+                if values is None
+                else keras.StatelessScope(state_mapping=list(zip(state, values, strict=True)))
+            )
+            with reading:
                 layers = [w.layer_scores() for w in wrappers]
                 asked = [sparsities[index] for index in range(len(wrappers))]
                 masks = allocation.allocate(layers, asked)

@@ -418,11 +418,15 @@ class PruneWrapper(keras.layers.Wrapper):
     def effective_weights(self):
         """`[(variable, value)]`: the weights as the forward pass sees them (masks applied)."""
         if self.mask_type.learnable:
-            # The top-k of the trainable scores at the recorded sparsity, every step.
-            hard = [
-                self.granularity.compute_mask(scores, self._learnable_sparsity(), target)
-                for scores, target in zip(self.scores, self.targets, strict=True)
-            ]
+            if self.mask_type.reselect == "step":
+                # The top-k of the current scores at the recorded sparsity, every step.
+                hard = [
+                    self.granularity.compute_mask(scores, self._learnable_sparsity(), target)
+                    for scores, target in zip(self.scores, self.targets, strict=True)
+                ]
+            else:
+                # The top-k the mask engine stored at the schedule's last update.
+                hard = list(zip(self.masks, self.bias_masks, strict=True))
             masks = [
                 self.mask_type.forward_mask(kernel_mask, scores)
                 for (kernel_mask, _), scores in zip(hard, self.scores, strict=True)

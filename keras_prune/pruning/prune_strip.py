@@ -113,7 +113,21 @@ def default_allocation(granularity, mask):
     return None
 
 
+def _check_allocation_name(allocation):
+    """Name "auto" among the choices when an allocation name is not known."""
+    if not isinstance(allocation, str) or allocation == "auto":
+        return
+    try:
+        allocation_lib.get(allocation)
+    except ValueError as error:
+        raise ValueError(
+            f"{error} `kp.prune` and `kp.prune_once` also take allocation='auto' (the default: "
+            "a global ranking for binary unstructured masks, per layer otherwise)."
+        ) from None
+
+
 def _settings(schedule, granularity, mask, criterion, allocation):
+    _check_allocation_name(allocation)
     if isinstance(allocation, str) and allocation == "auto":
         allocation = default_allocation(granularity, mask)
     elif isinstance(allocation, str) and allocation == "per_layer":

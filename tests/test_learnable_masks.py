@@ -1,0 +1,129 @@
+"""Learnable masks: when the top-k is chosen (`reselect`), exactness of strip, configs."""
+
+import keras
+import numpy as np
+import pytest
+from conftest import compile_for_digits, small_cnn
+
+import keras_prune as kp
+
+LearnableMask = kp.mask_types.LearnableMask
+SigmoidGateMask = kp.mask_types.SigmoidGateMask
+
+
+def _pruned(mask, schedule):
+    return compile_for_digits(kp.prune(small_cnn(), schedule=schedule, mask=mask))
+
+
+def _effective(wrapper):
+    return keras.ops.convert_to_numpy(wrapper.effective_weights()[0][1])
+
+
+def _kept(wrapper):
+    return _effective(wrapper) != 0
+
+
+def test_default_reselects_at_the_schedule_updates_and_holds_the_mask_between():
+    pruned = _pruned("learnable", kp.ConstantSparsity(0.75, 0, frequency=10))
+    assert pruned.get_layer("dense1").mask_type.reselect == "schedule"
+    kp.pruning.update_masks(pruned, 0)
+    wrapper = pruned.get_layer("dense1")
+    stored = keras.ops.convert_to_numpy(wrapper.masks[0])
+    scores = keras.ops.convert_to_numpy(wrapper.scores[0])
+    # The update stored the top-k of the scores.
+    np.testing.assert_array_equal(stored, kp.masks.sparsity_mask(scores, 0.75))
+    np.testing.assert_array_equal(_kept(wrapper), stored == 1)
+    # New scores do not move the mask until the next update.
+    reversed_scores = scores.max() - scores
+    wrapper.scores[0].assign(reversed_scores)
+    np.testing.assert_array_equal(_kept(wrapper), stored == 1)
+    kp.pruning.update_masks(pruned, 10)
+    np.testing.assert_array_equal(
+        _kept(wrapper), keras.ops.convert_to_numpy(kp.masks.sparsity_mask(reversed_scores, 0.75))
+    )
+
+
+def test_reselect_step_follows_the_scores_at_every_forward_pass():
+    pruned = _pruned(LearnableMask(reselect="step"), kp.ConstantSparsity(0.75, 0, frequency=10))
+    kp.pruning.update_masks(pruned, 0)
+    wrapper = pruned.get_layer("dense1")
+    scores = keras.ops.convert_to_numpy(wrapper.scores[0])
+    reversed_scores = scores.max() - scores
+    wrapper.scores[0].assign(reversed_scores)
+    np.testing.assert_array_equal(
+        _kept(wrapper), keras.ops.convert_to_numpy(kp.masks.sparsity_mask(reversed_scores, 0.75))
+    )
+
+
+@pytest.mark.parametrize("make", [LearnableMask, lambda **kw: SigmoidGateMask(0.5, **kw)])
+def test_both_modes_train_alike_when_the_schedule_updates_every_step(make, random_batch):
+    """With frequency=1 the stored mask is the top-k of the very scores the step reads."""
+    x, y = random_batch
+    schedule = kp.PolynomialDecay(0.0, 0.8, 0, 100, frequency=1)
+    runs = {}
+    for reselect in ("schedule", "step"):
+        pruned = _pruned(make(reselect=reselect), schedule)
+        pruned.fit(
+            x, y, epochs=2, batch_size=16, shuffle=False, verbose=0,
+            callbacks=[kp.PruningCallback()],
+        )  # fmt: skip
+        # The next step's update: the stored mask catches up with the last step's scores.
+        kp.pruning.update_masks(pruned, int(pruned.optimizer.iterations))
+        runs[reselect] = pruned
+    for a, b in zip(
+        kp.layers.find_wrappers(runs["schedule"]),
+        kp.layers.find_wrappers(runs["step"]),
+        strict=True,
+    ):
+        for first, second in [(a.scores[0], b.scores[0]), (a.layer.kernel, b.layer.kernel)]:
+            np.testing.assert_allclose(
+                keras.ops.convert_to_numpy(first), keras.ops.convert_to_numpy(second), atol=1e-5
+            )
+        np.testing.assert_array_equal(_kept(a), _kept(b))
+
+
+@pytest.mark.parametrize(
+    "mask", ["learnable", LearnableMask(reselect="step"), SigmoidGateMask(0.5)]
+)
+def test_strip_is_exact_and_the_keras_file_round_trips(mask, random_batch, tmp_path):
+    x, y = random_batch
+    pruned = _pruned(mask, kp.PolynomialDecay(0.0, 0.8, 0, 6, frequency=3))
+    pruned.fit(x, y, epochs=2, batch_size=16, verbose=0, callbacks=[kp.PruningCallback()])
+    expected = pruned.predict(x, verbose=0)
+    np.testing.assert_array_equal(kp.strip(pruned).predict(x, verbose=0), expected)
+    path = tmp_path / "learnable.keras"
+    pruned.save(path)
+    loaded = keras.models.load_model(path)
+    assert loaded.get_layer("dense1").mask_type == pruned.get_layer("dense1").mask_type
+    np.testing.assert_array_equal(loaded.predict(x, verbose=0), expected)
+
+
+@pytest.mark.parametrize(
+    "mask", [LearnableMask(), LearnableMask(reselect="step"), SigmoidGateMask(0.3, "step")]
+)
+def test_config_round_trip(mask):
+    assert kp.mask_types.deserialize(kp.mask_types.serialize(mask)) == mask
+
+
+def test_configs_saved_before_reselect_keep_selecting_every_step():
+    # Models saved before `reselect` existed chose the top-k in every forward pass.
+    assert LearnableMask.from_config({}).reselect == "step"
+    assert SigmoidGateMask.from_config({"temperature": 0.5}).reselect == "step"
+
+
+@pytest.mark.parametrize("make", [LearnableMask, SigmoidGateMask])
+def test_unknown_reselect_names_the_argument_and_choices(make):
+    with pytest.raises(ValueError, match=r"reselect.*'schedule', 'step'.*reselect='epoch'"):
+        make(reselect="epoch")
+
+
+@pytest.mark.parametrize("reselect", ["schedule", "step"])
+def test_kept_weights_pass_through_unscaled(reselect):
+    pruned = _pruned(LearnableMask(reselect=reselect), kp.ConstantSparsity(0.5, 0, frequency=1))
+    kp.pruning.update_masks(pruned, 0)
+    wrapper = pruned.get_layer("dense1")
+    wrapper.scores[0].assign(wrapper.scores[0] + 0.3)  # (1 + 0.3) - 0.3 is not 1 in float32
+    kernel = keras.ops.convert_to_numpy(wrapper.layer.kernel)
+    effective = _effective(wrapper)
+    kept = effective != 0
+    np.testing.assert_array_equal(effective[kept], kernel[kept])
