@@ -15,10 +15,13 @@ the test accuracy computed from the interpreter's outputs (TFLM's for "mcu").
     python benchmarks/bench_export.py --storage [--runs 50 --rounds 7]
 
 prints the second table instead: sparse-encoded vs dense storage vs what
-`to_tflite(objective="latency")` chose, for an MLP 784-1024-1024-10 pruned to 90% (unstructured,
-1x4 blocks, 1x16 blocks), float and int8, timed on LiteRT with XNNPACK (1 thread), the three
-files (and a second copy of the dense file, an A/A check of the noise) interleaved in one
-process: medians of the per-round medians and their min-max spread.
+`to_tflite(objective="latency")` chose (per tensor), for an MLP 784-1024-1024-10 pruned to 90%
+(unstructured, 1x4 blocks, 1x16 blocks) and a CNN mixing both kinds of weights (convolutions
+pruned unstructured, which only DENSIFY, and fully-connected layers in 1x4 blocks, which run
+sparse: the exporter stores the first dense and the second sparse), float and int8, timed on
+LiteRT with XNNPACK (1 thread), the three files (and a second copy of the dense file, an A/A
+check of the noise) interleaved in one process: medians of the per-round medians and their
+min-max spread.
 """
 
 import argparse
@@ -124,6 +127,36 @@ def build_mlp():
     )
 
 
+def build_mixed_cnn():
+    """Convolutions and fully-connected layers with comparable work (about 3.9M and 3.4M MACs)."""
+    keras.utils.set_random_seed(0)
+    return keras.Sequential(
+        [
+            keras.Input((32, 32, 3)),
+            keras.layers.Conv2D(32, 3, activation="relu"),
+            keras.layers.MaxPooling2D(),
+            keras.layers.Conv2D(64, 3, activation="relu"),
+            keras.layers.MaxPooling2D(),
+            keras.layers.Flatten(),
+            keras.layers.Dense(1024, activation="relu"),
+            keras.layers.Dense(1024, activation="relu"),
+            keras.layers.Dense(10),
+        ],
+        name="mixed_cnn",
+    )
+
+
+def prune_mixed(model):
+    """Fully-connected kernels in 1x4 blocks, convolution kernels unstructured, all at 90%."""
+    pruned = kp.strip(kp.prune_once(model, SPARSITY, granularity=kp.granularity.Block((1, 4))))
+    for layer in pruned.layers:
+        if isinstance(layer, keras.layers.Conv2D):
+            kernel, bias = layer.get_weights()
+            kernel[np.abs(kernel) < np.quantile(np.abs(kernel), SPARSITY)] = 0.0
+            layer.set_weights([kernel, bias])
+    return pruned
+
+
 def _spread(rounds):
     median = float(np.median(rounds))
     return median, 100 * (max(rounds) - min(rounds)) / 2 / median
@@ -133,12 +166,18 @@ def storage_table(runs, rounds):
     """Sparse file vs dense file vs `to_tflite`'s choice, timed interleaved with XNNPACK."""
     from keras_prune.export import convert, storage, verify
 
-    calibration = np.random.default_rng(0).standard_normal((200, 784)).astype("float32")
+    rng = np.random.default_rng(0)
     mlp = build_mlp()
+    cases = [
+        (label, kp.strip(kp.prune_once(mlp, SPARSITY, granularity=granularity)))
+        for label, granularity in STORAGE_GRANULARITIES.items()
+    ]
+    cases.append(("CNN fc1x4+conv", prune_mixed(build_mixed_cnn())))
     rows = []
     with tempfile.TemporaryDirectory() as workdir:
-        for label, granularity in STORAGE_GRANULARITIES.items():
-            pruned = kp.strip(kp.prune_once(mlp, SPARSITY, granularity=granularity))
+        for label, pruned in cases:
+            shape = tuple(pruned.inputs[0].shape[1:])
+            calibration = rng.standard_normal((200, *shape)).astype("float32")
             for target_name in ("mobile", "mobile-int8"):
                 target = kp.export.get_target(target_name)
                 sparse = convert.convert(pruned, target, calibration)
@@ -166,13 +205,14 @@ def storage_table(runs, rounds):
                 stats = {name: _spread(r) for name, r in zip(files, timed, strict=True)}
                 rows.append((label, target_name, len(sparse), len(dense), result, stats))
     header = (
-        f"{'granularity':<13} {'target':<12} {'sparse B':>10} {'dense B':>10} "
+        f"{'granularity':<15} {'target':<12} {'sparse B':>10} {'dense B':>10} {'chosen B':>10} "
         f"{'sparse us':>15} {'dense us':>15} {'chosen us':>15} {'sparse/dense':>12} "
-        f"{'A/A':>6} {'chosen':>7} {'chosen/dense':>12}"
+        f"{'A/A':>6} {'chosen':>7} {'chosen/dense':>12} {'sparse weights':>14}"
     )
     print()
     print(
-        f"MLP 784-1024-1024-10, 90% sparse, LiteRT + XNNPACK, 1 thread; medians of {rounds} "
+        "MLP 784-1024-1024-10 and build_mixed_cnn(), 90% sparse, "
+        f"LiteRT + XNNPACK, 1 thread; medians of {rounds} "
         f"interleaved rounds of {runs} invocations (+-: half the min-max spread of the rounds); "
         f"to_tflite keeps sparse when sparse <= dense * {1 + storage.NOISE_MARGIN:.2f}"
     )
@@ -186,13 +226,16 @@ def storage_table(runs, rounds):
         return f"{median:>8,.1f} +-{spread:>3.0f}%"
 
     for label, target_name, sparse_bytes, dense_bytes, result, stats in rows:
+        sparse_weights = [t for t in result.tensor_storage if t["storage"] == "sparse"]
+        kept = f"{len(sparse_weights)} of {len(result.tensor_storage)}"
         dense = stats["dense"][0]
         ratio = f"{stats['sparse'][0] / dense:>12.2f}" if "sparse" in stats else f"{'-':>12}"
         print(
-            f"{label:<13} {target_name:<12} {sparse_bytes:>10,} {dense_bytes:>10,} "
+            f"{label:<15} {target_name:<12} {sparse_bytes:>10,} {dense_bytes:>10,} "
+            f"{result.file_bytes:>10,} "
             f"{cell(stats, 'sparse')} {cell(stats, 'dense')} {cell(stats, 'chosen')} {ratio} "
             f"{stats['dense A/A'][0] / dense:>6.2f} {result.storage:>7} "
-            f"{stats['chosen'][0] / dense:>12.2f}"
+            f"{stats['chosen'][0] / dense:>12.2f} {kept:>14}"
         )
 
 

@@ -97,8 +97,9 @@ def _add_export(subparsers):
         "--objective",
         choices=("latency", "size"),
         default="latency",
-        help="mobile targets: keep sparse-encoded weights only where not slower than dense on "
-        "LiteRT+XNNPACK (latency), or always (size; the smallest file) (default: latency)",
+        help="mobile targets, per weight: sparse only where its op reads it sparse, the file "
+        "kept only if not slower than dense on LiteRT+XNNPACK (latency), or every weight the "
+        "converter encodes (size; the smallest file) (default: latency)",
     )
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     parser.set_defaults(handler=_run_export)

@@ -59,14 +59,18 @@ def test_int8_unstructured_runs_on_xnnpack_by_default(tmp_path, data):
     result = export.to_tflite(
         model, tmp_path / "m.tflite", target="mobile-int8", calibration_data=data, latency_runs=5
     )
-    # XNNPACK refuses int8 FULLY_CONNECTED with unstructured sparsity: dense storage is written.
+    # int8 FULLY_CONNECTED reads only 1x16 blocks sparse: unstructured weights would need
+    # DENSIFY (which XNNPACK refuses in int8), so every weight is stored dense.
     assert result.objective == "latency" and result.storage == "dense"
     assert not result.sparse_tensors
+    assert result.tensor_storage and all(
+        t["storage"] == "dense" and "DENSIFY" in t["reason"] for t in result.tensor_storage
+    )
     assert [check.runtime for check in result.checks] == ["litert+xnnpack", "litert-builtin"]
     assert result.passed
     assert result.sparse_latency_us is None and result.dense_latency_us > 0
     assert result.latency_vs_dense == 1.0
-    assert any("XNNPACK refuses the sparse-encoded file" in note for note in result.notes)
+    assert any("no sparse-encoded weight is read sparse" in note for note in result.notes)
     assert_matches_keras(result, model, data, int8=True)
 
 
@@ -86,9 +90,9 @@ def test_size_keeps_the_sparse_file_and_says_xnnpack_refuses_it(tmp_path, data):
 
 
 def test_without_timing_the_sparse_file_is_kept_where_xnnpack_runs_it(tmp_path, data):
-    model = pruned()
+    model = pruned("1x4")
     result = export.to_tflite(model, tmp_path / "m.tflite", latency_runs=0)
-    assert result.storage == "sparse" and result.sparse_tensors
+    assert result.storage in ("sparse", "mixed") and result.sparse_tensors
     assert result.latency_vs_dense is None and result.dense_latency_us is None
     assert any("latency_runs=0: not timed" in note for note in result.notes)
     assert_matches_keras(result, model, data, int8=False)
@@ -150,3 +154,56 @@ def test_every_granularity_matches_keras_with_and_without_xnnpack(
         model, tmp_path / "m.tflite", target=target, calibration_data=data, latency_runs=0
     )
     assert_matches_keras(result, model, data, int8=target == "mobile-int8")
+
+
+def mixed_model(seed=0):
+    """A convolution pruned unstructured (its op has no sparse kernel: DENSIFY) and
+    fully-connected layers pruned in 1x4 blocks (float FULLY_CONNECTED reads them sparse)."""
+    model = kp.strip(
+        kp.prune_once(small_model(seed), 0.8, granularity=kp.granularity.Block((1, 4)))
+    )
+    conv = model.layers[0]
+    kernel, bias = conv.get_weights()
+    kernel[np.abs(kernel) < np.quantile(np.abs(kernel), 0.8)] = 0.0
+    conv.set_weights([kernel, bias])
+    return model
+
+
+def test_per_tensor_keeps_fully_connected_sparse_and_stores_the_conv_dense(tmp_path, data):
+    model = mixed_model()
+    result = export.to_tflite(model, tmp_path / "m.tflite", latency_runs=0)
+    by_op = {tensor["op"]: tensor for tensor in result.tensor_storage}
+    assert by_op["CONV_2D"]["storage"] == "dense" and "DENSIFY" in by_op["CONV_2D"]["reason"]
+    assert by_op["FULLY_CONNECTED"]["storage"] == "sparse"
+    assert result.storage == "mixed"
+    assert "DENSIFY" not in result.ops
+    info = export.read_model(result.path)
+    sparse = {t.name for t in info.sparse_tensors}
+    assert sparse == {t["name"] for t in result.tensor_storage if t["storage"] == "sparse"}
+    assert all(t.encoding == "sparse CSR, block 1x4" for t in info.sparse_tensors)
+    assert_matches_keras(result, model, data, int8=False)
+
+
+def test_size_keeps_every_tensor_sparse_and_is_timed_against_dense(tmp_path, data):
+    model = mixed_model()
+    result = export.to_tflite(model, tmp_path / "m.tflite", objective="size", latency_runs=3)
+    assert result.storage == "sparse"
+    assert {t["storage"] for t in result.tensor_storage} == {"sparse"}
+    assert len(result.sparse_tensors) == len(result.tensor_storage) >= 3
+    assert "DENSIFY" in result.ops
+    assert result.latency_vs_dense == pytest.approx(
+        result.sparse_latency_us / result.dense_latency_us
+    )
+    assert_matches_keras(result, model, data, int8=False)
+
+
+def test_int8_unstructured_per_tensor_runs_on_xnnpack(tmp_path, data):
+    model = mixed_model()
+    result = export.to_tflite(
+        model, tmp_path / "m.tflite", target="mobile-int8", calibration_data=data, latency_runs=0
+    )
+    # int8 FULLY_CONNECTED reads only 1x16 blocks sparse: every weight gets DENSIFY, so all
+    # are stored dense and XNNPACK runs the file.
+    assert result.storage == "dense" and not result.sparse_tensors
+    assert {t["storage"] for t in result.tensor_storage} == {"dense"}
+    assert_matches_keras(result, model, data, int8=True)

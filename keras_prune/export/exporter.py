@@ -130,7 +130,7 @@ def _port_report(ports, tensors, info, quantized):
     return report
 
 
-def _notes(info, target, model):
+def _notes(info, target, model, encoded):
     notes = []
     sparsity = compare_sparsity(model, info).note()
     if sparsity:
@@ -153,7 +153,7 @@ def _notes(info, target, model):
             f"{len(sparse_fc)} FULLY_CONNECTED op(s) run LiteRT's sparse kernel "
             "(XNNPACK leaves them to the built-in kernels)"
         )
-    if target.sparse_encoding and not info.sparse_tensors:
+    if target.sparse_encoding and not encoded:
         notes.append(
             "no tensor was sparse-encoded: the converter needs >= 30% exact zeros in a "
             "rank-2/4 weight (prune the model first)"
@@ -233,14 +233,17 @@ def to_tflite(
         on_mismatch: `"raise"` (default: raise `ExportVerificationError`, write nothing) or
             `"warn"` (write anyway; the result shows FAIL).
         latency_runs: Timed invocations per latency figure (median reported); 0 skips timing.
-        objective: For the sparse-encoding targets (`"mobile"`, `"mobile-int8"`):
-            `"latency"` (default) converts the model twice, with sparse-encoded and with dense
-            weights, times both on LiteRT with XNNPACK (interleaved rounds) and keeps the
-            sparse file only if XNNPACK runs it and it is not slower than the dense one (within
-            5% measurement noise), so the file is never slower than the dense export on the
-            default runtime; `"size"` keeps the sparse file (the smallest), even where it runs
-            slower or XNNPACK refuses it (the notes say so). The result reports the choice
-            (`storage`) and `latency_vs_dense`.
+        objective: For the sparse-encoding targets (`"mobile"`, `"mobile-int8"`), chosen per
+            tensor. The model is converted twice, with sparse-encoded and with dense weights.
+            `"latency"` (default) stores a weight sparse only where its op reads it sparse
+            (float FULLY_CONNECTED with random or 1x4-block sparsity, int8 with 1x16 blocks)
+            and every other weight dense (no DENSIFY op), times that file against the dense
+            one on LiteRT with XNNPACK (interleaved rounds) and keeps it only if XNNPACK runs
+            it and it is not slower (within 5% measurement noise), so the file is never slower
+            than the dense export on the default runtime. `"size"` keeps every weight the
+            converter encodes sparse (the smallest file), even where it runs slower or XNNPACK
+            refuses it (the notes say so). The result reports the choice (`storage`,
+            `tensor_storage`) and `latency_vs_dense`.
         verbose: 1 shows a progress bar over the stages (convert, LiteRT checks and timing,
             TFLM arena search and check for `"mcu"`, write); 0 is silent.
 
@@ -320,7 +323,7 @@ def to_tflite(
         plain, stripped = _convert.strip_wrappers(model)
         plain, precision_note = _float32(plain, signature, samples)
         data = _convert.convert_checked(plain, target, calibration, signature)
-        choice = _storage.StorageChoice("dense", data)
+        choice = _storage.StorageChoice("dense", data, encoded=False)
         if target.sparse_encoding and target.runtime == "litert":
             dense_target = dataclasses.replace(target, sparse_encoding=False)
             choice = _storage.choose_storage(
@@ -363,12 +366,15 @@ def to_tflite(
             notes.insert(0, choice.note)
         if precision_note:
             notes.insert(0, precision_note)
-        result = run.result(path, files, checks, latency, notes + _notes(run.info, target, plain))
+        result = run.result(
+            path, files, checks, latency, notes + _notes(run.info, target, plain, choice.encoded)
+        )
         result.stripped_wrappers, result.metadata = stripped, metadata_status
         result.objective, result.storage = objective, choice.storage
         result.sparse_latency_us = choice.sparse_latency_us
         result.dense_latency_us = choice.dense_latency_us
         result.latency_vs_dense = choice.latency_vs_dense
+        result.tensor_storage = choice.tensors
         if not result.passed and on_mismatch == "raise":
             raise ExportVerificationError(
                 "The exported model disagrees with Keras beyond tolerance; no file was written. "

@@ -37,15 +37,19 @@ class ExportResult:
             file, dtype and quantization (`{"scale", "zero_point"}` for int8 inputs).
         outputs: The same per model output.
         objective: The `objective` passed to `to_tflite` (`"latency"` or `"size"`).
-        storage: How the weights are stored in the file written: `"sparse"` (sparse-encoded
-            tensors) or `"dense"`.
-        sparse_latency_us: Median latency on LiteRT with XNNPACK of the sparse-encoded file,
-            timed interleaved with the dense file (None when not timed or refused by XNNPACK).
+        storage: How the weights are stored in the file written: `"sparse"` (every weight the
+            converter sparse-encodes), `"mixed"` (some sparse, the others dense) or `"dense"`.
+        sparse_latency_us: Median latency on LiteRT with XNNPACK of the sparse-encoded
+            candidate (the sparse or mixed file), timed interleaved with the dense file (None
+            when not timed or refused by XNNPACK).
         dense_latency_us: The same for the dense-storage file.
         latency_vs_dense: Median latency of the file written / that of the dense-storage file,
             from the same interleaved timing (1.0 when dense storage was written; None when the
-            two were not compared: `objective="size"`, `latency_runs=0`, the `"mcu"` target or
-            nothing sparse-encoded).
+            two were not compared: `latency_runs=0`, the `"mcu"` target, nothing
+            sparse-encoded, or `objective="size"` with a file XNNPACK refuses).
+        tensor_storage: One dict per weight the converter sparse-encodes: `name`, `shape`,
+            `op`, `encoding` (the converter's), `storage` (`"sparse"` or `"dense"` in the file
+            written) and `reason`.
     """
 
     path: str
@@ -72,6 +76,7 @@ class ExportResult:
     sparse_latency_us: float | None = None
     dense_latency_us: float | None = None
     latency_vs_dense: float | None = None
+    tensor_storage: list = dataclasses.field(default_factory=list)
 
     @property
     def passed(self):
@@ -121,6 +126,14 @@ class ExportResult:
                 shape = "x".join(str(d) for d in port["shape"])
                 rows.append((kind, f"{port['name']}: {shape} {port['dtype']}{scale}"))
         rows.append(("storage", self._storage_row()))
+        for tensor in self.tensor_storage:
+            rows.append(
+                (
+                    "",
+                    f"{tensor['name'][:40]:<40} {tensor['op']:<16} {tensor['storage']:<6} "
+                    f"{tensor['reason']}",
+                )
+            )
         rows.append(("ops", ", ".join(f"{name} x{count}" for name, count in self.ops.items())))
         rows.append(("sparse tensors", str(len(self.sparse_tensors))))
         for tensor in self.sparse_tensors:
