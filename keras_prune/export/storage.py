@@ -10,7 +10,9 @@ blocks sparse, and XNNPACK refuses int8 files with DENSIFY'd unstructured, 1x4 o
 So both files are converted and the choice is made per tensor (`splice.py` builds the file):
 
 - `objective="latency"`: a weight is stored sparse only where its op reads it sparse (no
-  DENSIFY after it in the sparse conversion); every other weight is stored dense. (One
+  DENSIFY after it in the sparse conversion); every other weight is stored dense. When no
+  weight is read sparse (every one needs DENSIFY, as unstructured float weights do), the
+  sparse conversion is timed instead and kept when it is not slower: dense speed, smaller file. (One
   exception: a float file that qualifies for XNNPACK's sparse inference, `check_xnnpack_sparse`,
   keeps the sparse conversion whole, since on ARM XNNPACK reads DENSIFY'd 1x1 conv weights
   sparse.) The file
@@ -212,16 +214,26 @@ def choose_storage(sparse, convert_dense, *, objective, latency_runs, warmup):
         return _choose_file(sparse, dense, "sparse", tensors, latency_runs, warmup, size, None)
     candidates, tensors = _plan(pairs)
     if not candidates:
-        note = (
-            "objective='latency': no sparse-encoded weight is read sparse by its op (each "
-            f"would need DENSIFY); wrote dense storage ({size})"
+        # Every encoded weight sits behind DENSIFY: the sparse file runs at dense speed and is
+        # smaller, so it is kept when it is not slower (a tie goes to the smaller file), as the
+        # per-file choice did; int8 files that XNNPACK refuses are stored dense.
+        behind_densify = [
+            _tensor(pair, "sparse", f"{_densified(pair)}; stored sparse: same speed, smaller")
+            for pair in pairs
+        ]
+        choice = _choose_file(
+            sparse,
+            dense,
+            "sparse",
+            behind_densify,
+            latency_runs,
+            warmup,
+            size,
+            "no sparse-encoded weight is read sparse by its op: each needs DENSIFY",
         )
-        if not latency_runs:
-            return StorageChoice("dense", dense, note=note, tensors=tensors)
-        median, spread = _time_dense(dense, latency_runs, warmup)
-        return StorageChoice(
-            "dense", dense, dense_latency_us=median, spread=spread, note=note, tensors=tensors
-        )
+        if choice.storage == "dense":
+            choice.tensors = tensors
+        return choice
     if len(candidates) == len(pairs):
         candidate, storage = sparse, "sparse"
     else:
