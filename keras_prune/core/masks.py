@@ -79,13 +79,24 @@ def _kth_largest_key_of_parts(parts, k, nonnegative, to_keys=lambda keys: keys):
     """`_kth_largest_key_by_radix` over the union of the int32 keys `to_keys(part)` of several
     tensors, without concatenating them: their digit histograms add up. Keys are made again in
     each pass rather than kept, so only one tensor's keys exist at a time."""
-    offset = 0 if nonnegative else 32768
+    # `nonnegative` may also be a boolean tensor, known only when the function runs: each
+    # full-size step then takes the cheaper form under a small `cond` of its own.
+    known = isinstance(nonnegative, bool)
+    if known:
+        offset = 0 if nonnegative else 32768
+    else:
+        offset = ops.where(nonnegative, 0, 32768)
+
+    def either(cheap, general):
+        if known:
+            return cheap() if nonnegative else general()
+        return ops.cond(nonnegative, cheap, general)
 
     def high_digits(keys):
         # Full-size intermediates are dropped as soon as they are used: with 16 MB buffers,
         # fresh allocations cost as much as the arithmetic.
         digit = ops.right_shift(keys, 16)
-        return digit + offset if offset else digit
+        return either(lambda: digit, lambda: digit + 32768)
 
     high_histogram = sum(
         ops.bincount(high_digits(to_keys(part)), minlength=_RADIX_BINS) for part in parts
@@ -98,10 +109,10 @@ def _kth_largest_key_of_parts(parts, k, nonnegative, to_keys=lambda keys: keys):
 
     def low_digits(keys):
         digit = ops.bitwise_xor(keys, bucket_start)
-        if nonnegative:
-            return ops.minimum(digit, _RADIX_BINS)
-        in_bucket = ops.equal(ops.right_shift(digit, 16), 0)
-        return ops.where(in_bucket, digit, _RADIX_BINS)
+        return either(
+            lambda: ops.minimum(digit, _RADIX_BINS),
+            lambda: ops.where(ops.equal(ops.right_shift(digit, 16), 0), digit, _RADIX_BINS),
+        )
 
     low_histogram = sum(
         ops.bincount(low_digits(to_keys(part)), minlength=_RADIX_BINS + 1)[:_RADIX_BINS]
@@ -111,7 +122,7 @@ def _kth_largest_key_of_parts(parts, k, nonnegative, to_keys=lambda keys: keys):
     return bucket_start + low, above_bucket + above_low, low_histogram[low]
 
 
-def top_k_masks_together(scores, k, forced=None):
+def top_k_masks_together(scores, k, forced=None, dtype="float32"):
     """0/1 masks for a list of score tensors ranked together: exactly the `k` largest scores
     of all of them survive (ties: earlier tensors, then earlier positions, first), as
     `top_k_mask` of their concatenation would give. `forced` (a boolean tensor per score
@@ -124,6 +135,7 @@ def top_k_masks_together(scores, k, forced=None):
         scores: list of float tensors of any shapes.
         k: number of elements to keep overall (int or int32 scalar tensor).
         forced: None, or one boolean tensor per score tensor, shaped like it.
+        dtype: dtype of the masks ("uint8" or "bool" take a quarter of float32's memory).
 
     Example:
 
@@ -140,22 +152,29 @@ def top_k_masks_together(scores, k, forced=None):
                 for tensor, mask in zip(scores, forced, strict=True)
             ]
         flat = ops.concatenate([ops.reshape(ops.cast(t, "float32"), (-1,)) for t in scores])
-        keep = top_k_mask(flat, k)
+        keep = ops.cast(top_k_mask(flat, k), dtype)
         result, start = [], 0
         for tensor, size in zip(scores, sizes, strict=True):
             result.append(ops.reshape(keep[start : start + size], ops.shape(tensor)))
             start += size
         return result
 
+    # Scores are usually non-negative (magnitudes, most criteria); their float bits already
+    # sort, so the key transform and its full-size intermediates are skipped in every pass.
+    nonnegative = ops.all(
+        ops.stack([ops.greater_equal(ops.min(_float_bits(tensor)), 0) for tensor in scores])
+    )
+
     def to_keys(index):
-        keys = _sortable_keys_from_bits(_float_bits(scores[index]))
+        bits = _float_bits(scores[index])
+        keys = ops.cond(nonnegative, lambda: bits, lambda: _sortable_keys_from_bits(bits))
         if forced is None:
             return keys
         # The key of +inf: forced entries rank above every finite score.
         return ops.where(ops.reshape(forced[index], (-1,)), 0x7F800000, keys)
 
     indices = range(len(scores))
-    threshold, above_count, _ = _kth_largest_key_of_parts(indices, k, False, to_keys)
+    threshold, above_count, _ = _kth_largest_key_of_parts(indices, k, nonnegative, to_keys)
     ties_to_keep = k - above_count
     result, ties_before = [], ops.convert_to_tensor(0, "int32")
     for index, tensor in enumerate(scores):
@@ -168,7 +187,7 @@ def top_k_masks_together(scores, k, forced=None):
             ops.logical_and(is_tie, ops.less_equal(tie_rank, ties_to_keep)),
         )
         ties_before = ties_before + ops.sum(ops.cast(is_tie, "int32"))
-        result.append(ops.reshape(ops.cast(keep, "float32"), ops.shape(tensor)))
+        result.append(ops.reshape(ops.cast(keep, dtype), ops.shape(tensor)))
     return result
 
 
