@@ -1,4 +1,5 @@
-"""Pure mask functions: arrays in, 0/1 float32 masks out (keras.ops only).
+"""Pure mask functions: arrays in, 0/1 float32 masks out (keras.ops only; `top_k_masks_together`
+can give the uint8 masks `kp.PruneWrapper` stores).
 
 Conventions:
 - `keep_count(n, sparsity) = max(round(n * (1 - sparsity)), 1)` elements survive, rounding half

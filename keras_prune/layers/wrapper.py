@@ -1,8 +1,9 @@
 """`PruneWrapper`: a drop-in layer that holds the masks of the layer it wraps.
 
 The wrapper owns every piece of pruning state as a Keras variable (so it saves, reloads and
-trains under stateless JAX): one mask per pruned weight, bias masks at channel granularity,
-trainable scores for learnable masks, the scheduled sparsity and the step of the last update.
+trains under stateless JAX): one uint8 mask per pruned weight (one byte per weight, exactly 0
+or 1), bias masks at channel granularity, trainable scores for learnable masks, the scheduled
+sparsity and the step of the last update.
 It writes that state in one method, `install`, which the mask engine (`keras_prune.engine`)
 calls; it never decides masks itself.
 """
