@@ -29,7 +29,9 @@ def mask_values(model):
     return {
         (wrapper.name, index): to_numpy(mask)
         for wrapper in kp.layers.find_wrappers(model)
-        for index, mask in enumerate(wrapper.masks + [m for m in wrapper.bias_masks if m is not None])
+        for index, mask in enumerate(
+            wrapper.masks + [m for m in wrapper.bias_masks if m is not None]
+        )
     }
 
 
@@ -147,3 +149,24 @@ def test_strip_of_uint8_masks_matches_the_pruned_model():
     np.testing.assert_allclose(to_numpy(plain(x)), to_numpy(pruned(x)), rtol=1e-6, atol=1e-7)
     kernel = to_numpy(plain.get_layer("hidden").kernel)
     assert np.count_nonzero(kernel) == kp.masks.keep_count(12 * 16, 0.7)
+
+
+@pytest.mark.parametrize("min_density", [0.0, 0.15])
+def test_global_masks_of_nonnegative_scores_are_the_same_with_the_promise(min_density):
+    # Radix path (over 65,536 scores), many ties (rounded magnitudes, zeros), and floors that
+    # force entries of the small tensor in when min_density is high.
+    rng = np.random.default_rng(0)
+    scores = [
+        np.round(np.abs(rng.normal(size=(400, 200))), 2).astype("float32"),
+        np.zeros((50,), "float32"),
+        np.round(np.abs(rng.normal(size=(40, 30))), 1).astype("float32"),
+    ]
+    general = kp.allocation.global_masks(scores, 0.8, min_density)
+    promised = kp.allocation.global_masks(scores, 0.8, min_density, dtype="uint8", nonnegative=True)
+    for expected, found in zip(general, promised, strict=True):
+        found = to_numpy(found)
+        assert found.dtype == np.uint8
+        np.testing.assert_array_equal(found, to_numpy(expected))
+    assert sum(int(to_numpy(m).sum()) for m in promised) == kp.masks.keep_count(
+        sum(s.size for s in scores), 0.8
+    )

@@ -80,24 +80,13 @@ def _kth_largest_key_of_parts(parts, k, nonnegative, to_keys=lambda keys: keys):
     """`_kth_largest_key_by_radix` over the union of the int32 keys `to_keys(part)` of several
     tensors, without concatenating them: their digit histograms add up. Keys are made again in
     each pass rather than kept, so only one tensor's keys exist at a time."""
-    # `nonnegative` may also be a boolean tensor, known only when the function runs: each
-    # full-size step then takes the cheaper form under a small `cond` of its own.
-    known = isinstance(nonnegative, bool)
-    if known:
-        offset = 0 if nonnegative else 32768
-    else:
-        offset = ops.where(nonnegative, 0, 32768)
-
-    def either(cheap, general):
-        if known:
-            return cheap() if nonnegative else general()
-        return ops.cond(nonnegative, cheap, general)
+    offset = 0 if nonnegative else 32768
 
     def high_digits(keys):
         # Full-size intermediates are dropped as soon as they are used: with 16 MB buffers,
         # fresh allocations cost as much as the arithmetic.
         digit = ops.right_shift(keys, 16)
-        return either(lambda: digit, lambda: digit + 32768)
+        return digit + offset if offset else digit
 
     high_histogram = sum(
         ops.bincount(high_digits(to_keys(part)), minlength=_RADIX_BINS) for part in parts
@@ -110,10 +99,10 @@ def _kth_largest_key_of_parts(parts, k, nonnegative, to_keys=lambda keys: keys):
 
     def low_digits(keys):
         digit = ops.bitwise_xor(keys, bucket_start)
-        return either(
-            lambda: ops.minimum(digit, _RADIX_BINS),
-            lambda: ops.where(ops.equal(ops.right_shift(digit, 16), 0), digit, _RADIX_BINS),
-        )
+        if nonnegative:
+            return ops.minimum(digit, _RADIX_BINS)
+        in_bucket = ops.equal(ops.right_shift(digit, 16), 0)
+        return ops.where(in_bucket, digit, _RADIX_BINS)
 
     low_histogram = sum(
         ops.bincount(low_digits(to_keys(part)), minlength=_RADIX_BINS + 1)[:_RADIX_BINS]
@@ -123,7 +112,7 @@ def _kth_largest_key_of_parts(parts, k, nonnegative, to_keys=lambda keys: keys):
     return bucket_start + low, above_bucket + above_low, low_histogram[low]
 
 
-def top_k_masks_together(scores, k, forced=None, dtype="float32"):
+def top_k_masks_together(scores, k, forced=None, dtype="float32", nonnegative=False):
     """0/1 masks for a list of score tensors ranked together: exactly the `k` largest scores
     of all of them survive (ties: earlier tensors, then earlier positions, first), as
     `top_k_mask` of their concatenation would give. `forced` (a boolean tensor per score
@@ -137,6 +126,9 @@ def top_k_masks_together(scores, k, forced=None, dtype="float32"):
         k: number of elements to keep overall (int or int32 scalar tensor).
         forced: None, or one boolean tensor per score tensor, shaped like it.
         dtype: dtype of the masks ("uint8" or "bool" take a quarter of float32's memory).
+        nonnegative: a promise that no score is negative (nor -0.0), as magnitudes are: their
+            float bits then sort as they are, which saves full-size intermediates in every
+            radix pass. Not checked: a negative score would rank last.
 
     Example:
 
@@ -160,22 +152,16 @@ def top_k_masks_together(scores, k, forced=None, dtype="float32"):
             start += size
         return result
 
-    # Scores are usually non-negative (magnitudes, most criteria); their float bits already
-    # sort, so the key transform and its full-size intermediates are skipped in every pass.
-    nonnegative = ops.all(
-        ops.stack([ops.greater_equal(ops.min(_float_bits(tensor)), 0) for tensor in scores])
-    )
-
     def to_keys(index):
         bits = _float_bits(scores[index])
-        keys = ops.cond(nonnegative, lambda: bits, lambda: _sortable_keys_from_bits(bits))
+        keys = bits if nonnegative else _sortable_keys_from_bits(bits)
         if forced is None:
             return keys
         # The key of +inf: forced entries rank above every finite score.
         return ops.where(ops.reshape(forced[index], (-1,)), 0x7F800000, keys)
 
     indices = range(len(scores))
-    threshold, above_count, _ = _kth_largest_key_of_parts(indices, k, nonnegative, to_keys)
+    threshold, above_count, _ = _kth_largest_key_of_parts(indices, k, bool(nonnegative), to_keys)
     ties_to_keep = k - above_count
     result, ties_before = [], ops.convert_to_tensor(0, "int32")
     for index, tensor in enumerate(scores):

@@ -433,6 +433,7 @@ class PruneWrapper(keras.layers.Wrapper):
             self.granularity,
             list(self.targets),
             [self.importance_scores(index) for index in range(len(self.targets))],
+            nonnegative=not self.mask_type.learnable and self.criterion.nonnegative,
         )
 
     def effective_weights(self):
