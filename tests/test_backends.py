@@ -284,3 +284,29 @@ def test_structured_surgery_and_saving_agree_across_backends(backend, module, tm
         np.testing.assert_allclose(found[name], expected[name], rtol=1e-4, atol=1e-5, err_msg=name)
     np.testing.assert_allclose(found["shrunk"], found["pruned"], atol=1e-5)
     np.testing.assert_array_equal(found["reloaded"], found["pruned"])
+
+
+LEAN_MASKS = r"""
+import sys
+import numpy as np, keras, keras_prune as kp
+rng = np.random.default_rng(0)
+x = rng.random((64, 12), dtype=np.float32); y = rng.random((64, 4), dtype=np.float32)
+model = keras.Sequential([keras.Input((12,)), keras.layers.Dense(32, name="d"), keras.layers.Dense(4)])
+pruned = kp.prune(model, schedule=kp.PolynomialDecay(0.0, 0.75, 0, 6, frequency=2))
+pruned.compile("adam", "mse")
+pruned.fit(x, y, epochs=3, batch_size=16, verbose=0, callbacks=[kp.PruningCallback()])
+wrapper = pruned.get_layer("d")
+assert keras.backend.standardize_dtype(wrapper.masks[0].dtype) == "uint8"
+mask = keras.ops.convert_to_numpy(wrapper.masks[0])
+assert set(np.unique(mask)) <= {0, 1}, np.unique(mask)
+assert not keras.ops.convert_to_numpy(wrapper.layer.kernel)[mask == 0].any()
+pruned.save(sys.argv[1])
+loaded = keras.saving.load_model(sys.argv[1])
+np.testing.assert_array_equal(keras.ops.convert_to_numpy(loaded.get_layer("d").masks[0]), mask)
+np.testing.assert_allclose(loaded.predict(x, verbose=0), pruned.predict(x, verbose=0), rtol=1e-6)
+print("OK")
+"""
+
+
+def test_jax_masks_are_uint8_and_exact_across_save_and_load(tmp_path):
+    run_on_backend("jax", "jax", LEAN_MASKS, str(tmp_path / "pruned.keras"))

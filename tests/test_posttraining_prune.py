@@ -70,8 +70,9 @@ def test_n_of_m_and_blocks_follow_the_library_patterns(method):
     )
     for wrapper in kp.layers.find_wrappers(pruned):
         target = wrapper.targets[0]
+        # Masks are stored as uint8; as scores they are ranked as floats.
         view, _, _ = masks_lib.to_tflite_view(
-            np.asarray(wrapper.masks[0]), target.output_axis, target.input_axis
+            np.asarray(wrapper.masks[0]).astype("float32"), target.output_axis, target.input_axis
         )
         view = np.asarray(view)
         expected = np.asarray(masks_lib.n_of_m_mask(view, 2, 4))

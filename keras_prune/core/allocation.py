@@ -55,6 +55,8 @@ class LayerScores:
     granularity: object
     weights: list
     scores: list
+    #: Whether every score is known to be >= 0 (magnitudes): rankings then skip a key transform.
+    nonnegative: bool = False
 
     def masks_at(self, sparsity):
         """`[(mask, bias_mask_or_None)]` at one sparsity for all weights, or one per weight."""
@@ -200,10 +202,12 @@ def _check_floors(sizes, sparsity, min_density):
         )
 
 
-def global_masks(scores, sparsity, min_density=0.0):
+def global_masks(scores, sparsity, min_density=0.0, dtype="float32", nonnegative=False):
     """Masks for a list of score tensors ranked together: exactly `keep_count(total, sparsity)`
     entries survive overall, and tensor i keeps at least `max(ceil(min_density * n_i), 1)` of its
-    own highest-scored entries.
+    own highest-scored entries. `dtype` is the masks' ("uint8", as the wrappers store them, takes
+    a quarter of float32's memory); `nonnegative=True` promises no score is negative (see
+    `kp.masks.top_k_masks_together`).
 
     Example:
 
@@ -221,9 +225,14 @@ def global_masks(scores, sparsity, min_density=0.0):
     # (the floors' own selections, one per tensor, are skipped). Otherwise each tensor's floor
     # is forced in, 1 byte per entry rather than a boosted copy of the scores; where the plain
     # ranking already kept the floors, both give the same masks.
-    plain = masks.top_k_masks_together(scores, kept)
+    plain = masks.top_k_masks_together(scores, kept, dtype=dtype, nonnegative=nonnegative)
     enough = ops.all(
-        ops.stack([ops.sum(mask) >= floor for mask, floor in zip(plain, floors, strict=True)])
+        ops.stack(
+            [
+                ops.sum(ops.cast(mask, "int32")) >= floor
+                for mask, floor in zip(plain, floors, strict=True)
+            ]
+        )
     )
 
     def with_floors():
@@ -231,7 +240,9 @@ def global_masks(scores, sparsity, min_density=0.0):
             ops.greater(masks.top_k_mask(tensor, floor), 0)
             for tensor, floor in zip(scores, floors, strict=True)
         ]
-        return masks.top_k_masks_together(scores, kept, forced)
+        return masks.top_k_masks_together(
+            scores, kept, forced, dtype=dtype, nonnegative=nonnegative
+        )
 
     return ops.cond(enough, lambda: plain, with_floors)
 
@@ -290,7 +301,12 @@ class GlobalAllocation(Allocation):
                 list(sparsities),
             )
         scores = [tensor for layer in layers for tensor in layer.scores]
-        flat = global_masks(scores, sparsities[0], self.min_density)
+        # One byte per weight, the dtype the wrappers store: float32 masks of every tensor at
+        # once would take as much memory as the weights themselves.
+        nonnegative = all(layer.nonnegative for layer in layers)
+        flat = global_masks(
+            scores, sparsities[0], self.min_density, dtype="uint8", nonnegative=nonnegative
+        )
         return _split(flat, layers)
 
     def get_config(self):

@@ -113,6 +113,9 @@ class Criterion(ConfigObject):
     """
 
     needs_gradients = False
+    #: Whether every score is >= 0 and never -0.0 (an absolute value): a global ranking then
+    #: sorts the scores' float bits as they are (less memory). Leave False unless certain.
+    nonnegative = False
     channel_weights = "kernels"
     channel_reduction = "norm"
 
@@ -146,6 +149,8 @@ class Magnitude(Criterion):
     kp.criteria.Magnitude()(np.array([-2.0, 0.5]))  # [2.0, 0.5]
     ```
     """
+
+    nonnegative = True
 
     def score(self, weight, statistics):
         return ops.abs(weight)
@@ -223,6 +228,8 @@ class BatchNormScale(Criterion):
     channel_weights = "scales"
     channel_reduction = "l1"
 
+    nonnegative = True
+
     def score(self, weight, statistics):
         return ops.abs(weight)
 
@@ -239,6 +246,8 @@ class GradientMagnitude(Criterion):
     """
 
     needs_gradients = True
+
+    nonnegative = True
 
     def score(self, weight, statistics):
         return ops.abs(statistics.mean_gradient)
@@ -261,6 +270,8 @@ class Taylor(Criterion):
     # change of the loss when the whole channel goes (Molchanov et al. 2019).
     channel_weights = "trainable"
     channel_reduction = "abs_sum"
+
+    nonnegative = True
 
     def score(self, weight, statistics):
         return ops.abs(weight * statistics.mean_gradient)

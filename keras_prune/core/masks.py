@@ -1,4 +1,5 @@
-"""Pure mask functions: arrays in, 0/1 float32 masks out (keras.ops only).
+"""Pure mask functions: arrays in, 0/1 float32 masks out (keras.ops only; `top_k_masks_together`
+can give the uint8 masks `kp.PruneWrapper` stores).
 
 Conventions:
 - `keep_count(n, sparsity) = max(round(n * (1 - sparsity)), 1)` elements survive, rounding half
@@ -117,7 +118,7 @@ def _kth_largest_key_of_parts(parts, k, size, to_keys=lambda keys: keys):
     return prefix, above, histogram[digit]
 
 
-def top_k_masks_together(scores, k, forced=None):
+def top_k_masks_together(scores, k, forced=None, dtype="float32", nonnegative=False):
     """0/1 masks for a list of score tensors ranked together: exactly the `k` largest scores
     of all of them survive (ties: earlier tensors, then earlier positions, first), as
     `top_k_mask` of their concatenation would give. `forced` (a boolean tensor per score
@@ -130,6 +131,10 @@ def top_k_masks_together(scores, k, forced=None):
         scores: list of float tensors of any shapes.
         k: number of elements to keep overall (int or int32 scalar tensor).
         forced: None, or one boolean tensor per score tensor, shaped like it.
+        dtype: dtype of the masks ("uint8" or "bool" take a quarter of float32's memory).
+        nonnegative: a promise that no score is negative (nor -0.0), as magnitudes are: their
+            float bits then sort as they are, which saves full-size intermediates in every
+            radix pass. Not checked: a negative score would rank last.
 
     Example:
 
@@ -146,7 +151,7 @@ def top_k_masks_together(scores, k, forced=None):
                 for tensor, mask in zip(scores, forced, strict=True)
             ]
         flat = ops.concatenate([ops.reshape(ops.cast(t, "float32"), (-1,)) for t in scores])
-        keep = top_k_mask(flat, k)
+        keep = ops.cast(top_k_mask(flat, k), dtype)
         result, start = [], 0
         for tensor, size in zip(scores, sizes, strict=True):
             result.append(ops.reshape(keep[start : start + size], ops.shape(tensor)))
@@ -154,7 +159,8 @@ def top_k_masks_together(scores, k, forced=None):
         return result
 
     def to_keys(index):
-        keys = _sortable_keys_from_bits(_float_bits(scores[index]))
+        bits = _float_bits(scores[index])
+        keys = bits if nonnegative else _sortable_keys_from_bits(bits)
         if forced is None:
             return keys
         # The key of +inf: forced entries rank above every finite score.
@@ -174,7 +180,7 @@ def top_k_masks_together(scores, k, forced=None):
             ops.logical_and(is_tie, ops.less_equal(tie_rank, ties_to_keep)),
         )
         ties_before = ties_before + ops.sum(ops.cast(is_tie, "int32"))
-        result.append(ops.reshape(ops.cast(keep, "float32"), ops.shape(tensor)))
+        result.append(ops.reshape(ops.cast(keep, dtype), ops.shape(tensor)))
     return result
 
 

@@ -349,10 +349,17 @@ def zero_count(wrapper):
     """`[zeros, total]` (int64) of the weights `wrapper` prunes, masks applied; NaN and inf
     count as not zero. Runs eagerly or traced."""
     zeros = total = 0
-    for variable, value in wrapper.effective_weights():
-        if any(variable is target.variable for target in wrapper.targets):
-            zeros += ops.sum(ops.cast(ops.equal(value, 0), "int64"))
-            total += math.prod(value.shape)
+    targets = {id(target.variable) for target in wrapper.targets}
+    if wrapper.masks_in_forward_pass:
+        values = [value for v, value in wrapper.effective_weights() if id(v) in targets]
+    else:
+        # Binary masks are held in the weights themselves (zero where masked): count them as
+        # they are rather than through a masked copy of each.
+        values = [target.variable for target in wrapper.targets]
+    for value in values:
+        # int32 per tensor (4 bytes per weight, not int64's 8), summed in int64.
+        zeros += ops.cast(ops.sum(ops.cast(ops.equal(value, 0), "int32")), "int64")
+        total += math.prod(value.shape)
     return ops.stack([ops.cast(zeros, "int64"), ops.cast(total, "int64")])
 
 

@@ -1,8 +1,9 @@
 """`PruneWrapper`: a drop-in layer that holds the masks of the layer it wraps.
 
 The wrapper owns every piece of pruning state as a Keras variable (so it saves, reloads and
-trains under stateless JAX): one mask per pruned weight, bias masks at channel granularity,
-trainable scores for learnable masks, the scheduled sparsity and the step of the last update.
+trains under stateless JAX): one uint8 mask per pruned weight (one byte per weight, exactly 0
+or 1), bias masks at channel granularity, trainable scores for learnable masks, the scheduled
+sparsity and the step of the last update.
 It writes that state in one method, `install`, which the mask engine (`keras_prune.engine`)
 calls; it never decides masks itself.
 """
@@ -38,6 +39,21 @@ class HoldMasked:
         if self.original is not None:
             value = self.original(value)
         return value * ops.cast(self.mask, value.dtype)
+
+
+#: The dtype of the mask variables: one byte per weight, holding exactly 0 or 1. Every reader
+#: casts them to the dtype of the weight they multiply.
+MASK_DTYPE = "uint8"
+
+
+def stored_mask(mask):
+    """`mask` as a wrapper stores it: `MASK_DTYPE`, 1 wherever `mask` is not zero (masks come as
+    0/1 floats, booleans or integers; a fraction such as 0.5 keeps the weight, never rounds it
+    away)."""
+    mask = ops.convert_to_tensor(mask)
+    if keras.backend.standardize_dtype(mask.dtype) == MASK_DTYPE:
+        return mask
+    return ops.cast(ops.not_equal(mask, 0), MASK_DTYPE)
 
 
 def missing_callback_message(name):
@@ -269,6 +285,7 @@ class PruneWrapper(keras.layers.Wrapper):
             self.add_weight(
                 name=f"{_local_name(target.variable)}_mask",
                 shape=target.variable.shape,
+                dtype=MASK_DTYPE,
                 initializer="ones",
                 trainable=False,
             )
@@ -279,6 +296,7 @@ class PruneWrapper(keras.layers.Wrapper):
             self.add_weight(
                 name=f"{_local_name(target.bias)}_mask",
                 shape=target.bias.shape,
+                dtype=MASK_DTYPE,
                 initializer="ones",
                 trainable=False,
             )
@@ -361,10 +379,12 @@ class PruneWrapper(keras.layers.Wrapper):
         for target, slot, bias_slot, (mask, bias_mask) in zip(
             self.targets, self.masks, self.bias_masks, masks, strict=True
         ):
+            mask = stored_mask(mask)
             slot.assign(mask)
             if not self.mask_type.learnable:
                 target.variable.assign(target.variable * ops.cast(mask, target.variable.dtype))
             if bias_mask is not None and bias_slot is not None:
+                bias_mask = stored_mask(bias_mask)
                 bias_slot.assign(bias_mask)
                 if not self.mask_type.learnable:
                     target.bias.assign(target.bias * ops.cast(bias_mask, target.bias.dtype))
@@ -396,9 +416,9 @@ class PruneWrapper(keras.layers.Wrapper):
         if self.mask_type.learnable or not self.built:
             return
         for target, mask, bias_mask in zip(self.targets, self.masks, self.bias_masks, strict=True):
-            target.variable.assign(target.variable * mask)
+            target.variable.assign(target.variable * ops.cast(mask, target.variable.dtype))
             if bias_mask is not None:
-                target.bias.assign(target.bias * bias_mask)
+                target.bias.assign(target.bias * ops.cast(bias_mask, target.bias.dtype))
 
     def importance_scores(self, index):
         """Scores ranking the weights of target `index`: trainable scores or the criterion's."""
@@ -413,6 +433,7 @@ class PruneWrapper(keras.layers.Wrapper):
             self.granularity,
             list(self.targets),
             [self.importance_scores(index) for index in range(len(self.targets))],
+            nonnegative=not self.mask_type.learnable and self.criterion.nonnegative,
         )
 
     def effective_weights(self):
