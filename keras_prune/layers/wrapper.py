@@ -18,7 +18,7 @@ from keras_prune.core import criteria as criteria_lib
 from keras_prune.core import granularity as granularity_lib
 from keras_prune.core import mask_types
 from keras_prune.core import schedules as schedules_lib
-from keras_prune.layers import layouts
+from keras_prune.layers import call_specs, layouts
 from keras_prune.layers.in_place import IN_PLACE_ATTRIBUTE
 
 
@@ -62,41 +62,6 @@ def missing_callback_message(name):
         "`callbacks=[kp.PruningCallback()]` to `fit` (tfmot users: `UpdatePruningStep`), or, in a "
         "custom training loop, call `kp.pruning.update_masks(model, step)` before each step."
     )
-
-
-# Call arguments that configure a call rather than feed it: not part of the build spec.
-_CALL_CONTEXT = ("training", "mask")
-
-
-def _spec_of(value):
-    if keras.ops.is_tensor(value) or isinstance(value, keras.KerasTensor):
-        shape = [None if dim is None else int(dim) for dim in value.shape]
-        return {
-            "__tensor__": {"shape": shape, "dtype": keras.backend.standardize_dtype(value.dtype)}
-        }
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return value
-    return None
-
-
-def call_spec(args, kwargs):
-    """A JSON-able description of a call's arguments: tensors become their shape and dtype."""
-    kwargs = {key: value for key, value in kwargs.items() if key not in _CALL_CONTEXT}
-    return {
-        "args": keras.tree.map_structure(_spec_of, list(args)),
-        "kwargs": keras.tree.map_structure(_spec_of, kwargs),
-    }
-
-
-def _symbolic(spec):
-    if isinstance(spec, dict) and set(spec) == {"__tensor__"}:
-        tensor = spec["__tensor__"]
-        return keras.KerasTensor(tuple(tensor["shape"]), dtype=tensor["dtype"])
-    if isinstance(spec, dict):
-        return {key: _symbolic(value) for key, value in spec.items()}
-    if isinstance(spec, (list, tuple)):
-        return [_symbolic(value) for value in spec]
-    return spec
 
 
 @keras.saving.register_keras_serializable(package="keras_prune")
@@ -220,7 +185,7 @@ class PruneWrapper(keras.layers.Wrapper):
         # Build from the real call, whatever its signature: the inner layer sees exactly the
         # arguments it will get (several inputs, keywords), not one guessed input shape.
         if not self.built:
-            self.build_from_config({"call": call_spec(args, kwargs)})
+            self.build_from_config({"call": call_specs.call_spec(args, kwargs)})
         return super().__call__(*args, **kwargs)
 
     def build(self, input_shape=None):
@@ -238,7 +203,9 @@ class PruneWrapper(keras.layers.Wrapper):
         if spec is not None:
             # Call the layer on its recorded inputs even if Keras marked it built: a layer with
             # no `build()` of its own builds its sublayers only when called.
-            self.layer(*_symbolic(spec["args"]), **_symbolic(spec.get("kwargs", {})))
+            self.layer(
+                *call_specs.symbolic(spec["args"]), **call_specs.symbolic(spec.get("kwargs", {}))
+            )
         elif not self.layer.built:
             if "input_shape" not in config:
                 raise ValueError(
