@@ -183,12 +183,12 @@ print(json.dumps({"dense": dense, "pruned": pruned_seconds}))
 """
 
 
-def tfmot_row(epochs, frequency, end_step):
-    """tfmot's epoch seconds on the digits CNN, dense and pruned (PolynomialDecay to 0.9 at
-    `end_step`), in its own Keras 2 process."""
+def run_tfmot(script, *arguments):
+    """Run a tfmot `script` in its own Keras 2 process: `(the JSON of its last line, None)`, or
+    `(None, the last error line)` when tfmot is unavailable or fails."""
     env = dict(os.environ, TF_USE_LEGACY_KERAS="1")
     result = subprocess.run(
-        [sys.executable, "-c", TFMOT_SCRIPT, str(epochs), str(frequency), str(end_step)],
+        [sys.executable, "-c", script, *map(str, arguments)],
         capture_output=True,
         text=True,
         env=env,
@@ -197,6 +197,12 @@ def tfmot_row(epochs, frequency, end_step):
     if result.returncode != 0:
         return None, result.stderr.strip().splitlines()[-1:]
     return json.loads(result.stdout.strip().splitlines()[-1]), None
+
+
+def tfmot_row(epochs, frequency, end_step):
+    """tfmot's epoch seconds on the digits CNN, dense and pruned (PolynomialDecay to 0.9 at
+    `end_step`), in its own Keras 2 process."""
+    return run_tfmot(TFMOT_SCRIPT, epochs, frequency, end_step)
 
 
 TFMOT_UPDATE_SCRIPT = r"""
@@ -233,17 +239,7 @@ print(json.dumps({"seconds": times, "weights": weights, "sparsity": zeros}))
 def tfmot_update_seconds(name, repeats):
     """tfmot's whole-model mask update (Keras 2, its own process): `{"seconds": [...],
     "weights": n, "sparsity": s}`, or None with the error line when tfmot is unavailable."""
-    env = dict(os.environ, TF_USE_LEGACY_KERAS="1")
-    result = subprocess.run(
-        [sys.executable, "-c", TFMOT_UPDATE_SCRIPT, name, str(repeats)],
-        capture_output=True,
-        text=True,
-        env=env,
-        check=False,
-    )
-    if result.returncode != 0:
-        return None, result.stderr.strip().splitlines()[-1:]
-    return json.loads(result.stdout.strip().splitlines()[-1]), None
+    return run_tfmot(TFMOT_UPDATE_SCRIPT, name, repeats)
 
 
 def median_milliseconds(compute, repeats):

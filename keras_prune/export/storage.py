@@ -149,6 +149,21 @@ def _all_dense(tensors, reason):
     ]
 
 
+def _interleaved(candidate, dense, latency_runs, warmup):
+    """Per-round medians of `candidate` and `dense` on LiteRT with XNNPACK, rounds interleaved
+    (raises `verify.XnnpackRefusedError` when XNNPACK refuses one)."""
+    return _verify.latency_rounds(
+        [candidate, dense], xnnpack=True, runs=latency_runs, warmup=warmup, rounds=ROUNDS
+    )
+
+
+def _spread(sparse_rounds, dense_rounds):
+    return {
+        "sparse": (min(sparse_rounds), max(sparse_rounds)),
+        "dense": (min(dense_rounds), max(dense_rounds)),
+    }
+
+
 def _time_dense(dense, latency_runs, warmup):
     (rounds,) = _verify.latency_rounds(
         [dense], xnnpack=True, runs=latency_runs, warmup=warmup, rounds=ROUNDS
@@ -250,9 +265,7 @@ def _keep_sparse(sparse, dense, pairs, latency_runs, warmup, size):
     if not latency_runs:
         return StorageChoice("sparse", sparse, tensors=tensors)
     try:
-        sparse_rounds, dense_rounds = _verify.latency_rounds(
-            [sparse, dense], xnnpack=True, runs=latency_runs, warmup=warmup, rounds=ROUNDS
-        )
+        sparse_rounds, dense_rounds = _interleaved(sparse, dense, latency_runs, warmup)
     except _verify.XnnpackRefusedError as error:
         median, spread = _time_dense(dense, latency_runs, warmup)
         return StorageChoice(
@@ -270,10 +283,7 @@ def _keep_sparse(sparse, dense, pairs, latency_runs, warmup, size):
         sparse,
         sparse_latency_us=sparse_median,
         dense_latency_us=dense_median,
-        spread={
-            "sparse": (min(sparse_rounds), max(sparse_rounds)),
-            "dense": (min(dense_rounds), max(dense_rounds)),
-        },
+        spread=_spread(sparse_rounds, dense_rounds),
         tensors=tensors,
         note=f"objective='size': kept the sparse-encoded file ({size}); "
         f"{_measured(sparse_median, sparse_rounds, dense_median, dense_rounds, latency_runs)}",
@@ -313,9 +323,7 @@ def _choose_file(candidate, dense, storage, tensors, latency_runs, warmup, size,
             f"({sizes}; not timed, latency_runs=0)",
         )
     try:
-        sparse_rounds, dense_rounds = _verify.latency_rounds(
-            [candidate, dense], xnnpack=True, runs=latency_runs, warmup=warmup, rounds=ROUNDS
-        )
+        sparse_rounds, dense_rounds = _interleaved(candidate, dense, latency_runs, warmup)
     except _verify.XnnpackRefusedError as error:
         median, spread = _time_dense(dense, latency_runs, warmup)
         return StorageChoice(
@@ -343,10 +351,7 @@ def _choose_file(candidate, dense, storage, tensors, latency_runs, warmup, size,
         candidate if keep else dense,
         sparse_latency_us=sparse_median,
         dense_latency_us=dense_median,
-        spread={
-            "sparse": (min(sparse_rounds), max(sparse_rounds)),
-            "dense": (min(dense_rounds), max(dense_rounds)),
-        },
+        spread=_spread(sparse_rounds, dense_rounds),
         tensors=tensors,
         note=f"{prefix}: {verdict}: {measured}; {sizes}",
     )
