@@ -33,6 +33,7 @@ import numpy as np
 
 from keras_prune.export import splice as _splice
 from keras_prune.export import verify as _verify
+from keras_prune.export.errors import InvalidModelFileError
 from keras_prune.export.flatbuffer import read_model
 from keras_prune.export.inspection import check_xnnpack_sparse
 
@@ -186,7 +187,14 @@ def choose_storage(sparse, convert_dense, *, objective, latency_runs, warmup):
     Returns:
         A `StorageChoice`.
     """
-    if not read_model(sparse).sparse_tensors:
+    try:
+        encoded = read_model(sparse).sparse_tensors
+    except InvalidModelFileError as error:
+        if not error.partial_blocks:
+            raise
+        # The converter's encoding of partial blocks cannot be read: only dense storage works.
+        return StorageChoice("dense", convert_dense(), note=f"Stored dense. {error}")
+    if not encoded:
         return StorageChoice("dense", sparse, encoded=False)
     dense = convert_dense()
     size = f"{len(sparse):,} B sparse vs {len(dense):,} B dense"
