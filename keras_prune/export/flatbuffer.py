@@ -634,7 +634,7 @@ def read_model(model):
         return _parse(data)
     except _PartialBlocks as error:
         raise InvalidModelFileError(
-            f"{where} holds a weight LiteRT's sparse kernels cannot read: {error}. The TFLite "
+            f"{where} is not a valid .tflite file for LiteRT's sparse kernels: {error}. The TFLite "
             "converter writes that for a layer pruned in blocks that do not tile its weight (1x4 "
             "blocks on a Dense whose input width is not a multiple of 4; the layer's name is in "
             "the tensor's). Prune that layer with kp.granularity.Block((1, 4), "

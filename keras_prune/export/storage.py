@@ -193,7 +193,8 @@ def choose_storage(sparse, convert_dense, *, objective, latency_runs, warmup):
         if not error.partial_blocks:
             raise
         # The converter's encoding of partial blocks cannot be read: only dense storage works.
-        return StorageChoice("dense", convert_dense(), note=f"Stored dense. {error}")
+        note = f"Stored dense: the sparse-encoded conversion cannot be used. {error}"
+        return StorageChoice("dense", convert_dense(), note=note)
     if not encoded:
         return StorageChoice("dense", sparse, encoded=False)
     dense = convert_dense()
