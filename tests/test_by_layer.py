@@ -94,19 +94,24 @@ def test_prune_mobile_gives_each_layer_its_granularity_and_says_what_it_leaves()
     pruned = kp.prune(mobile_cnn(), granularity="mobile")
     found = granularities(pruned)
     channel, blocks = kp.granularity.Channel(), kp.granularity.Block((1, 4), partial_blocks="skip")
-    assert found == {
-        "conv1": channel,
-        "bn1": channel,
-        "conv2": channel,
-        "fc1": blocks,
-        "fc2": blocks,
-    }
+    convolutions = {name: channel for name in ("conv1", "bn1", "conv2", "pointwise")}
+    assert found == {**convolutions, "fc1": blocks, "fc2": blocks}
     assert all(w.allocation is None for w in kp.layers.find_wrappers(pruned))
-    skipped = pruned.pruning_report.skipped
-    # Removing `pointwise`'s channels would split fc1's 1x4 blocks along its input.
-    assert "split" in skipped["pointwise"] and "fc1" in skipped["pointwise"]
-    assert "do not tile" in skipped["logits"]
+    assert "do not tile" in pruned.pruning_report.skipped["logits"]
     assert "fc1" in str(pruned.pruning_report) and "Block(" in str(pruned.pruning_report)
+
+
+def test_channels_that_cannot_go_in_runs_of_4_lined_up_with_the_blocks_stay():
+    inputs = keras.Input((6, 6, 3))
+    narrow = keras.layers.Conv2D(2, 3, name="narrow")(inputs)  # channels 0-1 of the concat
+    wide = keras.layers.Conv2D(6, 3, name="wide")(inputs)  # channels 2-7: runs off by 2
+    x = keras.layers.Concatenate()([narrow, wide])
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    outputs = keras.layers.Dense(4, name="fc")(x)
+    pruned = kp.prune(keras.Model(inputs, outputs), granularity="mobile")
+    for name in ("narrow", "wide"):
+        assert "line up" in pruned.pruning_report.skipped[name]
+    assert set(granularities(pruned)) == {"fc"}
 
 
 def test_mixed_granularities_train_strip_and_shrink(data):
@@ -129,21 +134,25 @@ def test_mixed_granularities_train_strip_and_shrink(data):
     blocks = fc1.reshape(4, 4, 32)
     assert (blocks.all(1) == blocks.any(1)).all() and fc1.mean() == 0.5
 
+    # pointwise feeds fc1's 1x4 blocks: its channels go in aligned runs of 4.
+    pointwise = keras.ops.convert_to_numpy(wrappers["pointwise"].masks[0]).astype(bool)
+    runs = pointwise.reshape(-1, 4, 4).any(0).reshape(4, 4)
+    assert (runs.all(1) == runs.any(1)).all() and runs.all(1).sum() == 2
+
     plain = kp.strip(pruned)
     # round_to=4: fc1's neurons whose 1x4 blocks were all pruned are exactly zero, and removing
     # fewer than 4 of them would leave fc2's input in partial blocks.
     small = kp.shrink(plain, round_to=4)
     shapes = {
-        layer.name: tuple(layer.kernel.shape)
-        for layer in small.layers
-        if layer.weights and hasattr(layer, "kernel")
+        layer.name: tuple(layer.kernel.shape) for layer in small.layers if hasattr(layer, "kernel")
     }
     assert shapes["conv1"] == (3, 3, 3, 8)
     assert shapes["conv2"] == (3, 3, 8, 12)
-    assert shapes["pointwise"] == (1, 1, 12, 16)
-    assert shapes["fc1"] == (16, 32)  # its input is not shrunk: its 1x4 blocks stay whole
+    assert shapes["pointwise"] == (1, 1, 12, 8)
+    # fc1 lost whole runs of 4 inputs (its blocks stay whole), and its dead neurons in fours.
+    assert shapes["fc1"][0] == 8 and shapes["fc1"][1] % 4 == 0
     np.testing.assert_allclose(small.predict(x, verbose=0), plain.predict(x, verbose=0), atol=1e-5)
-    fc1 = small.get_layer("fc1").kernel.numpy().T.reshape(32, 4, 4) != 0
+    fc1 = small.get_layer("fc1").kernel.numpy().T.reshape(-1, 2, 4) != 0
     assert (fc1.all(2) == fc1.any(2)).all()
 
 

@@ -43,9 +43,9 @@ class Granularity(ConfigObject):
 
     #: Whether pruning a channel also zeroes its bias entry.
     masks_bias = False
-    #: Whether the pattern groups several input channels (blocks, N:M): removing input
-    #: channels later (`kp.shrink`) would split its groups.
-    groups_input_channels = False
+    #: How many consecutive input channels the pattern groups (1x4 blocks: 4, N:M: M, else 1):
+    #: input channels removed later (`kp.shrink`) must go in whole aligned groups of this size.
+    input_group_size = 1
 
     def check(self, weight):
         """Raise if this pattern cannot apply to `weight` (a `layouts.PrunableWeight`)."""
@@ -101,9 +101,9 @@ class Block(Granularity):
         self.partial_blocks = partial_blocks
 
     @property
-    def groups_input_channels(self):
-        """Whether a block spans several input channels (removing one would split blocks)."""
-        return self.block_shape[1] > 1
+    def input_group_size(self):
+        """Input channels per block (see `Granularity.input_group_size`)."""
+        return self.block_shape[1]
 
     def check(self, weight):
         view, _, _ = masks.to_tflite_view(
@@ -174,8 +174,10 @@ class NofM(Granularity):
     def sparsity(self):
         return 1.0 - self.n / self.m
 
-    #: Groups of `m` consecutive input channels: removing one channel would shift the groups.
-    groups_input_channels = True
+    @property
+    def input_group_size(self):
+        """`m`: the pattern groups `m` consecutive input channels."""
+        return self.m
 
     def check(self, weight):
         # A weight with fewer than m input channels is padded, as tfmot does: its one group
@@ -293,9 +295,10 @@ class ByLayer(Granularity):
     The preset `granularity="mobile"` is `ByLayer(Block((1, 4), partial_blocks="skip"),
     Channel(), None)`: 1x4 blocks on fully-connected weights (LiteRT's sparse float
     FULLY_CONNECTED kernel runs them) and channels on convolutions (removed by `kp.shrink`: a
-    smaller dense model). With a mix, `kp.prune` leaves unpruned, each with the reason in its
-    report: convolutions whose channels cannot be removed, or whose channels feed the input of
-    a block-pruned layer (removing them would split its blocks), and fully-connected layers
+    smaller dense model). Channels feeding a block-pruned layer (the last convolution before
+    the first Dense) are removed in aligned runs of 4, so that its blocks stay whole. `kp.prune`
+    leaves unpruned, each with the reason in its report: convolutions whose channels cannot be
+    removed (or whose runs of 4 would not line up with the blocks) and fully-connected layers
     whose input width is not a multiple of 4.
 
     Args:

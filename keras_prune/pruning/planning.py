@@ -3,7 +3,9 @@
 The granularity of a layer is the one `kp.prune` was given, or, for a `kp.granularity.ByLayer`
 (`granularity="mobile"`), the one for the layer's kind. Channel pruning is planned on the
 model's channel groups first: a layer is pruned by channels only if `kp.shrink` can remove
-them (`_removable_layers`), and a BatchNormalization follows its group.
+them (`removable_layers`), and a BatchNormalization follows its group. Channels that feed a
+layer pruned in 1x4 blocks are removed in aligned runs of 4 (`kp.engine.coupling`), and kept
+whole where such runs do not line up with the blocks.
 """
 
 import dataclasses
@@ -11,6 +13,7 @@ import dataclasses
 import keras
 
 from keras_prune.core import granularity as granularity_lib
+from keras_prune.engine import coupling
 from keras_prune.graph import groups as groups_lib
 from keras_prune.layers import layouts
 from keras_prune.layers.wrapper import PruneWrapper
@@ -33,8 +36,8 @@ BATCH_NORM_NOT_FOLLOWING = "in no channel group that is pruned: its scales stay 
 KIND_NOT_PRUNED = "the granularity leaves {kind} layers unpruned (ByLayer({argument}=None))"
 NOT_CHANNEL_PRUNED = "a layer creating its channels is not pruned by channels ({names})"
 SPLITS_GROUPS = (
-    "its channels feed {names}, pruned in groups of input channels ({granularity}): removing "
-    "them would split those groups"
+    "its channels feed {names}, pruned in groups of input channels (blocks, N:M) that do not "
+    "line up with them: removing any would split those groups"
 )
 NO_GRAPH = "the model is subclassed: no graph to couple channels"
 
@@ -127,8 +130,8 @@ def is_channel(granularity):
 def removable_layers(model, selected, settings):
     """Names of the layers owning a weight in a channel group that can be removed once wrapped
     (removable by shrink, every layer creating its channels selected by `filters` and pruned by
-    channels, and no layer consuming them pruned in groups of input channels), and why the
-    other channel-creating layers keep their channels."""
+    channels, and the groups of input channels of the layers consuming them, if any, lined up
+    with them), and why the other channel-creating layers keep their channels."""
     removable, reasons = set(), {}
     for group in groups_lib.channel_groups(model):
         creators = [m for m in group.members if m.role == "output" and len(m.variable.shape) > 1]
@@ -156,22 +159,27 @@ def _mixed_reason(group, creators, settings, selected):
     )
     if others:
         return NOT_CHANNEL_PRUNED.format(names=", ".join(others))
-    splitting = {}
-    for member in group.members:
-        if member.role != "input" or not selected(member.layer):
-            continue
+
+    def consumer(member):
+        if not selected(member.layer):
+            return None
         granularity = settings.granularity_for(member.layer)
-        if getattr(granularity, "groups_input_channels", False) and _applies(granularity, member):
-            splitting.setdefault(member.layer.name, granularity)
-    if splitting:
-        return SPLITS_GROUPS.format(
-            names=", ".join(sorted(splitting)), granularity=next(iter(splitting.values()))
+        return granularity if _applies(granularity, member) else None
+
+    if coupling.channel_quantum(group, consumer) is None:
+        splitting = sorted(
+            m.layer.name
+            for m in group.members
+            if m.role == "input" and getattr(consumer(m), "input_group_size", 1) > 1
         )
+        return SPLITS_GROUPS.format(names=", ".join(splitting))
     return None
 
 
 def _applies(granularity, member):
     """Whether `granularity` prunes the weight of `member` (not left alone as not fitting)."""
+    if granularity is None:
+        return False
     for target in layouts.prunable_weights(member.layer):
         if target.variable is member.variable:
             try:
