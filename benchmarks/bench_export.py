@@ -22,6 +22,16 @@ sparse: the exporter stores the first dense and the second sparse), float and in
 LiteRT with XNNPACK (1 thread), the three files (and a second copy of the dense file, an A/A
 check of the noise) interleaved in one process: medians of the per-round medians and their
 min-max spread.
+
+    python benchmarks/bench_export.py --mobile [--runs 20 --rounds 7]
+
+prints the third table: the `granularity="mobile"` preset (1x4 blocks on fully-connected
+weights, channels on convolutions) at 50% and 75% on `build_mixed_cnn()` (a small CNN with a
+2-layer fully-connected head) and MobileNetV2 (96x96, weights=None, its 1000-class classifier):
+`kp.prune_once` -> `kp.strip` -> `kp.shrink(round_to=4)` ->
+`kp.export.to_tflite(target="mobile")`, timed against the dense model's export on LiteRT with
+XNNPACK, 1 thread, interleaved as above, and beside `granularity="channel"` at the same
+sparsity (channels everywhere, fully-connected neurons included: no sparse kernel needed).
 """
 
 import argparse
@@ -157,6 +167,96 @@ def prune_mixed(model):
     return pruned
 
 
+def build_mobilenet():
+    keras.utils.set_random_seed(0)
+    return keras.applications.MobileNetV2(input_shape=(96, 96, 3), weights=None)
+
+
+def _shape_summary(original, shrunk):
+    """Channels kept by the convolutions, and the fully-connected weights' sparsity."""
+    convs = [
+        (layer, shrunk.get_layer(layer.name))
+        for layer in original.layers
+        if isinstance(layer, keras.layers.Conv2D | keras.layers.DepthwiseConv2D)
+    ]
+    kept = sum(
+        b.kernel.shape[-1] if isinstance(b, keras.layers.Conv2D) else b.kernel.shape[-2]
+        for _, b in convs
+    )
+    total = sum(
+        a.kernel.shape[-1] if isinstance(a, keras.layers.Conv2D) else a.kernel.shape[-2]
+        for a, _ in convs
+    )
+    dense = [np.asarray(b.kernel) for b in shrunk.layers if isinstance(b, keras.layers.Dense)]
+    zeros = sum(int((k == 0).sum()) for k in dense) / sum(k.size for k in dense)
+    return f"{kept}/{total}", zeros
+
+
+def _shrunk(model, sparsity, granularity):
+    return kp.shrink(kp.strip(kp.prune_once(model, sparsity, granularity=granularity)), round_to=4)
+
+
+def mobile_table(runs, rounds):
+    """The "mobile" granularity preset (and "channel" everywhere, for comparison), exported and
+    timed against the dense export."""
+    from keras_prune.export import verify
+
+    rng = np.random.default_rng(0)
+    rows = []
+    with tempfile.TemporaryDirectory() as workdir:
+
+        def export(model, name, data, latency_runs):
+            path = os.path.join(workdir, f"{name}.tflite")
+            return kp.export.to_tflite(
+                model, path, target="mobile", verification_data=data, latency_runs=latency_runs
+            )
+
+        for label, build in (("CNN fc+conv", build_mixed_cnn), ("MobileNetV2 96", build_mobilenet)):
+            model = build()
+            shape = tuple(model.inputs[0].shape[1:])
+            data = rng.standard_normal((32, *shape)).astype("float32")
+            dense = export(model, f"{label}-dense", data, 0)
+            for sparsity in (0.5, 0.75):
+                small = _shrunk(model, sparsity, "mobile")
+                mobile = export(small, f"{label}-{sparsity}-mobile", data, runs)
+                channel = export(_shrunk(model, sparsity, "channel"), f"{label}-c", data, 0)
+                files = [dense.path, mobile.path, channel.path, dense.path]
+                timed = verify.latency_rounds(files, runs=runs, warmup=5, rounds=rounds)
+                stats = [_spread(r) for r in timed]
+                channels, fc_zeros = _shape_summary(model, small)
+                rows.append((label, sparsity, dense, mobile, stats, channels, fc_zeros))
+    header = (
+        f"{'model':<15} {'sparsity':>8} {'conv channels':>14} {'FC zeros':>8} "
+        f"{'dense B':>10} {'mobile B':>10} {'dense us':>15} {'mobile us':>15} "
+        f"{'channel us':>15} {'mobile/dense':>12} {'channel/dense':>13} {'A/A':>5} "
+        f"{'storage':>7} {'sparse weights':>14}"
+    )
+    print()
+    print(
+        'granularity="mobile" (or "channel") -> prune_once -> strip -> shrink(round_to=4) -> '
+        'to_tflite(target="mobile") '
+        f"vs the dense export; LiteRT + XNNPACK, 1 thread; medians of {rounds} interleaved "
+        f"rounds of {runs} invocations (+-: half the min-max spread of the rounds)"
+    )
+    print(header)
+    print("-" * len(header))
+
+    def cell(median, spread):
+        return f"{median:>8,.1f} +-{spread:>3.0f}%"
+
+    for label, sparsity, dense, mobile, stats, channels, fc_zeros in rows:
+        sparse_weights = [t for t in mobile.tensor_storage if t["storage"] == "sparse"]
+        dense_us = stats[0][0]
+        print(
+            f"{label:<15} {sparsity:>8.0%} {channels:>14} {fc_zeros:>8.0%} "
+            f"{dense.file_bytes:>10,} {mobile.file_bytes:>10,} "
+            f"{cell(*stats[0])} {cell(*stats[1])} {cell(*stats[2])} "
+            f"{stats[1][0] / dense_us:>12.2f} {stats[2][0] / dense_us:>13.2f} "
+            f"{stats[3][0] / dense_us:>5.2f} {mobile.storage:>7} "
+            f"{len(sparse_weights)} of {len(mobile.tensor_storage)}"
+        )
+
+
 def _spread(rounds):
     median = float(np.median(rounds))
     return median, 100 * (max(rounds) - min(rounds)) / 2 / median
@@ -246,11 +346,17 @@ def main():
     parser.add_argument(
         "--storage", action="store_true", help="sparse vs dense storage table (MLP) only"
     )
+    parser.add_argument(
+        "--mobile", action="store_true", help='the granularity="mobile" preset table only'
+    )
     parser.add_argument("--runs", type=int, default=50, help="invocations per round (--storage)")
     parser.add_argument("--rounds", type=int, default=7, help="interleaved rounds (--storage)")
     args = parser.parse_args()
     if args.storage:
         storage_table(args.runs, args.rounds)
+        return
+    if args.mobile:
+        mobile_table(args.runs, args.rounds)
         return
 
     x_train, x_test, y_train, y_test = digits()

@@ -387,8 +387,8 @@ def test_a_pruned_subclassed_model_exports_through_its_build_shape(tmp_path):
         pytest.skip("in-place pruning of subclassed models needs weight constraints")
     keras.utils.set_random_seed(0)
     model = SubclassedNet()
-    # 8 input features: with 6, the converter writes 1x4 blocks over a width of 6, a file
-    # the exporter's reader refuses as "invalid sparse block size" (a known gap).
+    # 8 input features: with 6, the converter writes 1x4 blocks over a width of 6, which LiteRT
+    # cannot read, and to_tflite stores the weights dense (tests/test_by_layer.py).
     x = np.random.default_rng(0).random((16, 8)).astype("float32")
     model(x[:1])  # built by a call: no symbolic inputs
     pruned = kp.prune(model, schedule=kp.ConstantSparsity(0.5, begin_step=0, frequency=1))

@@ -14,6 +14,7 @@ from keras_prune.core.config_object import ConfigObject
 
 __all__ = [
     "Block",
+    "ByLayer",
     "Channel",
     "Granularity",
     "NofM",
@@ -23,6 +24,7 @@ __all__ = [
     "from_tfmot_block",
     "from_tfmot_m_by_n",
     "get",
+    "mobile",
     "serialize",
 ]
 
@@ -41,6 +43,9 @@ class Granularity(ConfigObject):
 
     #: Whether pruning a channel also zeroes its bias entry.
     masks_bias = False
+    #: How many consecutive input channels the pattern groups (1x4 blocks: 4, N:M: M, else 1):
+    #: input channels removed later (`kp.shrink`) must go in whole aligned groups of this size.
+    input_group_size = 1
 
     def check(self, weight):
         """Raise if this pattern cannot apply to `weight` (a `layouts.PrunableWeight`)."""
@@ -74,6 +79,11 @@ class Block(Granularity):
             channels. `(1, 4)` float and `(1, 16)` int8 are what TFLite's sparse
             FULLY_CONNECTED kernels accelerate.
         pooling: "avg" or "max" of the scores inside a block.
+        partial_blocks: what to do with a weight the blocks do not tile (a Dense whose input
+            width is not a multiple of 4 for `(1, 4)`): "pool" (default, as tfmot) prunes the
+            edge blocks over what they hold; "skip" leaves the weight unpruned, with the reason.
+            The TFLite converter cannot encode partial blocks (its file does not load), so
+            "skip" is what an export to LiteRT's sparse kernels needs.
 
     Example:
 
@@ -82,17 +92,33 @@ class Block(Granularity):
     ```
     """
 
-    def __init__(self, block_shape=(1, 4), pooling="avg"):
+    def __init__(self, block_shape=(1, 4), pooling="avg", partial_blocks="pool"):
         block_shape = validation.check_pair("block_shape", block_shape, _positive_int, "(1, 4)")
         validation.check_choice("pooling", pooling, {"avg", "max"})
+        validation.check_choice("partial_blocks", partial_blocks, {"pool", "skip"})
         self.block_shape = block_shape
         self.pooling = pooling
+        self.partial_blocks = partial_blocks
+
+    @property
+    def input_group_size(self):
+        """Input channels per block (see `Granularity.input_group_size`)."""
+        return self.block_shape[1]
 
     def check(self, weight):
         view, _, _ = masks.to_tflite_view(
             ops.zeros(weight.variable.shape), weight.output_axis, weight.input_axis
         )
         rows, columns = ops.shape(view)
+        if self.partial_blocks == "skip" and (
+            rows % self.block_shape[0] or columns % self.block_shape[1]
+        ):
+            raise NotApplicable(
+                f"{self.block_shape[0]}x{self.block_shape[1]} blocks do not tile weight "
+                f"{weight.name!r} (TFLite view {(rows, columns)}: rows = outputs, columns = "
+                "inputs), and the TFLite converter cannot encode partial blocks, so it is left "
+                "unpruned"
+            )
         if self.block_shape[0] > rows or self.block_shape[1] > columns:
             raise ValueError(
                 f"Block shape {self.block_shape} is larger than weight {weight.name!r} "
@@ -108,7 +134,11 @@ class Block(Granularity):
         return masks.from_tflite_view(view_mask, permutation, shape), None
 
     def get_config(self):
-        return {"block_shape": list(self.block_shape), "pooling": self.pooling}
+        return {
+            "block_shape": list(self.block_shape),
+            "pooling": self.pooling,
+            "partial_blocks": self.partial_blocks,
+        }
 
 
 @keras.saving.register_keras_serializable(package="keras_prune")
@@ -143,6 +173,11 @@ class NofM(Granularity):
     @property
     def sparsity(self):
         return 1.0 - self.n / self.m
+
+    @property
+    def input_group_size(self):
+        """`m`: the pattern groups `m` consecutive input channels."""
+        return self.m
 
     def check(self, weight):
         # A weight with fewer than m input channels is padded, as tfmot does: its one group
@@ -218,11 +253,139 @@ class Channel(Granularity):
         return {"norm": self.norm, "only_removable": self.only_removable}
 
 
+FULLY_CONNECTED = (keras.layers.Dense, keras.layers.EinsumDense)
+CONVOLUTION = (
+    keras.layers.Conv1D,
+    keras.layers.Conv2D,
+    keras.layers.Conv3D,
+    keras.layers.Conv1DTranspose,
+    keras.layers.Conv2DTranspose,
+    keras.layers.Conv3DTranspose,
+    keras.layers.DepthwiseConv1D,
+    keras.layers.DepthwiseConv2D,
+    keras.layers.SeparableConv1D,
+    keras.layers.SeparableConv2D,
+)
+KINDS = ("fully_connected", "convolution", "other")
+
+
+def _optional(name, value):
+    if value is None:
+        return None
+    found = get(value)
+    if isinstance(found, ByLayer):
+        raise ValueError(
+            f"Expected `{name}` to be one granularity (e.g. kp.granularity.Block((1, 4))) or "
+            f"None. Received: {name}={value!r}, which chooses per layer itself."
+        )
+    return found
+
+
+@keras.saving.register_keras_serializable(package="keras_prune")
+class ByLayer(Granularity):
+    """A granularity per kind of layer: `kp.prune` gives every wrapper the one for its layer.
+
+    Kinds: fully connected (Dense, EinsumDense), convolution (Conv1D/2D/3D, their transposes,
+    DepthwiseConv, SeparableConv; 1x1 convolutions too: LiteRT has no sparse CONV_2D kernel, so
+    only removing their channels makes them faster) and other (Embedding, attention, recurrent
+    and custom layers). A BatchNormalization follows its channel group when a kind is pruned
+    by `Channel`. The allocation `kp.prune` declares by default is per layer (a global ranking
+    only when every kind is `Unstructured`).
+
+    The preset `granularity="mobile"` is `ByLayer(Block((1, 4), partial_blocks="skip"),
+    Channel(), None)`: 1x4 blocks on fully-connected weights (LiteRT's sparse float
+    FULLY_CONNECTED kernel runs them) and channels on convolutions (removed by `kp.shrink`: a
+    smaller dense model). Channels feeding a block-pruned layer (the last convolution before
+    the first Dense) are removed in aligned runs of 4, so that its blocks stay whole. `kp.prune`
+    leaves unpruned, each with the reason in its report: convolutions whose channels cannot be
+    removed (or whose runs of 4 would not line up with the blocks) and fully-connected layers
+    whose input width is not a multiple of 4.
+
+    Args:
+        fully_connected: the granularity of Dense and EinsumDense layers, or None to leave them
+            unpruned.
+        convolution: the granularity of convolutions, or None.
+        other: the granularity of every other prunable layer, or None.
+
+    Each takes what `granularity=` takes: a name, an instance or a config.
+
+    Example:
+
+    ```python
+    pruned = kp.prune(model, granularity="mobile")
+    [(w.name, type(w.granularity).__name__) for w in kp.layers.find_wrappers(pruned)]
+    mixed = kp.granularity.ByLayer(fully_connected="2:4", convolution="unstructured")
+    ```
+    """
+
+    def __init__(
+        self, fully_connected="unstructured", convolution="unstructured", other="unstructured"
+    ):
+        self.fully_connected = _optional("fully_connected", fully_connected)
+        self.convolution = _optional("convolution", convolution)
+        self.other = _optional("other", other)
+        if not self.granularities():
+            raise ValueError(
+                "Expected a granularity for at least one kind of layer. Received: "
+                "fully_connected=None, convolution=None, other=None."
+            )
+
+    @staticmethod
+    def kind(layer):
+        """ "fully_connected", "convolution" or "other": which argument applies to `layer`."""
+        if isinstance(layer, FULLY_CONNECTED):
+            return "fully_connected"
+        if isinstance(layer, CONVOLUTION):
+            return "convolution"
+        return "other"
+
+    def for_layer(self, layer):
+        """The granularity of `layer`, or None if its kind is left unpruned."""
+        return getattr(self, self.kind(layer))
+
+    def granularities(self):
+        """The granularities in use (None left out)."""
+        return [g for g in (getattr(self, kind) for kind in KINDS) if g is not None]
+
+    @property
+    def channel(self):
+        """The `Channel` granularity among the kinds (BatchNormalizations follow it), or None."""
+        return next((g for g in self.granularities() if isinstance(g, Channel)), None)
+
+    def compute_mask(self, scores, sparsity, weight):
+        raise TypeError(
+            f"ByLayer chooses a granularity per layer and computes no mask itself; weight "
+            f"{weight.name!r} is pruned by the granularity `kp.prune` chose for its layer."
+        )
+
+    def get_config(self):
+        return {
+            kind: None if getattr(self, kind) is None else serialize(getattr(self, kind))
+            for kind in KINDS
+        }
+
+
+def mobile():
+    """The preset `granularity="mobile"`: 1x4 blocks on fully-connected weights, channels on
+    convolutions, other layers unpruned (see `ByLayer`).
+
+    Example:
+
+    ```python
+    kp.granularity.mobile() == kp.granularity.get("mobile")  # True
+    ```
+    """
+    return ByLayer(
+        fully_connected=Block((1, 4), partial_blocks="skip"), convolution=Channel(), other=None
+    )
+
+
 ALIASES = {
     "unstructured": Unstructured,
     "channel": Channel,
     "block": Block,
     "2:4": lambda: NofM(2, 4),
+    "mobile": mobile,
 }
 
 REGISTRY = registry.Registry(
@@ -235,7 +398,7 @@ REGISTRY = registry.Registry(
 
 def get(identifier):
     """A granularity from an instance, a name ("unstructured", "channel", "block" (1x4),
-    "2:4"), `(name, {arguments})` or a serialized dict.
+    "2:4", "mobile" (see `mobile`)), `(name, {arguments})` or a serialized dict.
 
     Example:
 

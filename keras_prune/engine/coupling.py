@@ -9,7 +9,13 @@ the same channels in every wrapped member, BatchNormalization scales included (t
 too at channel granularity). A group that cannot be removed (model output, a layer the analysis
 does not understand, a creating layer left unwrapped) keeps all its channels, and so does a
 channel wrapper outside every group, unless its granularity says `only_removable=False`.
+
+When a group's channels feed a layer pruned in groups of input channels (1x4 blocks of a Dense
+after `kp.granularity.ByLayer`, "mobile"), its channels are ranked and removed in aligned runs of
+that many (`channel_quantum`), so that the blocks left after `kp.shrink` are still whole.
 """
+
+import math
 
 import numpy as np
 from keras import ops
@@ -26,6 +32,38 @@ def _numpy(value):
 
 def _is_creator(member):
     return member.role == "output" and len(member.variable.shape) > 1
+
+
+def channel_quantum(group, consumer_granularity):
+    """How many consecutive channels of `group` must be removed together: the least common
+    multiple of `input_group_size` over the granularities that prune the weights consuming them
+    (4 for 1x4 blocks, 1 when none groups input channels), or None when those groups do not
+    line up with the group's channels (then removing any would split them).
+
+    Args:
+        group: a `kp.graph.channel_groups` group.
+        consumer_granularity: `member -> granularity or None` for the group's input members:
+            the granularity pruning that member's weight (None: not pruned).
+    """
+    quantum = 1
+    for member in group.members:
+        if member.role != "input":
+            continue
+        size = getattr(consumer_granularity(member), "input_group_size", 1)
+        if size <= 1:
+            continue
+        if member.offset % size or (member.repeat > 1 and member.stride % size):
+            return None
+        quantum = math.lcm(quantum, size)
+    return None if group.size % quantum else quantum
+
+
+def _wrapper_granularity(member):
+    """The granularity of the wrapper pruning `member`'s weight, or None."""
+    targets = getattr(member.layer, "targets", None) or []
+    if any(target.variable is member.variable for target in targets):
+        return member.layer.granularity
+    return None
 
 
 class ChannelCoupling:
@@ -53,6 +91,9 @@ class ChannelCoupling:
             if not any(id(target.variable) in in_groups for target in wrapper.targets)
         ]
         self._known = {id(wrapper) for wrapper in self.wrappers}
+        self.quanta = {
+            group.index: channel_quantum(group, _wrapper_granularity) for group in self.groups
+        }
 
     def covers(self, wrapper):
         return id(wrapper) in self._known
@@ -65,6 +106,7 @@ class ChannelCoupling:
             group.prunable
             and bool(creators)
             and all(id(member.variable) in self.slots for member in creators)
+            and self.quanta[group.index] is not None
         )
 
     def kept_whole(self):
@@ -113,15 +155,21 @@ class ChannelCoupling:
                 continue
             keep = np.ones(group.size, np.float32)
             if self.removable(group):
+                quantum = self.quanta[group.index]
                 if per_layer is None:
                     group_sparsity = max(sparsities[id(wrapper)] for wrapper in due_owners)
                     owner = due_owners[0]
                     scores = self.channel_scores(group, owner.criterion, owner.granularity.norm)
-                    kept = masks_lib.keep_count(group.size, group_sparsity)
-                    order = np.argsort(-scores, kind="stable")
-                    keep[order[kept:]] = 0
+                    # Ranked and kept in aligned runs of `quantum` channels (1: one by one).
+                    runs = scores.reshape(-1, quantum).sum(1)
+                    kept = masks_lib.keep_count(len(runs), group_sparsity)
+                    order = np.argsort(-runs, kind="stable")
+                    kept_runs = np.ones(len(runs), np.float32)
+                    kept_runs[order[kept:]] = 0
+                    keep = np.repeat(kept_runs, quantum)
                 else:
                     keep = self._union_of_creators(group, per_layer)
+                    keep = np.repeat(keep.reshape(-1, quantum).max(1), quantum)
             group_sparsity = float(1.0 - keep.mean())
             for member, (wrapper, index, is_bias) in members:
                 wrapper_masks = edits.setdefault(id(wrapper), self._current_masks(wrapper))

@@ -10,11 +10,15 @@ class InvalidModelFileError(ValueError):
 
     Attributes:
         path: The file, or None when bytes were given.
+        partial_blocks: True when what is wrong is a weight the TFLite converter encoded in
+            blocks that do not tile it (a Dense whose input width is not a multiple of 4 pruned
+            in 1x4 blocks): LiteRT's sparse kernels cannot read it, the dense conversion can.
     """
 
-    def __init__(self, message, path=None):
+    def __init__(self, message, path=None, partial_blocks=False):
         super().__init__(message)
         self.path = path
+        self.partial_blocks = partial_blocks
 
 
 class StageError(RuntimeError):

@@ -263,6 +263,11 @@ class _Corrupt(Exception):
     """Raised inside the reader; `read_model` turns it into an `InvalidModelFileError`."""
 
 
+class _PartialBlocks(_Corrupt):
+    """A sparse block size that does not divide its dimension: what the TFLite converter
+    writes for a weight pruned in blocks that do not tile it."""
+
+
 class _Table:
     """A flatbuffer table whose vtable and inline fields lie inside the data."""
 
@@ -390,8 +395,13 @@ def _check_sparsity(order, block_map, dim_metadata, shape, value_count, what):
         if dim >= rank:
             original = block_map[dim - rank]
             size = dim_metadata[position].scalar(1, "i")
-            if not 0 <= original < rank or size <= 0 or shape[original] % size:
+            if not 0 <= original < rank or size <= 0:
                 raise _Corrupt(f"{what}: invalid sparse block size")
+            if shape[original] % size:
+                raise _PartialBlocks(
+                    f"{what}, shape {tuple(shape)}, is encoded in blocks of {size} along its "
+                    f"dimension {original} of {shape[original]}, which is not a multiple of {size}"
+                )
             block[original] = size
     count = 1
     for position, dim in enumerate(order):
@@ -475,7 +485,7 @@ def _parse(data):
     tensors, constants = [], {}
     tensor_tables = subgraph.tables(0, "tensors")
     for index, tensor in enumerate(tensor_tables):
-        what = f"tensor {index}"
+        what = f"tensor {index} ({tensor.string(3, f'tensor {index} name')!r})"
         shape = tuple(int(s) for s in tensor.vector(0, np.int32, f"{what} shape"))
         if any(dim < 0 for dim in shape):
             raise _Corrupt(f"{what} has a negative dimension {shape}")
@@ -622,6 +632,18 @@ def read_model(model):
         )
     try:
         return _parse(data)
+    except _PartialBlocks as error:
+        raise InvalidModelFileError(
+            f"{where} is not a valid .tflite file for LiteRT's sparse kernels: {error}. The TFLite "
+            "converter writes that for a layer pruned in blocks that do not tile its weight (1x4 "
+            "blocks on a Dense whose input width is not a multiple of 4; the layer's name is in "
+            "the tensor's). Prune that layer with kp.granularity.Block((1, 4), "
+            'partial_blocks="skip") or granularity="mobile" (both leave it unpruned), prune it '
+            "unstructured, or leave it out with `filters=`; if kp.shrink removed some of its "
+            "inputs, shrink with round_to=4.",
+            path,
+            partial_blocks=True,
+        ) from None
     except _Corrupt as error:
         reason = str(error)
     except (struct.error, ValueError, OverflowError, MemoryError) as error:

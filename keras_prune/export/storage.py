@@ -33,6 +33,7 @@ import numpy as np
 
 from keras_prune.export import splice as _splice
 from keras_prune.export import verify as _verify
+from keras_prune.export.errors import InvalidModelFileError
 from keras_prune.export.flatbuffer import read_model
 from keras_prune.export.inspection import check_xnnpack_sparse
 
@@ -186,7 +187,15 @@ def choose_storage(sparse, convert_dense, *, objective, latency_runs, warmup):
     Returns:
         A `StorageChoice`.
     """
-    if not read_model(sparse).sparse_tensors:
+    try:
+        encoded = read_model(sparse).sparse_tensors
+    except InvalidModelFileError as error:
+        if not error.partial_blocks:
+            raise
+        # The converter's encoding of partial blocks cannot be read: only dense storage works.
+        note = f"Stored dense: the sparse-encoded conversion cannot be used. {error}"
+        return StorageChoice("dense", convert_dense(), note=note)
+    if not encoded:
         return StorageChoice("dense", sparse, encoded=False)
     dense = convert_dense()
     size = f"{len(sparse):,} B sparse vs {len(dense):,} B dense"

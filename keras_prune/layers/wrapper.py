@@ -88,7 +88,8 @@ class PruneWrapper(keras.layers.Wrapper):
         schedule: a `kp.PruningSchedule`; default `ConstantSparsity(0.5, begin_step=0,
             frequency=100)` as in tfmot.
         granularity: "unstructured", "channel", "2:4", or `kp.granularity.Block(...)`,
-            `kp.granularity.NofM(...)`, `kp.granularity.Channel(...)`.
+            `kp.granularity.NofM(...)`, `kp.granularity.Channel(...)`; a
+            `kp.granularity.ByLayer` (or "mobile") gives the granularity for `layer`'s kind.
         mask: "binary", "learnable" or "sigmoid", or a `kp.mask_types.BinaryMask()` /
             `kp.mask_types.LearnableMask()` / `kp.mask_types.SigmoidGateMask(...)`.
         criterion: how binary masks rank weights: a name from `kp.criteria.ALIASES`
@@ -156,7 +157,7 @@ class PruneWrapper(keras.layers.Wrapper):
         if schedule is None:
             schedule = schedules_lib.ConstantSparsity(0.5, begin_step=0, frequency=100)
         self.schedule = schedules_lib.get(schedule)
-        self.granularity = granularity_lib.get(granularity)
+        self.granularity = _granularity_for(layer, granularity)
         self.mask_type = mask_types.get(mask)
         self.criterion = criteria_lib.get(criterion)
         self.allocation = None if allocation is None else allocation_lib.get(allocation)
@@ -550,6 +551,19 @@ def _mirrored_call(wrapper, layer):
 def _local_name(variable):
     """A variable name unique inside a wrapper (paths of nested weights differ, names may not)."""
     return variable.path.replace("/", "_")
+
+
+def _granularity_for(layer, granularity):
+    chosen = granularity_lib.get(granularity)
+    if isinstance(chosen, granularity_lib.ByLayer):
+        chosen = chosen.for_layer(layer)
+        if chosen is None:
+            raise ValueError(
+                f"Layer {layer.name!r} is a {granularity_lib.ByLayer.kind(layer)} layer, which "
+                f"granularity={granularity!r} leaves unpruned. Leave it unwrapped, or give that "
+                "kind a granularity."
+            )
+    return chosen
 
 
 def find_wrappers(model):

@@ -2,13 +2,8 @@
 declares by default, and the report and model class they return."""
 
 from keras_prune.pruning.one_shot import prune_once
-from keras_prune.pruning.prune_strip import (
-    PruneReport,
-    default_allocation,
-    prune,
-    strip,
-    update_masks,
-)
+from keras_prune.pruning.planning import PruneReport
+from keras_prune.pruning.prune_strip import default_allocation, prune, strip, update_masks
 from keras_prune.pruning.pruned_model import PrunedModel
 
 __all__ = [

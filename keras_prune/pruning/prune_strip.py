@@ -8,8 +8,6 @@ models, whose `call` is Python code, are pruned in place (binary masks held on t
 own variables). `strip` reverses each of these.
 """
 
-import dataclasses
-
 import keras
 
 from keras_prune.core import allocation as allocation_lib
@@ -17,84 +15,20 @@ from keras_prune.core import granularity as granularity_lib
 from keras_prune.core import mask_types, validation
 from keras_prune.core.validation import layer_filter
 from keras_prune.engine.engine import engine_for
-from keras_prune.graph import groups as groups_lib
 from keras_prune.graph import rewire
 from keras_prune.graph import tracing as trace_lib
 from keras_prune.layers import layouts
 from keras_prune.layers.in_place import IN_PLACE_ATTRIBUTE, InPlacePruning
 from keras_prune.layers.wrapper import HoldMasked, PruneWrapper, find_wrappers
-from keras_prune.pruning.pruned_model import PrunedModel, wrapper_settings
-
-# Why a layer was not wrapped; shown in `PruneReport`.
-ALREADY_WRAPPED = "already wrapped for pruning"
-NO_PRUNABLE_WEIGHTS = "no prunable weights"
-UNKNOWN_WEIGHTS = (
-    "holds weights keras_prune does not know how to prune; give the layer a "
-    "`get_prunable_weights()` method returning the variables to prune"
+from keras_prune.pruning.planning import (
+    FILTERED,
+    NO_GRAPH,
+    Planner,
+    PruneReport,
+    Settings,
+    removable_layers,
 )
-FILTERED = "excluded by `filters`"
-NESTED_SUBCLASSED = (
-    "a subclassed model inside the graph; prune it on its own with kp.prune (in place) first"
-)
-CHANNELS_NOT_REMOVABLE = "channel granularity: none of its channels can be removed"
-NOT_BUILT = "not built and not a layer type keras_prune knows"
-BATCH_NORM_NOT_FOLLOWING = "in no channel group that is pruned: its scales stay as they are"
-
-
-@dataclasses.dataclass
-class PruneReport:
-    """What `prune` wrapped and what it left alone, each with a reason.
-
-    Attributes:
-        wrapped: names of the layers now inside a `PruneWrapper`.
-        skipped: `{layer name: reason}` for every layer left as it was.
-        left_alone: `{weight path: reason}` for every weight that is not pruned (biases,
-            normalization, weights of layers keras_prune does not know, ...).
-        in_place: True when a subclassed model was pruned in place.
-        shares_weights: None, or why the pruned model could not be a copy and shares its layers
-            (and weights) with the original.
-    """
-
-    wrapped: list = dataclasses.field(default_factory=list)
-    skipped: dict = dataclasses.field(default_factory=dict)
-    left_alone: dict = dataclasses.field(default_factory=dict)
-    in_place: bool = False
-    shares_weights: str | None = None
-
-    def __str__(self):
-        how = " in place" if self.in_place else ""
-        lines = [f"Pruning {len(self.wrapped)} layer(s){how}: {', '.join(self.wrapped) or '-'}"]
-        if self.shares_weights:
-            lines.append(
-                "  the pruned model shares its layers and weights with the original: "
-                + self.shares_weights
-            )
-        for name, reason in self.skipped.items():
-            lines.append(f"  skipped {name}: {reason}")
-        unknown = {p: r for p, r in self.left_alone.items() if r == layouts.UNKNOWN}
-        if unknown:
-            lines.append(f"  weights not pruned ({layouts.UNKNOWN}):")
-            lines.extend(f"    {path}" for path in unknown)
-        return "\n".join(lines)
-
-
-@dataclasses.dataclass
-class _Settings:
-    schedule: object
-    granularity: object
-    mask: object
-    criterion: object
-    allocation: object
-
-    def wrap(self, layer):
-        return PruneWrapper(
-            layer,
-            schedule=self.schedule,
-            granularity=self.granularity,
-            mask=self.mask,
-            criterion=self.criterion,
-            allocation=self.allocation,
-        )
+from keras_prune.pruning.pruned_model import PrunedModel
 
 
 def default_allocation(granularity, mask):
@@ -104,11 +38,17 @@ def default_allocation(granularity, mask):
     tensor (`kp.allocation.GlobalAllocation()`). At high sparsity it keeps the accuracy that
     pruning every tensor to the same sparsity loses (docs/methods.md: digits CNN at 99%).
     Anything else is set per layer: learnable masks choose their top-k per layer in the forward
-    pass, and structured granularities (channels, blocks, N:M) keep their structure per layer.
+    pass, structured granularities (channels, blocks, N:M) keep their structure per layer, and
+    so does a `kp.granularity.ByLayer` mix ("mobile") unless every kind is unstructured.
     """
     granularity = granularity_lib.get(granularity)
     mask = mask_types.get(mask)
-    if isinstance(granularity, granularity_lib.Unstructured) and not mask.learnable:
+    chosen = (
+        granularity.granularities()
+        if isinstance(granularity, granularity_lib.ByLayer)
+        else [granularity]
+    )
+    if all(isinstance(g, granularity_lib.Unstructured) for g in chosen) and not mask.learnable:
         return allocation_lib.GlobalAllocation()
     return None
 
@@ -132,115 +72,25 @@ def _settings(schedule, granularity, mask, criterion, allocation):
         allocation = default_allocation(granularity, mask)
     elif isinstance(allocation, str) and allocation == "per_layer":
         allocation = None
+    by_layer = granularity_lib.get(granularity)
+    if not isinstance(by_layer, granularity_lib.ByLayer):
+        by_layer = None
     # A throwaway wrapper validates every argument once, before anything is copied.
     template = PruneWrapper(
         keras.layers.Dense(1),
         schedule=schedule,
-        granularity=granularity,
+        granularity="unstructured" if by_layer else granularity,
         mask=mask,
         criterion=criterion,
         allocation=allocation,
     )
-    return _Settings(
+    return Settings(
         template.schedule,
-        template.granularity,
+        by_layer or template.granularity,
         template.mask_type,
         template.criterion,
         template.allocation,
     )
-
-
-def _is_channel(settings):
-    return isinstance(settings.granularity, granularity_lib.Channel)
-
-
-def _removable_layers(model, selected):
-    """Names of the layers owning a weight in a channel group that can be removed once wrapped
-    (removable by shrink, and every layer creating its channels selected by `filters`), and
-    why the other channel-creating layers keep their channels."""
-    removable, reasons = set(), {}
-    for group in groups_lib.channel_groups(model):
-        creators = [m for m in group.members if m.role == "output" and len(m.variable.shape) > 1]
-        reason = group.reason
-        if reason is None and not all(selected(m.layer) for m in creators):
-            reason = "a layer creating its channels is excluded by `filters`"
-        for member in group.members:
-            if member.role == "input":
-                continue
-            if reason is None:
-                removable.add(member.layer.name)
-            elif member.role == "output":
-                reasons.setdefault(member.layer.name, reason)
-    return removable, reasons
-
-
-class _Planner:
-    """Decides, layer by layer, what `prune` wraps, and fills the report."""
-
-    def __init__(self, settings, selected, report, removable=None, channel_reasons=None):
-        self.settings = settings
-        self.selected = selected
-        self.report = report
-        self.removable = removable
-        self.channel_reasons = channel_reasons or {}
-        self.plan = {}
-
-    def decide(self, layer):
-        """The wrapper for `layer`, or `layer` itself, with the reason recorded."""
-        reason = self._reason_to_skip(layer)
-        if reason is not None:
-            why_each = {}
-            if reason == NO_PRUNABLE_WEIGHTS:
-                why_each = {id(v): why for v, why in layouts.weight_plan(layer).left_alone}
-                if layouts.UNKNOWN in why_each.values():
-                    reason = UNKNOWN_WEIGHTS
-            self.report.skipped[layer.name] = reason
-            for variable in layer.weights:
-                self.report.left_alone.setdefault(variable.path, why_each.get(id(variable), reason))
-            return layer
-        wrapper = self.settings.wrap(layer)
-        self.report.wrapped.append(layer.name)
-        self.plan[layer.name] = wrapper_settings(wrapper)
-        if layer.built:
-            for variable, why in layouts.weight_plan(layer).left_alone:
-                self.report.left_alone[variable.path] = why
-            for target in layouts.prunable_weights(layer):
-                try:
-                    self.settings.granularity.check(target)
-                except ValueError as error:
-                    self.report.left_alone[target.variable.path] = str(error)
-        return wrapper
-
-    def _reason_to_skip(self, layer):
-        if isinstance(layer, PruneWrapper):
-            return ALREADY_WRAPPED
-        if isinstance(layer, keras.Model):
-            return NESTED_SUBCLASSED
-        if not layer.built:
-            return None if layouts.is_known_prunable(layer) else NOT_BUILT
-        if _is_channel(self.settings) and layouts.channelwise_weights(layer):
-            # A BatchNormalization follows the channels of its group, whatever `filters` says.
-            if self.removable is None or layer.name in self.removable:
-                return None
-            return BATCH_NORM_NOT_FOLLOWING
-        if not layouts.prunable_weights(layer):
-            return NO_PRUNABLE_WEIGHTS
-        if not self.selected(layer):
-            return FILTERED
-        if _is_channel(self.settings):
-            if self.removable is not None and layer.name not in self.removable:
-                if getattr(self.settings.granularity, "only_removable", True):
-                    why = self.channel_reasons.get(layer.name)
-                    return CHANNELS_NOT_REMOVABLE + (f" ({why})" if why else "")
-        errors = []
-        for target in layouts.prunable_weights(layer):
-            try:
-                self.settings.granularity.check(target)
-            except ValueError as error:
-                errors.append(str(error))
-        if errors and len(errors) == len(layouts.prunable_weights(layer)):
-            return errors[0]
-        return None
 
 
 def prune(
@@ -270,10 +120,15 @@ def prune(
     Args:
         model: a model, a layer, or a list of layers.
         schedule: a `kp.PruningSchedule` (default `ConstantSparsity(0.5)`).
-        granularity: "unstructured", "channel", "2:4" or a `kp.granularity.Block` /
-            `kp.granularity.NofM` / `kp.granularity.Channel` instance. At channel granularity
-            only layers whose channels `kp.shrink` can remove are wrapped (their
-            BatchNormalizations too), unless `kp.granularity.Channel(only_removable=False)`.
+        granularity: "unstructured", "channel", "2:4", "mobile" or a `kp.granularity.Block` /
+            `kp.granularity.NofM` / `kp.granularity.Channel` instance, or a
+            `kp.granularity.ByLayer` giving one per kind of layer (fully connected,
+            convolution, other). At channel granularity only layers whose channels
+            `kp.shrink` can remove are wrapped (their BatchNormalizations too), unless
+            `kp.granularity.Channel(only_removable=False)`. "mobile" is the preset that gets
+            speed on LiteRT: 1x4 blocks on fully-connected weights (float sparse
+            FULLY_CONNECTED kernel), channels on convolutions (removed by `kp.shrink`), other
+            layers unpruned (`kp.granularity.mobile`; measured in docs/export.md).
         mask: "binary", "learnable", "sigmoid" or a mask-type instance.
         filters: which layers to prune: None (all), a regex on the layer name, a list of regexes,
             or a callable `layer -> bool`.
@@ -304,7 +159,7 @@ def prune(
         ]
     if isinstance(model, keras.layers.Layer) and not isinstance(model, keras.Model):
         layouts.check_wrappable(model, unbuilt_custom=True)
-        return settings.wrap(model)
+        return settings.wrap(model, settings.granularity_for(model, channel_planned=False))
     if not isinstance(model, keras.Model):
         raise TypeError(
             "Expected a keras.Model, a keras.layers.Layer or a list of layers. To prune a "
@@ -346,9 +201,9 @@ def _prune_graph(model, settings, selected):
         fresh = model
         report.shares_weights = str(error)
     removable = reasons = None
-    if _is_channel(settings) and fresh.built:
-        removable, reasons = _removable_layers(fresh, selected)
-    planner = _Planner(settings, selected, report, removable, reasons)
+    if settings.prunes_channels() and fresh.built:
+        removable, reasons = removable_layers(fresh, selected, settings)
+    planner = Planner(settings, selected, report, removable, reasons)
     rewired = rewire.replace_layers(fresh, planner.decide)
     if isinstance(model, keras.Sequential) or rewire.has_default_config(model):
         if model.compiled:
@@ -381,14 +236,17 @@ def _prune_in_place(model, settings, selected):
             "wrap layers yourself: `self.dense = kp.PruneWrapper(keras.layers.Dense(64), "
             "mask='learnable')`."
         )
-    if _is_channel(settings):
+    if isinstance(settings.granularity, granularity_lib.Channel):
         raise ValueError(
             f"Model {model.name!r} is subclassed: channel granularity needs the model's graph "
             "to couple channels (and kp.shrink to remove them). Use unstructured, block or N:M "
             "granularity in place, or build the model with the Functional API."
         )
     report = PruneReport(in_place=True)
-    planner = _Planner(settings, selected, report)
+    planner = Planner(settings, selected, report)
+    if settings.prunes_channels():
+        # A `ByLayer` mix: the kinds pruned by channels are left unpruned, the others pruned.
+        planner.removable, planner.channel_reason = set(), NO_GRAPH
     wrappers = []
     for layer in _leaf_layers(model):
         decided = planner.decide(layer)
