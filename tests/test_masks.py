@@ -114,8 +114,9 @@ def test_row_mask_by_norm():
     np.testing.assert_array_equal(numpy(masks.row_mask(scores, 0.5, norm="l1")), [1, 0, 1])
 
 
-# Sizes that take each selection path: a sort, three 11-bit radix passes, two 16-bit ones.
-SELECTION_SIZES = [5_000, 70_000, 600_000]
+# Sizes that take each selection path: a sort, three 11-bit radix passes (from a small and a
+# larger tensor), two 16-bit ones.
+SELECTION_SIZES = [1_000, 5_000, 70_000, 600_000]
 
 
 @pytest.mark.parametrize("size", SELECTION_SIZES)
@@ -176,7 +177,7 @@ def test_magnitude_mask_on_large_kernel_matches_top_k_of_absolute_values():
 
 @pytest.mark.parametrize("rounded", [False, True])
 def test_top_k_masks_together_equal_the_top_k_of_the_concatenation(rounded):
-    # From 8,192 elements the tensors are ranked by summed radix histograms, never
+    # From 2,048 elements the tensors are ranked by summed radix histograms, never
     # concatenated; the result must be exactly the concatenation's, ties included. The sizes
     # take the 11-bit and (together) the 16-bit digits.
     rng = np.random.default_rng(0)

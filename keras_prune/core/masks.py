@@ -30,7 +30,7 @@ __all__ = [
 ]
 
 # Below this many elements a sort is cheaper than radix passes.
-_SORT_BELOW = 8192
+_SORT_BELOW = 2048
 # From this many elements on, two 16-bit radix passes (see `_radix_digit_widths`).
 _WIDE_DIGITS_FROM = 1 << 19
 
@@ -82,14 +82,16 @@ def _radix_digit_widths(size):
 
 def _kth_largest_key_of_parts(parts, k, size, to_keys=lambda keys: keys):
     """The k-th largest of the int32 keys `to_keys(part)` of several tensors together, by
-    radix selection: O(n), no sort, and no concatenation (the digit histograms of the parts
-    add up). Keys are made again in each pass rather than kept, so only one tensor's keys
-    exist at a time.
+    radix selection: O(n), no sort, and no concatenation of the parts (their first-digit
+    histograms add up). Keys are made again from each part rather than kept, so only one
+    tensor's keys exist at a time.
 
     Each pass counts, among the keys that share the digits chosen so far (the prefix), how
     many have each value of the next digit, and keeps the digit holding the k-th largest.
-    `size` is the number of keys in all parts. Returns the threshold key, how many keys lie
-    strictly above it, and how many tie with it.
+    After the first pass only the keys in the chosen bucket can be the k-th largest: they are
+    gathered (a few percent of the keys, for weights spread over many magnitudes), and the
+    later passes read only them. `size` is the number of keys in all parts. Returns the
+    threshold key, how many keys lie strictly above it, and how many tie with it.
     """
     widths = _radix_digit_widths(size)
     shift = 32 - widths[0]
@@ -101,21 +103,24 @@ def _kth_largest_key_of_parts(parts, k, size, to_keys=lambda keys: keys):
     )
     digit, above = _select_digit(histogram, k)
     prefix = digit - bins // 2  # == key >> shift for the keys in the chosen bucket
-    for width in widths[1:]:
-        prefix_shift, shift, bins = shift, shift - width, 1 << width
-
-        def digits(keys, prefix=prefix, prefix_shift=prefix_shift, shift=shift, bins=bins):
-            # Keys outside the chosen bucket go to one extra bin, `bins`, which is dropped.
-            inside = ops.equal(ops.right_shift(keys, prefix_shift), prefix)
-            return ops.where(inside, ops.bitwise_and(ops.right_shift(keys, shift), bins - 1), bins)
-
-        histogram = sum(
-            ops.bincount(digits(to_keys(part)), minlength=bins + 1)[:bins] for part in parts
-        )
+    candidates = ops.concatenate(
+        [_keys_with_prefix(to_keys(part), prefix, shift) for part in parts]
+    )
+    for index, width in enumerate(widths[1:]):
+        if index:
+            candidates = _keys_with_prefix(candidates, prefix, shift)
+        shift, bins = shift - width, 1 << width
+        digits = ops.bitwise_and(ops.right_shift(candidates, shift), bins - 1)
+        histogram = ops.bincount(digits, minlength=bins)
         digit, above_digit = _select_digit(histogram, k - above)
         above = above + above_digit
         prefix = prefix * bins + digit
     return prefix, above, histogram[digit]
+
+
+def _keys_with_prefix(keys, prefix, shift):
+    """The keys whose bits above `shift` are `prefix` (arithmetic shift), in order."""
+    return ops.take(keys, ops.nonzero(ops.equal(ops.right_shift(keys, shift), prefix))[0])
 
 
 def top_k_masks_together(scores, k, forced=None, dtype="float32", nonnegative=False):
@@ -124,7 +129,7 @@ def top_k_masks_together(scores, k, forced=None, dtype="float32", nonnegative=Fa
     `top_k_mask` of their concatenation would give. `forced` (a boolean tensor per score
     tensor, or None) marks entries ranked above every score, as if their score were +inf.
 
-    From 8,192 elements up (except on JAX) the tensors are never concatenated: the radix
+    From 2,048 elements up (except on JAX) the tensors are never concatenated: the radix
     histograms of each are added, so memory stays at one tensor's intermediates.
 
     Args:
@@ -167,21 +172,34 @@ def top_k_masks_together(scores, k, forced=None, dtype="float32", nonnegative=Fa
         return ops.where(ops.reshape(forced[index], (-1,)), 0x7F800000, keys)
 
     indices = range(len(scores))
-    threshold, above_count, _ = _kth_largest_key_of_parts(indices, k, sum(sizes), to_keys)
+    threshold, above_count, tie_count = _kth_largest_key_of_parts(indices, k, sum(sizes), to_keys)
     ties_to_keep = k - above_count
-    result, ties_before = [], ops.convert_to_tensor(0, "int32")
-    for index, tensor in enumerate(scores):
-        part = to_keys(index)
-        is_tie = ops.equal(part, threshold)
-        # The tie rank counts the ties of the tensors before this one: earlier tensors first.
-        tie_rank = ties_before + ops.cumsum(ops.cast(is_tie, "int32"))
-        keep = ops.logical_or(
-            ops.greater(part, threshold),
-            ops.logical_and(is_tie, ops.less_equal(tie_rank, ties_to_keep)),
-        )
-        ties_before = ties_before + ops.sum(ops.cast(is_tie, "int32"))
-        result.append(ops.reshape(ops.cast(keep, dtype), ops.shape(tensor)))
-    return result
+
+    def keep_first_ties():
+        result, ties_before = [], ops.convert_to_tensor(0, "int32")
+        for index in indices:
+            part = to_keys(index)
+            is_tie = ops.equal(part, threshold)
+            # The tie rank counts the ties of the tensors before this one: earlier first.
+            tie_rank = ties_before + ops.cumsum(ops.cast(is_tie, "int32"))
+            keep = ops.logical_or(
+                ops.greater(part, threshold),
+                ops.logical_and(is_tie, ops.less_equal(tie_rank, ties_to_keep)),
+            )
+            ties_before = ties_before + ops.sum(ops.cast(is_tie, "int32"))
+            result.append(keep)
+        return result
+
+    # Ties are rare but real (zeros from earlier pruning); the prefix sums are paid only then.
+    keeps = ops.cond(
+        ops.equal(tie_count, ties_to_keep),
+        lambda: [ops.greater_equal(to_keys(index), threshold) for index in indices],
+        keep_first_ties,
+    )
+    return [
+        ops.reshape(ops.cast(keep, dtype), ops.shape(tensor))
+        for keep, tensor in zip(keeps, scores, strict=True)
+    ]
 
 
 def _kth_largest_key_by_sort(keys, k):
@@ -220,7 +238,7 @@ def top_k_mask(scores, k):
     """0/1 mask keeping exactly the `k` largest `scores` (ties: earlier positions first).
 
     The threshold is found on order-preserving integer keys: by a sort for small tensors, and
-    by radix selection (O(n), no sort) from 8,192 elements up (except on JAX, which always
+    by radix selection (O(n), no sort) from 2,048 elements up (except on JAX, which always
     sorts).
 
     Args:

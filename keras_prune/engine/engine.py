@@ -371,10 +371,12 @@ _CHUNK = 8
 def _quiet_tensorflow(quiet):
     """Silence TensorFlow's "frequent retracing" warning while the chunks are first traced:
     each chunk is its own function, traced once."""
+    if not quiet:  # every call after the first: setting a logger's level clears its caches
+        yield
+        return
     logger = logging.getLogger("tensorflow")
     level = logger.level
-    if quiet:
-        logger.setLevel(logging.ERROR)
+    logger.setLevel(logging.ERROR)
     try:
         yield
     finally:
