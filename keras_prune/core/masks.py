@@ -80,25 +80,60 @@ def _radix_digit_widths(size):
     return (11, 11, 10) if size < _WIDE_DIGITS_FROM else (16, 16)
 
 
-def _kth_largest_key_of_parts(parts, k, size, to_keys=lambda keys: keys):
+def _in_turn(after, compute):
+    """`compute()`, started only once the tensor `after` is computed (None: at once).
+
+    A graph runtime (`tf.function`) starts every op whose inputs are ready, so the work on
+    several tensors that do not depend on each other would run at once and their full-size
+    intermediates would all be alive together. A branch of a conditional waits for its
+    predicate; both branches here compute the same thing, so the predicate (always true) only
+    orders the work. Eager backends run in order anyway.
+    """
+    if after is None:
+        return compute()
+    return ops.cond(ops.less(ops.reshape(after, (-1,))[0], _NEVER), compute, compute)
+
+
+# Larger than any value `_in_turn` waits for (counts and digit prefixes).
+_NEVER = 2**31 - 1
+
+
+def _kth_largest_key_of_parts(parts, k, size, to_keys=lambda keys: keys, in_turn=False):
     """The k-th largest of the int32 keys `to_keys(part)` of several tensors together, by
     radix selection: O(n), no sort, and no concatenation (the digit histograms of the parts
-    add up). Keys are made again in each pass rather than kept, so only one tensor's keys
-    exist at a time.
+    add up). Keys are made again in each pass rather than kept; with `in_turn=True` each part's
+    pass waits for the previous one's, so only one tensor's keys and intermediates exist at a
+    time even in a graph runtime.
 
     Each pass counts, among the keys that share the digits chosen so far (the prefix), how
     many have each value of the next digit, and keeps the digit holding the k-th largest.
     `size` is the number of keys in all parts. Returns the threshold key, how many keys lie
     strictly above it, and how many tie with it.
     """
+
+    def histogram_of(digits, bins, after):
+        # The digit histograms of the parts, added; `digits` maps keys to bins in [0, bins]
+        # (bin `bins` collects the keys outside the chosen bucket and is dropped).
+        total = None
+        for part in parts:
+
+            def count(part=part):
+                return ops.bincount(digits(to_keys(part)), minlength=bins + 1)[:bins]
+
+            histogram = _in_turn(after if in_turn else None, count)
+            total = histogram if total is None else total + histogram
+            after = histogram
+        return total
+
     widths = _radix_digit_widths(size)
     shift = 32 - widths[0]
     bins = 1 << widths[0]
-    # The top digit is signed (arithmetic shift): offset it into [0, bins).
-    histogram = sum(
-        ops.bincount(ops.right_shift(to_keys(part), shift) + bins // 2, minlength=bins)
-        for part in parts
-    )
+
+    def top_digits(keys):
+        # The top digit is signed (arithmetic shift): offset it into [0, bins).
+        return ops.right_shift(keys, shift) + bins // 2
+
+    histogram = histogram_of(top_digits, bins, None)
     digit, above = _select_digit(histogram, k)
     prefix = digit - bins // 2  # == key >> shift for the keys in the chosen bucket
     for width in widths[1:]:
@@ -109,23 +144,23 @@ def _kth_largest_key_of_parts(parts, k, size, to_keys=lambda keys: keys):
             inside = ops.equal(ops.right_shift(keys, prefix_shift), prefix)
             return ops.where(inside, ops.bitwise_and(ops.right_shift(keys, shift), bins - 1), bins)
 
-        histogram = sum(
-            ops.bincount(digits(to_keys(part)), minlength=bins + 1)[:bins] for part in parts
-        )
+        histogram = histogram_of(digits, bins, prefix)
         digit, above_digit = _select_digit(histogram, k - above)
         above = above + above_digit
         prefix = prefix * bins + digit
     return prefix, above, histogram[digit]
 
 
-def top_k_masks_together(scores, k, forced=None, dtype="float32", nonnegative=False):
+def top_k_masks_together(scores, k, forced=None, dtype="float32", nonnegative=False, rescore=None):
     """0/1 masks for a list of score tensors ranked together: exactly the `k` largest scores
     of all of them survive (ties: earlier tensors, then earlier positions, first), as
     `top_k_mask` of their concatenation would give. `forced` (a boolean tensor per score
     tensor, or None) marks entries ranked above every score, as if their score were +inf.
 
     From 8,192 elements up (except on JAX) the tensors are never concatenated: the radix
-    histograms of each are added, so memory stays at one tensor's intermediates.
+    histograms of each are added, one tensor after the other, so memory stays at one tensor's
+    intermediates. With `rescore` the scores are computed again in each pass rather than read
+    from `scores`: in a traced function every tensor's scores are then not even alive at once.
 
     Args:
         scores: list of float tensors of any shapes.
@@ -135,6 +170,9 @@ def top_k_masks_together(scores, k, forced=None, dtype="float32", nonnegative=Fa
         nonnegative: a promise that no score is negative (nor -0.0), as magnitudes are: their
             float bits then sort as they are, which saves full-size intermediates in every
             radix pass. Not checked: a negative score would rank last.
+        rescore: None, or one function per score tensor, without arguments, computing it again
+            (the same values at every call, e.g. from a weight variable): `scores` then only
+            give the shapes.
 
     Example:
 
@@ -142,24 +180,35 @@ def top_k_masks_together(scores, k, forced=None, dtype="float32", nonnegative=Fa
     kp.masks.top_k_masks_together([np.array([0.1, 0.9]), np.array([0.5])], 2)  # [0, 1], [1]
     ```
     """
-    sizes = [math.prod(ops.shape(tensor)) for tensor in scores]
+    return top_k_masks_and_counts(scores, k, forced, dtype, nonnegative, rescore)[0]
+
+
+def top_k_masks_and_counts(
+    scores, k, forced=None, dtype="float32", nonnegative=False, rescore=None
+):
+    """`top_k_masks_together`, and how many entries each mask keeps (int32 scalars, counted
+    while each mask is made rather than from the masks afterwards)."""
+    sources = rescore or [lambda tensor=tensor: tensor for tensor in scores]
+    shapes = [tuple(ops.shape(tensor)) for tensor in scores]
+    sizes = [math.prod(shape) for shape in shapes]
     k = ops.cast(k, "int32")
     if sum(sizes) < _SORT_BELOW or keras.backend.backend() == "jax":
+        values = [ops.cast(source(), "float32") for source in sources]
         if forced is not None:
-            scores = [
-                ops.where(mask, float("inf"), ops.cast(tensor, "float32"))
-                for tensor, mask in zip(scores, forced, strict=True)
+            values = [
+                ops.where(mask, float("inf"), tensor)
+                for tensor, mask in zip(values, forced, strict=True)
             ]
-        flat = ops.concatenate([ops.reshape(ops.cast(t, "float32"), (-1,)) for t in scores])
+        flat = ops.concatenate([ops.reshape(tensor, (-1,)) for tensor in values])
         keep = ops.cast(top_k_mask(flat, k), dtype)
         result, start = [], 0
-        for tensor, size in zip(scores, sizes, strict=True):
-            result.append(ops.reshape(keep[start : start + size], ops.shape(tensor)))
+        for shape, size in zip(shapes, sizes, strict=True):
+            result.append(ops.reshape(keep[start : start + size], shape))
             start += size
-        return result
+        return result, [ops.sum(ops.cast(mask, "int32")) for mask in result]
 
     def to_keys(index):
-        bits = _float_bits(scores[index])
+        bits = _float_bits(sources[index]())
         keys = bits if nonnegative else _sortable_keys_from_bits(bits)
         if forced is None:
             return keys
@@ -167,21 +216,41 @@ def top_k_masks_together(scores, k, forced=None, dtype="float32", nonnegative=Fa
         return ops.where(ops.reshape(forced[index], (-1,)), 0x7F800000, keys)
 
     indices = range(len(scores))
-    threshold, above_count, _ = _kth_largest_key_of_parts(indices, k, sum(sizes), to_keys)
+    threshold, above_count, tie_count = _kth_largest_key_of_parts(
+        indices, k, sum(sizes), to_keys, in_turn=True
+    )
     ties_to_keep = k - above_count
-    result, ties_before = [], ops.convert_to_tensor(0, "int32")
-    for index, tensor in enumerate(scores):
-        part = to_keys(index)
-        is_tie = ops.equal(part, threshold)
-        # The tie rank counts the ties of the tensors before this one: earlier tensors first.
-        tie_rank = ties_before + ops.cumsum(ops.cast(is_tie, "int32"))
-        keep = ops.logical_or(
-            ops.greater(part, threshold),
-            ops.logical_and(is_tie, ops.less_equal(tie_rank, ties_to_keep)),
-        )
-        ties_before = ties_before + ops.sum(ops.cast(is_tie, "int32"))
-        result.append(ops.reshape(ops.cast(keep, dtype), ops.shape(tensor)))
-    return result
+    # Usually every tie is kept (there is no tie but the threshold itself): then no tie rank,
+    # whose prefix sum takes two int32 copies of each tensor, is needed.
+    every_tie = ops.equal(tie_count, ties_to_keep)
+    result, counts = [], []
+    ties_before, after = ops.convert_to_tensor(0, "int32"), threshold
+    for index, shape in enumerate(shapes):
+
+        def keep_all(index=index, ties_before=ties_before):
+            keep = ops.greater_equal(to_keys(index), threshold)
+            return ops.cast(keep, dtype), ops.sum(ops.cast(keep, "int32")), ties_before
+
+        def keep_first(index=index, ties_before=ties_before):
+            part = to_keys(index)
+            is_tie = ops.equal(part, threshold)
+            # The tie rank counts the ties of the tensors before this one: earlier tensors first.
+            tie_rank = ties_before + ops.cumsum(ops.cast(is_tie, "int32"))
+            keep = ops.logical_or(
+                ops.greater(part, threshold),
+                ops.logical_and(is_tie, ops.less_equal(tie_rank, ties_to_keep)),
+            )
+            ties = ties_before + ops.sum(ops.cast(is_tie, "int32"))
+            return ops.cast(keep, dtype), ops.sum(ops.cast(keep, "int32")), ties
+
+        def part_mask(keep_all=keep_all, keep_first=keep_first):
+            return ops.cond(every_tie, keep_all, keep_first)
+
+        keep, count, ties_before = _in_turn(after, part_mask)
+        result.append(ops.reshape(keep, shape))
+        counts.append(count)
+        after = count
+    return result, counts
 
 
 def _kth_largest_key_by_sort(keys, k):

@@ -401,6 +401,9 @@ class PruneWrapper(keras.layers.Wrapper):
             list(self.targets),
             [self.importance_scores(index) for index in range(len(self.targets))],
             nonnegative=not self.mask_type.learnable and self.criterion.nonnegative,
+            rescore=self.importance_scores
+            if not self.mask_type.learnable and self.criterion.deterministic
+            else None,
         )
 
     def effective_weights(self):
