@@ -38,13 +38,23 @@ def signed_parts(sizes, seed):
     return parts
 
 
+def reader(variable):
+    """A rescore function reading `variable`, after `after` (as the mask engine orders it)."""
+
+    def read(after):
+        with tf.control_dependencies([] if after is None else [after]):
+            return variable.value
+
+    return read
+
+
 def ranking(scores, forced=None, traced=False, rescore=True, nonnegative=False):
     """`k -> (masks, counts)` of `top_k_masks_together`, with the scores read from variables
     (rescored in each pass) or given as tensors, eagerly or in a `tf.function` (traced once)."""
     variables = [keras.Variable(tensor) for tensor in scores]
 
     def run(k):
-        functions = [lambda v=v: v.value for v in variables] if rescore else None
+        functions = [reader(v) for v in variables] if rescore else None
         values = [v.value for v in variables]
         return masks.top_k_masks_and_counts(
             values, k, forced, dtype="uint8", nonnegative=nonnegative, rescore=functions
@@ -121,7 +131,7 @@ def test_global_masks_with_rescore_equal_those_of_held_scores(min_density):
             min_density,
             dtype="uint8",
             nonnegative=True,
-            rescore=[lambda v=v: v.value for v in variables],
+            rescore=[reader(v) for v in variables],
         )
 
     for want, got in zip(held, rescored(), strict=True):

@@ -58,9 +58,11 @@ class LayerScores:
     scores: list
     #: Whether every score is known to be >= 0 (magnitudes): rankings then skip a key transform.
     nonnegative: bool = False
-    #: `rescore(index)` computes the scores of weight `index` again, the same values (None if
-    #: the criterion cannot promise that): a ranking passing over the scores several times
-    #: can then recompute them rather than hold every tensor's.
+    #: `rescore(index, after)` computes the scores of weight `index` again, the same values
+    #: (None if the criterion cannot promise that): a ranking passing over the scores several
+    #: times can then recompute them rather than hold every tensor's. `after` (None or a
+    #: tensor) is what the ranking computes first: the mask engine makes a traced computation
+    #: wait for it, so the tensors' scores are computed one after the other.
     rescore: object = None
 
     def masks_at(self, sparsity):
@@ -239,11 +241,11 @@ def global_masks(
     enough = ops.all(
         ops.stack([count >= floor for count, floor in zip(counts, floors, strict=True)])
     )
-    sources = rescore or [lambda tensor=tensor: tensor for tensor in scores]
+    sources = rescore or [lambda after, tensor=tensor: tensor for tensor in scores]
 
     def with_floors():
         forced = [
-            ops.greater(masks.top_k_mask(source(), floor), 0)
+            ops.greater(masks.top_k_mask(source(None), floor), 0)
             for source, floor in zip(sources, floors, strict=True)
         ]
         return masks.top_k_masks_together(

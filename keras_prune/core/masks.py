@@ -80,30 +80,13 @@ def _radix_digit_widths(size):
     return (11, 11, 10) if size < _WIDE_DIGITS_FROM else (16, 16)
 
 
-def _in_turn(after, compute):
-    """`compute()`, started only once the tensor `after` is computed (None: at once).
-
-    A graph runtime (`tf.function`) starts every op whose inputs are ready, so the work on
-    several tensors that do not depend on each other would run at once and their full-size
-    intermediates would all be alive together. A branch of a conditional waits for its
-    predicate; both branches here compute the same thing, so the predicate (always true) only
-    orders the work. Eager backends run in order anyway.
-    """
-    if after is None:
-        return compute()
-    return ops.cond(ops.less(ops.reshape(after, (-1,))[0], _NEVER), compute, compute)
-
-
-# Larger than any value `_in_turn` waits for (counts and digit prefixes).
-_NEVER = 2**31 - 1
-
-
-def _kth_largest_key_of_parts(parts, k, size, to_keys=lambda keys: keys, in_turn=False):
-    """The k-th largest of the int32 keys `to_keys(part)` of several tensors together, by
-    radix selection: O(n), no sort, and no concatenation (the digit histograms of the parts
-    add up). Keys are made again in each pass rather than kept; with `in_turn=True` each part's
-    pass waits for the previous one's, so only one tensor's keys and intermediates exist at a
-    time even in a graph runtime.
+def _kth_largest_key_of_parts(parts, k, size, to_keys=lambda keys, after: keys):
+    """The k-th largest of the int32 keys `to_keys(part, after)` of several tensors together,
+    by radix selection: O(n), no sort, and no concatenation (the digit histograms of the parts
+    add up). Keys are made again in each pass rather than kept, one part after the other:
+    `after` is the tensor the part's keys may wait for (the previous part's histogram, or the
+    prefix chosen by the previous pass), so a graph runtime that orders by it holds one part's
+    keys and intermediates at a time.
 
     Each pass counts, among the keys that share the digits chosen so far (the prefix), how
     many have each value of the next digit, and keeps the digit holding the k-th largest.
@@ -116,11 +99,7 @@ def _kth_largest_key_of_parts(parts, k, size, to_keys=lambda keys: keys, in_turn
         # (bin `bins` collects the keys outside the chosen bucket and is dropped).
         total = None
         for part in parts:
-
-            def count(part=part):
-                return ops.bincount(digits(to_keys(part)), minlength=bins + 1)[:bins]
-
-            histogram = _in_turn(after if in_turn else None, count)
+            histogram = ops.bincount(digits(to_keys(part, after)), minlength=bins + 1)[:bins]
             total = histogram if total is None else total + histogram
             after = histogram
         return total
@@ -160,7 +139,7 @@ def top_k_masks_together(scores, k, forced=None, dtype="float32", nonnegative=Fa
     From 8,192 elements up (except on JAX) the tensors are never concatenated: the radix
     histograms of each are added, one tensor after the other, so memory stays at one tensor's
     intermediates. With `rescore` the scores are computed again in each pass rather than read
-    from `scores`: in a traced function every tensor's scores are then not even alive at once.
+    from `scores`, so every tensor's scores need not be alive at once.
 
     Args:
         scores: list of float tensors of any shapes.
@@ -170,9 +149,11 @@ def top_k_masks_together(scores, k, forced=None, dtype="float32", nonnegative=Fa
         nonnegative: a promise that no score is negative (nor -0.0), as magnitudes are: their
             float bits then sort as they are, which saves full-size intermediates in every
             radix pass. Not checked: a negative score would rank last.
-        rescore: None, or one function per score tensor, without arguments, computing it again
+        rescore: None, or one function `after -> scores` per score tensor, computing it again
             (the same values at every call, e.g. from a weight variable): `scores` then only
-            give the shapes.
+            give the shapes. `after` is None or a tensor the ranking computes before; a graph
+            runtime may wait for it (`tf.control_dependencies`), so the tensors' scores are
+            computed one after the other, or ignore it.
 
     Example:
 
@@ -188,12 +169,12 @@ def top_k_masks_and_counts(
 ):
     """`top_k_masks_together`, and how many entries each mask keeps (int32 scalars, counted
     while each mask is made rather than from the masks afterwards)."""
-    sources = rescore or [lambda tensor=tensor: tensor for tensor in scores]
+    sources = rescore or [lambda after, tensor=tensor: tensor for tensor in scores]
     shapes = [tuple(ops.shape(tensor)) for tensor in scores]
     sizes = [math.prod(shape) for shape in shapes]
     k = ops.cast(k, "int32")
     if sum(sizes) < _SORT_BELOW or keras.backend.backend() == "jax":
-        values = [ops.cast(source(), "float32") for source in sources]
+        values = [ops.cast(source(None), "float32") for source in sources]
         if forced is not None:
             values = [
                 ops.where(mask, float("inf"), tensor)
@@ -207,8 +188,8 @@ def top_k_masks_and_counts(
             start += size
         return result, [ops.sum(ops.cast(mask, "int32")) for mask in result]
 
-    def to_keys(index):
-        bits = _float_bits(sources[index]())
+    def to_keys(index, after):
+        bits = _float_bits(sources[index](after))
         keys = bits if nonnegative else _sortable_keys_from_bits(bits)
         if forced is None:
             return keys
@@ -216,41 +197,39 @@ def top_k_masks_and_counts(
         return ops.where(ops.reshape(forced[index], (-1,)), 0x7F800000, keys)
 
     indices = range(len(scores))
-    threshold, above_count, tie_count = _kth_largest_key_of_parts(
-        indices, k, sum(sizes), to_keys, in_turn=True
-    )
+    threshold, above_count, tie_count = _kth_largest_key_of_parts(indices, k, sum(sizes), to_keys)
     ties_to_keep = k - above_count
+
+    def keep_every_tie(keys, ties_before):
+        return ops.greater_equal(keys, threshold), ties_before
+
+    def keep_first_ties(keys, ties_before):
+        is_tie = ops.equal(keys, threshold)
+        # The tie rank counts the ties of the tensors before this one: earlier tensors first.
+        tie_rank = ties_before + ops.cumsum(ops.cast(is_tie, "int32"))
+        keep = ops.logical_or(
+            ops.greater(keys, threshold),
+            ops.logical_and(is_tie, ops.less_equal(tie_rank, ties_to_keep)),
+        )
+        return keep, ties_before + ops.sum(ops.cast(is_tie, "int32"))
+
+    def masks_keeping(ties):
+        result, counts = [], []
+        ties_before, after = ops.convert_to_tensor(0, "int32"), threshold
+        for index, shape in enumerate(shapes):
+            keep, ties_before = ties(to_keys(index, after), ties_before)
+            counts.append(ops.sum(ops.cast(keep, "int32")))
+            result.append(ops.reshape(ops.cast(keep, dtype), shape))
+            after = counts[-1]
+        return result, counts
+
     # Usually every tie is kept (there is no tie but the threshold itself): then no tie rank,
     # whose prefix sum takes two int32 copies of each tensor, is needed.
-    every_tie = ops.equal(tie_count, ties_to_keep)
-    result, counts = [], []
-    ties_before, after = ops.convert_to_tensor(0, "int32"), threshold
-    for index, shape in enumerate(shapes):
-
-        def keep_all(index=index, ties_before=ties_before):
-            keep = ops.greater_equal(to_keys(index), threshold)
-            return ops.cast(keep, dtype), ops.sum(ops.cast(keep, "int32")), ties_before
-
-        def keep_first(index=index, ties_before=ties_before):
-            part = to_keys(index)
-            is_tie = ops.equal(part, threshold)
-            # The tie rank counts the ties of the tensors before this one: earlier tensors first.
-            tie_rank = ties_before + ops.cumsum(ops.cast(is_tie, "int32"))
-            keep = ops.logical_or(
-                ops.greater(part, threshold),
-                ops.logical_and(is_tie, ops.less_equal(tie_rank, ties_to_keep)),
-            )
-            ties = ties_before + ops.sum(ops.cast(is_tie, "int32"))
-            return ops.cast(keep, dtype), ops.sum(ops.cast(keep, "int32")), ties
-
-        def part_mask(keep_all=keep_all, keep_first=keep_first):
-            return ops.cond(every_tie, keep_all, keep_first)
-
-        keep, count, ties_before = _in_turn(after, part_mask)
-        result.append(ops.reshape(keep, shape))
-        counts.append(count)
-        after = count
-    return result, counts
+    return ops.cond(
+        ops.equal(tie_count, ties_to_keep),
+        lambda: masks_keeping(keep_every_tie),
+        lambda: masks_keeping(keep_first_ties),
+    )
 
 
 def _kth_largest_key_by_sort(keys, k):
