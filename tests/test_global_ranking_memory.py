@@ -1,6 +1,9 @@
 """The lower-memory global ranking (scores computed again in each radix pass, one tensor after
 the other) gives exactly the masks of ranking the concatenated scores: ties, signed values,
-several parts, forced entries, in a traced function and eagerly."""
+several parts, forced entries, in a traced function and eagerly.
+
+TensorFlow only (the radix path; JAX sorts): tests/test_compiled_masks.py checks the global
+ranking of a pruned model on JAX, compiled against eager."""
 
 import keras
 import numpy as np
@@ -11,6 +14,10 @@ import keras_prune as kp
 from keras_prune.core import masks
 
 to_numpy = keras.ops.convert_to_numpy
+
+pytestmark = pytest.mark.skipif(
+    keras.backend.backend() != "tensorflow", reason="radix selection runs on TensorFlow"
+)
 
 
 def order_reference(scores, k):
