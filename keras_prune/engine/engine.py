@@ -312,9 +312,15 @@ class MaskEngine:
             import tensorflow as tf
 
             def install():
+                # One wrapper after the other: each install multiplies its weights by the
+                # masks (a float32 copy of them), which the graph would otherwise make for
+                # every wrapper at once.
+                counts = []
                 for index, wrapper in enumerate(wrappers):
-                    wrapper.install(masks[index], asked[index], step)
-                return ops.stack([zero_count(wrapper) for wrapper in wrappers])
+                    with tf.control_dependencies(counts[-1:]):
+                        wrapper.install(masks[index], asked[index], step)
+                        counts.append(zero_count(wrapper))
+                return ops.stack(counts)
 
             def leave():
                 return ops.zeros((len(wrappers), 2), "int64")
