@@ -15,6 +15,7 @@ An allocation computes binary masks (the mask engine installs them); pass it to
 """
 
 import dataclasses
+import functools
 import math
 import numbers
 import re
@@ -57,6 +58,12 @@ class LayerScores:
     scores: list
     #: Whether every score is known to be >= 0 (magnitudes): rankings then skip a key transform.
     nonnegative: bool = False
+    #: `rescore(index, after)` computes the scores of weight `index` again, the same values
+    #: (None if the criterion cannot promise that): a ranking passing over the scores several
+    #: times can then recompute them rather than hold every tensor's. `after` (None or a
+    #: tensor) is what the ranking computes first: the mask engine makes a traced computation
+    #: wait for it, so the tensors' scores are computed one after the other.
+    rescore: object = None
 
     def masks_at(self, sparsity):
         """`[(mask, bias_mask_or_None)]` at one sparsity for all weights, or one per weight."""
@@ -202,12 +209,15 @@ def _check_floors(sizes, sparsity, min_density):
         )
 
 
-def global_masks(scores, sparsity, min_density=0.0, dtype="float32", nonnegative=False):
+def global_masks(
+    scores, sparsity, min_density=0.0, dtype="float32", nonnegative=False, rescore=None
+):
     """Masks for a list of score tensors ranked together: exactly `keep_count(total, sparsity)`
     entries survive overall, and tensor i keeps at least `max(ceil(min_density * n_i), 1)` of its
     own highest-scored entries. `dtype` is the masks' ("uint8", as the wrappers store them, takes
-    a quarter of float32's memory); `nonnegative=True` promises no score is negative (see
-    `kp.masks.top_k_masks_together`).
+    a quarter of float32's memory); `nonnegative=True` promises no score is negative, and
+    `rescore` (functions computing each score tensor again) lets the ranking recompute the
+    scores in each pass rather than hold them all (see `kp.masks.top_k_masks_together`).
 
     Example:
 
@@ -225,23 +235,21 @@ def global_masks(scores, sparsity, min_density=0.0, dtype="float32", nonnegative
     # (the floors' own selections, one per tensor, are skipped). Otherwise each tensor's floor
     # is forced in, 1 byte per entry rather than a boosted copy of the scores; where the plain
     # ranking already kept the floors, both give the same masks.
-    plain = masks.top_k_masks_together(scores, kept, dtype=dtype, nonnegative=nonnegative)
-    enough = ops.all(
-        ops.stack(
-            [
-                ops.sum(ops.cast(mask, "int32")) >= floor
-                for mask, floor in zip(plain, floors, strict=True)
-            ]
-        )
+    plain, counts = masks.top_k_masks_and_counts(
+        scores, kept, dtype=dtype, nonnegative=nonnegative, rescore=rescore
     )
+    enough = ops.all(
+        ops.stack([count >= floor for count, floor in zip(counts, floors, strict=True)])
+    )
+    sources = rescore or [lambda after, tensor=tensor: tensor for tensor in scores]
 
     def with_floors():
         forced = [
-            ops.greater(masks.top_k_mask(tensor, floor), 0)
-            for tensor, floor in zip(scores, floors, strict=True)
+            ops.greater(masks.top_k_mask(source(None), floor), 0)
+            for source, floor in zip(sources, floors, strict=True)
         ]
         return masks.top_k_masks_together(
-            scores, kept, forced, dtype=dtype, nonnegative=nonnegative
+            scores, kept, forced, dtype=dtype, nonnegative=nonnegative, rescore=rescore
         )
 
     return ops.cond(enough, lambda: plain, with_floors)
@@ -304,8 +312,22 @@ class GlobalAllocation(Allocation):
         # One byte per weight, the dtype the wrappers store: float32 masks of every tensor at
         # once would take as much memory as the weights themselves.
         nonnegative = all(layer.nonnegative for layer in layers)
+        # Scores computed again in each radix pass (where every criterion allows it) are never
+        # all alive at once: one tensor's at a time, rather than 4 bytes per weight of all.
+        rescore = None
+        if all(layer.rescore is not None for layer in layers):
+            rescore = [
+                functools.partial(layer.rescore, index)
+                for layer in layers
+                for index in range(len(layer.scores))
+            ]
         flat = global_masks(
-            scores, sparsities[0], self.min_density, dtype="uint8", nonnegative=nonnegative
+            scores,
+            sparsities[0],
+            self.min_density,
+            dtype="uint8",
+            nonnegative=nonnegative,
+            rescore=rescore,
         )
         return _split(flat, layers)
 

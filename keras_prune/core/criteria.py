@@ -116,6 +116,11 @@ class Criterion(ConfigObject):
     #: Whether every score is >= 0 and never -0.0 (an absolute value): a global ranking then
     #: sorts the scores' float bits as they are (less memory). Leave False unless certain.
     nonnegative = False
+    #: Whether scoring a weight again gives the same scores while the weight and its statistics
+    #: are unchanged (no state, no unseeded randomness): a global ranking then computes them
+    #: again in each pass instead of holding every layer's (less memory). Leave False unless
+    #: certain.
+    deterministic = False
     channel_weights = "kernels"
     channel_reduction = "norm"
 
@@ -152,6 +157,8 @@ class Magnitude(Criterion):
 
     nonnegative = True
 
+    deterministic = True
+
     def score(self, weight, statistics):
         return ops.abs(weight)
 
@@ -171,6 +178,8 @@ class L2(Criterion):
              criterion="l2")
     ```
     """
+
+    deterministic = True
 
     def score(self, weight, statistics):
         return ops.square(weight)
@@ -193,6 +202,9 @@ class Random(Criterion):
     kp.prune(model, schedule=kp.ConstantSparsity(0.5), criterion=kp.criteria.Random(seed=3))
     ```
     """
+
+    # Seeded by an integer: keras.random draws the same values at every call.
+    deterministic = True
 
     def __init__(self, seed=0):
         if isinstance(seed, bool) or not isinstance(seed, int):
@@ -230,6 +242,8 @@ class BatchNormScale(Criterion):
 
     nonnegative = True
 
+    deterministic = True
+
     def score(self, weight, statistics):
         return ops.abs(weight)
 
@@ -248,6 +262,8 @@ class GradientMagnitude(Criterion):
     needs_gradients = True
 
     nonnegative = True
+
+    deterministic = True
 
     def score(self, weight, statistics):
         return ops.abs(statistics.mean_gradient)
@@ -273,6 +289,8 @@ class Taylor(Criterion):
 
     nonnegative = True
 
+    deterministic = True
+
     def score(self, weight, statistics):
         return ops.abs(weight * statistics.mean_gradient)
 
@@ -294,6 +312,8 @@ class Fisher(Criterion):
 
     needs_gradients = True
 
+    deterministic = True
+
     def score(self, weight, statistics):
         return statistics.mean_squared_gradient
 
@@ -312,6 +332,8 @@ class OBD(Criterion):
 
     needs_gradients = True
 
+    deterministic = True
+
     def score(self, weight, statistics):
         return 0.5 * statistics.mean_squared_gradient * ops.square(weight)
 
@@ -329,6 +351,8 @@ class Movement(Criterion):
     """
 
     needs_gradients = True
+
+    deterministic = True
 
     def score(self, weight, statistics):
         return statistics.movement

@@ -80,11 +80,13 @@ def _radix_digit_widths(size):
     return (11, 11, 10) if size < _WIDE_DIGITS_FROM else (16, 16)
 
 
-def _kth_largest_key_of_parts(parts, k, size, to_keys=lambda keys: keys):
-    """The k-th largest of the int32 keys `to_keys(part)` of several tensors together, by
-    radix selection: O(n), no sort, and no concatenation of the parts (their first-digit
-    histograms add up). Keys are made again from each part rather than kept, so only one
-    tensor's keys exist at a time.
+def _kth_largest_key_of_parts(parts, k, size, to_keys=lambda keys, after: keys):
+    """The k-th largest of the int32 keys `to_keys(part, after)` of several tensors together,
+    by radix selection: O(n), no sort, and no concatenation of the parts (their first-digit
+    histograms add up). Keys are made again from each part rather than kept, one part after
+    the other: `after` is the tensor the part's keys may wait for (what the previous part
+    gave), so a graph runtime that orders by it holds one part's keys and intermediates at a
+    time.
 
     Each pass counts, among the keys that share the digits chosen so far (the prefix), how
     many have each value of the next digit, and keeps the digit holding the k-th largest.
@@ -96,16 +98,19 @@ def _kth_largest_key_of_parts(parts, k, size, to_keys=lambda keys: keys):
     widths = _radix_digit_widths(size)
     shift = 32 - widths[0]
     bins = 1 << widths[0]
-    # The top digit is signed (arithmetic shift): offset it into [0, bins).
-    histogram = sum(
-        ops.bincount(ops.right_shift(to_keys(part), shift) + bins // 2, minlength=bins)
-        for part in parts
-    )
+    histogram, after = None, None
+    for part in parts:
+        # The top digit is signed (arithmetic shift): offset it into [0, bins).
+        top_digits = ops.right_shift(to_keys(part, after), shift) + bins // 2
+        after = ops.bincount(top_digits, minlength=bins)
+        histogram = after if histogram is None else histogram + after
     digit, above = _select_digit(histogram, k)
     prefix = digit - bins // 2  # == key >> shift for the keys in the chosen bucket
-    candidates = ops.concatenate(
-        [_keys_with_prefix(to_keys(part), prefix, shift) for part in parts]
-    )
+    candidates, after = [], prefix
+    for part in parts:
+        after = _keys_with_prefix(to_keys(part, after), prefix, shift)
+        candidates.append(after)
+    candidates = ops.concatenate(candidates)
     for index, width in enumerate(widths[1:]):
         if index:
             candidates = _keys_with_prefix(candidates, prefix, shift)
@@ -123,14 +128,16 @@ def _keys_with_prefix(keys, prefix, shift):
     return ops.take(keys, ops.nonzero(ops.equal(ops.right_shift(keys, shift), prefix))[0])
 
 
-def top_k_masks_together(scores, k, forced=None, dtype="float32", nonnegative=False):
+def top_k_masks_together(scores, k, forced=None, dtype="float32", nonnegative=False, rescore=None):
     """0/1 masks for a list of score tensors ranked together: exactly the `k` largest scores
     of all of them survive (ties: earlier tensors, then earlier positions, first), as
     `top_k_mask` of their concatenation would give. `forced` (a boolean tensor per score
     tensor, or None) marks entries ranked above every score, as if their score were +inf.
 
     From 2,048 elements up (except on JAX) the tensors are never concatenated: the radix
-    histograms of each are added, so memory stays at one tensor's intermediates.
+    histograms of each are added, one tensor after the other, so memory stays at one tensor's
+    intermediates. With `rescore` the scores are computed again in each pass rather than read
+    from `scores`, so every tensor's scores need not be alive at once.
 
     Args:
         scores: list of float tensors of any shapes.
@@ -140,6 +147,11 @@ def top_k_masks_together(scores, k, forced=None, dtype="float32", nonnegative=Fa
         nonnegative: a promise that no score is negative (nor -0.0), as magnitudes are: their
             float bits then sort as they are, which saves full-size intermediates in every
             radix pass. Not checked: a negative score would rank last.
+        rescore: None, or one function `after -> scores` per score tensor, computing it again
+            (the same values at every call, e.g. from a weight variable): `scores` then only
+            give the shapes. `after` is None or a tensor the ranking computes before; a graph
+            runtime may wait for it (`tf.control_dependencies`), so the tensors' scores are
+            computed one after the other, or ignore it.
 
     Example:
 
@@ -147,24 +159,35 @@ def top_k_masks_together(scores, k, forced=None, dtype="float32", nonnegative=Fa
     kp.masks.top_k_masks_together([np.array([0.1, 0.9]), np.array([0.5])], 2)  # [0, 1], [1]
     ```
     """
-    sizes = [math.prod(ops.shape(tensor)) for tensor in scores]
+    return top_k_masks_and_counts(scores, k, forced, dtype, nonnegative, rescore)[0]
+
+
+def top_k_masks_and_counts(
+    scores, k, forced=None, dtype="float32", nonnegative=False, rescore=None
+):
+    """`top_k_masks_together`, and how many entries each mask keeps (int32 scalars, counted
+    while each mask is made rather than from the masks afterwards)."""
+    sources = rescore or [lambda after, tensor=tensor: tensor for tensor in scores]
+    shapes = [tuple(ops.shape(tensor)) for tensor in scores]
+    sizes = [math.prod(shape) for shape in shapes]
     k = ops.cast(k, "int32")
     if sum(sizes) < _SORT_BELOW or keras.backend.backend() == "jax":
+        values = [ops.cast(source(None), "float32") for source in sources]
         if forced is not None:
-            scores = [
-                ops.where(mask, float("inf"), ops.cast(tensor, "float32"))
-                for tensor, mask in zip(scores, forced, strict=True)
+            values = [
+                ops.where(mask, float("inf"), tensor)
+                for tensor, mask in zip(values, forced, strict=True)
             ]
-        flat = ops.concatenate([ops.reshape(ops.cast(t, "float32"), (-1,)) for t in scores])
+        flat = ops.concatenate([ops.reshape(tensor, (-1,)) for tensor in values])
         keep = ops.cast(top_k_mask(flat, k), dtype)
         result, start = [], 0
-        for tensor, size in zip(scores, sizes, strict=True):
-            result.append(ops.reshape(keep[start : start + size], ops.shape(tensor)))
+        for shape, size in zip(shapes, sizes, strict=True):
+            result.append(ops.reshape(keep[start : start + size], shape))
             start += size
-        return result
+        return result, [ops.sum(ops.cast(mask, "int32")) for mask in result]
 
-    def to_keys(index):
-        bits = _float_bits(scores[index])
+    def to_keys(index, after):
+        bits = _float_bits(sources[index](after))
         keys = bits if nonnegative else _sortable_keys_from_bits(bits)
         if forced is None:
             return keys
@@ -175,31 +198,36 @@ def top_k_masks_together(scores, k, forced=None, dtype="float32", nonnegative=Fa
     threshold, above_count, tie_count = _kth_largest_key_of_parts(indices, k, sum(sizes), to_keys)
     ties_to_keep = k - above_count
 
-    def keep_first_ties():
-        result, ties_before = [], ops.convert_to_tensor(0, "int32")
-        for index in indices:
-            part = to_keys(index)
-            is_tie = ops.equal(part, threshold)
-            # The tie rank counts the ties of the tensors before this one: earlier first.
-            tie_rank = ties_before + ops.cumsum(ops.cast(is_tie, "int32"))
-            keep = ops.logical_or(
-                ops.greater(part, threshold),
-                ops.logical_and(is_tie, ops.less_equal(tie_rank, ties_to_keep)),
-            )
-            ties_before = ties_before + ops.sum(ops.cast(is_tie, "int32"))
-            result.append(keep)
-        return result
+    def keep_every_tie(keys, ties_before):
+        return ops.greater_equal(keys, threshold), ties_before
 
-    # Ties are rare but real (zeros from earlier pruning); the prefix sums are paid only then.
-    keeps = ops.cond(
+    def keep_first_ties(keys, ties_before):
+        is_tie = ops.equal(keys, threshold)
+        # The tie rank counts the ties of the tensors before this one: earlier tensors first.
+        tie_rank = ties_before + ops.cumsum(ops.cast(is_tie, "int32"))
+        keep = ops.logical_or(
+            ops.greater(keys, threshold),
+            ops.logical_and(is_tie, ops.less_equal(tie_rank, ties_to_keep)),
+        )
+        return keep, ties_before + ops.sum(ops.cast(is_tie, "int32"))
+
+    def masks_keeping(ties):
+        result, counts = [], []
+        ties_before, after = ops.convert_to_tensor(0, "int32"), threshold
+        for index, shape in enumerate(shapes):
+            keep, ties_before = ties(to_keys(index, after), ties_before)
+            counts.append(ops.sum(ops.cast(keep, "int32")))
+            result.append(ops.reshape(ops.cast(keep, dtype), shape))
+            after = counts[-1]
+        return result, counts
+
+    # Usually every tie is kept (there is no tie but the threshold itself): then no tie rank,
+    # whose prefix sum takes two int32 copies of each tensor, is needed.
+    return ops.cond(
         ops.equal(tie_count, ties_to_keep),
-        lambda: [ops.greater_equal(to_keys(index), threshold) for index in indices],
-        keep_first_ties,
+        lambda: masks_keeping(keep_every_tie),
+        lambda: masks_keeping(keep_first_ties),
     )
-    return [
-        ops.reshape(ops.cast(keep, dtype), ops.shape(tensor))
-        for keep, tensor in zip(keeps, scores, strict=True)
-    ]
 
 
 def _kth_largest_key_by_sort(keys, k):

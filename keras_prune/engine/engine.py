@@ -12,6 +12,7 @@ wrapper's masks and pruning state.
 """
 
 import contextlib
+import dataclasses
 import logging
 import math
 import warnings
@@ -300,7 +301,7 @@ class MaskEngine:
                 else keras.StatelessScope(state_mapping=list(zip(state, values, strict=True)))
             )
             with reading:
-                layers = [w.layer_scores() for w in wrappers]
+                layers = [_in_order(w.layer_scores()) for w in wrappers]
                 asked = [sparsities[index] for index in range(len(wrappers))]
                 masks = allocation.allocate(layers, asked)
                 finite = ops.stack(
@@ -311,9 +312,15 @@ class MaskEngine:
             import tensorflow as tf
 
             def install():
+                # One wrapper after the other: each install multiplies its weights by the
+                # masks (a float32 copy of them), which the graph would otherwise make for
+                # every wrapper at once.
+                counts = []
                 for index, wrapper in enumerate(wrappers):
-                    wrapper.install(masks[index], asked[index], step)
-                return ops.stack([zero_count(wrapper) for wrapper in wrappers])
+                    with tf.control_dependencies(counts[-1:]):
+                        wrapper.install(masks[index], asked[index], step)
+                        counts.append(zero_count(wrapper))
+                return ops.stack(counts)
 
             def leave():
                 return ops.zeros((len(wrappers), 2), "int64")
@@ -381,6 +388,27 @@ def _quiet_tensorflow(quiet):
         yield
     finally:
         logger.setLevel(level)
+
+
+def _in_order(layer):
+    """`layer` (a `LayerScores`) whose `rescore(index, after)` waits for `after` in a
+    TensorFlow graph: there every op starts once its inputs are ready, so a ranking that
+    computes each tensor's scores again in each pass would otherwise compute them all at
+    once, every tensor's scores and intermediates alive together (4 bytes per weight or more).
+    A control dependency keeps it to one tensor at a time. JAX always sorts (no rescoring)."""
+    if layer.rescore is None or keras.backend.backend() != "tensorflow":
+        return layer
+    import tensorflow as tf
+
+    rescore = layer.rescore
+
+    def ordered(index, after=None):
+        if after is None:
+            return rescore(index)
+        with tf.control_dependencies([after]):
+            return rescore(index)
+
+    return dataclasses.replace(layer, rescore=ordered)
 
 
 def _state_read(wrappers):

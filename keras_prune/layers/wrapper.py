@@ -394,6 +394,12 @@ class PruneWrapper(keras.layers.Wrapper):
             return self.scores[index]
         return self.criterion(self.targets[index].variable, self.gradient_statistics[index])
 
+    def rescore(self, index, after=None):
+        """The criterion's scores of target `index` computed again (`LayerScores.rescore`);
+        `after` only orders a traced computation, which the mask engine does."""
+        del after
+        return self.importance_scores(index)
+
     def layer_scores(self):
         """What an allocation sees of this layer: its granularity, weight layouts and scores."""
         return allocation_lib.LayerScores(
@@ -402,6 +408,9 @@ class PruneWrapper(keras.layers.Wrapper):
             list(self.targets),
             [self.importance_scores(index) for index in range(len(self.targets))],
             nonnegative=not self.mask_type.learnable and self.criterion.nonnegative,
+            rescore=self.rescore
+            if not self.mask_type.learnable and self.criterion.deterministic
+            else None,
         )
 
     def effective_weights(self):
