@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import keras_prune as kp
-from keras_prune.layers.wrapper import MASK_DTYPE, stored_mask
+from keras_prune.layers.mask_storage import MASK_DTYPE, stored_mask
 
 to_numpy = keras.ops.convert_to_numpy
 

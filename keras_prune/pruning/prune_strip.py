@@ -19,7 +19,8 @@ from keras_prune.graph import rewire
 from keras_prune.graph import tracing as trace_lib
 from keras_prune.layers import layouts
 from keras_prune.layers.in_place import IN_PLACE_ATTRIBUTE, InPlacePruning
-from keras_prune.layers.wrapper import HoldMasked, PruneWrapper, find_wrappers
+from keras_prune.layers.mask_storage import HoldMasked
+from keras_prune.layers.wrapper import PruneWrapper, find_wrappers
 from keras_prune.pruning.planning import (
     FILTERED,
     NO_GRAPH,
