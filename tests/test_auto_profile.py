@@ -46,6 +46,7 @@ def test_profile_table_check_cache_and_prediction(cache, tmp_path):
     assert [row.name for row in table.blocks] == ["stem", "branch", "residual", "pool", "logits"]
     assert table.blocks[0].ops == ["CONV_2D"]  # BatchNorm folded, ReLU fused
     assert all(row.latency_us is not None and row.latency_us >= 0 for row in table.blocks)
+    assert table.clock == "thread"  # the default ("auto") with one thread
     assert [check["sparsity"] for check in table.checks] == [0.0]
     assert table.latency_us > 0 and table.error is not None
     assert table.file_bytes > 0 and table.measured_blocks > 0
@@ -131,3 +132,8 @@ def test_latencies_on_the_thread_clock():
         kp.export.measure_latencies([data], clock="thread", threads=2)
     with pytest.raises(ValueError, match="clock"):
         auto.profile(model, clock="cpu", verbose=0, cache_dir=False)
+    # "auto" is the wall clock with several threads (one thread's CPU time would miss the rest)
+    table = auto.profile(
+        model, sparsities=(), runs=2, rounds=1, threads=2, verbose=0, cache_dir=False
+    )
+    assert table.clock == "wall"

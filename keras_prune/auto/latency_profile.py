@@ -402,7 +402,7 @@ def profile(
     sparsities=(0.25, 0.5, 0.75),
     runs=30,
     rounds=3,
-    clock="wall",
+    clock="auto",
     cache_dir=None,
     verbose=1,
 ):
@@ -421,11 +421,12 @@ def profile(
             always included.
         runs: timed invocations per block and round (median).
         rounds: the list of files is timed this many times, interleaved.
-        clock: "wall" (elapsed time) or "thread" (the invoking thread's CPU time, with
-            `threads=1`): on a machine shared with other processes, preemption inflates the
-            wall time of the whole model (milliseconds) far more than that of its blocks
-            (microseconds), and the check against the whole model suffers; "thread" is not
-            inflated.
+        clock: "wall" (elapsed time), "thread" (the invoking thread's CPU time, with
+            `threads=1`) or "auto" (the default: "thread" with one thread, else "wall"). On a
+            machine shared with other processes, preemption inflates the wall time of the
+            whole model (milliseconds) far more than that of its blocks (microseconds), and
+            the check against the whole model suffers; "thread" is not inflated, and with one
+            thread the interpreter runs on the invoking thread, so it is the same work.
         cache_dir: where block measurements are cached (default `~/.cache/keras_prune`;
             False: off).
         verbose: 1 shows a progress bar over the conversions.
@@ -467,7 +468,9 @@ def profile(
         {0.0} | {validation.check_sparsity(f"sparsities[{i}]", s) for i, s in enumerate(sparsities)}
     )
     timed = chosen.runtime == "litert"
-    validation.check_choice("clock", clock, {"wall", "thread"})
+    validation.check_choice("clock", clock, {"auto", "wall", "thread"})
+    if clock == "auto":
+        clock = "thread" if threads == 1 else "wall"
     settings = [chosen.name, threads, bool(xnnpack), _runtime_version(), platform.machine()]
     if clock != "wall":
         settings.append(clock)

@@ -456,6 +456,8 @@ def _remeasure(result, candidates, target, threads, x):
     latencies = [None] * len(files)
     if chosen.runtime == "litert" and files:
         clock = result.space.profile.clock if result.space.profile is not None else "wall"
+        if threads != 1:  # one thread's CPU time is the latency only when it runs alone
+            clock = "wall"
         latencies = verify_lib.measure_latencies(
             files, threads=threads, runs=30, rounds=3, clock=clock
         )
