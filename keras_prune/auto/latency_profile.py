@@ -437,7 +437,7 @@ def profile(
     Example:
 
     ```python
-    table = kp.auto.profile(model, "mobile", threads=2)
+    table = kp.auto.profile(model, "mobile")  # 1 thread, timed by its CPU time
     print(table.table())
     table.plot("bottlenecks.png")
     ```
