@@ -453,7 +453,19 @@ def backend_compile(function):
         import tensorflow as tf
 
         # No autograph: the traced code is the eager code, op for op.
-        return tf.function(function, reduce_retracing=True, autograph=False)
+        traced = tf.function(function, autograph=False)
+        concrete = None
+
+        def call(*arguments):
+            # The engine calls each traced function with arguments of one signature: after
+            # the first call its concrete function is called directly, which skips matching
+            # the arguments against the trace cache.
+            nonlocal concrete
+            if concrete is None:
+                concrete = traced.get_concrete_function(*arguments)
+            return concrete(*arguments)
+
+        return call
     if backend == "jax":
         import jax
 
