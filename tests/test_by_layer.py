@@ -71,6 +71,8 @@ def test_by_layer_round_trips_and_refuses_what_it_cannot_hold():
         kp.granularity.ByLayer(None, None, None)
     with pytest.raises(ValueError, match="fully_connected"):
         kp.granularity.ByLayer(fully_connected="mobile")
+    with pytest.raises(ValueError, match=r"'channel'.*Received: convolution='bogus'"):
+        kp.granularity.ByLayer(convolution="bogus")
     with pytest.raises(ValueError, match="partial_blocks"):
         kp.granularity.Block((1, 4), partial_blocks="pad")
 

@@ -272,7 +272,12 @@ KINDS = ("fully_connected", "convolution", "other")
 def _optional(name, value):
     if value is None:
         return None
-    found = get(value)
+    try:
+        found = get(value)
+    except ValueError as error:
+        # The registry's message names `granularity`; the user passed `name`.
+        message = str(error).replace("Received: granularity=", f"Received: {name}=")
+        raise ValueError(f"{message} (None leaves this kind of layer unpruned.)") from None
     if isinstance(found, ByLayer):
         raise ValueError(
             f"Expected `{name}` to be one granularity (e.g. kp.granularity.Block((1, 4))) or "
