@@ -1,6 +1,6 @@
 """Distillation-aware pruning: train a (pruned) student with a frozen teacher in `model.fit`."""
 
-from keras_prune.distill.distiller import Distiller
+from keras_prune.distill.distiller import Distiller, ends_in_softmax
 from keras_prune.distill.losses import (
     AttentionTransfer,
     FeatureMatching,
@@ -20,6 +20,7 @@ __all__ = [
     "SoftTargets",
     "attention_map",
     "attention_transfer_loss",
+    "ends_in_softmax",
     "feature_matching_loss",
     "soft_target_loss",
 ]

@@ -77,10 +77,10 @@ def ends_in_softmax(model):
 
     ```python
     import keras
-    from keras_prune.distill.distiller import ends_in_softmax
+    import keras_prune as kp
 
     model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, activation="softmax")])
-    print(ends_in_softmax(model))  # True
+    print(kp.distill.ends_in_softmax(model))  # True
     ```
     """
     try:

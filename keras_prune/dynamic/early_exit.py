@@ -15,13 +15,9 @@ from keras import ops
 
 from keras_prune.core import validation
 from keras_prune.distill import losses as distill_losses
+from keras_prune.distill.distiller import ends_in_softmax
 from keras_prune.dynamic.compiled_loss import loss_function
 from keras_prune.graph import tracing
-
-
-def _ends_in_softmax(model):
-    layer = model.layers[-1] if model.layers else None
-    return "softmax" in getattr(getattr(layer, "activation", None), "__name__", "")
 
 
 def _check_exits(model, exits):
@@ -130,7 +126,7 @@ class EarlyExitModel(keras.Model):
         self.temperature = validation.check_real("temperature", temperature, low=0.0, low_open=True)
         self.freeze_backbone = validation.check_bool("freeze_backbone", freeze_backbone)
         self.head = validation.check_choice("head", head, ("average", "flatten"))
-        self.from_logits = not _ends_in_softmax(model)
+        self.from_logits = not ends_in_softmax(model)
         if self.freeze_backbone:
             model.trainable = False
         classes = int(model.outputs[0].shape[-1])

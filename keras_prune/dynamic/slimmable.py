@@ -19,17 +19,12 @@ from keras import ops
 
 from keras_prune.core import validation
 from keras_prune.distill import losses as distill_losses
+from keras_prune.distill.distiller import ends_in_softmax
 from keras_prune.dynamic.batchnorm import recalibrate_batchnorm
 from keras_prune.dynamic.compiled_loss import loss_function
 from keras_prune.graph import groups as groups_lib
 from keras_prune.graph import tracing
 from keras_prune.surgery import width as width_lib
-
-
-def _ends_in_softmax(model):
-    layer = model.layers[-1] if model.layers else None
-    activation = getattr(layer, "activation", None)
-    return "softmax" in getattr(activation, "__name__", "")
 
 
 @keras.saving.register_keras_serializable(package="keras_prune")
@@ -98,7 +93,7 @@ class SlimmableModel(keras.Model):
             validation.check_real("temperature", temperature, low=0.0, low_open=True)
         )
         self.from_logits = (
-            (not _ends_in_softmax(model)) if from_logits is None else bool(from_logits)
+            (not ends_in_softmax(model)) if from_logits is None else bool(from_logits)
         )
         self.round_to = None if round_to is None else _check_count("round_to", round_to, 1)
         groups = groups_lib.channel_groups(model)
