@@ -190,3 +190,18 @@ def test_top_k_masks_together_equal_the_top_k_of_the_concatenation(rounded):
         got = np.concatenate([ops.convert_to_numpy(mask) for mask in together])
         assert got.sum() == k
         np.testing.assert_array_equal(got, ops.convert_to_numpy(masks.top_k_mask(flat, k)))
+
+
+@pytest.mark.parametrize("size, k", [(1, 1), (7, 3), (300, 1), (5000, 5), (5000, 4999)])
+def test_few_largest_is_top_k_mask_ties_included(size, k):
+    # Rounded values tie often: the few kept must be the earliest of the tied, as top_k_mask's.
+    rng = np.random.default_rng(size + k)
+    scores = np.round(rng.normal(size=(size,)), 1).astype("float32").reshape(-1, 1)
+    kept = ops.convert_to_numpy(masks.few_largest(scores, k))
+    assert kept.shape == scores.shape and kept.dtype == bool and kept.sum() == k
+    np.testing.assert_array_equal(kept, ops.convert_to_numpy(masks.top_k_mask(scores, k)) > 0)
+    ties = np.zeros((size, 2), "float32")
+    np.testing.assert_array_equal(
+        ops.convert_to_numpy(masks.few_largest(ties, k)).reshape(-1),
+        np.arange(2 * size) < k,
+    )

@@ -245,7 +245,7 @@ def global_masks(
 
     def with_floors():
         forced = [
-            ops.greater(masks.top_k_mask(source(None), floor), 0)
+            masks.few_largest(source(None), floor)
             for source, floor in zip(sources, floors, strict=True)
         ]
         return masks.top_k_masks_together(

@@ -17,6 +17,7 @@ from keras import ops
 
 __all__ = [
     "block_mask",
+    "few_largest",
     "from_tflite_view",
     "keep_count",
     "magnitude_mask",
@@ -281,6 +282,32 @@ def top_k_mask(scores, k):
     """
     keep = _top_k_of_bits(_float_bits(scores), ops.cast(k, "int32"), nonnegative=False)
     return ops.reshape(ops.cast(keep, "float32"), ops.shape(scores))
+
+
+def few_largest(scores, k):
+    """Boolean mask of the `k` largest `scores` (ties: earlier positions first), for a `k`
+    that is a small fraction of the scores (a per-layer floor): `ops.top_k` finds them by a
+    partial sort whose cost grows with log(k), and unlike `top_k_mask` it needs no
+    branch, which keeps a traced global ranking's graph small.
+
+    Args:
+        scores: float tensor of any shape.
+        k: number of elements to keep, a Python int, 1 <= k <= scores.size.
+
+    Example:
+
+    ```python
+    kp.masks.few_largest(np.array([0.1, 0.5, 0.3, 0.5]), 1)  # [False, True, False, False]
+    ```
+    """
+    if keras.backend.backend() == "torch":
+        # torch.topk does not keep the earlier of tied scores (TensorFlow's and JAX's do);
+        # torch runs eagerly, so there is no graph to keep small.
+        return ops.greater(top_k_mask(scores, k), 0)
+    flat = ops.reshape(ops.cast(scores, "float32"), (-1,))
+    _, indices = ops.top_k(flat, k, sorted=True)
+    chosen = ops.scatter(ops.expand_dims(indices, -1), ops.ones((k,), "int32"), ops.shape(flat))
+    return ops.reshape(ops.greater(chosen, 0), ops.shape(scores))
 
 
 def _float_bits(values):
