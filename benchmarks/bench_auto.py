@@ -75,12 +75,13 @@ def compiled(model, learning_rate=1e-3):
     return model
 
 
-def timed(files, rounds=7, runs=40):
+def timed(files, rounds=7, runs=40, clock="wall"):
     """Median and quartiles (us) per file, rounds interleaved in one process."""
     from keras_prune.export import verify
 
     per_round = [
-        verify.measure_latencies(files, runs=runs, rounds=1, threads=1) for _ in range(rounds)
+        verify.measure_latencies(files, runs=runs, rounds=1, threads=1, clock=clock)
+        for _ in range(rounds)
     ]
     result = []
     for index in range(len(files)):
@@ -90,7 +91,14 @@ def timed(files, rounds=7, runs=40):
     return result
 
 
-def compare_with_uniform(title, model, train, test, args, fine_tune_epochs, search_kwargs, seeds=3):
+def compare_with_uniform(
+    title, model, train, test, args, fine_tune_epochs, search_kwargs, seeds=3, validation=None
+):
+    """Search, then the same final fine-tune for uniform 50% and two front points.
+
+    `validation` (default: `test`) is what the search scores candidates on; the final rows are
+    scored on `test`, so with a separate validation split the pick does not see the test set.
+    """
     print(f"\n== {title} ==")
     start = time.perf_counter()
     table = kp.auto.profile(
@@ -103,7 +111,7 @@ def compare_with_uniform(title, model, train, test, args, fine_tune_epochs, sear
     start = time.perf_counter()
     result = kp.auto.search(
         model,
-        test,
+        test if validation is None else validation,
         objectives=["accuracy", "latency"],
         profile=table,
         storage=os.path.join(args.out, "bench_auto.journal"),
@@ -113,6 +121,15 @@ def compare_with_uniform(title, model, train, test, args, fine_tune_epochs, sear
     )
     print(f"search: {len(result.candidates)} trials in {time.perf_counter() - start:.0f} s")
     print(result.table())
+    first = search_kwargs.get("initial", "uniform")
+    print(f"every trial in order (the first ones are the starting points, initial={first!r}):")
+    print(f"{'trial':>5} {'search acc':>10} {'table us':>9} {'mean sparsity':>13}")
+    for candidate in result.candidates:
+        mean = statistics.mean(candidate.sparsities.values())
+        print(
+            f"{candidate.number:>5} {candidate.values['accuracy']:>10.4f} "
+            f"{candidate.values['latency']:>9.1f} {mean:>13.3f}"
+        )
     if args.plots:
         result.plot(os.path.join(args.out, f"{model.name}_pareto.png"))
     names = result.space.names
@@ -134,21 +151,30 @@ def compare_with_uniform(title, model, train, test, args, fine_tune_epochs, sear
         rows.append(("front: same accuracy, fastest", same_accuracy))
     files, accuracies, params = [], [], []
     target = get_target("mobile")
+    done = {}  # a candidate picked twice is fine-tuned once
     for _, candidate in rows:
-        runs = []
-        for seed in range(seeds):
-            small = compiled(candidate.materialize())
-            keras.utils.set_random_seed(seed + 1)
-            small.fit(*train, epochs=fine_tune_epochs, batch_size=32, verbose=0)
-            runs.append(small.evaluate(*test, verbose=0, return_dict=True)["accuracy"])
-        accuracies.append((statistics.mean(runs), statistics.pstdev(runs)))
-        params.append(small.count_params())
-        files.append(convert_lib.convert(small, target))
-    latencies = timed(files)
+        if candidate.number not in done:
+            runs = []
+            for seed in range(seeds):
+                small = compiled(candidate.materialize())
+                keras.utils.set_random_seed(seed + 1)
+                small.fit(*train, epochs=fine_tune_epochs, batch_size=32, verbose=0)
+                runs.append(small.evaluate(*test, verbose=0, return_dict=True)["accuracy"])
+            done[candidate.number] = (
+                (statistics.mean(runs), statistics.pstdev(runs)),
+                small.count_params(),
+                convert_lib.convert(small, target),
+            )
+        accuracy, count, data = done[candidate.number]
+        accuracies.append(accuracy)
+        params.append(count)
+        files.append(data)
+    latencies = timed(files, clock=args.clock)
     print(
         f"\nsame final fine-tune ({fine_tune_epochs} epochs, {seeds} seeds: mean +- std test "
         "accuracy) for every row; latency end to end (LiteRT XNNPACK, 1 thread, median "
-        "[p25-p75] of 7 interleaved rounds); search acc: after the search's 1-epoch fine-tune"
+        f"[p25-p75] of 7 interleaved rounds, {args.clock} clock); search acc: after the "
+        "search's short fine-tune, on its validation sample"
     )
     header = (
         f"{'model':<36} {'trial':>5} {'params':>9} {'search acc':>10} {'table us':>9} "
@@ -197,7 +223,38 @@ def sensitivity_vs_uniform(model, train, test, args):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=30)
-    parser.add_argument("--mnv2-trials", type=int, default=8)
+    parser.add_argument("--mnv2-trials", type=int, default=16)
+    parser.add_argument(
+        "--mnv2-trial-epochs", type=int, default=1, help="each MobileNetV2 trial's fine-tune"
+    )
+    parser.add_argument(
+        "--mnv2-trial-samples",
+        type=int,
+        default=None,
+        help="training images each MobileNetV2 trial fine-tunes on (default: the whole fit split)",
+    )
+    parser.add_argument("--mnv2-final-epochs", type=int, default=3)
+    parser.add_argument("--mnv2-seeds", type=int, default=2)
+    parser.add_argument(
+        "--mnv2-validation",
+        type=int,
+        default=300,
+        help="training images held out to score MobileNetV2 trials (the test split is only "
+        "used for the final rows)",
+    )
+    parser.add_argument(
+        "--initial",
+        default="sensitivity",
+        choices=("uniform", "sensitivity"),
+        help="the MobileNetV2 search's starting points (kp.auto.search(initial=...))",
+    )
+    parser.add_argument("--skip-mnv2-scan", action="store_true")
+    parser.add_argument(
+        "--clock",
+        default="thread",
+        choices=("thread", "wall"),
+        help="how the final rows' latency is timed (thread: the invoking thread's CPU time)",
+    )
     parser.add_argument("--skip-mobilenet", action="store_true")
     parser.add_argument("--skip-digits", action="store_true")
     parser.add_argument("--out", default="bench_auto_out")
@@ -237,6 +294,8 @@ def digits_benchmarks(args):
 def mobilenet_benchmarks(args):
     keras.utils.set_random_seed(0)
     train, test = digits_data(96)
+    held = len(train[0]) - args.mnv2_validation
+    fit, validation = (train[0][:held], train[1][:held]), (train[0][held:], train[1][held:])
     mobilenet = keras.applications.MobileNetV2(
         input_shape=(96, 96, 3),
         weights=None,
@@ -251,29 +310,37 @@ def mobilenet_benchmarks(args):
             layer.momentum = 0.9
     compiled(mobilenet, 1e-3)
     start = time.perf_counter()
-    mobilenet.fit(*train, epochs=4, batch_size=32, verbose=0)
+    mobilenet.fit(*fit, epochs=4, batch_size=32, verbose=0)
     accuracy = mobilenet.evaluate(*test, verbose=0, return_dict=True)["accuracy"]
     print(
         f"\nMobileNetV2 96x96 on upscaled digits: test accuracy {accuracy:.4f} after 4 epochs "
-        f"({time.perf_counter() - start:.0f} s)"
+        f"on {held} images ({time.perf_counter() - start:.0f} s; {len(validation[0])} held out "
+        "to score the search's trials)"
     )
-    small_train = (train[0][:512], train[1][:512])
+    trial_train = (fit[0][: args.mnv2_trial_samples], fit[1][: args.mnv2_trial_samples])
     table = compare_with_uniform(
         "MobileNetV2 96x96: search vs uniform 50% channel pruning",
         mobilenet,
-        small_train,
+        fit,
         test,
         args,
-        fine_tune_epochs=2,
-        seeds=1,
+        fine_tune_epochs=args.mnv2_final_epochs,
+        seeds=args.mnv2_seeds,
+        validation=validation,
         search_kwargs=dict(
             n_trials=args.mnv2_trials,
-            fine_tune_data=small_train,
-            fine_tune_epochs=1,
-            samples=256,
-            study_name=f"mobilenetv2-{args.mnv2_trials}",
+            fine_tune_data=trial_train,
+            fine_tune_epochs=args.mnv2_trial_epochs,
+            samples=len(validation[0]),
+            initial=args.initial,
+            study_name=(
+                f"mobilenetv2-{args.mnv2_trials}-{args.initial}-e{args.mnv2_trial_epochs}"
+                f"-n{len(trial_train[0])}-v{len(validation[0])}"
+            ),
         ),
     )
+    if args.skip_mnv2_scan:
+        return
     start = time.perf_counter()
     scan = kp.auto.sensitivity(
         mobilenet, test, sparsities=(0.5, 0.9), samples=128, cache_dir=False, verbose=0
