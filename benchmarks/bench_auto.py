@@ -9,16 +9,24 @@ Measured in one run, printed side by side:
    slower (by the table) than uniform 50%, and the fastest point at least as accurate (in the
    search) as uniform 50%. All three get the same final fine-tune; accuracy on the test split
    and latency measured end to end (XNNPACK, 1 thread, interleaved rounds, median [p25-p75]).
-2. MobileNetV2 (alpha 1.0, 96x96x3, weights=None) on digits upscaled to 96x96 RGB: the same
-   comparison, and the lookup table's error against the whole model at each channel sparsity.
-   The sensitivity scan's time on its 53 prunable layers.
+2. MobileNetV2 (alpha 1.0, 96x96x3, weights=None) on digits upscaled to 96x96 RGB, trained
+   on 1137 training images; 300 more are held out to score the search's trials (the test
+   split scores only the final rows). The search starts from `initial="sensitivity"`
+   (uniform 25% / 50% and a greedy point at each one's latency), each trial fine-tuned one
+   epoch on the 1137 images. Rows per `--references` uniform sparsity: uniform, the greedy
+   start at its latency, and the two front picks; every row the same final fine-tune
+   (`--mnv2-final-epochs` x `--mnv2-seeds`). The lookup table's error against the whole
+   model at each channel sparsity; the unstructured sensitivity scan's time on its 53
+   prunable layers (`--skip-mnv2-scan` skips it).
 3. Digits CNN: one-shot unstructured pruning at 95% and 99% with the sensitivity allocation
    (`kp.auto.sensitivity(...).allocation()`) against the same sparsity in every layer, before
    and after the same fine-tune.
 
-Run: `python benchmarks/bench_auto.py [--trials 30] [--mnv2-trials 8] [--skip-mobilenet]`
-(about 45-60 minutes on 2 busy shared cores: MobileNetV2's table converts 160 block files, 13 min;
-its trials fine-tune on 512 images, 1-2 min each).
+Run: `python benchmarks/bench_auto.py [--trials 30] [--skip-digits] [--skip-mobilenet]
+[--mnv2-trials 16] [--mnv2-trial-epochs 1] [--mnv2-trial-samples N] [--mnv2-final-epochs 3]
+[--mnv2-seeds 2] [--initial sensitivity|uniform] [--references 0.25 0.5] [--clock thread]`.
+MobileNetV2 on 2 shared cores: training 3 min, its latency table 3-13 min the first time,
+the channel scan 2 min, each trial 40-60 s, each final fine-tune (3 epochs) about 2 min.
 Results are cached (`~/.cache/keras_prune`) and studies kept in `--out`, so a second run is
 faster.
 """
@@ -75,12 +83,13 @@ def compiled(model, learning_rate=1e-3):
     return model
 
 
-def timed(files, rounds=7, runs=40):
+def timed(files, rounds=7, runs=40, clock="wall"):
     """Median and quartiles (us) per file, rounds interleaved in one process."""
     from keras_prune.export import verify
 
     per_round = [
-        verify.measure_latencies(files, runs=runs, rounds=1, threads=1) for _ in range(rounds)
+        verify.measure_latencies(files, runs=runs, rounds=1, threads=1, clock=clock)
+        for _ in range(rounds)
     ]
     result = []
     for index in range(len(files)):
@@ -90,7 +99,59 @@ def timed(files, rounds=7, runs=40):
     return result
 
 
-def compare_with_uniform(title, model, train, test, args, fine_tune_epochs, search_kwargs, seeds=3):
+def _rows_for(result, reference, sensitivity_start):
+    """Uniform `reference`, the greedy starting point at its latency (initial="sensitivity"),
+    and the front's best-accuracy point no slower and fastest point no less accurate."""
+    names = result.space.names
+    uniform = next(c for c in result.candidates if all(c.sparsities[n] == reference for n in names))
+    percent = f"{reference:.0%}"
+    rows = [(f"uniform {percent} channels", uniform)]
+    # The starting points are the first trials: uniform 25% and 50%, then one greedy point
+    # per uniform one, each as cheap by the table (the slowest such point is this budget's).
+    seeds = [
+        c
+        for c in result.candidates
+        if sensitivity_start
+        and 2 <= c.number < 4
+        and c.values["latency"] <= uniform.values["latency"] * 1.0001
+    ]
+    if seeds:
+        seed = max(seeds, key=lambda c: c.values["latency"])
+        rows.append((f"sensitivity start at uniform {percent}", seed))
+    same_latency = max(
+        (c for c in result.front if c.values["latency"] <= uniform.values["latency"] * 1.0001),
+        key=lambda c: c.values["accuracy"],
+        default=None,
+    )
+    same_accuracy = min(
+        (c for c in result.front if c.values["accuracy"] >= uniform.values["accuracy"]),
+        key=lambda c: c.values["latency"],
+        default=None,
+    )
+    if same_latency is not None:
+        rows.append(("front: same latency, best accuracy", same_latency))
+    if same_accuracy is not None:
+        rows.append(("front: same accuracy, fastest", same_accuracy))
+    return rows
+
+
+def compare_with_uniform(
+    title,
+    model,
+    train,
+    test,
+    args,
+    fine_tune_epochs,
+    search_kwargs,
+    seeds=3,
+    validation=None,
+    references=(0.5,),
+):
+    """Search, then the same final fine-tune for uniform 50% and two front points.
+
+    `validation` (default: `test`) is what the search scores candidates on; the final rows are
+    scored on `test`, so with a separate validation split the pick does not see the test set.
+    """
     print(f"\n== {title} ==")
     start = time.perf_counter()
     table = kp.auto.profile(
@@ -103,7 +164,7 @@ def compare_with_uniform(title, model, train, test, args, fine_tune_epochs, sear
     start = time.perf_counter()
     result = kp.auto.search(
         model,
-        test,
+        test if validation is None else validation,
         objectives=["accuracy", "latency"],
         profile=table,
         storage=os.path.join(args.out, "bench_auto.journal"),
@@ -113,42 +174,46 @@ def compare_with_uniform(title, model, train, test, args, fine_tune_epochs, sear
     )
     print(f"search: {len(result.candidates)} trials in {time.perf_counter() - start:.0f} s")
     print(result.table())
+    first = search_kwargs.get("initial", "uniform")
+    print(f"every trial in order (the first ones are the starting points, initial={first!r}):")
+    print(f"{'trial':>5} {'search acc':>10} {'table us':>9} {'mean sparsity':>13}")
+    for candidate in result.candidates:
+        mean = statistics.mean(candidate.sparsities.values())
+        print(
+            f"{candidate.number:>5} {candidate.values['accuracy']:>10.4f} "
+            f"{candidate.values['latency']:>9.1f} {mean:>13.3f}"
+        )
     if args.plots:
         result.plot(os.path.join(args.out, f"{model.name}_pareto.png"))
-    names = result.space.names
-    uniform = next(c for c in result.candidates if all(c.sparsities[n] == 0.5 for n in names))
-    same_latency = max(
-        (c for c in result.front if c.values["latency"] <= uniform.values["latency"] * 1.0001),
-        key=lambda c: c.values["accuracy"],
-        default=None,
-    )
-    same_accuracy = min(
-        (c for c in result.front if c.values["accuracy"] >= uniform.values["accuracy"]),
-        key=lambda c: c.values["latency"],
-        default=None,
-    )
-    rows = [("uniform 50% channels", uniform)]
-    if same_latency is not None:
-        rows.append(("front: same latency, best accuracy", same_latency))
-    if same_accuracy is not None:
-        rows.append(("front: same accuracy, fastest", same_accuracy))
+    rows = []
+    for reference in references:
+        rows += _rows_for(result, reference, search_kwargs.get("initial") == "sensitivity")
     files, accuracies, params = [], [], []
     target = get_target("mobile")
+    done = {}  # a candidate picked twice is fine-tuned once
     for _, candidate in rows:
-        runs = []
-        for seed in range(seeds):
-            small = compiled(candidate.materialize())
-            keras.utils.set_random_seed(seed + 1)
-            small.fit(*train, epochs=fine_tune_epochs, batch_size=32, verbose=0)
-            runs.append(small.evaluate(*test, verbose=0, return_dict=True)["accuracy"])
-        accuracies.append((statistics.mean(runs), statistics.pstdev(runs)))
-        params.append(small.count_params())
-        files.append(convert_lib.convert(small, target))
-    latencies = timed(files)
+        if candidate.number not in done:
+            runs = []
+            for seed in range(seeds):
+                small = compiled(candidate.materialize())
+                keras.utils.set_random_seed(seed + 1)
+                small.fit(*train, epochs=fine_tune_epochs, batch_size=32, verbose=0)
+                runs.append(small.evaluate(*test, verbose=0, return_dict=True)["accuracy"])
+            done[candidate.number] = (
+                (statistics.mean(runs), statistics.pstdev(runs)),
+                small.count_params(),
+                convert_lib.convert(small, target),
+            )
+        accuracy, count, data = done[candidate.number]
+        accuracies.append(accuracy)
+        params.append(count)
+        files.append(data)
+    latencies = timed(files, clock=args.clock)
     print(
         f"\nsame final fine-tune ({fine_tune_epochs} epochs, {seeds} seeds: mean +- std test "
         "accuracy) for every row; latency end to end (LiteRT XNNPACK, 1 thread, median "
-        "[p25-p75] of 7 interleaved rounds); search acc: after the search's 1-epoch fine-tune"
+        f"[p25-p75] of 7 interleaved rounds, {args.clock} clock); search acc: after the "
+        "search's short fine-tune, on its validation sample"
     )
     header = (
         f"{'model':<36} {'trial':>5} {'params':>9} {'search acc':>10} {'table us':>9} "
@@ -197,7 +262,46 @@ def sensitivity_vs_uniform(model, train, test, args):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=30)
-    parser.add_argument("--mnv2-trials", type=int, default=8)
+    parser.add_argument("--mnv2-trials", type=int, default=16)
+    parser.add_argument(
+        "--mnv2-trial-epochs", type=int, default=1, help="each MobileNetV2 trial's fine-tune"
+    )
+    parser.add_argument(
+        "--mnv2-trial-samples",
+        type=int,
+        default=None,
+        help="training images each MobileNetV2 trial fine-tunes on (default: the whole fit split)",
+    )
+    parser.add_argument("--mnv2-final-epochs", type=int, default=3)
+    parser.add_argument("--mnv2-seeds", type=int, default=2)
+    parser.add_argument(
+        "--mnv2-validation",
+        type=int,
+        default=300,
+        help="training images held out to score MobileNetV2 trials (the test split is only "
+        "used for the final rows)",
+    )
+    parser.add_argument(
+        "--initial",
+        default="sensitivity",
+        choices=("uniform", "sensitivity"),
+        help="the MobileNetV2 search's starting points (kp.auto.search(initial=...))",
+    )
+    parser.add_argument("--skip-mnv2-scan", action="store_true")
+    parser.add_argument(
+        "--references",
+        type=float,
+        nargs="+",
+        default=[0.5],
+        choices=(0.25, 0.5),
+        help="MobileNetV2: the uniform sparsities (starting points) the front is compared with",
+    )
+    parser.add_argument(
+        "--clock",
+        default="thread",
+        choices=("thread", "wall"),
+        help="how the final rows' latency is timed (thread: the invoking thread's CPU time)",
+    )
     parser.add_argument("--skip-mobilenet", action="store_true")
     parser.add_argument("--skip-digits", action="store_true")
     parser.add_argument("--out", default="bench_auto_out")
@@ -237,6 +341,8 @@ def digits_benchmarks(args):
 def mobilenet_benchmarks(args):
     keras.utils.set_random_seed(0)
     train, test = digits_data(96)
+    held = len(train[0]) - args.mnv2_validation
+    fit, validation = (train[0][:held], train[1][:held]), (train[0][held:], train[1][held:])
     mobilenet = keras.applications.MobileNetV2(
         input_shape=(96, 96, 3),
         weights=None,
@@ -251,29 +357,38 @@ def mobilenet_benchmarks(args):
             layer.momentum = 0.9
     compiled(mobilenet, 1e-3)
     start = time.perf_counter()
-    mobilenet.fit(*train, epochs=4, batch_size=32, verbose=0)
+    mobilenet.fit(*fit, epochs=4, batch_size=32, verbose=0)
     accuracy = mobilenet.evaluate(*test, verbose=0, return_dict=True)["accuracy"]
     print(
         f"\nMobileNetV2 96x96 on upscaled digits: test accuracy {accuracy:.4f} after 4 epochs "
-        f"({time.perf_counter() - start:.0f} s)"
+        f"on {held} images ({time.perf_counter() - start:.0f} s; {len(validation[0])} held out "
+        "to score the search's trials)"
     )
-    small_train = (train[0][:512], train[1][:512])
+    trial_train = (fit[0][: args.mnv2_trial_samples], fit[1][: args.mnv2_trial_samples])
     table = compare_with_uniform(
         "MobileNetV2 96x96: search vs uniform 50% channel pruning",
         mobilenet,
-        small_train,
+        fit,
         test,
         args,
-        fine_tune_epochs=2,
-        seeds=1,
+        fine_tune_epochs=args.mnv2_final_epochs,
+        seeds=args.mnv2_seeds,
+        validation=validation,
+        references=args.references,
         search_kwargs=dict(
             n_trials=args.mnv2_trials,
-            fine_tune_data=small_train,
-            fine_tune_epochs=1,
-            samples=256,
-            study_name=f"mobilenetv2-{args.mnv2_trials}",
+            fine_tune_data=trial_train,
+            fine_tune_epochs=args.mnv2_trial_epochs,
+            samples=len(validation[0]),
+            initial=args.initial,
+            study_name=(
+                f"mobilenetv2-{args.mnv2_trials}-{args.initial}-e{args.mnv2_trial_epochs}"
+                f"-n{len(trial_train[0])}-v{len(validation[0])}"
+            ),
         ),
     )
+    if args.skip_mnv2_scan:
+        return
     start = time.perf_counter()
     scan = kp.auto.sensitivity(
         mobilenet, test, sparsities=(0.5, 0.9), samples=128, cache_dir=False, verbose=0

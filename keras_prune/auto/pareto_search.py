@@ -26,6 +26,7 @@ from keras_prune.auto import data as data_lib
 from keras_prune.auto import latency_profile as profile_lib
 from keras_prune.auto import objectives as objectives_lib
 from keras_prune.auto import selection
+from keras_prune.auto import starting_points as starting_lib
 from keras_prune.auto import study as study_lib
 from keras_prune.auto.search_result import Candidate, SearchResult
 from keras_prune.auto.space import SearchSpace
@@ -139,6 +140,7 @@ def search(
     storage=None,
     study_name=None,
     remeasure=8,
+    initial="uniform",
     cache_dir=None,
     verbose=1,
 ):
@@ -185,7 +187,14 @@ def search(
             same call resumes the same study.
         remeasure: export and time end to end at most this many front points at the end (0:
             none).
-        cache_dir: the latency-table cache (see `kp.auto.profile`).
+        initial: the first trials, queued when the study is new: "uniform" (every variable
+            at 25%, then 50%), "sensitivity" (those, plus for each one a point as cheap by the
+            first cost objective, e.g. the table's latency, whose channels are removed where
+            a one-shot channel sensitivity scan of the compiled loss on the validation sample
+            says they cost least; the scan is cached like `kp.auto.sensitivity`'s; channel
+            granularity and a compiled model), or a list of `{variable name: sparsity}` dicts
+            (names from `SearchSpace.names`, values on the grid; missing variables 0).
+        cache_dir: the latency-table (and sensitivity-scan) cache (see `kp.auto.profile`).
         verbose: 1 shows a progress bar (trials, best so far, time left).
 
     Returns:
@@ -230,6 +239,12 @@ def search(
     batch_size = validation.check_int("batch_size", batch_size, minimum=1)
     remeasure = validation.check_int("remeasure", remeasure, minimum=0)
     threads = validation.check_int("threads", threads, minimum=1)
+    initial = starting_lib.check_initial(initial)
+    if initial == "sensitivity" and granularity != "channel":
+        raise ValueError(
+            "initial='sensitivity' budgets channel groups: use granularity='channel', or "
+            "initial='uniform' (or a list of {layer name: sparsity} dicts) for unstructured."
+        )
     default_max, default_step = DEFAULTS[granularity]
     max_sparsity = validation.check_sparsity(
         "max_sparsity", default_max if max_sparsity is None else max_sparsity
@@ -255,6 +270,11 @@ def search(
     if fine_tune_data is not None:
         fine_tune_data = data_lib.evaluation_arrays(model, fine_tune_data, name="fine_tune_data")
     evaluator = _Evaluator(model, (x, y), fine_tune_data, fine_tune_epochs, batch_size, evaluate)
+    if initial == "sensitivity" and evaluator.compile_config is None:
+        raise ValueError(
+            "initial='sensitivity' scans the compiled loss: compile the model "
+            f"({model.name!r} is not), or pass initial='uniform'."
+        )
     notes = []
     if granularity == "unstructured" and "latency" in names:
         notes.append(
@@ -281,6 +301,8 @@ def search(
     space = SearchSpace(
         working, granularity, filters, max_sparsity, step, profile, target, chosen_criterion
     )
+    if not isinstance(initial, str):
+        initial = starting_lib.check_points(initial, space.names, space.values())
 
     full = space.costs({})
     smallest = space.smallest()
@@ -363,6 +385,7 @@ def search(
             threads,
             fine_tune_epochs,
             data_lib.digest_arrays(x, y),
+            *([] if isinstance(initial, str) and initial == "uniform" else [initial]),
         )
         study_name = f"{model.name}-{granularity}-{digest[:10]}"
     directions = [o.direction for o in objectives]
@@ -395,9 +418,16 @@ def search(
     )
     complete = optuna.trial.TrialState.COMPLETE
     if not study.trials:
-        for sparsity in (0.25, 0.5):
-            if sparsity <= max_sparsity:
-                study.enqueue_trial({f"s:{k}": v for k, v in space.uniform(sparsity).items()})
+        scan = None
+        if initial == "sensitivity" and len(space.values()) > 1:
+            scan = _channel_scan(model, (x, y), space, criterion, filters, cache_dir, verbose)
+        cost_name = next((o.name for o in objectives if o.is_cost), None) or next(
+            (c.name for c in constraints if c.objective.is_cost), "macs"
+        )
+        if cost_name == "latency" and space.profile is None:
+            cost_name = "macs"
+        for point in starting_lib.starting_points(initial, space, cost_name, scan):
+            study.enqueue_trial({f"s:{k}": v for k, v in point.items()})
     done = len(study.get_trials(deepcopy=False, states=(complete,)))
     remaining = n_trials - done
     if remaining > 0:
@@ -416,6 +446,24 @@ def search(
     if remeasure and names & set(_FILE_COSTS):
         _remeasure(result, result.front[:remeasure], target, threads, x)
     return result
+
+
+def _channel_scan(model, data, space, criterion, filters, cache_dir, verbose):
+    """A one-shot channel sensitivity scan of `model`'s compiled loss at the search's grid."""
+    from keras_prune.auto.sensitivity_analysis import sensitivity
+
+    x, y = data
+    return sensitivity(
+        model,
+        (x, y),
+        granularity="channel",
+        sparsities=space.values()[1:],
+        criterion=criterion,
+        filters=filters,
+        samples=len(keras.tree.flatten(x)[0]),
+        cache_dir=cache_dir,
+        verbose=verbose,
+    )
 
 
 def _candidates(study, space, objectives, optuna):
