@@ -137,3 +137,21 @@ def test_latencies_on_the_thread_clock():
         model, sparsities=(), runs=2, rounds=1, threads=2, verbose=0, cache_dir=False
     )
     assert table.clock == "wall"
+
+
+def test_blocks_differing_only_in_training_settings_share_one_timing():
+    # Momentum, initializers and regularizers do not change inference: one timing, one cache
+    # entry. A different filter count does.
+    def model(momentum, filters=8, regularizer=None):
+        keras.utils.set_random_seed(0)
+        inputs = keras.Input((8, 8, 3))
+        x = keras.layers.Conv2D(filters, 3, kernel_regularizer=regularizer)(inputs)
+        x = keras.layers.BatchNormalization(momentum=momentum)(x)
+        return keras.Model(inputs, keras.layers.ReLU()(x))
+
+    def signatures(built):
+        return [block.signature() for block in blocks_lib.blocks(built)]
+
+    reference = signatures(model(0.99))
+    assert signatures(model(0.9, regularizer="l2")) == reference
+    assert signatures(model(0.99, filters=16)) != reference
