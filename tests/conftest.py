@@ -47,6 +47,16 @@ def compile_for_digits(model, learning_rate=1e-2):
     return model
 
 
+@pytest.fixture(scope="module")
+def trained(digits):
+    """`small_cnn` trained 3 epochs on digits, compiled: one per test module (the automated
+    compression tests read it, never change it)."""
+    (x, y), _ = digits
+    model = compile_for_digits(small_cnn(), 1e-2)
+    model.fit(x, y, epochs=3, batch_size=64, verbose=0)
+    return model
+
+
 @contextlib.contextmanager
 def dtype_policy(policy):
     """Build layers under the Keras dtype `policy` (e.g. "mixed_float16"); the global policy is

@@ -11,7 +11,7 @@ import time
 
 import numpy as np
 import pytest
-from conftest import compile_for_digits, small_cnn
+from conftest import small_cnn
 
 import keras_prune as kp
 from keras_prune import auto
@@ -20,14 +20,6 @@ from keras_prune.auto.space import SearchSpace
 
 optuna = pytest.importorskip("optuna")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-@pytest.fixture(scope="module")
-def trained(digits):
-    (x, y), _ = digits
-    model = compile_for_digits(small_cnn(), 1e-2)
-    model.fit(x, y, epochs=3, batch_size=64, verbose=0)
-    return model
 
 
 def test_channel_search_front_resume_and_materialize(trained, digits, tmp_path):

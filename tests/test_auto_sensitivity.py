@@ -5,19 +5,11 @@ import os
 import keras
 import numpy as np
 import pytest
-from conftest import compile_for_digits, small_cnn
+from conftest import small_cnn
 
 import keras_prune as kp
 from keras_prune import auto
 from keras_prune.auto.replay import Replay, predict
-
-
-@pytest.fixture(scope="module")
-def trained(digits):
-    (x, y), _ = digits
-    model = compile_for_digits(small_cnn(), 1e-2)
-    model.fit(x, y, epochs=3, batch_size=64, verbose=0)
-    return model
 
 
 def test_replay_from_any_cut_matches_the_model(trained, digits):

@@ -5,7 +5,6 @@ when the study resumes)."""
 import math
 
 import pytest
-from conftest import compile_for_digits, small_cnn
 
 from keras_prune import auto
 from keras_prune.auto import starting_points as sp
@@ -74,14 +73,6 @@ def test_initial_is_checked_where_it_enters():
         sp.check_points([{"c": 0.25}], ["a", "b"], values)
     with pytest.raises(ValueError, match=r"initial\[0\]\['a'\].*\[0\.0, 0\.25, 0\.5\].*0\.3"):
         sp.check_points([{"a": 0.3}], ["a", "b"], values)
-
-
-@pytest.fixture(scope="module")
-def trained(digits):
-    (x, y), _ = digits
-    model = compile_for_digits(small_cnn(), 1e-2)
-    model.fit(x, y, epochs=3, batch_size=64, verbose=0)
-    return model
 
 
 def _trials(result):
