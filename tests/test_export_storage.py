@@ -137,6 +137,20 @@ def test_the_result_reports_the_timed_choice(tmp_path, data):
     assert f"{result.storage} (objective='latency'): {result.latency_vs_dense:.2f}x" in str(result)
 
 
+def test_a_file_whose_weights_all_need_densify_is_timed_as_a_tie(tmp_path, data):
+    # Unstructured float: every encoded weight sits behind DENSIFY, so the two files run the
+    # same kernels once loaded; only a ratio beyond the A/A bound keeps the dense file.
+    result = export.to_tflite(
+        pruned("unstructured"), tmp_path / "m.tflite", calibration_data=data, latency_runs=5
+    )
+    assert result.sparse_latency_us > 0 and result.dense_latency_us > 0
+    ratio = result.sparse_latency_us / result.dense_latency_us
+    assert (result.storage == "sparse") == (ratio <= 1 + storage.SAME_KERNELS_MARGIN)
+    assert any("each needs DENSIFY" in note for note in result.notes), result.notes
+    if result.storage == "sparse":
+        assert any("10% tie margin" in note for note in result.notes), result.notes
+
+
 def test_targets_without_sparse_encoding_report_dense_storage(tmp_path, data):
     result = export.to_tflite(
         small_model(), tmp_path / "m.tflite", calibration_data=data, latency_runs=0

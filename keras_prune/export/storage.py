@@ -54,6 +54,13 @@ ROUNDS = 7
 # measured ratio either way.
 NOISE_MARGIN = 0.05
 
+# Where every encoded weight sits behind DENSIFY, both files run the same kernels on the same
+# dense weights once loaded (DENSIFY runs once, at the first invocation): timing them is an A/A
+# test, whose ratios reached 1.10 above. There the sparse-encoded file, the smaller one, is
+# kept unless it times slower than that bound; a 5% margin let timing noise flip the choice
+# from run to run (the demo's MNIST CNN: 1.051x one run, kept sparse the next).
+SAME_KERNELS_MARGIN = 0.10
+
 
 @dataclasses.dataclass
 class StorageChoice:
@@ -254,6 +261,7 @@ def choose_storage(sparse, convert_dense, *, objective, latency_runs, warmup):
             warmup,
             size,
             "no sparse-encoded weight is read sparse by its op: each needs DENSIFY",
+            margin=SAME_KERNELS_MARGIN,
         )
         if choice.storage == "dense":
             choice.tensors = tensors
@@ -308,9 +316,11 @@ def _measured(sparse_median, sparse_rounds, dense_median, dense_rounds, latency_
     )
 
 
-def _choose_file(candidate, dense, storage, tensors, latency_runs, warmup, size, why):
+def _choose_file(
+    candidate, dense, storage, tensors, latency_runs, warmup, size, why, margin=NOISE_MARGIN
+):
     """`objective="latency"`: the sparse-encoded `candidate` if XNNPACK runs it and it is not
-    slower than `dense`, else `dense`."""
+    slower than `dense` (its median at most `1 + margin` times the dense one), else `dense`."""
     which = "sparse-encoded file" if storage == "sparse" else "file with mixed storage"
     prefix = "objective='latency'" + (f" ({why})" if why else "")
     sizes = f"{size}" + ("" if storage == "sparse" else f", {len(candidate):,} B mixed")
@@ -345,11 +355,13 @@ def _choose_file(candidate, dense, storage, tensors, latency_runs, warmup, size,
             f"storage ({sizes})",
         )
     sparse_median, dense_median = float(np.median(sparse_rounds)), float(np.median(dense_rounds))
-    keep = sparse_median <= dense_median * (1 + NOISE_MARGIN)
+    keep = sparse_median <= dense_median * (1 + margin)
     measured = _measured(sparse_median, sparse_rounds, dense_median, dense_rounds, latency_runs)
     if keep:
         smaller = ", and smaller" if len(candidate) < len(dense) else ""
-        verdict = f"kept the {which} (not slower than dense{smaller})"
+        verdict = (
+            f"kept the {which} (not slower than dense beyond the {margin:.0%} tie margin{smaller})"
+        )
     else:
         verdict = f"wrote dense storage (the {which} is slower)"
         tensors = _all_dense(
