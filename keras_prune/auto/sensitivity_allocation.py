@@ -27,11 +27,26 @@ from keras_prune.core.allocation import Allocation
 _SLOPE = 1e-6
 
 
-def _envelope(grid, drops):
-    """Points `(sparsity, drop)` of the monotone curve through (0, 0)."""
+def monotone_curve(grid, drops, worst=np.inf):
+    """Points `(sparsities, drops)` of a sensitivity curve through (0, 0) made monotone: a
+    running maximum, never below 0. A drop that is NaN or +inf (the metric diverged) counts
+    as `worst`, worse than any real one.
+
+    Example:
+
+    ```python
+    monotone_curve([0.5, 1.0], [0.2, 0.1])  # ([0, 0.5, 1], [0, 0.2, 0.2]): the dip is ignored
+    ```
+    """
     xs = np.concatenate([[0.0], np.asarray(grid, np.float64)])
-    ys = np.concatenate([[0.0], np.maximum(np.asarray(drops, np.float64), 0.0)])
-    ys = np.maximum.accumulate(np.nan_to_num(ys, nan=np.inf, posinf=np.inf))
+    ys = np.concatenate([[0.0], np.asarray(drops, np.float64)])
+    ys = np.nan_to_num(ys, nan=worst, posinf=worst, neginf=0.0)
+    return xs, np.maximum.accumulate(np.maximum(ys, 0.0))
+
+
+def _envelope(grid, drops):
+    """The monotone curve, plus the tie-breaking slope."""
+    xs, ys = monotone_curve(grid, drops)
     return xs, ys + _SLOPE * xs
 
 

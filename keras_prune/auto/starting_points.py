@@ -20,6 +20,8 @@ sparsities out.
 
 import numpy as np
 
+from keras_prune.auto.sensitivity_allocation import monotone_curve
+
 INITIAL = ("uniform", "sensitivity")
 UNIFORM = (0.25, 0.5)
 # Below this loss increase a step is "free": free steps are ranked by the cost they save.
@@ -42,10 +44,9 @@ def drop_at(grid, drops, sparsity):
     drop_at([0.5, 1.0], [0.2, 0.1], 0.75)  # 0.2: the dip is ignored
     ```
     """
-    xs = np.concatenate([[0.0], np.asarray(grid, np.float64)])
-    ys = np.concatenate([[0.0], np.asarray(drops, np.float64)])
-    # A metric that diverged (NaN, inf) counts as the worst: larger than any real increase.
-    ys = np.maximum.accumulate(np.maximum(np.nan_to_num(ys, nan=_WORST, posinf=_WORST), 0.0))
+    # A metric that diverged (NaN, inf) counts as the worst: finite, so that the greedy path
+    # can still divide by it, and larger than any real increase.
+    xs, ys = monotone_curve(grid, drops, worst=_WORST)
     return float(np.interp(sparsity, xs, ys))
 
 
