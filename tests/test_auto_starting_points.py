@@ -5,9 +5,11 @@ when the study resumes)."""
 import math
 
 import pytest
+from conftest import small_cnn
 
 from keras_prune import auto
 from keras_prune.auto import starting_points as sp
+from keras_prune.auto.space import SearchSpace
 
 optuna = pytest.importorskip("optuna")
 
@@ -123,3 +125,38 @@ def test_user_points_are_queued_and_bad_ones_refused(trained, digits, tmp_path):
         auto.search(
             trained, validation, granularity="unstructured", initial="sensitivity", **common
         )
+
+
+def test_into_budget_prunes_every_variable_the_same_number_of_steps():
+    values = [0.0, 0.25, 0.5, 0.75]
+    cost = additive({"a": 40.0, "b": 40.0})
+    meets = lambda point: cost(point) <= 60.0  # noqa: E731
+    assert sp.into_budget({"a": 0.5, "b": 0.5}, values, meets) == {"a": 0.5, "b": 0.5}
+    # Two steps each (one is not enough): the shape of the point is kept.
+    assert sp.into_budget({"a": 0.25, "b": 0.0}, values, meets) == {"a": 0.75, "b": 0.5}
+    assert sp.into_budget({"a": 0.5, "b": 0.0}, values, meets) == {"a": 0.75, "b": 0.25}
+    never = lambda point: False  # noqa: E731
+    assert sp.into_budget({"a": 0.0, "b": 0.25}, values, never) == {"a": 0.75, "b": 0.75}
+
+
+def test_with_a_budget_every_starting_point_meets_it_and_fills_the_first_generation():
+    space = SearchSpace(small_cnn(), "channel", None, 0.75, 0.125, None, "mobile")
+    limit = space.costs(space.uniform(0.5))["macs"]
+    meets = lambda point: space.costs(point)["macs"] <= limit  # noqa: E731
+    points = sp.starting_points("uniform", space, "macs", meets=meets, fill=6, seed=0)
+    # Uniform 25% is over the budget: moved to the least pruned uniform point within it.
+    assert points[0] == space.uniform(0.5)
+    assert len(points) == 6 and len({tuple(sorted(p.items())) for p in points}) == 6
+    values = space.values()
+    for point in points:
+        assert meets(point)
+        # The fewest steps: one step less pruned everywhere would break the budget.
+        if all(value > 0 for value in point.values()):
+            less = {name: values[values.index(value) - 1] for name, value in point.items()}
+            assert not meets(less)
+    # The same seed gives the same points; without a budget nothing is added.
+    assert sp.starting_points("uniform", space, "macs", meets=meets, fill=6, seed=0) == points
+    assert sp.starting_points("uniform", space, "macs", fill=6) == [
+        space.uniform(0.25),
+        space.uniform(0.5),
+    ]

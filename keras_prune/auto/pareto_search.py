@@ -83,20 +83,41 @@ class _Evaluator:
         return {key: float(value) for key, value in values.items()}
 
 
+def _sampler_name(sampler, objective_count):
+    return sampler or ("tpe" if objective_count == 1 else "nsga2")
+
+
+def _first_generation(sampler, objective_count, n_trials):
+    """How many trials the sampler draws before it learns from results: NSGA-II's first
+    population, TPE's startup trials (0 for the others, or an Optuna sampler passed in)."""
+    name = _sampler_name(sampler, objective_count)
+    if name == "nsga2":
+        return int(min(50, max(4, n_trials // 4)))
+    if name == "tpe":
+        return min(10, max(2, n_trials // 3))
+    return 0
+
+
+def _meets(budgets, space):
+    """`point -> bool`: whether a point's predicted costs meet every cost constraint."""
+
+    def meets(point):
+        costs = space.costs(point)
+        return all(c.met(costs[c.name]) for c in budgets)
+
+    return meets
+
+
 def _choose_sampler(optuna, sampler, objectives, seed, n_trials):
-    name = sampler or ("tpe" if len(objectives) == 1 else "nsga2")
+    name = _sampler_name(sampler, len(objectives))
     if not isinstance(name, str):
         return sampler
     validation.check_choice("sampler", name, set(SAMPLERS))
+    first = _first_generation(name, len(objectives), n_trials)
     if name == "nsga2":
-        population = int(min(50, max(4, n_trials // 4)))
-        return optuna.samplers.NSGAIISampler(population_size=population, seed=seed)
+        return optuna.samplers.NSGAIISampler(population_size=first, seed=seed)
     if name == "tpe":
-        return optuna.samplers.TPESampler(
-            seed=seed,
-            multivariate=True,
-            n_startup_trials=min(10, max(2, n_trials // 3)),
-        )
+        return optuna.samplers.TPESampler(seed=seed, multivariate=True, n_startup_trials=first)
     if name == "gp":
         if len(objectives) != 1:
             raise ValueError(
@@ -188,11 +209,13 @@ def search(
         remeasure: export and time end to end at most this many front points at the end (0:
             none).
         initial: the first trials, queued when the study is new: "uniform" (every variable
-            at 25%, then 50%), "sensitivity" (those, plus for each one a point as cheap by the
-            first cost objective, e.g. the table's latency, whose channels are removed where
-            a one-shot channel sensitivity scan of the compiled loss on the validation sample
-            says they cost least; the scan is cached like `kp.auto.sensitivity`'s; channel
-            granularity and a compiled model), or a list of `{variable name: sparsity}` dicts
+            at 25%, then 50%; with cost constraints, each pruned further until it meets them,
+            plus random points moved into them to fill the sampler's first generation),
+            "sensitivity" (those, plus for each one a point as cheap by the first cost
+            objective, e.g. the table's latency, whose channels are removed where a one-shot
+            channel sensitivity scan of the compiled loss on the validation sample says they
+            cost least; the scan is cached like `kp.auto.sensitivity`'s; channel granularity
+            and a compiled model), or a list of `{variable name: sparsity}` dicts
             (names from `SearchSpace.names`, values on the grid; missing variables 0).
         cache_dir: the latency-table (and sensitivity-scan) cache (see `kp.auto.profile`).
         verbose: 1 shows a progress bar (trials, best so far, time left).
@@ -426,7 +449,17 @@ def search(
         )
         if cost_name == "latency" and space.profile is None:
             cost_name = "macs"
-        for point in starting_lib.starting_points(initial, space, cost_name, scan):
+        budgets = [c for c in constraints if c.objective.is_cost]
+        points = starting_lib.starting_points(
+            initial,
+            space,
+            cost_name,
+            scan,
+            meets=_meets(budgets, space) if budgets else None,
+            fill=_first_generation(sampler, len(objectives), n_trials),
+            seed=seed,
+        )
+        for point in points:
             study.enqueue_trial({f"s:{k}": v for k, v in point.items()})
     done = len(study.get_trials(deepcopy=False, states=(complete,)))
     remaining = n_trials - done

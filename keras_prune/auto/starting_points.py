@@ -164,7 +164,7 @@ def _snap(value, values):
     return min(values, key=lambda v: abs(v - float(value)))
 
 
-def starting_points(initial, space, cost_name, scan=None):
+def starting_points(initial, space, cost_name, scan=None, meets=None, fill=0, seed=None):
     """The points `kp.auto.search` queues first (duplicates removed, in order).
 
     Args:
@@ -172,6 +172,15 @@ def starting_points(initial, space, cost_name, scan=None):
         space: the search's `SearchSpace`.
         cost_name: the cost the greedy points are budgeted in ("latency", "macs", ...).
         scan: a channel `Sensitivity` of the search's groups (needed for "sensitivity").
+        meets: None, or `point -> bool`: whether a point meets the search's cost budgets
+            (constraints known before any training). Then the uniform points are moved into
+            the budgets (see `into_budget`), and random points in the budgets are added up
+            to `fill` points in all, so that the sampler's first generation is spent on
+            candidates that are fine-tuned, not on ones the budget rejects. The user's own
+            points are queued as given.
+        fill: how many points to queue at least when `meets` is given (the sampler's first
+            generation).
+        seed: seeds the random points.
 
     Example:
 
@@ -184,6 +193,8 @@ def starting_points(initial, space, cost_name, scan=None):
         points = check_points(initial, space.names, values)
     else:
         points = [space.uniform(s) for s in UNIFORM if s <= space.max_sparsity + 1e-9]
+        if meets is not None:
+            points = [into_budget(point, values, meets) for point in points]
         if initial == "sensitivity" and len(values) > 1:
             curves = scan_curves(scan, space)
             budgets = [space.costs(point)[cost_name] for point in points]
@@ -191,12 +202,50 @@ def starting_points(initial, space, cost_name, scan=None):
                 curves, values, lambda point: space.costs(point)[cost_name], budgets
             )
     unique, seen = [], set()
-    for point in points:
+
+    def add(point):
         key = tuple(sorted(point.items()))
         if key not in seen:
             seen.add(key)
             unique.append(point)
+
+    for point in points:
+        add(point)
+    if meets is not None and isinstance(initial, str):
+        rng = np.random.default_rng(seed)
+        # Draws may land on a point already queued: try a bounded number of times.
+        for _ in range(4 * max(fill, 0)):
+            if len(unique) >= fill:
+                break
+            drawn = {name: float(rng.choice(values)) for name in space.names}
+            add(into_budget(drawn, values, meets))
     return unique
+
+
+def into_budget(point, values, meets):
+    """`point` pruned further until `meets(point)`: every variable raised by the same number of
+    grid steps (each capped at the largest value), the fewest that meet the budgets. A uniform
+    point stays uniform; a random one keeps its shape. Returns `point` itself if it meets them,
+    and every variable at the largest value if nothing less does.
+
+    Example:
+
+    ```python
+    into_budget({"a": 0.25, "b": 0.0}, [0, 0.25, 0.5], lambda p: sum(p.values()) >= 0.5)
+    # {"a": 0.5, "b": 0.25}
+    ```
+    """
+    positions = {name: _position(value, values) for name, value in point.items()}
+    top = len(values) - 1
+    for steps in range(top + 1):
+        moved = {name: values[min(index + steps, top)] for name, index in positions.items()}
+        if meets(moved):
+            return moved
+    return {name: values[top] for name in point}
+
+
+def _position(value, values):
+    return min(range(len(values)), key=lambda index: abs(values[index] - float(value)))
 
 
 def scan_curves(scan, space):
