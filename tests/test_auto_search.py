@@ -38,6 +38,11 @@ def test_channel_search_front_resume_and_materialize(trained, digits, tmp_path):
     # NSGA-II's first population (4 here) is queued inside the MACs budget: every trial is
     # fine-tuned and scored, none is spent on a point the budget rejects.
     assert all(c.feasible for c in result.candidates)
+    # Queued trials are NSGA-II's first generation, so the next one breeds from them (Optuna
+    # alone leaves trials whose parameters are all fixed out of every generation).
+    sampler = result.study.sampler
+    assert isinstance(sampler, optuna.samplers.NSGAIISampler)
+    assert sorted(t.number for t in sampler.get_population(result.study, 0)) == [0, 1, 2, 3]
     assert result.front and all(c.feasible for c in result.front)
     for candidate in result.front:
         assert candidate.costs["macs"] <= 30_000
