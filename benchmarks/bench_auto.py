@@ -24,7 +24,11 @@ Measured in one run, printed side by side:
 
 Run: `python benchmarks/bench_auto.py [--trials 30] [--skip-digits] [--skip-mobilenet]
 [--mnv2-trials 16] [--mnv2-trial-epochs 1] [--mnv2-trial-samples N] [--mnv2-final-epochs 3]
-[--mnv2-seeds 2] [--initial sensitivity|uniform] [--references 0.25 0.5] [--clock thread]`.
+[--mnv2-seeds 2] [--initial sensitivity|uniform] [--references 0.25 0.5] [--clock thread]
+[--mnv2-budget 0.5]`. With `--mnv2-budget S` the MobileNetV2 search runs under a latency
+constraint at uniform S's table latency (every trial fine-tuned is as fast or faster), and a
+front point faster than uniform S is also compared with the uniform point as fast as it (is
+it the uneven cut that helps, or only cutting more?).
 MobileNetV2 on 2 shared cores: training 3 min, its latency table 3-13 min the first time,
 the channel scan 2 min, each trial 40-60 s, each final fine-tune (3 epochs) about 2 min.
 Results are cached (`~/.cache/keras_prune`) and studies kept in `--out`, so a second run is
@@ -32,6 +36,7 @@ faster.
 """
 
 import argparse
+import dataclasses
 import os
 import statistics
 import time
@@ -132,7 +137,33 @@ def _rows_for(result, reference, sensitivity_start):
         rows.append(("front: same latency, best accuracy", same_latency))
     if same_accuracy is not None:
         rows.append(("front: same accuracy, fastest", same_accuracy))
+        if same_accuracy.values["latency"] < uniform.values["latency"] * 0.98:
+            # Is it the uneven cut that helps, or only cutting more? Uniform at no more latency.
+            even = uniform_as_fast_as(result, same_accuracy)
+            if even is not None:
+                rows.append((f"uniform {even.mean_sparsity:.1%} (as fast)", even))
     return rows
+
+
+def uniform_as_fast_as(result, candidate):
+    """The least pruned uniform point no slower by the table than `candidate` (a Candidate
+    that was not a trial: number -1), or None if no grid value is."""
+    space = result.space
+    for value in space.values():
+        sparsities = space.uniform(value)
+        costs = space.costs(sparsities)
+        if costs["latency"] <= candidate.values["latency"] * 1.0001:
+            return dataclasses.replace(
+                candidate,
+                number=-1,
+                sparsities=sparsities,
+                values={"accuracy": float("nan"), "latency": costs["latency"]},
+                costs=costs,
+                metrics={},
+                violations=[],
+                measured={},
+            )
+    return None
 
 
 def compare_with_uniform(
@@ -146,11 +177,14 @@ def compare_with_uniform(
     seeds=3,
     validation=None,
     references=(0.5,),
+    budget=None,
 ):
     """Search, then the same final fine-tune for uniform 50% and two front points.
 
     `validation` (default: `test`) is what the search scores candidates on; the final rows are
     scored on `test`, so with a separate validation split the pick does not see the test set.
+    `budget` (a uniform sparsity, or None) constrains the search to that uniform point's table
+    latency: every trial fine-tuned is then no slower than it.
     """
     print(f"\n== {title} ==")
     start = time.perf_counter()
@@ -159,6 +193,23 @@ def compare_with_uniform(
     )
     print(table.table(limit=12))
     print(f"lookup table: {time.perf_counter() - start:.0f} s")
+    if budget is not None:
+        from keras_prune.auto import selection
+        from keras_prune.auto.space import SearchSpace
+
+        space = SearchSpace(
+            selection.working_copy(model),
+            "channel",
+            None,
+            0.75,
+            0.125,
+            table,
+            "mobile",
+            kp.criteria.get("magnitude"),
+        )
+        limit = space.costs(space.uniform(budget))["latency"]
+        search_kwargs = dict(search_kwargs, constraints=[f"latency <= {limit * 1.0001:.1f} us"])
+        print(f"budget: {search_kwargs['constraints'][0]} (uniform {budget:.0%} by the table)")
     if args.plots:
         table.plot(os.path.join(args.out, f"{model.name}_bottlenecks.png"))
     start = time.perf_counter()
@@ -289,6 +340,13 @@ def main(argv=None):
     )
     parser.add_argument("--skip-mnv2-scan", action="store_true")
     parser.add_argument(
+        "--mnv2-budget",
+        type=float,
+        default=None,
+        help="MobileNetV2: search under the table latency of this uniform sparsity (e.g. 0.5): "
+        "a latency constraint, so the trials fine-tuned are all as fast or faster",
+    )
+    parser.add_argument(
         "--references",
         type=float,
         nargs="+",
@@ -375,6 +433,7 @@ def mobilenet_benchmarks(args):
         seeds=args.mnv2_seeds,
         validation=validation,
         references=args.references,
+        budget=args.mnv2_budget,
         search_kwargs=dict(
             n_trials=args.mnv2_trials,
             fine_tune_data=trial_train,
@@ -383,7 +442,7 @@ def mobilenet_benchmarks(args):
             initial=args.initial,
             study_name=(
                 f"mobilenetv2-{args.mnv2_trials}-{args.initial}-e{args.mnv2_trial_epochs}"
-                f"-n{len(trial_train[0])}-v{len(validation[0])}"
+                f"-n{len(trial_train[0])}-v{len(validation[0])}-b{args.mnv2_budget}"
             ),
         ),
     )
