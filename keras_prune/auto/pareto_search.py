@@ -114,16 +114,6 @@ def _join_generation(trial):
         study.sampler.get_trial_generation(study, frozen)
 
 
-def _meets(budgets, space):
-    """`point -> bool`: whether a point's predicted costs meet every cost constraint."""
-
-    def meets(point):
-        costs = space.costs(point)
-        return all(c.met(costs[c.name]) for c in budgets)
-
-    return meets
-
-
 def _choose_sampler(optuna, sampler, objectives, seed, n_trials):
     name = _sampler_name(sampler, len(objectives))
     if not isinstance(name, str):
@@ -472,7 +462,7 @@ def search(
             space,
             cost_name,
             scan,
-            meets=_meets(budgets, space) if budgets else None,
+            meets=starting_lib.meets_budgets(budgets, space) if budgets else None,
             fill=_first_generation(sampler, len(objectives), n_trials),
             seed=seed,
         )

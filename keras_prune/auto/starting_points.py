@@ -222,6 +222,17 @@ def starting_points(initial, space, cost_name, scan=None, meets=None, fill=0, se
     return unique
 
 
+def meets_budgets(budgets, space):
+    """`point -> bool`: whether a point's predicted costs meet every cost constraint in
+    `budgets` (parsed `kp.auto` constraints on costs the `space` predicts)."""
+
+    def meets(point):
+        costs = space.costs(point)
+        return all(c.met(costs[c.name]) for c in budgets)
+
+    return meets
+
+
 def into_budget(point, values, meets):
     """`point` pruned further until `meets(point)`: every variable raised by the same number of
     grid steps (each capped at the largest value), the fewest that meet the budgets. A uniform
