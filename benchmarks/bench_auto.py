@@ -195,14 +195,17 @@ def compare_with_uniform(
     print(f"lookup table: {time.perf_counter() - start:.0f} s")
     if budget is not None:
         from keras_prune.auto import selection
+        from keras_prune.auto.pareto_search import DEFAULTS
         from keras_prune.auto.space import SearchSpace
 
+        # The search's own space at its defaults (channels, magnitude), to price uniform S.
+        max_sparsity, step = DEFAULTS["channel"]
         space = SearchSpace(
             selection.working_copy(model),
             "channel",
             None,
-            0.75,
-            0.125,
+            max_sparsity,
+            step,
             table,
             "mobile",
             kp.criteria.get("magnitude"),

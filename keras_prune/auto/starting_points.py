@@ -246,17 +246,13 @@ def into_budget(point, values, meets):
     # {"a": 0.5, "b": 0.25}
     ```
     """
-    positions = {name: _position(value, values) for name, value in point.items()}
+    positions = {name: values.index(_snap(value, values)) for name, value in point.items()}
     top = len(values) - 1
     for steps in range(top + 1):
         moved = {name: values[min(index + steps, top)] for name, index in positions.items()}
         if meets(moved):
             return moved
     return {name: values[top] for name in point}
-
-
-def _position(value, values):
-    return min(range(len(values)), key=lambda index: abs(values[index] - float(value)))
 
 
 def scan_curves(scan, space):
