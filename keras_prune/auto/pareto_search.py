@@ -463,7 +463,8 @@ def search(
             cost_name,
             scan,
             meets=starting_lib.meets_budgets(budgets, space) if budgets else None,
-            fill=_first_generation(sampler, len(objectives), n_trials),
+            # No more than this call runs: extra queued points would wait in the study.
+            fill=min(_first_generation(sampler, len(objectives), n_trials), n_trials),
             seed=seed,
         )
         for point in points:
