@@ -167,6 +167,16 @@ def test_radix_selection_is_exact_at_bucket_edges(signed, size, digit_bits):
         np.testing.assert_array_equal(mask, _key_order_reference(scores, k))
 
 
+@pytest.mark.parametrize("size", [100, 70_000])
+def test_magnitudes_rank_the_same_with_the_nonnegative_promise(size):
+    # The promise skips the key transform of negative floats (sort path and radix path alike).
+    rng = np.random.default_rng(13)
+    scores = np.abs(_bucket_edge_values(rng, size, signed=True))
+    for k in [1, size // 5, size // 2, size - 1, size]:
+        mask = numpy(masks.top_k_mask(scores, k, nonnegative=True))
+        np.testing.assert_array_equal(mask, _key_order_reference(scores, k))
+
+
 def test_magnitude_mask_on_large_kernel_matches_top_k_of_absolute_values():
     rng = np.random.default_rng(12)
     weight = _bucket_edge_values(rng, 300 * 256, signed=True).reshape(300, 256)

@@ -66,8 +66,10 @@ class Unstructured(Granularity):
     ```
     """
 
-    def compute_mask(self, scores, sparsity, weight):
-        return masks.sparsity_mask(scores, sparsity), None
+    def compute_mask(self, scores, sparsity, weight, nonnegative=False):
+        """As `Granularity.compute_mask`; `nonnegative=True` promises scores >= 0 (magnitudes),
+        which ranks them with fewer passes (`kp.masks.top_k_mask`)."""
+        return masks.sparsity_mask(scores, sparsity, nonnegative), None
 
 
 @keras.saving.register_keras_serializable(package="keras_prune")

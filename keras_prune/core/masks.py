@@ -263,7 +263,7 @@ def _top_k_of_keys(keys, k, selection):
     )
 
 
-def top_k_mask(scores, k):
+def top_k_mask(scores, k, nonnegative=False):
     """0/1 mask keeping exactly the `k` largest `scores` (ties: earlier positions first).
 
     The threshold is found on order-preserving integer keys: by a sort for small tensors, and
@@ -273,6 +273,8 @@ def top_k_mask(scores, k):
     Args:
         scores: float tensor of any shape.
         k: number of elements to keep, 1 <= k <= scores.size (int or int32 scalar tensor).
+        nonnegative: a promise that no score is negative (nor -0.0), as magnitudes are: their
+            float bits then sort as they are, which saves three full passes. Not checked.
 
     Example:
 
@@ -280,7 +282,7 @@ def top_k_mask(scores, k):
     kp.masks.top_k_mask(np.array([0.1, 0.5, 0.3, 0.5]), 2)  # [0, 1, 0, 1]
     ```
     """
-    keep = _top_k_of_bits(_float_bits(scores), ops.cast(k, "int32"), nonnegative=False)
+    keep = _top_k_of_bits(_float_bits(scores), ops.cast(k, "int32"), nonnegative)
     return ops.reshape(ops.cast(keep, "float32"), ops.shape(scores))
 
 
@@ -330,9 +332,11 @@ def _top_k_of_bits(bits, k, nonnegative):
     return _top_k_of_keys(keys, k, _kth_largest_key_of_parts([keys], k, size))
 
 
-def sparsity_mask(scores, sparsity):
-    """Keep the `keep_count(size, sparsity)` highest scores (per-tensor unstructured pruning)."""
-    return top_k_mask(scores, keep_count(math.prod(ops.shape(scores)), sparsity))
+def sparsity_mask(scores, sparsity, nonnegative=False):
+    """Keep the `keep_count(size, sparsity)` highest scores (per-tensor unstructured pruning;
+    `nonnegative` as in `top_k_mask`)."""
+    kept = keep_count(math.prod(ops.shape(scores)), sparsity)
+    return top_k_mask(scores, kept, nonnegative)
 
 
 def magnitude_mask(weight, sparsity):
