@@ -101,17 +101,22 @@ def _kth_largest_key_of_parts(parts, k, size, to_keys=lambda keys, after: keys):
     bins = 1 << widths[0]
     histogram, after = None, None
     for part in parts:
+        keys = to_keys(part, after)
         # The top digit is signed (arithmetic shift): offset it into [0, bins).
-        top_digits = ops.right_shift(to_keys(part, after), shift) + bins // 2
+        top_digits = ops.right_shift(keys, shift) + bins // 2
         after = ops.bincount(top_digits, minlength=bins)
         histogram = after if histogram is None else histogram + after
     digit, above = _select_digit(histogram, k)
     prefix = digit - bins // 2  # == key >> shift for the keys in the chosen bucket
-    candidates, after = [], prefix
-    for part in parts:
-        after = _keys_with_prefix(to_keys(part, after), prefix, shift)
-        candidates.append(after)
-    candidates = ops.concatenate(candidates)
+    if len(parts) == 1:
+        # One tensor: its keys and top digits are still at hand, no need to make them again.
+        candidates = ops.take(keys, ops.nonzero(ops.equal(top_digits, digit))[0])
+    else:
+        candidates, after = [], prefix
+        for part in parts:
+            after = _keys_with_prefix(to_keys(part, after), prefix, shift)
+            candidates.append(after)
+        candidates = ops.concatenate(candidates)
     for index, width in enumerate(widths[1:]):
         if index:
             candidates = _keys_with_prefix(candidates, prefix, shift)
