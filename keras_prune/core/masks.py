@@ -353,12 +353,8 @@ def magnitude_mask(weight, sparsity):
     kp.masks.magnitude_mask(np.array([[0.1, -2.0], [0.3, 1.0]]), 0.5)  # [[0, 1], [0, 1]]
     ```
     """
-    shape = ops.shape(weight)
     # The bits of |w| already sort like |w|: no key transform, no sign check.
-    magnitude_bits = _float_bits(ops.abs(weight))
-    kept = keep_count(math.prod(shape), sparsity)
-    keep = _top_k_of_bits(magnitude_bits, ops.cast(kept, "int32"), nonnegative=True)
-    return ops.reshape(ops.cast(keep, "float32"), shape)
+    return sparsity_mask(ops.abs(weight), sparsity, nonnegative=True)
 
 
 def to_tflite_view(weight, output_axis, input_axis):
