@@ -26,6 +26,9 @@ DOCS = [
 LINT = ["ruff", "import-linter"]
 TEST = EXAMPLES + LINT + DOCS + [
     "pytest",
+    # The test command runs the suite on one worker process per core (2.2x faster on 2 cores:
+    # much of a test's time is TensorFlow's single-threaded Python and converter subprocesses).
+    "pytest-xdist",
     "hypothesis",
     # Parity oracle only: keras_prune never imports these.
     "tensorflow-model-optimization==0.8.*",
