@@ -127,3 +127,33 @@ def test_kept_weights_pass_through_unscaled(reselect):
     effective = _effective(wrapper)
     kept = effective != 0
     np.testing.assert_array_equal(effective[kept], kernel[kept])
+
+
+@pytest.mark.parametrize("scores_dtype", ["float32", "float16"])
+def test_straight_through_gradients_follow_movement_pruning(scores_dtype):
+    # LearnableMask writes its gradient out by hand (one multiply forward, two backward); it must
+    # give what the straight-through bracket of `forward_mask` gives, and Sanh et al.'s rule:
+    # the weight's gradient is g * hard, the scores' is g * W for kept and pruned entries alike.
+    import tensorflow as tf
+
+    rng = np.random.default_rng(0)
+    weight = tf.Variable(rng.normal(size=(6, 5)).astype("float32"))
+    scores = tf.Variable((np.abs(weight.numpy()) + 0.3).astype(scores_dtype))
+    hard = (rng.random((6, 5)) > 0.5).astype("float32")
+    upstream = rng.normal(size=(6, 5)).astype("float32")
+    mask_type = LearnableMask()
+    results = []
+    for masked_weight in (mask_type.masked_weight, super(LearnableMask, mask_type).masked_weight):
+        with tf.GradientTape() as tape:
+            effective = masked_weight(weight, hard, scores)
+            loss = tf.reduce_sum(effective * upstream)
+        results.append(
+            [effective.numpy(), *(g.numpy() for g in tape.gradient(loss, [weight, scores]))]
+        )
+    (effective, weight_grad, scores_grad), generic = results
+    np.testing.assert_array_equal(effective, weight.numpy() * hard)
+    np.testing.assert_array_equal(weight_grad, upstream * hard)
+    assert scores_grad.dtype == scores_dtype
+    np.testing.assert_array_equal(scores_grad, (upstream * weight.numpy()).astype(scores_dtype))
+    for ours, bracket in zip(results[0], generic, strict=True):
+        np.testing.assert_array_equal(ours, bracket)

@@ -392,16 +392,22 @@ class PruneWrapper(keras.layers.Wrapper):
             else:
                 # The top-k the mask engine stored at the schedule's last update.
                 hard = list(zip(self.masks, self.bias_masks, strict=True))
-            masks = [
-                self.mask_type.forward_mask(kernel_mask, scores)
-                for (kernel_mask, _), scores in zip(hard, self.scores, strict=True)
+            kernels = [
+                self.mask_type.masked_weight(target.variable, kernel_mask, scores)
+                for target, (kernel_mask, _), scores in zip(
+                    self.targets, hard, self.scores, strict=True
+                )
             ]
             bias_masks = [bias_mask for _, bias_mask in hard]
         else:
-            masks, bias_masks = self.masks, self.bias_masks
+            kernels = [
+                target.variable * ops.cast(mask, target.variable.dtype)
+                for target, mask in zip(self.targets, self.masks, strict=True)
+            ]
+            bias_masks = self.bias_masks
         pairs = []
-        for target, mask, bias_mask in zip(self.targets, masks, bias_masks, strict=True):
-            pairs.append((target.variable, target.variable * ops.cast(mask, target.variable.dtype)))
+        for target, kernel, bias_mask in zip(self.targets, kernels, bias_masks, strict=True):
+            pairs.append((target.variable, kernel))
             if bias_mask is not None and target.bias is not None:
                 pairs.append((target.bias, target.bias * ops.cast(bias_mask, target.bias.dtype)))
         return pairs
