@@ -85,11 +85,6 @@ def interleaved_epoch_times(models, x, y, rounds, batch_size=32, cpu=None):
     return times
 
 
-def interleaved_epoch_seconds(models, x, y, rounds):
-    """Median seconds per epoch of each `(model, callbacks)` (see `interleaved_epoch_times`)."""
-    return [statistics.median(each) for each in interleaved_epoch_times(models, x, y, rounds)]
-
-
 def ratio_spread(times, dense):
     """`median [p25-p75]` of the per-round ratios of `times` to the `dense` epoch of the same
     round: a load spike hits both epochs of a round, so it moves the ratio less."""
@@ -141,6 +136,49 @@ def learnable_rows(rounds, frequency):
             (title, [(row[0], *each) for row, *each in zip(rows, times, cpu, strict=True)])
         )
     return tables
+
+
+def straight_through_milliseconds(rounds, steps=50):
+    """CPU milliseconds of one compiled forward and backward pass through a 1024x1024 kernel
+    (batch 32, TensorFlow): dense, and with a learnable mask's straight-through multiply,
+    written out (`LearnableMask.masked_weight`) and as the generic bracket the base class
+    differentiates (`hard + (s - stop_gradient(s))`); rounds interleaved. `{label: [ms]}`."""
+    import tensorflow as tf
+
+    rng = np.random.default_rng(0)
+    weight = keras.Variable(rng.normal(size=(1024, 1024)).astype("float32"))
+    scores = keras.Variable(np.abs(weight.numpy()))
+    hard = tf.constant((rng.random((1024, 1024)) > 0.9).astype("float32"))
+    x = tf.constant(rng.normal(size=(32, 1024)).astype("float32"))
+    mask_type = kp.mask_types.LearnableMask()
+    variants = {
+        "dense": lambda: tf.convert_to_tensor(weight),
+        "learnable, bracket (before)": lambda: kp.mask_types.MaskType.masked_weight(
+            mask_type, weight, hard, scores
+        ),
+        "learnable, written out": lambda: mask_type.masked_weight(weight, hard, scores),
+    }
+
+    def compiled(effective):
+        @tf.function
+        def step():
+            with tf.GradientTape() as tape:
+                loss = tf.reduce_sum(tf.square(x @ effective()))
+            return tape.gradient(loss, [weight.value, scores.value])
+
+        return step
+
+    steps_of = {label: compiled(effective) for label, effective in variants.items()}
+    times = {label: [] for label in variants}
+    for round_ in range(rounds + 1):
+        for label, step in steps_of.items():
+            start = time.process_time()
+            for _ in range(steps):
+                gradients = step()
+            ops.convert_to_numpy(gradients[0][0, 0])
+            if round_:  # the first traces
+                times[label].append((time.process_time() - start) / steps * 1e3)
+    return times
 
 
 def _random_data(count, shape):
@@ -310,9 +348,10 @@ STEP_ROWS = [
 
 
 def step_seconds(rounds):
-    """Median seconds per fit epoch of the digits CNN: dense, and pruned with a mask update
-    at every step (per-layer and the default global allocation, eager and compiled), epochs
-    interleaved. Returns steps per epoch, the dense median and one median per `STEP_ROWS`."""
+    """Seconds of each fit epoch of the digits CNN: dense, and pruned with a mask update at
+    every step (per-layer and the default global allocation, eager and compiled), epochs
+    interleaved. Returns steps per epoch, then wall and CPU seconds per epoch: one list for
+    dense first, then one per `STEP_ROWS`."""
     from keras_prune.engine.engine import engine_for
 
     x, y = digits()
@@ -322,8 +361,9 @@ def step_seconds(rounds):
         pruned = kp.prune(cnn(), schedule=schedule, allocation=allocation)
         engine_for(pruned).compile_masks = compiled
         models.append((pruned, [kp.PruningCallback()]))
-    dense, *pruned = interleaved_epoch_seconds([(cnn(), []), *models], x, y, rounds)
-    return int(np.ceil(len(x) / 32)), dense, pruned
+    cpu = []
+    wall = interleaved_epoch_times([(cnn(), []), *models], x, y, rounds, cpu=cpu)
+    return int(np.ceil(len(x) / 32)), wall, cpu
 
 
 def scaling_seconds(millions, repeats):
@@ -455,15 +495,23 @@ def updates_section(args):
             )
         print("target (issue 13): pruned <= 1.3x dense (auto = the default, global allocation)")
     if args.epochs:
-        steps, dense, pruned = step_seconds(args.epochs)
+        steps, wall, cpu = step_seconds(args.epochs)
         print(
             f"\nFit with a mask update at every step (digits CNN, {steps} steps/epoch, median "
-            f"of {args.epochs} interleaved epochs; allocation auto = the default, global)"
+            f"of {args.epochs} interleaved epochs; allocation auto = the default, global). The "
+            "ratios are per round, to the dense epoch of the same round; CPU time moves less "
+            "with the load of other processes than wall time"
         )
-        print(f"{'model':<34}{'ms/step':>10}{'vs dense':>10}")
+        print(
+            f"{'model':<34}{'ms/step':>10}{'vs dense, per round [p25-p75]':>32}"
+            f"{'CPU s vs dense':>24}"
+        )
         labels = ["dense"] + [label for label, _, _ in STEP_ROWS]
-        for label, seconds in zip(labels, [dense, *pruned], strict=True):
-            print(f"{label:<34}{seconds / steps * 1e3:>10.1f}{seconds / dense:>9.2f}x")
+        for label, times, cpu_times in zip(labels, wall, cpu, strict=True):
+            print(
+                f"{label:<34}{statistics.median(times) / steps * 1e3:>10.1f}"
+                f"{ratio_spread(times, wall[0]):>32}{ratio_spread(cpu_times, cpu[0]):>24}"
+            )
         if args.tfmot:
             # tfmot against its own Keras 2 dense model, in its own process: not interleaved.
             result, error = tfmot_row(args.epochs, 1, 10_000)
@@ -525,6 +573,16 @@ def main():
                 f"{ratio_spread(cpu, dense_cpu):>24}"
             )
     print("targets: binary mask <= 1.15x, learnable mask <= 1.3x (issue 13)")
+    if keras.backend.backend() == "tensorflow":
+        times = straight_through_milliseconds(max(args.epochs, 7))
+        print(
+            "\nOne compiled forward and backward pass through a 1024x1024 kernel, batch 32 (CPU "
+            "ms, median [min-max] of interleaved rounds of 50 steps)"
+        )
+        dense = statistics.median(times["dense"])
+        for label, each in times.items():
+            extra = statistics.median(each) - dense
+            print(f"{label:<34}{spread(each):>24}{'mask adds':>12}{extra:>7.2f} ms")
     if args.tfmot:
         steps = int(np.ceil(len(digits()[0]) / 32))  # the same schedule as the rows above
         result, error = tfmot_row(args.epochs, args.frequency, steps * (args.epochs - 1))
