@@ -155,3 +155,47 @@ def test_blocks_differing_only_in_training_settings_share_one_timing():
     reference = signatures(model(0.99))
     assert signatures(model(0.9, regularizer="l2")) == reference
     assert signatures(model(0.99, filters=16)) != reference
+
+
+def test_a_cached_table_that_misses_the_whole_model_is_measured_again(tmp_path):
+    # Blocks cached by an earlier run (say, timed while other jobs loaded the machine) that no
+    # longer add up to the whole model are measured again, not trusted for ever.
+    import json
+
+    from keras_prune.auto.latency_profile import _CACHE_KIND
+
+    model = block_cnn()
+    options = dict(sparsities=(), runs=5, rounds=1, cache_dir=tmp_path, verbose=0)
+    first = auto.profile(model, **options)
+    folder = tmp_path / _CACHE_KIND
+    stale = {}
+    for path in folder.glob("*.json"):
+        entry = json.loads(path.read_text())
+        if "ops" in entry:  # a block, not the whole model
+            entry["latency_us"] = 10 * entry["latency_us"] + 1000.0
+            path.write_text(json.dumps(entry))
+            stale[path] = entry["latency_us"]
+    assert len(stale) == len(first.blocks)
+
+    with pytest.warns(UserWarning, match="off the whole model's measured latency"):
+        kept = auto.profile(model, remeasure=False, **options)
+    assert kept.measured_blocks == 0 and kept.remeasured_error is None
+    assert kept.error > 1
+
+    again = auto.profile(model, **options)
+    assert again.measured_blocks == len(first.blocks) and again.cached_blocks == 0
+    assert again.remeasured_error == pytest.approx(kept.error)
+    assert "measured again" in again.table()
+    for path, latency in stale.items():  # the cache now holds the new measurements
+        assert json.loads(path.read_text())["latency_us"] < latency - 900
+    assert auto.Profile.from_dict(again.to_dict()).remeasured_error == again.remeasured_error
+    # A table measured together with its whole model is not measured again on later runs, even
+    # when the two disagree (each run would disagree alike, and the cache would be useless).
+    for path in folder.glob("*.json"):
+        entry = json.loads(path.read_text())
+        if "table_us" in entry:  # the whole model, with the table sum it was checked against
+            entry["latency_us"] *= 10
+            path.write_text(json.dumps(entry))
+    with pytest.warns(UserWarning, match="off the whole model's measured latency"):
+        cached = auto.profile(model, **options)
+    assert cached.measured_blocks == 0 and cached.remeasured_error is None
