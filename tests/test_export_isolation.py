@@ -141,3 +141,26 @@ def test_no_temporary_folders_are_left_in_the_system_temp(tmp_path, monkeypatch,
     stale.mkdir()
     export.to_tflite(small_model(), tmp_path / "out" / "m.tflite", latency_runs=0)
     assert os.listdir(tmp_path / "temp") == []
+
+
+def test_a_server_that_ends_without_taking_the_job_is_restarted_once(tmp_path):
+    # The server exits after SERVER_IDLE_SECONDS without input, and importing TensorFlow makes
+    # its exit take seconds: an export in that window finds it alive, writes the job and reads
+    # end of file. A process that reads the job and exits unanswered stands in for it.
+    import subprocess
+    import sys
+
+    isolation._SERVER.stop()
+    dying = subprocess.Popen(
+        [sys.executable, "-c", "import sys; sys.stdin.readline()"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+    )
+    isolation._SERVER.process, isolation._SERVER.ready = dying, True
+    try:
+        data = convert.convert(small_model(), targets.get_target("mobile"))
+    finally:
+        dying.kill()
+        dying.wait()
+    assert data[4:8] == b"TFL3"
+    assert isolation._SERVER.process is not dying

@@ -136,15 +136,17 @@ class _ConverterServer:
                     self.process.stdin.write(job.encode() + b"\n")
                     self.process.stdin.flush()
                     line = self._read_line(SERVER_START_TIMEOUT_SECONDS)
+                    if not line or not line.startswith("pid "):
+                        # It ended without taking the job: its idle timeout can fall while the
+                        # job is written, and a process that imported TensorFlow takes seconds
+                        # to exit, so it still looked alive.
+                        raise RuntimeError("TensorFlow's converter server stopped answering.")
                     break
                 except (BrokenPipeError, OSError, RuntimeError):
                     # The server ended (idle timeout, killed): start a fresh one once.
                     self.stop()
                     if attempt:
                         raise
-            if not line or not line.startswith("pid "):
-                self.stop()
-                raise RuntimeError("TensorFlow's converter server stopped answering.")
             child = int(line.split()[1])
             try:
                 line = self._read_line(timeout)
