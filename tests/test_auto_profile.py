@@ -1,6 +1,7 @@
 """kp.auto.profile: fused blocks, the latency table against the whole model, the cache; text
 constraints and objectives."""
 
+import json
 import os
 
 import keras
@@ -10,6 +11,7 @@ import keras_prune as kp
 from keras_prune import auto
 from keras_prune.auto import blocks as blocks_lib
 from keras_prune.auto import constraints, objectives
+from keras_prune.auto.latency_profile import _CACHE_KIND
 
 
 def block_cnn():
@@ -160,10 +162,6 @@ def test_blocks_differing_only_in_training_settings_share_one_timing():
 def test_a_cached_table_that_misses_the_whole_model_is_measured_again(tmp_path):
     # Blocks cached by an earlier run (say, timed while other jobs loaded the machine) that no
     # longer add up to the whole model are measured again, not trusted for ever.
-    import json
-
-    from keras_prune.auto.latency_profile import _CACHE_KIND
-
     model = block_cnn()
     options = dict(sparsities=(), runs=5, rounds=1, cache_dir=tmp_path, verbose=0)
     first = auto.profile(model, **options)

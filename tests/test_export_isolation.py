@@ -7,6 +7,8 @@ ends the child with SIGSEGV at a named stage, as a crashing runtime would.
 
 import os
 import signal
+import subprocess
+import sys
 
 import keras
 import numpy as np
@@ -147,9 +149,6 @@ def test_a_server_that_ends_without_taking_the_job_is_restarted_once(tmp_path):
     # The server exits after SERVER_IDLE_SECONDS without input, and importing TensorFlow makes
     # its exit take seconds: an export in that window finds it alive, writes the job and reads
     # end of file. A process that reads the job and exits unanswered stands in for it.
-    import subprocess
-    import sys
-
     isolation._SERVER.stop()
     dying = subprocess.Popen(
         [sys.executable, "-c", "import sys; sys.stdin.readline()"],

@@ -21,6 +21,7 @@ block extraction, the disk cache and the constraints already live in their own m
 """
 
 import dataclasses
+import functools
 import platform
 import time
 import warnings
@@ -487,14 +488,15 @@ def profile(
     if clock != "wall":
         settings.append(clock)
     validation.check_bool("remeasure", remeasure)
-    options = dict(
-        chosen=chosen, levels=levels, settings=settings, threads=threads, xnnpack=xnnpack,
-        runs=runs, rounds=rounds, clock=clock, cache_dir=cache_dir, verbose=verbose, start=start,
+    measure = functools.partial(
+        _measure, model, chosen=chosen, levels=levels, settings=settings, threads=threads,
+        xnnpack=xnnpack, runs=runs, rounds=rounds, clock=clock, cache_dir=cache_dir,
+        verbose=verbose, start=start,
     )  # fmt: skip
-    result, unchecked = _measure(model, reuse_cache=True, **options)
+    result, unchecked = measure(reuse_cache=True)
     if not result.within_tolerance and unchecked and remeasure:
         stale = result.error
-        result, _ = _measure(model, reuse_cache=False, **options)
+        result, _ = measure(reuse_cache=False)
         result.remeasured_error = stale
     if not result.within_tolerance:
         warnings.warn(
