@@ -140,9 +140,10 @@ def learnable_rows(rounds, frequency):
 
 def straight_through_milliseconds(rounds, steps=50):
     """CPU milliseconds of one compiled forward and backward pass through a 1024x1024 kernel
-    (batch 32, TensorFlow): dense, and with a learnable mask's straight-through multiply,
-    written out (`LearnableMask.masked_weight`) and as the generic bracket the base class
-    differentiates (`hard + (s - stop_gradient(s))`); rounds interleaved. `{label: [ms]}`."""
+    (batch 32, TensorFlow): dense, and with a learnable mask's and a sigmoid gate's
+    straight-through multiply, each written out (`masked_weight` of `LearnableMask`,
+    `SigmoidGateMask`) and as the generic bracket the base class differentiates
+    (`hard + (s - stop_gradient(s))`); rounds interleaved. `{label: [ms]}`."""
     import tensorflow as tf
 
     rng = np.random.default_rng(0)
@@ -150,13 +151,14 @@ def straight_through_milliseconds(rounds, steps=50):
     scores = keras.Variable(np.abs(weight.numpy()))
     hard = tf.constant((rng.random((1024, 1024)) > 0.9).astype("float32"))
     x = tf.constant(rng.normal(size=(32, 1024)).astype("float32"))
-    mask_type = kp.mask_types.LearnableMask()
+    learnable, gate = kp.mask_types.LearnableMask(), kp.mask_types.SigmoidGateMask()
+    generic = kp.mask_types.MaskType.masked_weight
     variants = {
         "dense": lambda: tf.convert_to_tensor(weight),
-        "learnable, bracket (before)": lambda: kp.mask_types.MaskType.masked_weight(
-            mask_type, weight, hard, scores
-        ),
-        "learnable, written out": lambda: mask_type.masked_weight(weight, hard, scores),
+        "learnable, bracket": lambda: generic(learnable, weight, hard, scores),
+        "learnable, written out": lambda: learnable.masked_weight(weight, hard, scores),
+        "sigmoid gate, bracket": lambda: generic(gate, weight, hard, scores),
+        "sigmoid gate, written out": lambda: gate.masked_weight(weight, hard, scores),
     }
 
     def compiled(effective):

@@ -157,3 +157,40 @@ def test_straight_through_gradients_follow_movement_pruning(scores_dtype):
     np.testing.assert_array_equal(scores_grad, (upstream * weight.numpy()).astype(scores_dtype))
     for ours, bracket in zip(results[0], generic, strict=True):
         np.testing.assert_array_equal(ours, bracket)
+
+
+@pytest.mark.parametrize("scores_dtype", ["float32", "float16"])
+def test_sigmoid_gate_gradients_are_the_brackets(scores_dtype):
+    # SigmoidGateMask writes its gradient out too: the same forward value and weight gradient
+    # as differentiating `(hard + (gate - stop_gradient(gate))) * gate`, and the scores'
+    # gradient g * W * (hard + gate) * gate * (1 - gate) / temperature, for pruned entries too.
+    import tensorflow as tf
+
+    rng = np.random.default_rng(1)
+    temperature = 0.7
+    weight = tf.Variable(rng.normal(size=(6, 5)).astype("float32"))
+    scores = tf.Variable(rng.normal(size=(6, 5)).astype(scores_dtype))
+    hard = (rng.random((6, 5)) > 0.5).astype("float32")
+    upstream = rng.normal(size=(6, 5)).astype("float32")
+    mask_type = SigmoidGateMask(temperature=temperature)
+    results = []
+    for masked_weight in (mask_type.masked_weight, super(SigmoidGateMask, mask_type).masked_weight):
+        with tf.GradientTape() as tape:
+            effective = masked_weight(weight, hard, scores)
+            loss = tf.reduce_sum(effective * upstream)
+        results.append(
+            [effective.numpy(), *(g.numpy() for g in tape.gradient(loss, [weight, scores]))]
+        )
+    (effective, weight_grad, scores_grad), (bracket, bracket_weight_grad, bracket_scores_grad) = (
+        results
+    )
+    gate = 1 / (1 + np.exp(-scores.numpy().astype("float64") / temperature))
+    np.testing.assert_allclose(effective, weight.numpy() * hard * gate, rtol=2e-3)
+    np.testing.assert_array_equal(effective, bracket)
+    np.testing.assert_array_equal(weight_grad, bracket_weight_grad)
+    assert scores_grad.dtype == scores_dtype
+    expected = upstream * weight.numpy() * (hard + gate) * gate * (1 - gate) / temperature
+    assert np.all(scores_grad[hard == 0] != 0)  # pruned entries learn too
+    tolerance = 1e-6 if scores_dtype == "float32" else 2e-3
+    np.testing.assert_allclose(scores_grad, expected, rtol=tolerance * 10, atol=tolerance)
+    np.testing.assert_allclose(scores_grad, bracket_scores_grad, rtol=tolerance, atol=tolerance)

@@ -208,6 +208,31 @@ class SigmoidGateMask(_Reselecting):
         # straight-through term), so a gate outside the top-k can grow back in.
         return (hard_mask + (gate - ops.stop_gradient(gate))) * gate
 
+    def masked_weight(self, weight, hard_mask, scores):
+        # The value and gradients of `weight * forward_mask(hard_mask, scores)`, written out as
+        # `LearnableMask` does: forward `W * hard * gate`; backward `g * hard * gate` into the
+        # weight and `g * W * (hard + gate) * gate'` into the scores (the bracket's derivative
+        # in the gate is `hard + gate`, the sigmoid's is `gate * (1 - gate) / temperature`).
+        weight = ops.reshape(weight, ops.shape(weight))
+        scores = ops.reshape(scores, ops.shape(scores))
+
+        @ops.custom_gradient
+        def gated(weight, scores):
+            gate = ops.sigmoid(scores / self.temperature)
+            hard = ops.cast(hard_mask, gate.dtype)
+            kept = ops.cast(hard * gate, weight.dtype)
+
+            def gradients(*args, upstream=None):
+                if upstream is None:  # TensorFlow and JAX pass it positionally, torch by name
+                    (upstream,) = args
+                slope = (hard + gate) * gate * (1.0 - gate) / self.temperature
+                into_scores = ops.cast(upstream * weight, gate.dtype) * slope
+                return upstream * kept, ops.cast(into_scores, scores.dtype)
+
+            return weight * kept, gradients
+
+        return gated(weight, scores)
+
     def get_config(self):
         return {"temperature": self.temperature, "reselect": self.reselect}
 
