@@ -162,3 +162,28 @@ def test_pruned_model_hands_the_global_ranking_a_rescore_of_deterministic_criter
             assert (layer.rescore is not None) == rescored
             if rescored:
                 np.testing.assert_array_equal(to_numpy(layer.rescore(0)), to_numpy(layer.scores[0]))
+
+
+def test_global_allocation_computes_scores_again_only_for_large_models(monkeypatch):
+    # Holding every score costs 4 bytes per weight: fine for a small model, where computing
+    # them again in each pass would cost more time than the memory saved is worth.
+    from keras_prune.core import allocation
+
+    model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(40), keras.layers.Dense(30)])
+    pruned = kp.prune(model, schedule=kp.ConstantSparsity(0.5))
+    layers = [wrapper.layer_scores() for wrapper in kp.layers.find_wrappers(pruned)]
+    given = []
+    original = allocation.global_masks
+
+    def spy(*args, **kwargs):
+        given.append(kwargs["rescore"])
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(allocation, "global_masks", spy)
+    held = kp.allocation.GlobalAllocation(0.01).allocate(layers, [0.5, 0.5])
+    monkeypatch.setattr(allocation, "_RESCORE_FROM", 6 * 40 + 40 * 30)  # exactly this model's
+    rescored = kp.allocation.GlobalAllocation(0.01).allocate(layers, [0.5, 0.5])
+
+    assert given[0] is None and len(given[1]) == 2
+    for want, got in zip(held, rescored, strict=True):
+        np.testing.assert_array_equal(to_numpy(got[0][0]), to_numpy(want[0][0]))
