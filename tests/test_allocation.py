@@ -274,3 +274,24 @@ def test_declared_allocation_survives_save_and_load(tmp_path):
 def test_learnable_masks_refuse_a_shared_ranking_naming_the_fix():
     with pytest.raises(ValueError, match="allocation=None"):
         kp.prune(small_cnn(), mask="learnable", allocation="global")
+
+
+def test_per_layer_unstructured_masks_come_as_the_wrappers_store_them():
+    # uint8 like GlobalAllocation's: no float32 copy converted again when installed. The
+    # keeping is exactly top-k, ties to earlier positions, for signed scores too.
+    rng = np.random.default_rng(3)
+    weight = rng.normal(size=(40, 30)).astype("float32")
+    for nonnegative, scores in ((True, np.abs(weight)), (False, np.round(weight, 1))):
+        layer = allocation.LayerScores(
+            "dense", kp.granularity.Unstructured(), [None], [scores], nonnegative=nonnegative
+        )
+        ((mask, bias_mask),) = allocation.PerLayerAllocation().allocate([layer], [0.7])[0]
+        mask = keras.ops.convert_to_numpy(mask)
+        assert mask.dtype == np.uint8 and bias_mask is None
+        expected = np.zeros(scores.size, np.uint8)
+        expected[np.argsort(-scores.ravel(), kind="stable")[:360]] = 1
+        np.testing.assert_array_equal(mask.ravel(), expected)
+    assert kp.masks.top_k_mask(np.array([0.1, 0.5, 0.3]), 1).dtype == "float32"
+    assert keras.ops.convert_to_numpy(
+        kp.masks.top_k_mask(np.array([0.1, 0.5]), 1, dtype="uint8")
+    ).tolist() == [0, 1]

@@ -77,11 +77,15 @@ class LayerScores:
             )
         sparsities = [getattr(self.granularity, "sparsity", value) for value in sparsities]
         compute = self.granularity.compute_mask
-        # Magnitudes rank by their float bits as they are: three full passes fewer per tensor,
-        # which counts when masks are updated at every step. (Exactly Unstructured: a subclass
-        # may override compute_mask without the argument.)
-        if self.nonnegative and type(self.granularity) is granularity_lib.Unstructured:
-            compute = functools.partial(compute, nonnegative=True)
+        if type(self.granularity) is granularity_lib.Unstructured:
+            # Exactly Unstructured (a subclass may override compute_mask): the masks come as
+            # the wrappers store them (uint8, as GlobalAllocation's do), not as float32 masks
+            # converted on install (two full passes fewer per tensor), and magnitudes rank by
+            # their float bits as they are (three fewer). That counts when masks are updated
+            # at every step.
+            def compute(scores, sparsity, weight, nonnegative=self.nonnegative):
+                return masks.sparsity_mask(scores, sparsity, nonnegative, dtype="uint8"), None
+
         return [
             compute(scores, value, weight)
             for scores, value, weight in zip(self.scores, sparsities, self.weights, strict=True)

@@ -268,7 +268,7 @@ def _top_k_of_keys(keys, k, selection):
     )
 
 
-def top_k_mask(scores, k, nonnegative=False):
+def top_k_mask(scores, k, nonnegative=False, dtype="float32"):
     """0/1 mask keeping exactly the `k` largest `scores` (ties: earlier positions first).
 
     The threshold is found on order-preserving integer keys: by a sort for small tensors, and
@@ -280,6 +280,8 @@ def top_k_mask(scores, k, nonnegative=False):
         k: number of elements to keep, 1 <= k <= scores.size (int or int32 scalar tensor).
         nonnegative: a promise that no score is negative (nor -0.0), as magnitudes are: their
             float bits then sort as they are, which saves three full passes. Not checked.
+        dtype: the mask's dtype ("uint8", as `kp.PruneWrapper` stores masks, takes a quarter
+            of float32's memory and no conversion when installed).
 
     Example:
 
@@ -288,7 +290,7 @@ def top_k_mask(scores, k, nonnegative=False):
     ```
     """
     keep = _top_k_of_bits(_float_bits(scores), ops.cast(k, "int32"), nonnegative)
-    return ops.reshape(ops.cast(keep, "float32"), ops.shape(scores))
+    return ops.reshape(ops.cast(keep, dtype), ops.shape(scores))
 
 
 def few_largest(scores, k):
@@ -337,11 +339,11 @@ def _top_k_of_bits(bits, k, nonnegative):
     return _top_k_of_keys(keys, k, _kth_largest_key_of_parts([keys], k, size))
 
 
-def sparsity_mask(scores, sparsity, nonnegative=False):
+def sparsity_mask(scores, sparsity, nonnegative=False, dtype="float32"):
     """Keep the `keep_count(size, sparsity)` highest scores (per-tensor unstructured pruning;
-    `nonnegative` as in `top_k_mask`)."""
+    `nonnegative` and `dtype` as in `top_k_mask`)."""
     kept = keep_count(math.prod(ops.shape(scores)), sparsity)
-    return top_k_mask(scores, kept, nonnegative)
+    return top_k_mask(scores, kept, nonnegative, dtype)
 
 
 def magnitude_mask(weight, sparsity):
