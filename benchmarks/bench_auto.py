@@ -104,7 +104,7 @@ def timed(files, rounds=7, runs=40, clock="wall"):
     return result
 
 
-def _rows_for(result, reference, sensitivity_start):
+def _rows_for(result, reference, sensitivity_start, clock):
     """Uniform `reference`, the greedy starting point at its latency (initial="sensitivity"),
     and the front's best-accuracy point no slower and fastest point no less accurate."""
     names = result.space.names
@@ -139,20 +139,31 @@ def _rows_for(result, reference, sensitivity_start):
         rows.append(("front: same accuracy, fastest", same_accuracy))
         if same_accuracy.values["latency"] < uniform.values["latency"] * 0.98:
             # Is it the uneven cut that helps, or only cutting more? Uniform at no more latency.
-            even = uniform_as_fast_as(result, same_accuracy)
+            even = uniform_as_fast_as(result, same_accuracy, reference, clock)
             if even is not None:
-                rows.append((f"uniform {even.mean_sparsity:.1%} (as fast)", even))
+                rows.append((f"uniform {even.mean_sparsity:.1%} (as fast, measured)", even))
     return rows
 
 
-def uniform_as_fast_as(result, candidate):
-    """The least pruned uniform point no slower by the table than `candidate` (a Candidate
-    that was not a trial: number -1), or None if no grid value is."""
-    space = result.space
-    for value in space.values():
-        sparsities = space.uniform(value)
-        costs = space.costs(sparsities)
-        if costs["latency"] <= candidate.values["latency"] * 1.0001:
+def uniform_as_fast_as(result, candidate, start, clock, step=0.025):
+    """The least pruned uniform point, from `start` up in steps of `step` (off the search's
+    grid), whose measured latency is no more than `candidate`'s; a Candidate that was not a
+    trial (number -1), or None if none is.
+
+    Measured end to end against the candidate in the same interleaved rounds, not priced by
+    the table: the claim compared is about measured latency, and the table's error differs
+    between uneven and uniform cuts.
+    """
+    space, target = result.space, get_target("mobile")
+    reference = convert_lib.convert(candidate.materialize(), target)
+    value = start
+    while value <= space.max_sparsity + 1e-9:
+        sparsities = {name: value for name in space.names}
+        data = convert_lib.convert(space.materialize(result.model, sparsities), target)
+        (mine, _, _), (theirs, _, _) = timed([reference, data], clock=clock)
+        print(f"uniform {value:.1%}: {theirs:.1f} us, trial {candidate.number}: {mine:.1f} us")
+        if theirs <= mine:
+            costs = space.costs(sparsities)
             return dataclasses.replace(
                 candidate,
                 number=-1,
@@ -163,6 +174,7 @@ def uniform_as_fast_as(result, candidate):
                 violations=[],
                 measured={},
             )
+        value = round(value + step, 6)
     return None
 
 
@@ -241,7 +253,9 @@ def compare_with_uniform(
         result.plot(os.path.join(args.out, f"{model.name}_pareto.png"))
     rows = []
     for reference in references:
-        rows += _rows_for(result, reference, search_kwargs.get("initial") == "sensitivity")
+        rows += _rows_for(
+            result, reference, search_kwargs.get("initial") == "sensitivity", args.clock
+        )
     files, accuracies, params = [], [], []
     target = get_target("mobile")
     done = {}  # a candidate picked twice is fine-tuned once
