@@ -55,16 +55,23 @@ def reader(variable):
     return read
 
 
-def ranking(scores, forced=None, traced=False, rescore=True, nonnegative=False):
+def ranking(scores, forced=None, traced=False, rescore=True, nonnegative=False, exact=True):
     """`k -> (masks, counts)` of `top_k_masks_together`, with the scores read from variables
-    (rescored in each pass) or given as tensors, eagerly or in a `tf.function` (traced once)."""
+    (rescored in each pass) or given as tensors, eagerly or in a `tf.function` (traced once);
+    `exact=False` asks for lower bounds of the counts."""
     variables = [keras.Variable(tensor) for tensor in scores]
 
     def run(k):
         functions = [reader(v) for v in variables] if rescore else None
         values = [v.value for v in variables]
         return masks.top_k_masks_and_counts(
-            values, k, forced, dtype="uint8", nonnegative=nonnegative, rescore=functions
+            values,
+            k,
+            forced,
+            dtype="uint8",
+            nonnegative=nonnegative,
+            rescore=functions,
+            exact_counts=exact,
         )
 
     compiled = tf.function(run, autograph=False) if traced else run
@@ -144,6 +151,50 @@ def test_global_masks_with_rescore_equal_those_of_held_scores(min_density):
     for want, got in zip(held, rescored(), strict=True):
         np.testing.assert_array_equal(to_numpy(got), to_numpy(want))
     assert (to_numpy(held[1]).sum() >= 450) == (min_density > 0)
+
+
+@pytest.mark.parametrize("rescore", [False, True])
+@pytest.mark.parametrize("nonnegative", [False, True])
+def test_lower_bounds_of_the_counts_never_exceed_them(rescore, nonnegative):
+    # The global allocation checks its floors on lower bounds read from the radix histograms
+    # (no count over the masks); the masks are the same either way.
+    scores = signed_parts((30_001, 3, 20_000, 9), seed=8)
+    if nonnegative:
+        scores = [np.abs(tensor) for tensor in scores]
+    total = sum(tensor.size for tensor in scores)
+    exact = ranking(scores, traced=True, rescore=rescore, nonnegative=nonnegative)
+    bounded = ranking(scores, traced=True, rescore=rescore, nonnegative=nonnegative, exact=False)
+    pairs = []
+    for k in (1, total // 3, total - 1, total):
+        want, counts = exact(k)
+        found, bounds = bounded(k)
+        for mask, reference in zip(found, want, strict=True):
+            np.testing.assert_array_equal(mask, reference)
+        pairs += zip(bounds, counts, strict=True)
+    assert all(0 <= bound <= count for bound, count in pairs)
+    # Bounds, not the counts themselves (the threshold's bucket is not counted), nor zeros.
+    assert any(bound < count for bound, count in pairs) and any(bound > 0 for bound, _ in pairs)
+
+
+def test_floors_met_only_inside_the_thresholds_bucket_keep_the_plain_ranking():
+    # Every score of the second tensor lies in the first radix bucket of the threshold: its
+    # lower bound is 0, below its floor, though the plain ranking keeps far more than the floor.
+    # The ranking with floors forced then runs, and gives the same masks.
+    scores = [
+        np.linspace(1.0, 2.0, 5000).astype("float32"),
+        (1.5 + np.linspace(0.0, 1e-4, 3000)).astype("float32"),
+    ]
+    expected = order_reference(scores, masks.keep_count(8000, 0.5))
+    assert 300 < expected[1].sum() < 3000
+    variables = [keras.Variable(tensor) for tensor in scores]
+
+    @tf.function(autograph=False)
+    def ranked():
+        values = [v.value for v in variables]
+        return kp.allocation.global_masks(values, 0.5, 0.1, dtype="uint8", nonnegative=True)
+
+    for want, got in zip(expected, ranked(), strict=True):
+        np.testing.assert_array_equal(to_numpy(got), want)
 
 
 class Cubed(kp.criteria.Criterion):

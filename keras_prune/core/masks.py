@@ -81,42 +81,60 @@ def _radix_digit_widths(size):
     return (11, 11, 10) if size < _WIDE_DIGITS_FROM else (16, 16)
 
 
-def _kth_largest_key_of_parts(parts, k, size, to_keys=lambda keys, after: keys):
+def _kth_largest_key_of_parts(
+    parts, k, size, to_keys=lambda keys, after: keys, nonnegative=False, hold=False
+):
     """The k-th largest of the int32 keys `to_keys(part, after)` of several tensors together,
     by radix selection: O(n), no sort, and no concatenation of the parts (their first-digit
-    histograms add up). Keys are made again from each part rather than kept, one part after
-    the other: `after` is the tensor the part's keys may wait for (what the previous part
-    gave), so a graph runtime that orders by it holds one part's keys and intermediates at a
-    time.
+    histograms add up). Unless `hold`, keys are made again from each part rather than kept,
+    one part after the other: `after` is the tensor the part's keys may wait for (what the
+    previous part gave), so a graph runtime that orders by it holds one part's keys and
+    intermediates at a time. With `hold` each part's keys and top digits are kept from the
+    first pass for the second (4 more bytes per key alive, two passes fewer).
 
     Each pass counts, among the keys that share the digits chosen so far (the prefix), how
     many have each value of the next digit, and keeps the digit holding the k-th largest.
     After the first pass only the keys in the chosen bucket can be the k-th largest: they are
     gathered (a few percent of the keys, for weights spread over many magnitudes), and the
-    later passes read only them. `size` is the number of keys in all parts. Returns the
-    threshold key, how many keys lie strictly above it, and how many tie with it.
+    later passes read only them. `size` is the number of keys in all parts; `nonnegative`
+    promises no key is negative (their top digits then need no offset).
+
+    Returns the threshold key, how many keys lie strictly above it, how many tie with it, and
+    for each part a lower bound of how many of its keys are at or above the threshold (those
+    above the chosen first digit, read from the first pass's histograms).
     """
     widths = _radix_digit_widths(size)
     shift = 32 - widths[0]
     bins = 1 << widths[0]
-    histogram, after = None, None
+    # The top digit is signed (arithmetic shift): offset it into [0, bins), unless no key is
+    # negative (then it is in [0, bins / 2) as it is).
+    offset = 0 if nonnegative else bins // 2
+    histograms, held, after = [], [], None
     for part in parts:
         keys = to_keys(part, after)
-        # The top digit is signed (arithmetic shift): offset it into [0, bins).
-        top_digits = ops.right_shift(keys, shift) + bins // 2
+        top_digits = ops.right_shift(keys, shift)
+        if offset:
+            top_digits = top_digits + offset
         after = ops.bincount(top_digits, minlength=bins)
-        histogram = after if histogram is None else histogram + after
-    digit, above = _select_digit(histogram, k)
-    prefix = digit - bins // 2  # == key >> shift for the keys in the chosen bucket
-    if len(parts) == 1:
-        # One tensor: its keys and top digits are still at hand, no need to make them again.
-        candidates = ops.take(keys, ops.nonzero(ops.equal(top_digits, digit))[0])
+        histograms.append(after)
+        if hold or len(parts) == 1:
+            held.append((keys, top_digits))
+    histograms = ops.stack(histograms)
+    digit, above = _select_digit(ops.sum(histograms, axis=0), k)
+    surely_kept = ops.sum(ops.where(ops.arange(bins) > digit, histograms, 0), axis=1)
+    prefix = digit - offset  # == key >> shift for the keys in the chosen bucket
+    if held:
+        # The keys and top digits are still at hand, no need to make them again.
+        candidates = [
+            ops.take(keys, ops.nonzero(ops.equal(top_digits, digit))[0])
+            for keys, top_digits in held
+        ]
     else:
         candidates, after = [], prefix
         for part in parts:
             after = _keys_with_prefix(to_keys(part, after), prefix, shift)
             candidates.append(after)
-        candidates = ops.concatenate(candidates)
+    candidates = candidates[0] if len(candidates) == 1 else ops.concatenate(candidates)
     for index, width in enumerate(widths[1:]):
         if index:
             candidates = _keys_with_prefix(candidates, prefix, shift)
@@ -126,7 +144,7 @@ def _kth_largest_key_of_parts(parts, k, size, to_keys=lambda keys, after: keys):
         digit, above_digit = _select_digit(histogram, k - above)
         above = above + above_digit
         prefix = prefix * bins + digit
-    return prefix, above, histogram[digit]
+    return prefix, above, histogram[digit], [surely_kept[i] for i in range(len(parts))]
 
 
 def _keys_with_prefix(keys, prefix, shift):
@@ -141,9 +159,10 @@ def top_k_masks_together(scores, k, forced=None, dtype="float32", nonnegative=Fa
     tensor, or None) marks entries ranked above every score, as if their score were +inf.
 
     From 2,048 elements up (except on JAX) the tensors are never concatenated: the radix
-    histograms of each are added, one tensor after the other, so memory stays at one tensor's
-    intermediates. With `rescore` the scores are computed again in each pass rather than read
-    from `scores`, so every tensor's scores need not be alive at once.
+    histograms of each are added. Without `rescore` every tensor's sort keys are made once
+    and held (4 bytes per score, and 4 more for their top radix digits until the bucket
+    holding the k-th largest is gathered). With `rescore` the scores are computed again in
+    each pass, one tensor after the other, so memory stays at one tensor's intermediates.
 
     Args:
         scores: list of float tensors of any shapes.
@@ -152,7 +171,7 @@ def top_k_masks_together(scores, k, forced=None, dtype="float32", nonnegative=Fa
         dtype: dtype of the masks ("uint8" or "bool" take a quarter of float32's memory).
         nonnegative: a promise that no score is negative (nor -0.0), as magnitudes are: their
             float bits then sort as they are, which saves full-size intermediates in every
-            radix pass. Not checked: a negative score would rank last.
+            radix pass. Not checked: a negative score gives wrong masks or an error.
         rescore: None, or one function `after -> scores` per score tensor, computing it again
             (the same values at every call, e.g. from a weight variable): `scores` then only
             give the shapes. `after` is None or a tensor the ranking computes before; a graph
@@ -169,10 +188,13 @@ def top_k_masks_together(scores, k, forced=None, dtype="float32", nonnegative=Fa
 
 
 def top_k_masks_and_counts(
-    scores, k, forced=None, dtype="float32", nonnegative=False, rescore=None
+    scores, k, forced=None, dtype="float32", nonnegative=False, rescore=None, exact_counts=True
 ):
     """`top_k_masks_together`, and how many entries each mask keeps (int32 scalars, counted
-    while each mask is made rather than from the masks afterwards)."""
+    while each mask is made rather than from the masks afterwards). With `exact_counts=False`
+    the counts are lower bounds where that saves passes over the masks (from 2,048 elements
+    up, except on JAX): how many entries of each tensor rank above the threshold's first radix
+    digit, all of them kept, read from the first pass's histograms."""
     sources = rescore or [lambda after, tensor=tensor: tensor for tensor in scores]
     shapes = [tuple(ops.shape(tensor)) for tensor in scores]
     sizes = [math.prod(shape) for shape in shapes]
@@ -201,7 +223,14 @@ def top_k_masks_and_counts(
         return ops.where(ops.reshape(forced[index], (-1,)), 0x7F800000, keys)
 
     indices = range(len(scores))
-    threshold, above_count, tie_count = _kth_largest_key_of_parts(indices, k, sum(sizes), to_keys)
+    hold = rescore is None
+    if hold:
+        # The scores are held anyway: their keys are made once, kept in place of them.
+        held = [to_keys(index, None) for index in indices]
+        to_keys = lambda index, after: held[index]  # noqa: E731
+    threshold, above_count, tie_count, surely_kept = _kth_largest_key_of_parts(
+        indices, k, sum(sizes), to_keys, nonnegative=nonnegative, hold=hold
+    )
     ties_to_keep = k - above_count
 
     def keep_every_tie(keys, ties_before):
@@ -222,10 +251,11 @@ def top_k_masks_and_counts(
         ties_before, after = ops.convert_to_tensor(0, "int32"), threshold
         for index, shape in enumerate(shapes):
             keep, ties_before = ties(to_keys(index, after), ties_before)
-            counts.append(ops.sum(ops.cast(keep, "int32")))
             result.append(ops.reshape(ops.cast(keep, dtype), shape))
-            after = counts[-1]
-        return result, counts
+            if exact_counts:
+                counts.append(ops.sum(ops.cast(keep, "int32")))
+            after = counts[-1] if exact_counts else result[-1]
+        return result, counts if exact_counts else surely_kept
 
     # Usually every tie is kept (there is no tie but the threshold itself): then no tie rank,
     # whose prefix sum takes two int32 copies of each tensor, is needed.
@@ -279,7 +309,8 @@ def top_k_mask(scores, k, nonnegative=False, dtype="float32"):
         scores: float tensor of any shape.
         k: number of elements to keep, 1 <= k <= scores.size (int or int32 scalar tensor).
         nonnegative: a promise that no score is negative (nor -0.0), as magnitudes are: their
-            float bits then sort as they are, which saves three full passes. Not checked.
+            float bits then sort as they are, which saves four full passes. Not checked: a
+            negative score gives a wrong mask or an error.
         dtype: the mask's dtype ("uint8", as `kp.PruneWrapper` stores masks, takes a quarter
             of float32's memory and no conversion when installed).
 
@@ -336,7 +367,8 @@ def _top_k_of_bits(bits, k, nonnegative):
     # select inside jax.jit, so JAX always sorts.
     if size < _SORT_BELOW or keras.backend.backend() == "jax":
         return _top_k_of_keys(keys, k, _kth_largest_key_by_sort(keys, k))
-    return _top_k_of_keys(keys, k, _kth_largest_key_of_parts([keys], k, size))
+    selection = _kth_largest_key_of_parts([keys], k, size, nonnegative=nonnegative)[:3]
+    return _top_k_of_keys(keys, k, selection)
 
 
 def sparsity_mask(scores, sparsity, nonnegative=False, dtype="float32"):

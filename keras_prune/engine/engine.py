@@ -339,7 +339,9 @@ def declared_allocations(wrappers):
     found = {}
     for wrapper in wrappers:
         declared = wrapper.allocation
-        key = None if declared is None else repr(keras.saving.serialize_keras_object(declared))
+        # Class and config (an Allocation's repr is its config): serializing each wrapper's
+        # allocation instead cost ~0.1 ms per wrapper at every update.
+        key = None if declared is None else (type(declared), repr(declared))
         found.setdefault(key, (declared, []))[1].append(wrapper)
     return list(found.values())
 
