@@ -3,10 +3,16 @@
 TensorFlow runs here; JAX runs the same checks in a subprocess (tests/test_backends.py style).
 """
 
+import keras
 import numpy as np
 import pytest
 
 from tests.test_backends import run_on_backend
+
+# These run in this process and trace with tf.function: on torch every update runs eagerly.
+on_tensorflow = pytest.mark.skipif(
+    keras.backend.backend() != "tensorflow", reason="traces with tf.function in this process"
+)
 
 CHECKS = r"""
 import numpy as np, keras, keras_prune as kp
@@ -76,6 +82,7 @@ def check_all(full=True):
 """
 
 
+@on_tensorflow
 def test_compiled_masks_equal_eager_masks_on_tensorflow(monkeypatch):
     from keras_prune.engine import engine
 
@@ -89,6 +96,7 @@ def test_compiled_masks_equal_eager_masks_on_jax():
     run_on_backend("jax", "jax", CHECKS + "\ncheck_all(full=False)\nprint('OK')\n")
 
 
+@on_tensorflow
 def test_untraceable_criterion_falls_back_to_eager():
     namespace = {}
     exec(CHECKS, namespace)
@@ -103,6 +111,7 @@ def test_untraceable_criterion_falls_back_to_eager():
     assert reasons[-1].startswith("tracing failed")
 
 
+@on_tensorflow
 def test_auto_traces_from_the_second_update():
     namespace = {}
     exec(CHECKS, namespace)
