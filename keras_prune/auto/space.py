@@ -15,8 +15,7 @@ import math
 
 import numpy as np
 
-from keras_prune.auto import latency_profile as profile_lib
-from keras_prune.auto import selection
+from keras_prune.auto import latency_table, selection
 from keras_prune.graph import channel_importance, tracing
 from keras_prune.graph import groups as groups_lib
 from keras_prune.layers import layouts
@@ -158,7 +157,7 @@ class SearchSpace:
                 result.update(
                     latency=None,
                     size=counted["params"] * self.itemsize,
-                    arena=profile_lib.peak_activation_bytes(self.model, kept, self.itemsize),
+                    arena=latency_table.peak_activation_bytes(self.model, kept, self.itemsize),
                 )
             return result
         removed = macs = 0
@@ -181,7 +180,7 @@ class SearchSpace:
             result.update(
                 latency=None,
                 size=self.base["params"] * self.itemsize - dense_bytes + sparse_bytes,
-                arena=profile_lib.peak_activation_bytes(self.model, None, self.itemsize),
+                arena=latency_table.peak_activation_bytes(self.model, None, self.itemsize),
             )
         return result
 
