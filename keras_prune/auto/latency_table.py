@@ -15,6 +15,7 @@ import numpy as np
 from keras_prune.auto import blocks as blocks_lib
 from keras_prune.graph import groups as groups_lib
 from keras_prune.graph import tracing
+from keras_prune.reporting import text_tables
 
 TOLERANCE = 0.25
 
@@ -208,7 +209,6 @@ class Profile:
 
     def table(self, limit=25, width=120):
         """The most expensive blocks as a text table, with the check against the model."""
-        from rich.console import Console
         from rich.table import Table
 
         timed = self.target != "mcu"
@@ -237,9 +237,7 @@ class Profile:
                 cells += [f"{row['latency_us']:.1f}", f"{100 * row['latency_us'] / total:.1f}%"]
             cells.append(f"{row['bytes']:,}")
             table.add_row(*cells)
-        console = Console(record=True, width=width, file=_Null())
-        console.print(table)
-        lines = [console.export_text().rstrip()]
+        lines = [text_tables.as_text(table, width).rstrip()]
         for check in self.checks:
             if check["measured_us"] is not None:
                 lines.append(
@@ -290,14 +288,6 @@ class Profile:
         values = dict(values)
         values["blocks"] = [BlockCost(**row) for row in values["blocks"]]
         return cls(**values)
-
-
-class _Null:
-    def write(self, text):
-        return len(text)
-
-    def flush(self):
-        pass
 
 
 def activation_itemsize(target):

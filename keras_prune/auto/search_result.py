@@ -4,6 +4,7 @@ model of any point."""
 import dataclasses
 
 from keras_prune.auto import objectives as objectives_lib
+from keras_prune.reporting import text_tables
 
 
 @dataclasses.dataclass
@@ -206,7 +207,6 @@ class SearchResult:
 
     def table(self, rows=None, width=130):
         """The front (or `rows`) as a text table, end-to-end measurements beside predictions."""
-        from rich.console import Console
         from rich.table import Table
 
         rows = self.front if rows is None else rows
@@ -242,9 +242,7 @@ class SearchResult:
                 objectives_lib.format_value(candidate.costs.get("macs"), ""),
                 f"{candidate.mean_sparsity:.2f}",
             )
-        console = Console(record=True, width=width, file=_Null())
-        console.print(table)
-        lines = [console.export_text().rstrip()]
+        lines = [text_tables.as_text(table, width).rstrip()]
         lines.extend(f"note: {note}" for note in self.notes)
         return "\n".join(lines)
 
@@ -285,11 +283,3 @@ class SearchResult:
             ylabel=f"{y} ({y_unit})" if y_unit else y,
             marked=reference,
         )
-
-
-class _Null:
-    def write(self, text):
-        return len(text)
-
-    def flush(self):
-        pass

@@ -26,6 +26,7 @@ from keras_prune.core import validation
 from keras_prune.graph import channel_importance, tracing
 from keras_prune.graph import groups as groups_lib
 from keras_prune.layers import layouts
+from keras_prune.reporting import text_tables
 from keras_prune.surgery import zeros
 
 DEFAULT_SPARSITIES = {
@@ -241,7 +242,6 @@ class Sensitivity:
 
     def table(self, width=110):
         """The curves as a text table (drops; the most sensitive units first)."""
-        from rich.console import Console
         from rich.table import Table
 
         direction = "higher is better" if self.higher_is_better else "lower is better"
@@ -259,9 +259,7 @@ class Sensitivity:
                 f"{unit['size']:,}",
                 *(f"{drop:+.4f}" for drop in unit["drops"]),
             )
-        console = Console(record=True, width=width, file=_Null())
-        console.print(table)
-        return console.export_text()
+        return text_tables.as_text(table, width)
 
     def __str__(self):
         return self.table()
@@ -285,14 +283,6 @@ class Sensitivity:
     @classmethod
     def from_dict(cls, values):
         return cls(**values)
-
-
-class _Null:
-    def write(self, text):
-        return len(text)
-
-    def flush(self):
-        pass
 
 
 def sensitivity(

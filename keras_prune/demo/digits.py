@@ -128,6 +128,7 @@ def _export_in_tensorflow(model_path, path, target, calibration, latency_runs):
 
 
 def _field(result, name):
+    """`name` of an export result: an `ExportResult`, or its dict from a TensorFlow child."""
     return result[name] if isinstance(result, dict) else getattr(result, name)
 
 
@@ -286,12 +287,7 @@ def run(
     print(result)
     print()
     for target, pair in exports.items():
-        pruned_result = pair["pruned"]
-        extra = (
-            pruned_result["extra_files"]
-            if isinstance(pruned_result, dict)
-            else pruned_result.extra_files
-        )
+        extra = _field(pair["pruned"], "extra_files")
         if extra:
             say(f"{target}: C array for the microcontroller in {extra[0]}")
     say(f"Report: {result.path} (plots: {', '.join(result.plots.values()) or 'none'})")
