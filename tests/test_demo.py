@@ -2,6 +2,7 @@
 
 import json
 import os
+import warnings
 
 import pytest
 
@@ -67,3 +68,14 @@ def test_the_dense_and_pruned_files_are_timed_again_side_by_side(tmp_path, monke
     timed = digits._timed_side_by_side(as_dicts, 3, rounds=1)
     assert timed["pruned"]["latency_us"]["xnnpack"] == calls[-1][2][1]
     assert digits._timed_side_by_side(pair, 0) is pair
+    # Timed on different runtimes by the exports (XNNPACK refused one file): kept, with a
+    # warning naming the target, rather than a ratio of timings made minutes apart in silence.
+    as_dicts["pruned"]["latency_us"] = {"builtin": as_dicts["pruned"]["latency_us"]["builtin"]}
+    with pytest.warns(UserWarning, match=r"mobile: the dense and pruned files could not be"):
+        kept = digits._timed_side_by_side(as_dicts, 3, rounds=1, target="mobile")
+    assert kept is as_dicts and len(calls) == 2
+    # Files not timed at all have no ratio to mislead: no warning.
+    untimed = {version: {**result, "latency_us": {}} for version, result in as_dicts.items()}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert digits._timed_side_by_side(untimed, 3) is untimed

@@ -138,19 +138,27 @@ def _with_latency(result, latency_us):
     return dataclasses.replace(result, latency_us=latency_us)
 
 
-def _timed_side_by_side(pair, latency_runs, rounds=7):
+def _timed_side_by_side(pair, latency_runs, rounds=7, target="this target"):
     """`pair` ({"dense": result, "pruned": result} of one target) with both files' latency
     timed again together: rounds interleaved in one child process. Each export timed its own
     file, minutes apart; load on a shared machine moved those two figures apart by up to 20%
     and made the report's before/after ratio disagree with the exporter's own interleaved
-    comparison. Left as it was if either file was not timed or the runtime refuses one."""
+    comparison. Left as it was, with a warning naming `target` and why, if either file was not
+    timed on the same runtime or the runtime refuses one."""
     dense, pruned = pair.get("dense"), pair.get("pruned")
     if dense is None or pruned is None or not latency_runs:
         return pair
     dense_latency, pruned_latency = _field(dense, "latency_us"), _field(pruned, "latency_us")
+    if not dense_latency or not pruned_latency:  # not timed: no ratio to mislead
+        return pair
     runtime = "xnnpack" if "xnnpack" in dense_latency else "builtin"
     if runtime not in dense_latency or runtime not in pruned_latency:
-        return pair
+        return _separately_timed(
+            pair,
+            target,
+            f"the exports timed them on {sorted(dense_latency)} and "
+            f"{sorted(pruned_latency)}, not both on {runtime!r}",
+        )
     try:
         medians = kp.export.measure_latencies(
             [_field(dense, "path"), _field(pruned, "path")],
@@ -158,12 +166,23 @@ def _timed_side_by_side(pair, latency_runs, rounds=7):
             runs=latency_runs,
             rounds=rounds,
         )
-    except kp.export.RuntimeCheckError:  # XNNPACK refusing a file is one too
-        return pair
+    except kp.export.RuntimeCheckError as error:  # XNNPACK refusing a file is one too
+        return _separately_timed(pair, target, f"{runtime} refused a file: {error}")
     return {
         "dense": _with_latency(dense, {**dense_latency, runtime: medians[0]}),
         "pruned": _with_latency(pruned, {**pruned_latency, runtime: medians[1]}),
     }
+
+
+def _separately_timed(pair, target, why):
+    """`pair` as it is, after warning that its latencies were timed apart and why."""
+    warnings.warn(
+        f"{target}: the dense and pruned files could not be timed again together ({why}); "
+        "the report shows each export's own latency, timed minutes apart, so their ratio "
+        "includes any change of load in between.",
+        stacklevel=3,
+    )
+    return pair
 
 
 def run(
@@ -266,7 +285,7 @@ def run(
                 exports[target][version] = _export_in_tensorflow(
                     saved, path, target, calibration, latency_runs
                 )
-        exports[target] = _timed_side_by_side(exports[target], latency_runs)
+        exports[target] = _timed_side_by_side(exports[target], latency_runs, target=target)
 
     say("5/5 Writing the report...")
     result = kp.reporting.report(
