@@ -157,6 +157,49 @@ def test_core_on_torch():
     run_on_backend("torch", "torch", SCRIPT)
 
 
+# What running the suite under torch found (session 11): each line failed there before its fix.
+TORCH_FOUND = r"""
+import numpy as np, keras, tensorflow as tf, keras_prune as kp
+from keras_prune.core import criteria
+from keras_prune.posttraining.replay import GraphRun
+rng = np.random.default_rng(0)
+# N:M masks of a weight variable padded with a tensor fill value, which torch's pad refused.
+scores = keras.Variable(rng.random((3, 6)).astype("float32"))
+mask = keras.ops.convert_to_numpy(kp.masks.n_of_m_mask(keras.ops.abs(scores), 2, 4))
+assert (mask.reshape(3, -1).sum(1) == 4).all(), mask
+# Taylor scores of a NumPy weight: `*` of an array and a torch tensor raised.
+statistics = criteria.GradientStatistics()
+weight = rng.normal(size=(4, 3)).astype("float32")
+statistics.record(weight, [rng.normal(size=(4, 3)).astype("float32")])
+scores = keras.ops.convert_to_numpy(criteria.get("taylor")(weight, statistics))
+np.testing.assert_allclose(scores, np.abs(weight * keras.ops.convert_to_numpy(statistics.mean_gradient)))
+# kp.summary of learnable masks read effective weights that require grad.
+model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(16, name="h"), keras.layers.Dense(3)])
+learnable = kp.prune(model, schedule=kp.ConstantSparsity(0.5, 0), mask="learnable")
+kp.pruning.update_masks(learnable, 0)
+kp.summary(learnable)
+# Calibration batches from a tf.data.Dataset, as fit takes on every backend.
+x = rng.normal(size=(32, 8)).astype("float32")
+dataset = tf.data.Dataset.from_tensor_slices((x, np.zeros(32))).batch(8)
+kp.posttraining.prune_posttraining(model, dataset, sparsity=0.5)
+# The graph replay holds its activations without autograd history.
+inputs = keras.Input((8,))
+h = keras.layers.Dense(8, name="a")(inputs)
+functional = keras.Model(inputs, keras.layers.Dense(2, name="b")(h + inputs))
+run = GraphRun(kp.graph.trace(functional), [[x]])
+for call in run.graph.calls:
+    run.advance(call)
+(output,) = run.outputs()[0]
+assert not output.requires_grad
+np.testing.assert_allclose(np.asarray(output), functional.predict(x, verbose=0), atol=1e-5)
+print("OK")
+"""
+
+
+def test_what_the_torch_suite_run_found_stays_fixed():
+    run_on_backend("torch", "torch", TORCH_FOUND)
+
+
 def test_masks_train_on_jax_as_on_tensorflow(tmp_path):
     # Mask updates mid-epoch must reach JAX's training state (kept outside the variables):
     # the same run gives the same masks and weights as on TensorFlow.

@@ -158,6 +158,9 @@ def test_mixed_granularities_train_strip_and_shrink(data):
     assert (fc1.all(2) == fc1.any(2)).all()
 
 
+@pytest.mark.skipif(
+    keras.backend.backend() != "tensorflow", reason="kp.export runs on the TensorFlow backend"
+)
 def test_the_preset_exports_fully_connected_weights_sparse_and_matches_keras(tmp_path, data):
     x, _ = data
     model = mobile_cnn()

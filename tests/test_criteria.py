@@ -12,6 +12,11 @@ import keras_prune as kp
 from keras_prune.core import criteria
 from keras_prune.engine import collect_gradients
 
+# Differentiates with tf.GradientTape in this process.
+on_tensorflow = pytest.mark.skipif(
+    keras.backend.backend() != "tensorflow", reason="uses tf.GradientTape in this process"
+)
+
 
 def to_numpy(value):
     return keras.ops.convert_to_numpy(value)
@@ -104,6 +109,7 @@ def test_gradient_collection_shows_progress_only_when_verbose(random_batch, caps
     assert "4/4" in capsys.readouterr().out
 
 
+@on_tensorflow
 def test_collect_gradients_matches_gradient_tape(random_batch):
     x, y = random_batch
     model = compile_for_digits(kp.prune(small_cnn(), criterion="taylor"))

@@ -247,9 +247,10 @@ def test_transfer_layer_feeds_the_distillation_term_only_in_training():
     ).mean()
     student_out = student.predict(x, verbose=0)
     hard = float(keras.losses.SparseCategoricalCrossentropy(from_logits=True)(y, student_out))
-    assert logs["distillation_loss"][0] == pytest.approx(soft, rel=1e-4)
+    # A KL term near 5e-4 is a difference of nearly equal logs: allow float32's rounding of it.
+    assert logs["distillation_loss"][0] == pytest.approx(soft, rel=1e-4, abs=1e-6)
     assert logs["student_loss"][0] == pytest.approx(hard, rel=1e-4)
-    assert logs["loss"][0] == pytest.approx(0.6 * hard + 0.4 * soft, rel=1e-4)
+    assert logs["loss"][0] == pytest.approx(0.6 * hard + 0.4 * soft, rel=1e-4, abs=1e-6)
     clean = _numpy_soft_targets(teacher.predict(x, verbose=0), student_out, 2.0).mean()
     assert clean != pytest.approx(soft, rel=1e-3)
     evaluated = trainer.evaluate(x, y, verbose=0, return_dict=True)

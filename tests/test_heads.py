@@ -53,7 +53,7 @@ def test_activation_importance_is_each_heads_output_norm():
         alone = np.zeros_like(kernel)
         alone[head] = kernel[head]
         attention.output_dense.set_weights([alone, bias])
-        contribution = np.asarray(model(x)) - bias
+        contribution = keras.ops.convert_to_numpy(model(x)) - bias
         expected.append(np.linalg.norm(contribution, axis=-1).mean())
     attention.output_dense.set_weights([kernel, bias])
     np.testing.assert_allclose(scores, expected, rtol=1e-4)
@@ -75,7 +75,7 @@ def test_taylor_importance_is_the_loss_change_of_scaling_a_head():
         scaled = kernel.copy()
         scaled[head] *= scale
         output_dense.set_weights([scaled, bias])
-        return float(np.mean((np.asarray(model(x)) - y) ** 2))
+        return float(np.mean((keras.ops.convert_to_numpy(model(x)) - y) ** 2))
 
     epsilon = 1e-2
     expected = [abs(loss(1 + epsilon, h) - loss(1 - epsilon, h)) / (2 * epsilon) for h in range(4)]

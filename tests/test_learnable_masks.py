@@ -7,6 +7,11 @@ from conftest import compile_for_digits, small_cnn
 
 import keras_prune as kp
 
+# Differentiates with tf.GradientTape in this process.
+on_tensorflow = pytest.mark.skipif(
+    keras.backend.backend() != "tensorflow", reason="uses tf.GradientTape in this process"
+)
+
 LearnableMask = kp.mask_types.LearnableMask
 SigmoidGateMask = kp.mask_types.SigmoidGateMask
 
@@ -129,6 +134,7 @@ def test_kept_weights_pass_through_unscaled(reselect):
     np.testing.assert_array_equal(effective[kept], kernel[kept])
 
 
+@on_tensorflow
 @pytest.mark.parametrize("scores_dtype", ["float32", "float16"])
 def test_straight_through_gradients_follow_movement_pruning(scores_dtype):
     # LearnableMask writes its gradient out by hand (one multiply forward, two backward); it must
@@ -159,6 +165,7 @@ def test_straight_through_gradients_follow_movement_pruning(scores_dtype):
         np.testing.assert_array_equal(ours, bracket)
 
 
+@on_tensorflow
 @pytest.mark.parametrize("scores_dtype", ["float32", "float16"])
 def test_sigmoid_gate_gradients_are_the_brackets(scores_dtype):
     # SigmoidGateMask writes its gradient out too: the same forward value and weight gradient

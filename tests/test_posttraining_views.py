@@ -17,7 +17,7 @@ RNG = np.random.default_rng(0)
 
 
 def _check_view(layer, x):
-    outputs = np.asarray(layer(x))
+    outputs = keras.ops.convert_to_numpy(layer(x))
     (weight,) = [w for w in layouts.prunable_weights(layer) if w.owner is layer]
     view, reason = matrix_view(weight)
     assert reason is None
@@ -130,26 +130,31 @@ def test_graph_run_matches_predict_and_drops_dead_tensors():
     for call in graph.calls:
         run.advance(call)
         live.append(len(run.values[0]))
-    outputs = np.concatenate([batch[0] for batch in run.outputs()])
+    outputs = np.concatenate([keras.ops.convert_to_numpy(batch[0]) for batch in run.outputs()])
     np.testing.assert_allclose(outputs, model.predict(x, verbose=0), rtol=1e-5, atol=1e-6)
     assert max(live) <= 3  # the input (for the skip), the current tensor, one more
     bypassed = run_graph(graph, [[x]], bypass={id(graph.calls[2]): 0})[0][0]
     d3 = model.get_layer("d3")
-    np.testing.assert_allclose(bypassed, d3(x), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(bypassed),
+        keras.ops.convert_to_numpy(d3(x)),
+        rtol=1e-5,
+        atol=1e-6,
+    )
 
 
 def test_recording_inputs_sees_sublayer_inputs_and_restores_the_layer():
     attention = keras.layers.MultiHeadAttention(2, 3)
     query = RNG.normal(size=(2, 4, 5)).astype("float32")
-    before = np.asarray(attention(query, query))
+    before = keras.ops.convert_to_numpy(attention(query, query))
     seen = {}
     with recording_inputs(
         [attention.query_dense, attention.output_dense],
-        lambda layer, x: seen.setdefault(layer.name, np.asarray(x)),
+        lambda layer, x: seen.setdefault(layer.name, keras.ops.convert_to_numpy(x)),
     ):
-        during = np.asarray(attention(query, query))
+        during = keras.ops.convert_to_numpy(attention(query, query))
     np.testing.assert_array_equal(before, during)
     np.testing.assert_array_equal(seen["query"], query)
     assert seen["attention_output"].shape == (2, 4, 2, 3)
     assert "call" not in vars(attention.query_dense)
-    np.testing.assert_array_equal(np.asarray(attention(query, query)), before)
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(attention(query, query)), before)

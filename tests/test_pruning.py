@@ -263,6 +263,8 @@ def test_summary_compares_two_models():
 
 @pytest.mark.parametrize("steps_per_execution", [1, 4, 5])
 def test_steps_per_execution_keeps_every_scheduled_update(steps_per_execution):
+    if steps_per_execution > 1 and keras.backend.backend() == "torch":
+        pytest.skip("Keras runs one step per execution on torch")
     # With steps_per_execution=k Keras calls batch hooks once per k steps; an update due inside
     # those k steps must still happen (at the start of them), so the schedule is followed.
     rng = np.random.default_rng(0)

@@ -121,7 +121,7 @@ def test_learnable_masks_train_scores_and_keep_effective_weights_sparse(mask, ra
     scores_before = np.asarray(wrapper.scores[0]).copy()
     pruned.fit(x, y, epochs=2, batch_size=16, verbose=0, callbacks=[kp.PruningCallback()])
     assert not np.allclose(np.asarray(wrapper.scores[0]), scores_before)
-    effective = np.asarray(wrapper.effective_weights()[0][1])
+    effective = keras.ops.convert_to_numpy(wrapper.effective_weights()[0][1])
     assert effective.size - np.count_nonzero(effective) == effective.size - kp.masks.keep_count(
         effective.size, 0.75
     )

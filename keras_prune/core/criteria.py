@@ -292,11 +292,12 @@ class Taylor(Criterion):
     deterministic = True
 
     def score(self, weight, statistics):
-        return ops.abs(weight * statistics.mean_gradient)
+        # ops.multiply: `weight` may be a NumPy array, which `*` cannot take with a torch tensor.
+        return ops.abs(ops.multiply(weight, statistics.mean_gradient))
 
     def channel_values(self, weight, statistics=None):
         self(weight, statistics)  # refuses without gradients
-        return weight * statistics.mean_gradient
+        return ops.multiply(weight, statistics.mean_gradient)
 
 
 @keras.saving.register_keras_serializable(package="keras_prune")

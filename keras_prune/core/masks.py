@@ -495,10 +495,16 @@ def n_of_m_mask(scores, n, m):
     kp.masks.n_of_m_mask(np.array([[4.0, 1.0, 3.0, 2.0]]), 2, 4)  # [[1, 0, 1, 0]]
     ```
     """
+    scores = ops.convert_to_tensor(scores)
     rows, columns = ops.shape(scores)
     groups = -(-columns // m)
-    lowest = ops.min(scores) - 1.0
-    padded = ops.pad(scores, [[0, 0], [0, groups * m - columns]], constant_values=lowest)
+    padded = scores
+    if groups * m > columns:
+        # Filled with less than every score, so padding is never kept. Not `ops.pad`: torch's
+        # pad takes only a Python number as the fill value, and this one is a tensor.
+        lowest = ops.min(scores) - 1.0
+        filler = ops.zeros((rows, groups * m - columns), scores.dtype) + lowest
+        padded = ops.concatenate([scores, filler], axis=1)
     grouped = ops.reshape(padded, (rows, groups, m))
     _, kept = ops.top_k(grouped, k=n, sorted=False)
     mask = ops.sum(ops.one_hot(kept, m), axis=-2)

@@ -17,7 +17,13 @@ from keras_prune.graph import tracing
 
 
 def _is_array(value):
-    return isinstance(value, np.ndarray) or keras.ops.is_tensor(value)
+    # Tensors of another framework count too: Keras' fit reads a tf.data.Dataset on every
+    # backend, so its batches are TensorFlow tensors on JAX or torch.
+    return (
+        isinstance(value, np.ndarray)
+        or keras.ops.is_tensor(value)
+        or all(hasattr(value, name) for name in ("__array__", "shape", "dtype"))
+    )
 
 
 def _is_structure(value):

@@ -95,7 +95,9 @@ class GraphRun:
                     f"{len(call.outputs)} when the model was built."
                 )
             for tensor, value in zip(call.outputs, flat, strict=True):
-                values[id(tensor)] = value
+                # Held without its autograd history: on torch a stored output would otherwise
+                # keep every earlier activation of the batch alive (and refuse `np.asarray`).
+                values[id(tensor)] = keras.ops.stop_gradient(value)
         for tensor in call.inputs:
             self.reads_left[id(tensor)] -= 1
             if self.reads_left[id(tensor)] <= 0:

@@ -44,7 +44,9 @@ def weight_rows(model):
     rows = []
     for layer in _leaf_layers(model):
         if isinstance(layer, PruneWrapper):
-            values = {id(v): np.asarray(value) for v, value in layer.effective_weights()}
+            values = {
+                id(v): keras.ops.convert_to_numpy(value) for v, value in layer.effective_weights()
+            }
             targets = layer.targets
             pruned = True
         else:
@@ -54,7 +56,7 @@ def weight_rows(model):
         for target in targets:
             value = values.get(id(target.variable))
             if value is None:
-                value = np.asarray(target.variable)
+                value = keras.ops.convert_to_numpy(target.variable)
             rows.append(
                 WeightRow(
                     layer=layer.name,
