@@ -1,8 +1,9 @@
 """Benchmark the core's performance targets, side by side in one run.
 
 1. Training-time overhead of pruning-aware training over the same dense model (Keras 3),
-   per epoch, on the digits CNN and an FC-heavy MLP: binary masks (target <= 1.15x) and
-   learnable masks in both `reselect` modes (target <= 1.3x), rounds interleaved, medians and
+   per epoch, on the digits CNN and an FC-heavy MLP (and MobileNetV2 with --mobilenetv2):
+   binary masks (target <= 1.15x) and learnable masks in both `reselect` modes (target <=
+   1.3x), rounds interleaved, medians and
    the spread of the per-round ratios. (tfmot on Keras 2 measures 2.5-3x; run with --tfmot to
    add its row, measured in a subprocess with TF_USE_LEGACY_KERAS=1.)
 2. Mask recomputation for a 4M-weight kernel: target <= 50 ms.
@@ -11,7 +12,7 @@
    interleaved repetitions (issue 13: ResNet50 <= 0.5 s per-layer, <= 1 s global); and the
    fit step with a mask update at every step against the dense step (target <= 1.5x).
 
-    python benchmarks/bench_core.py [--epochs 6] [--tfmot] [--skip-recompute]
+    python benchmarks/bench_core.py [--epochs 6] [--tfmot] [--skip-recompute] [--mobilenetv2]
     python benchmarks/bench_core.py --section updates [--repeats 7] [--models cnn,mobilenetv2]
         [--scaling 1,4,16,64] [--epochs 6]
 """
@@ -105,16 +106,29 @@ def mlp():
     )
 
 
-def learnable_rows(rounds, frequency):
+def small_mobilenetv2():
+    keras.utils.set_random_seed(0)
+    return keras.applications.MobileNetV2(
+        weights=None, input_shape=(96, 96, 3), classes=10, classifier_activation=None
+    )
+
+
+def learnable_rows(rounds, frequency, mobilenetv2=False):
     """Epoch seconds of dense, binary and learnable masks (both `reselect` modes) on the digits
-    CNN and on an FC-heavy MLP (784-1024-1024-10, 1.8M weights, 2048 random samples), rounds
+    CNN and on an FC-heavy MLP (784-1024-1024-10, 1.8M weights, 2048 random samples), and with
+    `mobilenetv2` on MobileNetV2 at 96x96 (2.2M weights, 256 random images), rounds
     interleaved. Returns `[(title, [(label, wall times, CPU times)])]`, dense first in each."""
     learnable = kp.mask_types.LearnableMask
     tables = []
-    for title, build, (x, y) in [
+    models = [
         ("digits CNN, 1797 samples", cnn, digits()),
         ("MLP 784-1024-1024-10, 2048 samples", mlp, _random_data(2048, (784,))),
-    ]:
+    ]
+    if mobilenetv2:
+        models.append(
+            ("MobileNetV2 96x96, 256 samples", small_mobilenetv2, _random_data(256, (96, 96, 3)))
+        )
+    for title, build, (x, y) in models:
         steps = int(np.ceil(len(x) / 32))
         schedule = kp.PolynomialDecay(0.0, 0.9, 0, steps * (rounds - 1), frequency=frequency)
         rows = [
@@ -538,6 +552,11 @@ def main():
     parser.add_argument("--frequency", type=int, default=100, help="steps between mask updates")
     parser.add_argument("--section", choices=["training", "updates"], default="training")
     parser.add_argument(
+        "--mobilenetv2",
+        action="store_true",
+        help="for --section training: add MobileNetV2 (96x96) to the training overhead tables",
+    )
+    parser.add_argument(
         "--skip-recompute",
         action="store_true",
         help="for --section training: skip the mask recomputation table",
@@ -558,7 +577,7 @@ def main():
     if args.section == "updates":
         updates_section(args)
         return
-    tables = learnable_rows(args.epochs, args.frequency)
+    tables = learnable_rows(args.epochs, args.frequency, args.mobilenetv2)
     for title, rows in tables:
         print(
             f"\nTraining overhead per epoch ({title}, batch 32, mask update every "

@@ -111,8 +111,10 @@ class LearnableMask(_Reselecting):
       steps from `begin_step` to `end_step`) the mask engine keeps the top-k of the current
       scores and stores that hard mask; between updates the forward pass uses it as it is.
       After the schedule's last update the mask stays fixed, as a binary mask does. A step
-      costs the multiply by the mask and the scores' gradient and optimizer update (1.2x the
-      dense epoch on a small CNN, 1.7x CPU on an FC-heavy MLP: docs/performance.md).
+      costs the multiply by the mask and the scores' gradient and optimizer update (1.05-1.2x
+      the dense epoch on convolutional models, 1.5-1.7x CPU on an FC-heavy MLP at batch 32,
+      where the optimizer's update of as many scores as weights dominates:
+      docs/performance.md).
     - `reselect="step"`: the forward pass keeps the top-k of the current scores at every step,
       also after the schedule ends (Sanh et al.'s rule). This is a top-k over every pruned
       tensor per step: 2-3.5x the dense epoch. With a schedule of `frequency=1` the two are
