@@ -7,6 +7,11 @@ import pytest
 from keras_prune.export import convert, inspect_tflite, targets
 from keras_prune.export.inspection import check_xnnpack_sparse
 
+# The files are converted in this process (TensorFlow's converter needs the TensorFlow backend).
+pytestmark = pytest.mark.skipif(
+    keras.backend.backend() != "tensorflow", reason="converts with TensorFlow in this process"
+)
+
 
 def zero_smallest(weight, fraction):
     values = weight.numpy()
