@@ -224,18 +224,19 @@ def _prune_in_place(model, settings, selected):
             f"Model {model.name!r} ({type(model).__name__}) is not built, so its weights do not "
             "exist yet. Call it on a batch first (`model(x[:1])`), then prune it."
         )
-    if keras.backend.backend() == "jax":
-        raise NotImplementedError(
-            f"Model {model.name!r} is subclassed, so kp.prune prunes it in place, which holds "
-            "masked weights at zero with variable constraints that JAX's `fit` does not run. "
-            "Use the TensorFlow or torch backend, or build the model with the Functional API."
-        )
+    # Arguments first, then the backend: a bad argument reads the same on every backend.
     if isinstance(settings.mask, type(settings.mask)) and settings.mask.learnable:
         raise ValueError(
             f"Model {model.name!r} is subclassed, so kp.prune prunes it in place with binary "
             "masks; learnable masks need the wrapper in the forward pass. Use mask='binary', or "
             "wrap layers yourself: `self.dense = kp.PruneWrapper(keras.layers.Dense(64), "
             "mask='learnable')`."
+        )
+    if keras.backend.backend() == "jax":
+        raise NotImplementedError(
+            f"Model {model.name!r} is subclassed, so kp.prune prunes it in place, which holds "
+            "masked weights at zero with variable constraints that JAX's `fit` does not run. "
+            "Use the TensorFlow or torch backend, or build the model with the Functional API."
         )
     if isinstance(settings.granularity, granularity_lib.Channel):
         raise ValueError(
