@@ -200,6 +200,27 @@ def test_what_the_torch_suite_run_found_stays_fixed():
     run_on_backend("torch", "torch", TORCH_FOUND)
 
 
+# Evaluating a Distiller with metrics called the teacher inside JAX's evaluation step, where only
+# the metrics' variables are mapped: it failed on the teacher's first layer (session 11).
+JAX_DISTILLER = r"""
+import numpy as np, keras, keras_prune as kp
+rng = np.random.default_rng(0)
+x = rng.normal(size=(64, 8)).astype("float32"); y = rng.integers(0, 3, 64)
+def mlp(width):
+    return keras.Sequential([keras.Input((8,)), keras.layers.Dense(width, activation="relu"),
+                             keras.layers.Dense(3)])
+trainer = kp.distill.Distiller(mlp(8), mlp(16), alpha=0.5)
+trainer.compile(optimizer="adam", metrics=["accuracy"])
+history = trainer.fit(x, y, epochs=2, batch_size=16, validation_split=0.25, verbose=0).history
+assert "val_teacher_accuracy" in history and "val_distillation_loss" in history, sorted(history)
+print("OK")
+"""
+
+
+def test_a_distiller_with_metrics_evaluates_on_jax():
+    run_on_backend("jax", "jax", JAX_DISTILLER)
+
+
 def test_masks_train_on_jax_as_on_tensorflow(tmp_path):
     # Mask updates mid-epoch must reach JAX's training state (kept outside the variables):
     # the same run gives the same masks and weights as on TensorFlow.

@@ -221,9 +221,10 @@ def test_loss_mixes_hard_and_soft_terms_with_teacher_in_inference_mode():
     teacher_out, student_out = teacher.predict(x, verbose=0), student.predict(x, verbose=0)
     soft = _numpy_soft_targets(teacher_out, student_out, 3.0).mean()
     hard = keras.losses.SparseCategoricalCrossentropy(from_logits=True)(y, student_out)
-    assert logs["distillation_loss"][0] == pytest.approx(soft, rel=1e-4)
+    # A KL term near 2.5e-4 is a difference of nearly equal logs: allow float32's rounding of it.
+    assert logs["distillation_loss"][0] == pytest.approx(soft, rel=1e-4, abs=1e-6)
     assert logs["student_loss"][0] == pytest.approx(float(hard), rel=1e-4)
-    assert logs["loss"][0] == pytest.approx(0.7 * float(hard) + 0.3 * soft, rel=1e-4)
+    assert logs["loss"][0] == pytest.approx(0.7 * float(hard) + 0.3 * soft, rel=1e-4, abs=1e-6)
 
 
 def test_transfer_layer_feeds_the_distillation_term_only_in_training():

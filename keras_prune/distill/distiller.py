@@ -517,6 +517,9 @@ class Distiller(keras.Model):
         self.distillation_loss_tracker = keras.metrics.Mean(name="distillation_loss")
         self.hint_loss_tracker = keras.metrics.Mean(name="hint_loss") if self.hint_pairs else None
         self.teacher_metrics = []
+        # The teacher's outputs of the evaluation step, from `compute_loss` to `compute_metrics`
+        # of the same step (see `compute_metrics`).
+        self._evaluated_teacher = None
         self.built = True
 
     def _make_projection(self, index, pair, teacher_shape, student_shape):
@@ -651,6 +654,7 @@ class Distiller(keras.Model):
             if isinstance(y_pred, dict)
             else self._forward(x, training=False, student_outputs=y_pred)
         )
+        self._evaluated_teacher = None if isinstance(y_pred, dict) else outputs["teacher"]
         step = ops.convert_to_tensor(self.step)
         alpha = _schedule_value(self.alpha, step)
         student_outputs = ops.cast(outputs["student"], "float32")
@@ -727,8 +731,13 @@ class Distiller(keras.Model):
             student_outputs, teacher_outputs = y_pred["student"], y_pred["teacher"]
         else:
             student_outputs, teacher_outputs = y_pred, None
+        if teacher_outputs is None:
+            # Evaluation: `compute_loss` ran the teacher on this batch just before. Its outputs
+            # are reused rather than the teacher called again here, where JAX's evaluation step
+            # maps only the metrics' variables (the teacher's weights are not readable there).
+            teacher_outputs, self._evaluated_teacher = self._evaluated_teacher, None
         if self.teacher_metrics and y is not None:
-            if teacher_outputs is None:
+            if teacher_outputs is None:  # called on its own, without `compute_loss`
                 student_inputs, precomputed = self._split_inputs(x)
                 teacher_outputs, _ = self._teacher_forward(student_inputs, precomputed)
             for metric in self.teacher_metrics:
